@@ -1,0 +1,119 @@
+"""``lorainit <command>``: the command line. Each command's flags come from a dataclass config.
+
+    lorainit toy --preset quick --out runs/toy-quick      teacher-student study (Hayou et al. 2024, Sec. 3.7)
+    lorainit theory --gammas -1.5:0:7                     gamma-operator table (Lemma 1, Theorems 1-2)
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from . import cliargs, theory
+
+
+@dataclasses.dataclass(frozen=True)
+class TheoryConfig:
+    """The width exponents of Lemma 1 / Theorems 1-2 over a range of learning-rate exponents."""
+
+    inits: tuple[str, ...] = ("init_a", "init_b")
+    """inits with a width theory"""
+    gammas: tuple[float, ...] = dataclasses.field(default=(-1.5, -1.25, -1.0, -0.75, -0.5, -0.25, 0.0), metadata={"spacing": "linear"})
+    """learning-rate exponents gamma[eta] (eta = Theta(n^gamma)); 'LO:HI:N' gives N evenly spaced values; write --gammas=-1.5:0:7 when the first value is negative"""
+    steps: int = 2
+    """fine-tuning step t >= 2 at which the exponents are read (Def. 5 is about t > 1)"""
+    study: str = ""
+    """optional toy study folder or results.json: print its measured slopes next to the theory"""
+
+
+TOY_HELP = """Teacher-student LoRA study of Hayou, Ghosh, Yu 2024 (eq. 4, Sec. 3.7, App. B.1.1): every
+(init, LR, seed) run of a width trains batched on one device; prints the optimal and max-stable LR per
+init and width, their slopes vs width next to the theory's -1/2 (Init[A]) and -1 (Init[B]), and writes
+results.json, findings.txt and three PNG figures into --out."""
+
+THEORY_HELP = """Gamma-operator calculus of Hayou, Ghosh, Yu 2024 (Lemma 1, Theorems 1-2): width exponents of
+Z_A, B, Z_B and the feature updates delta_1, delta_2 for each init and learning-rate exponent, with
+the verdicts stable / feature learning / efficient / internal instability."""
+
+
+def _toy(argv: list[str]) -> int:
+    from .experiments import toy, toy_report, toy_study
+
+    p = cliargs.Parser(prog="lorainit toy", description=TOY_HELP)
+    p.add_argument("--preset", choices=list(toy.PRESETS), default="quick",
+                   help="starting point: 'quick' (CPU, about a minute; the defaults shown below) or 'paper' (widths "
+                        "128..8192, 29 LRs, 3 seeds, 400 steps; meant for a GPU); flags below override it (default: quick)")
+    p.add_argument("--out", type=Path, default=None, help="study folder (default: runs/toy-PRESET); re-running resumes it")
+    p.add_argument("--overwrite", action="store_true", help="discard a study already in --out, even with another config")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar (default: on)")
+    cliargs.add_dataclass(p, toy.ToyConfig)
+    args = p.parse_args(argv)
+    out = args.out or Path("runs") / f"toy-{args.preset}"
+    try:
+        cfg = toy_study.preset(args.preset, **cliargs.given(args, toy.ToyConfig))
+        study = toy_study.run_study(cfg, out, overwrite=args.overwrite, progress=args.progress)
+    except (ValueError, KeyError) as e:
+        cliargs.fail(p.prog, e.args[0] if e.args else str(e))
+    text = toy_report.findings(study)
+    from . import io
+
+    io.write_text(out / "findings.txt", text + "\n")
+    figs = toy_report.figures(study, out)
+    print(text)
+    print(f"\nwrote {out / 'results.json'}, {out / 'findings.txt'}, " + ", ".join(str(f) for f in figs))
+    return 0
+
+
+def _theory(argv: list[str]) -> int:
+    p = cliargs.Parser(prog="lorainit theory", description=THEORY_HELP)
+    cliargs.add_dataclass(p, TheoryConfig)
+    cfg = TheoryConfig(**cliargs.given(p.parse_args(argv), TheoryConfig))
+    try:
+        rows = theory.table(list(cfg.inits), list(cfg.gammas), cfg.steps)
+        print(theory.format_table(rows))
+        print()
+        for init in cfg.inits:
+            hi = theory.max_stable_exponent(init)
+            unstable = [r.gamma_eta for r in theory.table([init], [k / 64 for k in range(-192, 65)]) if r.internal_instability]
+            span = f"; internal instability for gamma[eta] in [{min(unstable):g}, {max(unstable):g}] on a 1/64 grid" if unstable else ""
+            print(f"{init}: max stable exponent {hi:g} (LR up to Theta(n^{hi:g})){span}")
+        if cfg.study:
+            _print_measured(Path(cfg.study))
+    except (ValueError, KeyError, OSError) as e:
+        cliargs.fail(p.prog, e.args[0] if isinstance(e, (ValueError, KeyError)) and e.args else str(e))
+    return 0
+
+
+def _print_measured(path: Path) -> None:
+    from . import io
+    from .experiments.toy_study import THEORY_SLOPE
+
+    if path.is_dir():
+        path = path / "results.json"
+    if not path.exists():
+        raise ValueError(f"no study results at {path}: run 'lorainit toy' first or point --study at its folder")
+    slopes = io.read_json(path)["analysis"]["slopes"]
+    print(f"\nmeasured in {path}:")
+    for init, s in slopes.items():
+        ms, op = s["max_stable"], s["optimal"]
+        f = lambda v: "-" if v is None else f"{v:+.2f}"  # noqa: E731
+        print(f"{init}: max-stable LR slope {f(ms['slope'])} (theory {f(THEORY_SLOPE.get(init))}), optimal LR slope {f(op['slope'])}")
+
+
+COMMANDS = {"toy": _toy, "theory": _theory}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        print("\ncommands: " + ", ".join(COMMANDS) + "   ('lorainit COMMAND --help' for its options)")
+        return 0 if argv else 2
+    if argv[0] not in COMMANDS:
+        cliargs.fail("lorainit", f"unknown command {argv[0]!r}; choose one of {', '.join(COMMANDS)}")
+    return COMMANDS[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,284 @@
+r"""Teacher-student LoRA fine-tuning: Hayou, Ghosh, Yu 2024, eq. (4), Sec. 3.7 and App. B.1.1.
+
+    f(x) = W_out relu(W_in x + (W_h + scaling B A) relu(W_in x))
+
+Teacher: input dim d = 5, width 1000, W_h = 0, a rank-20 LoRA (A, B) injected; every weight
+N(0, 1/fan_in). Data: X ~ N(0, I_d), Y = f_teacher(X), 1000 train and 100 test points.
+Student of width n: frozen W_in ~ N(0, 1/d), W_h ~ N(0, 1/n), W_out ~ N(0, 1/n); only the rank-r
+LoRA factors A (r x n) and B (n x r) train, with AdamW (beta1 0.9, beta2 0.99, no weight decay)
+on the full-batch mean squared error.
+
+The LoRA input relu(W_in x) and the frozen part of the hidden pre-activation
+P = W_in x + W_h relu(W_in x) do not depend on A or B, so both are computed once per seed.
+All (seed, init, LR) runs of one width then train as one batched program (``lorainit.batched``).
+Seeds vary the student's frozen weights and the LoRA init; the teacher and data come from
+``data_seed`` and are shared by every run.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from .. import batched, inits
+from ..seeding import generator
+
+
+@dataclass(frozen=True)
+class ToyConfig:
+    """Teacher-student study: every (init, LR, seed) at every width."""
+
+    widths: tuple[int, ...] = (128, 256, 512)
+    """student widths n"""
+    rank: int = 4
+    """student LoRA rank r"""
+    inits: tuple[str, ...] = ("init_a", "init_b")
+    """LoRA init schemes to compare (names from the registry)"""
+    lrs: tuple[float, ...] = tuple(2.0**k for k in range(-13, 0))
+    """learning-rate grid; on the command line 'LO:HI:N' (N log-spaced values) or 'a,b,c'"""
+    seeds: int = 2
+    """number of seeds (each: student frozen weights and LoRA init)"""
+    steps: int = 200
+    """full-batch AdamW steps per run"""
+    scaling: float = 1.0
+    """LoRA multiplier alpha/r on B A (eq. 4 has none: 1)"""
+    beta1: float = 0.9
+    """AdamW beta1"""
+    beta2: float = 0.99
+    """AdamW beta2"""
+    eps: float = 1e-8
+    """AdamW epsilon"""
+    input_dim: int = 5
+    """input dimension d"""
+    teacher_width: int = 1000
+    """teacher width"""
+    teacher_rank: int = 20
+    """rank of the teacher's injected LoRA"""
+    n_train: int = 1000
+    """training points"""
+    n_test: int = 100
+    """test points"""
+    data_seed: int = 0
+    """seed of the teacher and the data"""
+    log_every: int = 5
+    """record losses and |Z_A|, |Z_B| every this many steps"""
+    diverge_factor: float = 1e4
+    """a run whose train loss exceeds this multiple of its initial loss is stopped and recorded as diverged"""
+    zb_bound: float = 10.0
+    """a run counts as stable if its per-coordinate |Z_B| (mean ||B A z|| / sqrt(n)) stays below this"""
+    select_on: Literal["train", "test"] = "train"
+    """loss that defines the optimal LR: final train loss (as in the paper's Fig. 2-3) or test loss"""
+    device: str = "auto"
+    """'auto' (cuda if available), 'cpu' or 'cuda'"""
+
+
+PRESETS: dict[str, dict] = {
+    "quick": {},
+    "paper": {
+        "widths": tuple(2**k for k in range(7, 14)),
+        "lrs": tuple(2.0 ** (k / 2) for k in range(-30, -1)),
+        "seeds": 3,
+        "steps": 400,
+        "log_every": 10,
+    },
+}
+
+
+def validate(cfg: ToyConfig) -> None:
+    """Raise ValueError with one line naming the bad setting and how to fix it."""
+    if not cfg.widths:
+        raise ValueError("widths is empty: give at least one width, e.g. --widths 128,256")
+    if any(n <= 0 for n in cfg.widths):
+        raise ValueError(f"widths must be positive integers; got {cfg.widths}")
+    if cfg.rank <= 0:
+        raise ValueError(f"rank must be a positive integer; got {cfg.rank}")
+    if cfg.rank > min(cfg.widths):
+        raise ValueError(f"rank {cfg.rank} exceeds the smallest width {min(cfg.widths)}; lower --rank or raise --widths")
+    if not cfg.lrs:
+        raise ValueError("the learning-rate grid is empty: give e.g. --lrs 1e-4:1e-1:8")
+    if any(not lr > 0 for lr in cfg.lrs):
+        raise ValueError(f"learning rates must be > 0; got {cfg.lrs}")
+    if not cfg.inits:
+        raise ValueError("no init schemes given: e.g. --inits init_a,init_b")
+    for name in cfg.inits:
+        inits.entry(name)  # KeyError with the closest name
+    for name in ("seeds", "steps", "input_dim", "teacher_width", "teacher_rank", "n_train", "n_test", "log_every"):
+        if getattr(cfg, name) <= 0:
+            raise ValueError(f"{name} must be a positive integer; got {getattr(cfg, name)}")
+    if cfg.select_on not in ("train", "test"):
+        raise ValueError(f"select_on must be 'train' or 'test'; got {cfg.select_on!r}")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but no CUDA GPU is visible; use --device cpu")
+    return torch.device(name)
+
+
+def _normal(shape, var: float, g: torch.Generator) -> Tensor:
+    return torch.randn(shape, generator=g) * var**0.5
+
+
+def teacher_data(cfg: ToyConfig) -> dict[str, Tensor]:
+    """Teacher of eq. (4) with W_h = 0 and an injected rank-``teacher_rank`` LoRA; returns X, Y splits (CPU)."""
+    g = generator("toy-teacher", cfg.data_seed)
+    d, n, r = cfg.input_dim, cfg.teacher_width, cfg.teacher_rank
+    W_in = _normal((n, d), 1 / d, g)
+    A = _normal((r, n), 1 / n, g)
+    B = _normal((n, r), 1 / r, g)
+    W_out = _normal((n,), 1 / n, g)
+    X = torch.randn(cfg.n_train + cfg.n_test, d, generator=g)  # (N, d)
+    h = torch.relu(X @ W_in.T)  # (N, n)
+    Y = torch.relu(X @ W_in.T + h @ A.T @ B.T) @ W_out  # (N,)
+    return {"X_train": X[: cfg.n_train], "Y_train": Y[: cfg.n_train], "X_test": X[cfg.n_train :], "Y_test": Y[cfg.n_train :]}
+
+
+@dataclass
+class Student:
+    """Frozen parts of S seeds' students of width n, precomputed on ``device``."""
+
+    Z: Tensor  # (S, N, n) LoRA input relu(W_in x)
+    P: Tensor  # (S, N, n) frozen hidden pre-activation W_in x + W_h relu(W_in x)
+    w_out: Tensor  # (S, n)
+    W_h: list[Tensor]  # S x (n, n): the weight the LoRA adapts (handed to the init schemes)
+
+
+def students(cfg: ToyConfig, width: int, X: dict[str, Tensor], device: torch.device) -> dict[str, Student]:
+    """Each seed's frozen student (B.1.1 variances), evaluated on the train and test inputs."""
+    per_split: dict[str, list] = {"train": [], "test": []}
+    W_hs, w_outs = [], []
+    for seed in range(cfg.seeds):
+        g = generator("toy-student", cfg.data_seed, seed, width)
+        W_in = _normal((width, cfg.input_dim), 1 / cfg.input_dim, g).to(device)
+        W_h = _normal((width, width), 1 / width, g).to(device)
+        W_outs = _normal((width,), 1 / width, g).to(device)
+        for split in per_split:
+            pre = X[split].to(device) @ W_in.T  # (N, n)
+            z = torch.relu(pre)
+            per_split[split].append((z, pre + z @ W_h.T))
+        W_hs.append(W_h)
+        w_outs.append(W_outs)
+    w_out = torch.stack(w_outs)
+    return {
+        split: Student(Z=torch.stack([z for z, _ in v]), P=torch.stack([p for _, p in v]), w_out=w_out, W_h=W_hs)
+        for split, v in per_split.items()
+    }
+
+
+class _Head(torch.autograd.Function):
+    r"""out = relu(P + Z_A B^T) w_out for K = S*M runs (run k on seed k // M).
+
+    Same function as the plain autograd expression (``forward_reference``), with a hand-written
+    backward that never materializes the (K, N, n) gradient of the pre-activation. With the 0/1 mask
+    D = [pre > 0] (K, N, n) and upstream gradient g (K, N):
+
+        dL/dZ_A = g[:, :, None] * (D @ (w_out[:, None] * B))        (K, N, r)
+        dL/dB   = w_out[:, None] * (D^T @ (g[:, :, None] * Z_A))    (K, n, r)
+
+    so one (K, N, n) buffer serves as pre-activation, then (in place) as the mask.
+    """
+
+    @staticmethod
+    def forward(ctx, Z_A: Tensor, B: Tensor, P: Tensor, w_out: Tensor) -> Tensor:
+        S, N, n = P.shape
+        K = Z_A.shape[0]
+        pre = torch.bmm(Z_A, B.transpose(1, 2))  # (K, N, n) = Z_B
+        pre.view(S, K // S, N, n).add_(P.unsqueeze(1)).relu_()
+        out = torch.bmm(pre.view(S, -1, n), w_out.unsqueeze(-1)).view(K, N)  # (K, N)
+        ctx.save_for_backward(pre.gt_(0), Z_A, B, w_out)  # pre becomes the 0/1 mask D in place
+        return out
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        D, Z_A, B, w_out = ctx.saved_tensors
+        K, N, n = D.shape
+        S = w_out.shape[0]
+        w = w_out.repeat_interleave(K // S, dim=0).unsqueeze(-1)  # (K, n, 1)
+        g_ZA = g.unsqueeze(-1) * torch.bmm(D, w * B)  # (K, N, r)
+        g_B = w * torch.bmm(D.transpose(1, 2), g.unsqueeze(-1) * Z_A)  # (K, n, r)
+        return g_ZA, g_B, None, None
+
+
+def forward(student: Student, A: Tensor, B: Tensor, scaling: float) -> tuple[Tensor, Tensor]:
+    """Outputs (K, N) and LoRA features Z_A (K, N, r) of K = S*M runs; A (K, r, n), B (K, n, r)."""
+    S, N, n = student.Z.shape
+    M = A.shape[0] // S
+    Z_A = torch.einsum("snd,smrd->smnr", student.Z, A.view(S, M, *A.shape[1:])).reshape(S * M, N, -1)  # (K, N, r)
+    return _Head.apply(scaling * Z_A, B, student.P, student.w_out), Z_A
+
+
+def forward_reference(student: Student, A: Tensor, B: Tensor, scaling: float) -> Tensor:
+    """Eq. (4) written directly, one run at a time through plain autograd: the check on ``forward``."""
+    S = student.Z.shape[0]
+    M = A.shape[0] // S
+    outs = []
+    for k in range(A.shape[0]):
+        s = k // M
+        h = student.P[s] + scaling * (student.Z[s] @ A[k].T) @ B[k].T  # (N, n)
+        outs.append(torch.relu(h) @ student.w_out[s])
+    return torch.stack(outs)  # (K, N)
+
+
+@torch.no_grad()
+def feature_norms(Z_A: Tensor, B: Tensor) -> dict[str, Tensor]:
+    """Fig. 3's |Z_A| = N^-1 sum_i ||A z_i|| and |Z_B| = N^-1 sum_i ||B A z_i||, per run (K,)."""
+    Z_B = torch.bmm(Z_A, B.transpose(1, 2))  # (K, N, n)
+    return {"za": Z_A.norm(dim=-1).mean(-1), "zb": Z_B.norm(dim=-1).mean(-1)}
+
+
+def run_grid(cfg: ToyConfig) -> list[tuple[int, str, float]]:
+    """The runs of one width in batch order: seed-major, then init, then LR."""
+    return list(itertools.product(range(cfg.seeds), cfg.inits, cfg.lrs))
+
+
+def init_factors(cfg: ToyConfig, width: int, student: Student, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Stacked initial (A, B) of every run; one draw per (seed, init), shared by all its LRs."""
+    As, Bs = [], []
+    for seed, name, _lr in run_grid(cfg):
+        g = generator("toy-lora-init", cfg.data_seed, seed, width, name)
+        f = inits.get(name)(student.W_h[seed], cfg.rank, generator=g)
+        As.append(f.A)
+        Bs.append(f.B)
+    return torch.stack(As).to(device), torch.stack(Bs).to(device)  # (K, r, n), (K, n, r)
+
+
+def train_width(cfg: ToyConfig, width: int, data: dict[str, Tensor], device: torch.device, on_step=None) -> dict:
+    """Train every (seed, init, LR) run of one width together; return JSON-ready results."""
+    X = {"train": data["X_train"], "test": data["X_test"]}
+    Y = {"train": data["Y_train"].to(device), "test": data["Y_test"].to(device)}
+    st = students(cfg, width, X, device)
+    A, B = init_factors(cfg, width, st["train"], device)
+    for s in st.values():
+        s.W_h = []  # the inits have run; free the (n, n) weights
+    A.requires_grad_(True)
+    B.requires_grad_(True)
+    grid = run_grid(cfg)
+    lr = torch.tensor([lr for _, _, lr in grid], dtype=torch.get_default_dtype(), device=device)
+
+    def loss_fn(params, log):
+        out, Z_A = forward(st["train"], *params, cfg.scaling)
+        return ((out - Y["train"]) ** 2).mean(-1), feature_norms(Z_A.detach(), params[1].detach()) if log else {}
+
+    def evaluate(params):
+        out, _ = forward(st["test"], *params, cfg.scaling)
+        return {"test_loss": ((out - Y["test"]) ** 2).mean(-1)}
+
+    opt = batched.AdamW(beta1=cfg.beta1, beta2=cfg.beta2, eps=cfg.eps, weight_decay=0.0)
+    hist = batched.fit([A, B], loss_fn, lr, cfg.steps, opt=opt, log_every=cfg.log_every, evaluate=evaluate,
+                       diverge_factor=cfg.diverge_factor, on_step=on_step)
+    runs = []
+    for k, (seed, name, lr_k) in enumerate(grid):
+        curve = lambda t: [None if v != v else float(v) for v in t[:, k].tolist()]  # NaN -> null  # noqa: E731
+        runs.append({
+            "seed": seed, "init": name, "lr": lr_k,
+            "diverged_step": int(hist.diverged_step[k]) if hist.diverged_step[k] >= 0 else None,
+            "diverged_reason": hist.reason[k],
+            "train_loss": curve(hist.train_loss), "test_loss": curve(hist.metrics["test_loss"]),
+            "za": curve(hist.metrics["za"]), "zb": curve(hist.metrics["zb"]),
+        })
+    return {"width": width, "steps": hist.steps, "runs": runs}

@@ -1,0 +1,69 @@
+"""Registry of LoRA initialization schemes: one name, one pure function (see ``base.py``).
+
+    from lorainit import inits
+    factors = inits.get("init_a")(weight, rank=4, generator=g)
+
+Registering validates the function's signature, so a scheme that does not follow the one protocol
+fails at import time, not in the middle of a sweep.
+"""
+from __future__ import annotations
+
+import difflib
+import inspect
+from dataclasses import dataclass
+from typing import Callable
+
+from .base import Factors, InitScheme, check_rank
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A registered scheme and what it promises."""
+
+    name: str
+    fn: InitScheme
+    preserves_output: bool  # B A = 0 and no residual: the model's output is unchanged at step 0
+    needs: tuple[str, ...]  # data the scheme consumes ("grads", "activations", ...); () if data-free
+
+
+INITS: dict[str, Entry] = {}
+
+
+def register(name: str, *, preserves_output: bool, needs: tuple[str, ...] = ()) -> Callable[[InitScheme], InitScheme]:
+    """Decorator adding ``fn`` to ``INITS`` under ``name`` after checking its signature."""
+
+    def wrap(fn: InitScheme) -> InitScheme:
+        params = list(inspect.signature(fn).parameters.values())
+        if len(params) < 2 or [p.name for p in params[:2]] != ["weight", "rank"]:
+            raise TypeError(f"init scheme {name!r} must take (weight, rank, *, generator, ...)")
+        keyword_only = {p.name for p in params[2:] if p.kind is inspect.Parameter.KEYWORD_ONLY}
+        if "generator" not in keyword_only or len(keyword_only) != len(params) - 2:
+            raise TypeError(f"init scheme {name!r}: everything after (weight, rank) must be keyword-only, incl. generator")
+        if name in INITS:
+            raise ValueError(f"init scheme {name!r} is already registered")
+        INITS[name] = Entry(name=name, fn=fn, preserves_output=preserves_output, needs=tuple(needs))
+        return fn
+
+    return wrap
+
+
+def get(name: str) -> InitScheme:
+    """The scheme registered as ``name``; a ``KeyError`` naming the closest valid names otherwise."""
+    return entry(name).fn
+
+
+def entry(name: str) -> Entry:
+    if name not in INITS:
+        close = difflib.get_close_matches(name, list(INITS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise KeyError(f"unknown init scheme {name!r}{hint} (known: {', '.join(sorted(INITS))})")
+    return INITS[name]
+
+
+def names() -> list[str]:
+    return sorted(INITS)
+
+
+from . import random as _random  # noqa: E402,F401  (registers init_a, init_b)
+
+__all__ = ["INITS", "Entry", "Factors", "InitScheme", "check_rank", "entry", "get", "names", "register"]

@@ -1,0 +1,129 @@
+"""The teacher-student model of Hayou et al. 2024 eq. (4): batched runs equal a direct per-run reference."""
+import dataclasses
+
+import pytest
+import torch
+
+from lorainit.experiments import toy
+
+TINY = toy.ToyConfig(widths=(16, 32), rank=2, lrs=(1e-3, 1e-2, 5e-2), seeds=2, steps=12, teacher_width=40,
+                     teacher_rank=4, n_train=60, n_test=20, log_every=3, device="cpu")
+
+
+def test_teacher_follows_eq4_and_is_deterministic():
+    a, b = toy.teacher_data(TINY), toy.teacher_data(TINY)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert a["X_train"].shape == (60, 5) and a["Y_test"].shape == (20,)
+    c = toy.teacher_data(dataclasses.replace(TINY, data_seed=1))
+    assert not torch.equal(a["Y_train"], c["Y_train"])
+
+
+def test_student_variances():
+    """Frozen W_in ~ N(0, 1/d), W_h ~ N(0, 1/n): the precomputed pre-activations have the implied scale."""
+    cfg = dataclasses.replace(TINY, seeds=1)
+    X = {"train": torch.randn(4000, 5), "test": torch.randn(2, 5)}
+    st = toy.students(cfg, 512, X, torch.device("cpu"))["train"]
+    z = st.Z[0]  # relu(W_in x): E[z^2] = E[relu(N(0, |x|^2/d))^2] = 1/2 for |x|^2 ~ d
+    assert (z**2).mean().item() == pytest.approx(0.5, rel=0.1)
+    assert st.W_h[0].var().item() == pytest.approx(1 / 512, rel=0.05)
+    assert st.w_out.var().item() == pytest.approx(1 / 512, rel=0.2)
+
+
+def test_batched_forward_and_gradients_equal_the_reference(float64):
+    cfg = dataclasses.replace(TINY, seeds=2)
+    data = toy.teacher_data(cfg)
+    st = toy.students(cfg, 32, {"train": data["X_train"], "test": data["X_test"]}, torch.device("cpu"))["train"]
+    K = 2 * 3
+    A = torch.randn(K, 2, 32, requires_grad=True)
+    B = torch.randn(K, 32, 2, requires_grad=True)
+    y = torch.randn(K, 60)
+    out, _ = toy.forward(st, A, B, 0.7)
+    ref = toy.forward_reference(st, A, B, 0.7)
+    torch.testing.assert_close(out, ref)
+    g1 = torch.autograd.grad(((out - y) ** 2).sum(), [A, B])
+    g2 = torch.autograd.grad(((ref - y) ** 2).sum(), [A, B])
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b)
+
+
+def reference_run(cfg, width, seed, init, lr, data):
+    """One run trained alone: plain autograd on eq. (4) and torch.optim.AdamW."""
+    X = {"train": data["X_train"], "test": data["X_test"]}
+    st = toy.students(dataclasses.replace(cfg, seeds=seed + 1), width, X, torch.device("cpu"))["train"]
+    g = toy.generator("toy-lora-init", cfg.data_seed, seed, width, init)
+    f = toy.inits.get(init)(st.W_h[seed], cfg.rank, generator=g)
+    A, B = torch.nn.Parameter(f.A.clone()), torch.nn.Parameter(f.B.clone())
+    opt = torch.optim.AdamW([A, B], lr=lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=0.0)
+    losses = []
+    for t in range(cfg.steps + 1):
+        h = st.P[seed] + cfg.scaling * (st.Z[seed] @ A.T) @ B.T
+        loss = ((torch.relu(h) @ st.w_out[seed] - data["Y_train"]) ** 2).mean()
+        losses.append(loss.item())
+        if t < cfg.steps:
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return losses
+
+
+def test_batched_runs_equal_runs_trained_one_at_a_time(float64):
+    data = toy.teacher_data(TINY)
+    res = toy.train_width(TINY, 32, data, torch.device("cpu"))
+    assert len(res["runs"]) == 2 * 2 * 3 and res["steps"] == [0, 3, 6, 9, 12]
+    for run in res["runs"]:
+        ref = reference_run(TINY, 32, run["seed"], run["init"], run["lr"], data)
+        logged = [ref[t] for t in res["steps"]]
+        assert run["train_loss"] == pytest.approx(logged, rel=1e-9)
+
+
+def test_same_seed_same_results_bitwise():
+    data = toy.teacher_data(TINY)
+    a = toy.train_width(TINY, 16, data, torch.device("cpu"))
+    b = toy.train_width(TINY, 16, data, torch.device("cpu"))
+    assert a["runs"] == b["runs"]
+
+
+def test_init_is_shared_across_learning_rates():
+    data = toy.teacher_data(TINY)
+    X = {"train": data["X_train"], "test": data["X_test"]}
+    st = toy.students(TINY, 16, X, torch.device("cpu"))["train"]
+    A, B = toy.init_factors(TINY, 16, st, torch.device("cpu"))  # runs: seed, init, lr (3 LRs)
+    assert torch.equal(A[0], A[1]) and torch.equal(A[0], A[2])  # seed 0, init_a, three LRs
+    assert torch.count_nonzero(B[:3]) == 0 and torch.count_nonzero(A[3:6]) == 0  # init_a then init_b
+    assert not torch.equal(A[0], A[6])  # another seed, another draw
+
+
+def test_feature_norms_follow_fig3_definition():
+    Z_A = torch.randn(3, 10, 4)
+    B = torch.randn(3, 8, 4)
+    got = toy.feature_norms(Z_A, B)
+    za = torch.stack([Z_A[k].norm(dim=1).mean() for k in range(3)])
+    zb = torch.stack([(Z_A[k] @ B[k].T).norm(dim=1).mean() for k in range(3)])
+    torch.testing.assert_close(got["za"], za)
+    torch.testing.assert_close(got["zb"], zb)
+
+
+def test_a_huge_learning_rate_diverges_without_crashing():
+    cfg = dataclasses.replace(TINY, lrs=(1e-2, 1e6), seeds=1, steps=20, diverge_factor=100.0)
+    res = toy.train_width(cfg, 16, toy.teacher_data(cfg), torch.device("cpu"))
+    by_lr = {(r["init"], r["lr"]): r for r in res["runs"]}
+    assert by_lr["init_a", 1e6]["diverged_step"] is not None
+    assert by_lr["init_a", 1e6]["diverged_reason"] in ("loss exploded", "non-finite loss")
+    assert by_lr["init_a", 1e-2]["diverged_step"] is None
+    assert by_lr["init_a", 1e-2]["train_loss"][-1] < by_lr["init_a", 1e-2]["train_loss"][0]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"widths": ()}, "widths is empty"),
+    ({"widths": (16, -4)}, "positive"),
+    ({"rank": 0}, "rank must be"),
+    ({"rank": 64}, "exceeds the smallest width"),
+    ({"lrs": ()}, "grid is empty"),
+    ({"lrs": (1e-3, 0.0)}, "> 0"),
+    ({"inits": ("init_c",)}, "unknown init"),
+    ({"steps": 0}, "steps must be"),
+    ({"seeds": 0}, "seeds must be"),
+])
+def test_validation(change, message):
+    with pytest.raises((ValueError, KeyError), match=message):
+        toy.validate(dataclasses.replace(TINY, **change))

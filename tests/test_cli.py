@@ -1,0 +1,63 @@
+"""The command line, run as a user would: a real subprocess per call."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+TINY = ["--widths", "16,32", "--rank", "2", "--lrs", "1e-3:1e-1:3", "--seeds", "2", "--steps", "6",
+        "--teacher-width", "40", "--n-train", "60", "--n-test", "20", "--log-every", "3", "--no-progress"]
+
+
+def lorainit(*args, cwd=None):
+    env = {**os.environ, "PYTHONPATH": os.path.join(os.path.dirname(__file__), "..", "src")}
+    return subprocess.run([sys.executable, "-m", "lorainit", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+
+
+def test_toy_smoke(tmp_path):
+    out = tmp_path / "study"
+    r = lorainit("toy", *TINY, "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "max-stable LR slope" in r.stdout and "theory -0.5" in r.stdout
+    for name in ("results.json", "findings.txt", "opt_lr_vs_width.png", "feature_norms.png", "loss_vs_lr.png"):
+        assert (out / name).stat().st_size > 0
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["widths"]) == 2 and len(results["widths"][0]["runs"]) == 2 * 2 * 3
+    t = lorainit("theory", "--study", str(out))
+    assert t.returncode == 0 and "measured in" in t.stdout and "init_b: max-stable LR slope" in t.stdout
+
+
+def test_theory_table():
+    r = lorainit("theory", "--gammas=-1.5:0:7")
+    assert r.returncode == 0, r.stderr
+    assert "init_a: max stable exponent -0.5" in r.stdout and "init_b: max stable exponent -1 " in r.stdout
+    assert len([l for l in r.stdout.splitlines() if l.strip().startswith("init_")]) >= 14
+
+
+@pytest.mark.parametrize("args, message", [
+    (["toy", "--inits", "init_a,init_bb"], "unknown init scheme 'init_bb'; did you mean 'init_b'?"),
+    (["toy", "--widths", "0,16"], "widths must be positive"),
+    (["toy", "--rank", "0"], "rank must be a positive integer"),
+    (["toy", "--lrs", "1e-3,-1"], "learning rates must be > 0"),
+    (["toy", "--lrs", ""], "the learning-rate grid is empty"),
+    (["toy", "--lrs", "1e-3:1e-1"], "malformed range"),
+    (["toy", "--lrs", "1e-1:1e-3:4"], "HI > LO"),
+    (["toy", "--widths", "a,b"], "malformed list"),
+    (["toy", "--select-on", "val"], "invalid choice"),
+    (["theory", "--inits", "pissa"], "no width theory for init 'pissa'"),
+    (["theory", "--study", "/nonexistent"], "no study results"),
+    (["frobnicate"], "unknown command 'frobnicate'"),
+])
+def test_bad_input_one_line_nonzero_exit_nothing_written(tmp_path, args, message):
+    r = lorainit(*args, *(["--out", str(tmp_path / "s")] if args[0] == "toy" else []), cwd=tmp_path)
+    assert r.returncode == 2
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert message in r.stderr
+    assert not (tmp_path / "s").exists()
+
+
+def test_help_shows_field_docs():
+    r = lorainit("toy", "--help")
+    assert r.returncode == 0
+    assert "student LoRA rank r (default: 4)" in r.stdout and "LO:HI:N" in r.stdout

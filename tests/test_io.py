@@ -1,0 +1,32 @@
+import json
+import math
+
+import pytest
+
+from lorainit import io
+
+
+def test_json_stores_nan_as_null(tmp_path):
+    io.write_json(tmp_path / "a.json", {"x": [1.0, math.nan, math.inf]})
+    assert json.loads((tmp_path / "a.json").read_text()) == {"x": [1.0, None, None]}
+
+
+def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    path = tmp_path / "a.json"
+    io.write_json(path, {"v": 1})
+
+    class Boom:
+        pass
+
+    with pytest.raises(TypeError):
+        io.write_json(path, {"v": Boom()})  # serialization fails before anything is written
+    assert json.loads(path.read_text()) == {"v": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_unwritable_folder_raises_and_leaves_nothing(tmp_path):
+    target = tmp_path / "file"
+    target.write_text("x")
+    with pytest.raises(OSError):
+        io.write_text(target / "inside.txt", "y")  # a file where a folder should be
+    assert target.read_text() == "x"
