@@ -80,7 +80,7 @@ def test_same_seed_same_results_bitwise():
     data = toy.teacher_data(TINY)
     a = toy.train_width(TINY, 16, data, torch.device("cpu"))
     b = toy.train_width(TINY, 16, data, torch.device("cpu"))
-    assert a["runs"] == b["runs"]
+    assert a["runs"] == b["runs"] and a["steps"] == b["steps"]
 
 
 def test_init_is_shared_across_learning_rates():

@@ -17,6 +17,7 @@ Seeds vary the student's frozen weights and the LoRA init; the teacher and data 
 from __future__ import annotations
 
 import itertools
+import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -249,6 +250,7 @@ def init_factors(cfg: ToyConfig, width: int, student: Student, device: torch.dev
 
 def train_width(cfg: ToyConfig, width: int, data: dict[str, Tensor], device: torch.device, on_step=None) -> dict:
     """Train every (seed, init, LR) run of one width together; return JSON-ready results."""
+    start = time.perf_counter()
     X = {"train": data["X_train"], "test": data["X_test"]}
     Y = {"train": data["Y_train"].to(device), "test": data["Y_test"].to(device)}
     st = students(cfg, width, X, device)
@@ -281,4 +283,4 @@ def train_width(cfg: ToyConfig, width: int, data: dict[str, Tensor], device: tor
             "train_loss": curve(hist.train_loss), "test_loss": curve(hist.metrics["test_loss"]),
             "za": curve(hist.metrics["za"]), "zb": curve(hist.metrics["zb"]),
         })
-    return {"width": width, "steps": hist.steps, "runs": runs}
+    return {"width": width, "steps": hist.steps, "runs": runs, "seconds": time.perf_counter() - start}

@@ -1,0 +1,162 @@
+"""Benchmark: the teacher-student grid of one width trained batched vs one run at a time, in one process.
+
+Baselines, each over the same (init, LR) grid, the same steps and the same logging (train loss every
+step; test loss and |Z_A|, |Z_B| every ``log_every`` steps), sharing the precomputed frozen student:
+  - reference: the way one would write a single run: plain autograd on eq. (4), torch.optim.AdamW;
+  - own-k1:    lorainit's batched code with K = 1, run after run (isolates the gain of batching).
+Optionally (--paper-out) the whole ``paper`` preset is run end to end and its wall time recorded.
+Prints a table and writes JSON with device, date and commit.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from lorainit import batched, io  # noqa: E402
+from lorainit.experiments import toy, toy_study  # noqa: E402
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def grid_config(width: int, k: int, steps: int, device: str) -> toy.ToyConfig:
+    lrs = tuple(2.0 ** (-12 + 8 * i / max(1, k // 2 - 1)) for i in range(k // 2))  # k/2 LRs from 2^-12 to 2^-4
+    return toy.ToyConfig(widths=(width,), lrs=lrs, seeds=1, steps=steps, device=device, log_every=10)
+
+
+def reference_run(st_train, st_test, y_train, y_test, A0, B0, lr, cfg):
+    """One run alone: nn.Parameters, plain autograd, torch.optim.AdamW; losses kept on the device."""
+    A, B = torch.nn.Parameter(A0.clone()), torch.nn.Parameter(B0.clone())
+    opt = torch.optim.AdamW([A, B], lr=lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=0.0)
+    losses, logs = [], []
+    for t in range(cfg.steps + 1):
+        z_a = st_train.Z[0] @ A.T  # (N, r)
+        h = st_train.P[0] + cfg.scaling * z_a @ B.T  # (N, n)
+        loss = ((torch.relu(h) @ st_train.w_out[0] - y_train) ** 2).mean()
+        losses.append(loss.detach())
+        if t % cfg.log_every == 0 or t == cfg.steps:
+            with torch.no_grad():
+                test = ((torch.relu(st_test.P[0] + (st_test.Z[0] @ A.T) @ B.T) @ st_test.w_out[0] - y_test) ** 2).mean()
+                logs.append(torch.stack([test, z_a.norm(dim=1).mean(), (z_a @ B.T).norm(dim=1).mean()]))
+        if t < cfg.steps:
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return torch.stack(losses)
+
+
+def own_k1_run(st_train, st_test, y_train, y_test, A0, B0, lr, cfg):
+    A, B = A0[None].clone().requires_grad_(True), B0[None].clone().requires_grad_(True)
+
+    def loss_fn(params, log):
+        out, Z_A = toy.forward(st_train, *params, cfg.scaling)
+        return ((out - y_train) ** 2).mean(-1), toy.feature_norms(Z_A.detach(), params[1].detach()) if log else {}
+
+    def evaluate(params):
+        return {"test_loss": ((toy.forward(st_test, *params, cfg.scaling)[0] - y_test) ** 2).mean(-1)}
+
+    opt = batched.AdamW(beta1=cfg.beta1, beta2=cfg.beta2, eps=cfg.eps)
+    h = batched.fit([A, B], loss_fn, torch.tensor([lr], device=A.device), cfg.steps, opt=opt, log_every=cfg.log_every, evaluate=evaluate)
+    return h.train_loss[:, 0]
+
+
+def one_seed(st: toy.Student) -> toy.Student:
+    return toy.Student(Z=st.Z[:1], P=st.P[:1], w_out=st.w_out[:1], W_h=st.W_h[:1])
+
+
+def bench_grid(width: int, k: int, steps: int, device: torch.device, repeats: int) -> dict:
+    cfg = grid_config(width, k, steps, str(device))
+    data = toy.teacher_data(cfg)
+    X = {"train": data["X_train"], "test": data["X_test"]}
+    y_train, y_test = data["Y_train"].to(device), data["Y_test"].to(device)
+    st = toy.students(cfg, width, X, device)
+    A0, B0 = toy.init_factors(cfg, width, st["train"], device)
+    grid = toy.run_grid(cfg)
+    sts = (one_seed(st["train"]), one_seed(st["test"]), y_train, y_test)
+
+    def batched_all():
+        return toy.train_width(cfg, width, data, device)
+
+    def sequential(fn):
+        return [fn(*sts, A0[i], B0[i], lr, cfg) for i, (_, _, lr) in enumerate(grid)]
+
+    # warm-up: CUDA context, kernels, allocator
+    w = dataclasses.replace(cfg, steps=3)
+    toy.train_width(w, width, data, device)
+    reference_run(*sts, A0[0], B0[0], 1e-3, w)
+    own_k1_run(*sts, A0[0], B0[0], 1e-3, w)
+    times: dict[str, list[float]] = {"batched": [], "reference": [], "own_k1": []}
+    peak = {}
+    for _ in range(repeats):
+        for name, fn in (("batched", batched_all), ("reference", lambda: sequential(reference_run)), ("own_k1", lambda: sequential(own_k1_run))):
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            sync(device)
+            t0 = time.perf_counter()
+            out = fn()
+            sync(device)
+            times[name].append(time.perf_counter() - t0)
+            if device.type == "cuda":
+                peak[name] = torch.cuda.max_memory_allocated() / 2**20
+            if name == "batched":
+                final_b = torch.tensor([r["train_loss"][-1] for r in out["runs"]], dtype=torch.float64)
+            elif name == "reference":
+                final_r = torch.stack([c[-1] for c in out]).double().cpu()
+    best = {k_: min(v) for k_, v in times.items()}
+    rel = ((final_b - final_r).abs() / final_r.abs()).max().item()
+    return {
+        "width": width, "runs": len(grid), "steps": steps,
+        "seconds_batched": best["batched"], "seconds_reference_one_at_a_time": best["reference"],
+        "seconds_own_code_one_at_a_time": best["own_k1"],
+        "speedup_vs_reference": best["reference"] / best["batched"], "speedup_vs_own_k1": best["own_k1"] / best["batched"],
+        "all_times": times, "peak_mib": peak or None,
+        "max_rel_diff_final_train_loss_batched_vs_reference": rel,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--widths", default="1024,8192", help="widths to time (comma-separated)")
+    p.add_argument("--runs", default="16,64", help="grid sizes K (2 inits x K/2 LRs)")
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--repeats", type=int, default=2, help="timed repetitions; the best is reported")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--paper-out", type=Path, default=None, help="also run the whole 'paper' preset into this folder and time it")
+    p.add_argument("--out", type=Path, required=True, help="JSON result file")
+    a = p.parse_args()
+    device = toy.resolve_device(a.device)
+    rows = []
+    for width in map(int, a.widths.split(",")):
+        for k in map(int, a.runs.split(",")):
+            r = bench_grid(width, k, a.steps, device, a.repeats)
+            rows.append(r)
+            print(f"width {width:5d} K={k:3d}: batched {r['seconds_batched']:.2f}s  one-at-a-time reference "
+                  f"{r['seconds_reference_one_at_a_time']:.2f}s ({r['speedup_vs_reference']:.1f}x)  own K=1 "
+                  f"{r['seconds_own_code_one_at_a_time']:.2f}s ({r['speedup_vs_own_k1']:.1f}x)  "
+                  f"max rel diff {r['max_rel_diff_final_train_loss_batched_vs_reference']:.1e}", flush=True)
+    paper = None
+    if a.paper_out is not None:
+        cfg = toy_study.preset("paper", device=str(device))
+        sync(device)
+        t0 = time.perf_counter()
+        toy_study.run_study(cfg, a.paper_out, overwrite=True, progress=False)
+        sync(device)
+        paper = {"wall_seconds": time.perf_counter() - t0, "widths": list(cfg.widths),
+                 "runs_per_width": cfg.seeds * len(cfg.inits) * len(cfg.lrs), "steps": cfg.steps}
+        print(f"paper preset end to end: {paper['wall_seconds']:.1f}s "
+              f"({len(cfg.widths)} widths x {paper['runs_per_width']} runs x {cfg.steps} steps)", flush=True)
+    io.write_json(a.out, {"benchmark": "toy_batched", "provenance": io.provenance(), "grids": rows, "paper_preset": paper})
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()
