@@ -82,3 +82,20 @@ def test_non_finite_loss_is_recorded_as_such():
     assert hist.diverged_step.tolist()[1] >= 1
     assert hist.reason[1] == "non-finite loss"
     assert torch.isfinite(W).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_cuda_graph_replay_equals_eager_steps():
+    X, Y, W0 = regression(4)
+    X, Y, W0 = X.cuda(), Y.cuda(), W0.cuda()
+    lrs = torch.tensor([1e-3, 1e-2, 3e-2, 1e9], device="cuda")  # the last run diverges after capture
+    out = []
+    for graph in (False, True):
+        W = W0.clone().requires_grad_(True)
+        h = batched.fit([W], per_run_loss(X, Y), lrs, 25, log_every=4, diverge_factor=1e3, cuda_graph=graph)
+        out.append((h, W.detach().clone()))
+    (a, Wa), (b, Wb) = out
+    torch.testing.assert_close(a.train_loss, b.train_loss, equal_nan=True)
+    torch.testing.assert_close(a.metrics["wnorm"], b.metrics["wnorm"], equal_nan=True)
+    torch.testing.assert_close(Wa, Wb)
+    assert a.diverged_step.tolist() == b.diverged_step.tolist() and a.reason == b.reason
