@@ -6,6 +6,8 @@ import torch
 
 from lorainit.experiments import toy
 
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
 TINY = toy.ToyConfig(widths=(16, 32), rank=2, lrs=(1e-3, 1e-2, 5e-2), seeds=2, steps=12, teacher_width=40,
                      teacher_rank=4, n_train=60, n_test=20, log_every=3, device="cpu")
 
@@ -46,10 +48,10 @@ def test_batched_forward_and_gradients_equal_the_reference(float64):
         torch.testing.assert_close(a, b)
 
 
-def reference_run(cfg, width, seed, init, lr, data):
+def reference_run(cfg, width, seed, init, lr, data, device="cpu"):
     """One run trained alone: plain autograd on eq. (4) and torch.optim.AdamW."""
     X = {"train": data["X_train"], "test": data["X_test"]}
-    st = toy.students(dataclasses.replace(cfg, seeds=seed + 1), width, X, torch.device("cpu"))["train"]
+    st = toy.students(dataclasses.replace(cfg, seeds=seed + 1), width, X, torch.device(device))["train"]
     g = toy.generator("toy-lora-init", cfg.data_seed, seed, width, init)
     f = toy.inits.get(init)(st.W_h[seed], cfg.rank, generator=g)
     A, B = torch.nn.Parameter(f.A.clone()), torch.nn.Parameter(f.B.clone())
@@ -57,7 +59,7 @@ def reference_run(cfg, width, seed, init, lr, data):
     losses = []
     for t in range(cfg.steps + 1):
         h = st.P[seed] + cfg.scaling * (st.Z[seed] @ A.T) @ B.T
-        loss = ((torch.relu(h) @ st.w_out[seed] - data["Y_train"]) ** 2).mean()
+        loss = ((torch.relu(h) @ st.w_out[seed] - data["Y_train"].to(device)) ** 2).mean()
         losses.append(loss.item())
         if t < cfg.steps:
             opt.zero_grad()
@@ -66,20 +68,23 @@ def reference_run(cfg, width, seed, init, lr, data):
     return losses
 
 
-def test_batched_runs_equal_runs_trained_one_at_a_time(float64):
+@pytest.mark.parametrize("device", DEVICES)
+def test_batched_runs_equal_runs_trained_one_at_a_time(float64, device):
+    """On CUDA this goes through the captured graph (steps > batched.WARMUP)."""
     data = toy.teacher_data(TINY)
-    res = toy.train_width(TINY, 32, data, torch.device("cpu"))
+    res = toy.train_width(TINY, 32, data, torch.device(device))
     assert len(res["runs"]) == 2 * 2 * 3 and res["steps"] == [0, 3, 6, 9, 12]
     for run in res["runs"]:
-        ref = reference_run(TINY, 32, run["seed"], run["init"], run["lr"], data)
+        ref = reference_run(TINY, 32, run["seed"], run["init"], run["lr"], data, device)
         logged = [ref[t] for t in res["steps"]]
         assert run["train_loss"] == pytest.approx(logged, rel=1e-9)
 
 
-def test_same_seed_same_results_bitwise():
+@pytest.mark.parametrize("device", DEVICES)
+def test_same_seed_same_results_bitwise(device):
     data = toy.teacher_data(TINY)
-    a = toy.train_width(TINY, 16, data, torch.device("cpu"))
-    b = toy.train_width(TINY, 16, data, torch.device("cpu"))
+    a = toy.train_width(TINY, 16, data, torch.device(device))
+    b = toy.train_width(TINY, 16, data, torch.device(device))
     assert a["runs"] == b["runs"] and a["steps"] == b["steps"]
 
 
