@@ -3,6 +3,7 @@ import dataclasses
 
 import pytest
 import torch
+from scipy import stats
 
 from lorainit.experiments import toy
 
@@ -18,6 +19,14 @@ def test_teacher_follows_eq4_and_is_deterministic():
     assert a["X_train"].shape == (60, 5) and a["Y_test"].shape == (20,)
     c = toy.teacher_data(dataclasses.replace(TINY, data_seed=1))
     assert not torch.equal(a["Y_train"], c["Y_train"])
+
+
+def test_teacher_weights_are_normal_with_variance_one_over_fan_in():
+    w = toy.teacher_weights(toy.ToyConfig())  # d = 5, width 1000, rank 20
+    for name, fan_in in (("W_in", 5), ("A", 1000), ("B", 20), ("W_out", 1000)):
+        x = w[name].flatten() * fan_in**0.5
+        assert stats.kstest(x.double().numpy(), "norm").pvalue > 1e-3, name
+    assert w["W_in"].shape == (1000, 5) and w["A"].shape == (20, 1000) and w["B"].shape == (1000, 20)
 
 
 def test_student_variances():

@@ -125,17 +125,21 @@ def _normal(shape, var: float, g: torch.Generator) -> Tensor:
     return torch.randn(shape, generator=g) * var**0.5
 
 
-def teacher_data(cfg: ToyConfig) -> dict[str, Tensor]:
-    """Teacher of eq. (4) with W_h = 0 and an injected rank-``teacher_rank`` LoRA; returns X, Y splits (CPU)."""
-    g = generator("toy-teacher", cfg.data_seed)
+def teacher_weights(cfg: ToyConfig, g: torch.Generator | None = None) -> dict[str, Tensor]:
+    """Teacher of eq. (4): W_h = 0 and an injected rank-``teacher_rank`` LoRA, every weight N(0, 1/fan_in)."""
+    g = generator("toy-teacher", cfg.data_seed) if g is None else g
     d, n, r = cfg.input_dim, cfg.teacher_width, cfg.teacher_rank
-    W_in = _normal((n, d), 1 / d, g)
-    A = _normal((r, n), 1 / n, g)
-    B = _normal((n, r), 1 / r, g)
-    W_out = _normal((n,), 1 / n, g)
-    X = torch.randn(cfg.n_train + cfg.n_test, d, generator=g)  # (N, d)
-    h = torch.relu(X @ W_in.T)  # (N, n)
-    Y = torch.relu(X @ W_in.T + h @ A.T @ B.T) @ W_out  # (N,)
+    return {"W_in": _normal((n, d), 1 / d, g), "A": _normal((r, n), 1 / n, g), "B": _normal((n, r), 1 / r, g),
+            "W_out": _normal((n,), 1 / n, g)}
+
+
+def teacher_data(cfg: ToyConfig) -> dict[str, Tensor]:
+    """X ~ N(0, I_d) and Y = f_teacher(X): train and test splits (CPU)."""
+    g = generator("toy-teacher", cfg.data_seed)
+    w = teacher_weights(cfg, g)
+    X = torch.randn(cfg.n_train + cfg.n_test, cfg.input_dim, generator=g)  # (N, d)
+    pre = X @ w["W_in"].T  # (N, n)
+    Y = torch.relu(pre + torch.relu(pre) @ w["A"].T @ w["B"].T) @ w["W_out"]  # (N,)
     return {"X_train": X[: cfg.n_train], "Y_train": Y[: cfg.n_train], "X_test": X[cfg.n_train :], "Y_test": Y[cfg.n_train :]}
 
 
