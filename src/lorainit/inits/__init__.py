@@ -23,13 +23,14 @@ class Entry:
     name: str
     fn: InitScheme
     preserves_output: bool  # B A = 0 and no residual: the model's output is unchanged at step 0
-    needs: tuple[str, ...]  # data the scheme consumes ("grads", "activations", ...); () if data-free
+    needs: tuple[str, ...]  # keyword arguments carrying data the scheme consumes ("grad", ...); () if data-free
+    stochastic: bool  # with default hyperparameters, draws from the generator (a seed changes the result)
 
 
 INITS: dict[str, Entry] = {}
 
 
-def register(name: str, *, preserves_output: bool, needs: tuple[str, ...] = ()) -> Callable[[InitScheme], InitScheme]:
+def register(name: str, *, preserves_output: bool, needs: tuple[str, ...] = (), stochastic: bool = True) -> Callable[[InitScheme], InitScheme]:
     """Decorator adding ``fn`` to ``INITS`` under ``name`` after checking its signature."""
 
     def wrap(fn: InitScheme) -> InitScheme:
@@ -39,9 +40,12 @@ def register(name: str, *, preserves_output: bool, needs: tuple[str, ...] = ()) 
         keyword_only = {p.name for p in params[2:] if p.kind is inspect.Parameter.KEYWORD_ONLY}
         if "generator" not in keyword_only or len(keyword_only) != len(params) - 2:
             raise TypeError(f"init scheme {name!r}: everything after (weight, rank) must be keyword-only, incl. generator")
+        missing = [n for n in needs if n not in keyword_only]
+        if missing:
+            raise TypeError(f"init scheme {name!r} needs {missing} but takes no such keyword argument")
         if name in INITS:
             raise ValueError(f"init scheme {name!r} is already registered")
-        INITS[name] = Entry(name=name, fn=fn, preserves_output=preserves_output, needs=tuple(needs))
+        INITS[name] = Entry(name=name, fn=fn, preserves_output=preserves_output, needs=tuple(needs), stochastic=stochastic)
         return fn
 
     return wrap
@@ -64,6 +68,8 @@ def names() -> list[str]:
     return sorted(INITS)
 
 
-from . import random as _random  # noqa: E402,F401  (registers init_a, init_b)
+from . import hrp as _hrp  # noqa: E402,F401  (each module registers its schemes)
+from . import random as _random  # noqa: E402,F401
+from . import spectral as _spectral  # noqa: E402,F401
 
 __all__ = ["INITS", "Entry", "Factors", "InitScheme", "check_rank", "entry", "get", "names", "register"]
