@@ -50,6 +50,22 @@ def test_matches_torch_adamw_run_by_run(float64, wd):
         assert hist.metrics["wnorm"][-1, k].item() == pytest.approx(w.detach().norm().item())
 
 
+def test_sgd_matches_torch_sgd(float64):
+    X, Y, W0 = regression(3)
+    lrs = torch.tensor([1e-3, 1e-2, 1e-1])
+    W = W0.clone().requires_grad_(True)
+    hist = batched.fit([W], per_run_loss(X, Y), lrs, 15, opt=batched.SGD(), log_every=5)
+    for k in range(3):
+        w = torch.nn.Parameter(W0[k].clone())
+        ref = torch.optim.SGD([w], lr=float(lrs[k]))
+        for _ in range(15):
+            ref.zero_grad()
+            ((X @ w - Y) ** 2).mean().backward()
+            ref.step()
+        torch.testing.assert_close(W[k].detach(), w.detach(), rtol=1e-12, atol=1e-14)
+    assert hist.steps == [0, 5, 10, 15]
+
+
 def test_diverged_run_is_recorded_and_does_not_touch_the_others():
     K, steps = 3, 20
     X, Y, W0 = regression(K)

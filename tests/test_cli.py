@@ -35,6 +35,15 @@ def test_theory_table():
     assert len([l for l in r.stdout.splitlines() if l.strip().startswith("init_")]) >= 14
 
 
+def test_mf_smoke(tmp_path):
+    r = lorainit("mf", "--seeds", "2", "--steps", "60", "--preheat-sweep", "10", "--out", str(tmp_path / "mf"))
+    assert r.returncode == 0, r.stderr
+    assert "asymmetric" in r.stdout and "preheat   10 steps" in r.stdout
+    assert (tmp_path / "mf" / "mf_loss_curves.png").stat().st_size > 10_000
+    again = lorainit("mf", "--seeds", "3", "--out", str(tmp_path / "mf"))
+    assert again.returncode == 2 and "different config (preheat_sweep, seeds, steps)" in again.stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (["toy", "--inits", "init_a,init_bb"], "unknown init scheme 'init_bb'; did you mean 'init_b'?"),
     (["toy", "--widths", "0,16"], "widths must be positive"),
@@ -48,9 +57,11 @@ def test_theory_table():
     (["theory", "--inits", "pissa"], "no width theory for init 'pissa'"),
     (["theory", "--study", "/nonexistent"], "no study results"),
     (["frobnicate"], "unknown command 'frobnicate'"),
+    (["mf", "--rank", "0"], "rank must be a positive integer"),
+    (["mf", "--inits", "hrp,pisa"], "did you mean 'pissa'"),
 ])
 def test_bad_input_one_line_nonzero_exit_nothing_written(tmp_path, args, message):
-    r = lorainit(*args, *(["--out", str(tmp_path / "s")] if args[0] == "toy" else []), cwd=tmp_path)
+    r = lorainit(*args, *(["--out", str(tmp_path / "s")] if args[0] in ("toy", "mf") else []), cwd=tmp_path)
     assert r.returncode == 2
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert message in r.stderr

@@ -39,6 +39,11 @@ class AdamW:
     weight_decay: float = 0.0
 
 
+@dataclass(frozen=True)
+class SGD:
+    """Plain gradient descent, theta <- theta - lr g (gradient flow's discretization), per-run lr."""
+
+
 @dataclass
 class History:
     """What ``fit`` recorded; tensors are on the CPU, shapes use L = number of logged steps."""
@@ -60,7 +65,7 @@ def fit(
     lr: Tensor,
     steps: int,
     *,
-    opt: AdamW = AdamW(),
+    opt: AdamW | SGD = AdamW(),
     log_every: int = 1,
     evaluate: EvalFn | None = None,
     diverge_factor: float = float("inf"),
@@ -119,7 +124,7 @@ def fit(
 class _State:
     """Everything one training step reads and writes, as device tensors updated in place (graph-safe)."""
 
-    def __init__(self, params: list[Tensor], lr: Tensor, opt: AdamW, diverge_factor: float):
+    def __init__(self, params: list[Tensor], lr: Tensor, opt: AdamW | SGD, diverge_factor: float):
         K, device = lr.shape[0], lr.device
         self.params, self.lr, self.opt = params, lr, opt
         self.m = [torch.zeros_like(p) for p in params]
@@ -152,6 +157,9 @@ class _State:
         grads = torch.autograd.grad(total, self.params)
         with torch.no_grad():
             self.t += 1
+            if isinstance(self.opt, SGD):
+                _sgd_step(self.params, grads, self.lr, self.alive)
+                return
             self.b1_pow.mul_(self.opt.beta1)
             self.b2_pow.mul_(self.opt.beta2)
             _adamw_step(self.params, grads, self.m, self.v, self.lr, self.alive, 1 - self.b1_pow, 1 - self.b2_pow, self.opt)
@@ -194,3 +202,11 @@ def _adamw_step(params, grads, m, v, lr: Tensor, alive: Tensor, bc1: Tensor, bc2
         p.sub_((lr_k / bc1) * m_ / denom)
         for x in (p, m_, v_):
             x.copy_(torch.where(keep, x, torch.zeros_like(x)))
+
+
+def _sgd_step(params, grads, lr: Tensor, alive: Tensor) -> None:
+    """theta <- theta - lr g for live runs; stopped runs are reset to zero."""
+    for p, g in zip(params, grads):
+        shape = (-1,) + (1,) * (p.ndim - 1)
+        p.sub_(lr.view(shape) * g)
+        p.copy_(torch.where(alive.view(shape), p, torch.zeros_like(p)))

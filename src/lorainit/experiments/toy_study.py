@@ -43,16 +43,7 @@ def run_study(cfg: ToyConfig, out: Path, *, overwrite: bool = False, progress: b
     out = Path(out)
     wanted = config_dict(cfg)
     wanted.pop("device")  # where it ran does not change what the study is
-    cfg_path = out / "config.json"
-    if cfg_path.exists() and not overwrite:
-        have = io.read_json(cfg_path)
-        if have != wanted:
-            diff = sorted(k for k in set(have) | set(wanted) if have.get(k) != wanted.get(k))
-            raise ValueError(f"{out} holds a study with a different config ({', '.join(diff)}); use another --out or --overwrite")
-    elif out.exists() and overwrite:
-        for old in list((out / "widths").glob("width_*.json")) + [out / "results.json"]:
-            old.unlink(missing_ok=True)
-    io.write_json(cfg_path, wanted)
+    io.claim_folder(out, wanted, overwrite=overwrite, stale=["widths/width_*.json", "results.json"])
     data = teacher_data(cfg)
     results = []
     bar = tqdm(total=len(cfg.widths) * cfg.steps, desc="toy", unit="step", disable=not progress, mininterval=2.0)
