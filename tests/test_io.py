@@ -30,3 +30,13 @@ def test_unwritable_folder_raises_and_leaves_nothing(tmp_path):
     with pytest.raises(OSError):
         io.write_text(target / "inside.txt", "y")  # a file where a folder should be
     assert target.read_text() == "x"
+
+
+def test_files_follow_the_umask(tmp_path):
+    import os
+    old = os.umask(0o022)
+    try:
+        io.write_text(tmp_path / "r.txt", "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "r.txt").stat().st_mode & 0o777 == 0o644
