@@ -68,7 +68,9 @@ def names() -> list[str]:
     return sorted(INITS)
 
 
-from . import hrp as _hrp  # noqa: E402,F401  (each module registers its schemes)
+from . import activation as _activation  # noqa: E402,F401  (each module registers its schemes)
+from . import gradient as _gradient  # noqa: E402,F401
+from . import hrp as _hrp  # noqa: E402,F401
 from . import random as _random  # noqa: E402,F401
 from . import spectral as _spectral  # noqa: E402,F401
 
