@@ -4,6 +4,8 @@
 data, centred column-wise, X = U S V^T: A = V_r^T (the top-r principal directions of the inputs;
 ``whiten`` divides row i by sqrt(s_i) as PEFT's ``whiten=True``), B = 0. EVA's rank redistribution
 across layers (rho > 1) is a model-level step, not part of this per-layer function (rho = 1 here).
+``center=False`` takes ``activations`` as already centred, e.g. a square root R of the centred scatter
+matrix (R^T R = X_c^T X_c), which has the same right singular vectors and values as X_c.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from .spectral import check_decomposable, top_svd, working
 
 @register("eva", preserves_output=True, needs=("activations",), stochastic=False)
 def eva(weight: Tensor, rank: int, *, generator: torch.Generator | None = None, activations: Tensor,
-        whiten: bool = False, niter: int | None = None) -> Factors:
+        whiten: bool = False, niter: int | None = None, center: bool = True) -> Factors:
     """EVA: A = top-r principal directions of the layer inputs, B = 0."""
     check_rank(weight, rank)
     X = working(activations.reshape(-1, activations.shape[-1]))  # (N, in): tokens of any batch shape
@@ -26,7 +28,7 @@ def eva(weight: Tensor, rank: int, *, generator: torch.Generator | None = None, 
     if X.shape[0] <= rank:
         raise ValueError(f"{X.shape[0]} activation rows cannot give {rank} principal directions; collect more data")
     check_decomposable(X, "activations")
-    _, S, Vh = top_svd(X - X.mean(0), rank, niter=niter, generator=generator)
+    _, S, Vh = top_svd(X - X.mean(0) if center else X, rank, niter=niter, generator=generator)
     A = Vh / S.sqrt()[:, None] if whiten else Vh
     return Factors(A=A.to(weight.dtype).to(weight.device),
                    B=torch.zeros(weight.shape[0], rank, dtype=weight.dtype, device=weight.device))

@@ -1,0 +1,168 @@
+"""Initialize a PEFT LoRA model's adapters with any registered scheme, and save adapters plain PEFT loads.
+
+    from lorainit import apply
+    applied = apply.apply(model, "pissa", rank=16, alpha=32, targets=["q_proj", "v_proj"])
+    applied = apply.apply(model, "lora_one", rank=16, data=batches)          # data-dependent
+    apply.save(applied, "adapter/")   # PEFT format; residual schemes become a rank-2r adapter for the ORIGINAL base
+
+This module is the only code that writes adapter or base parameters. ``model`` is a plain
+transformers/torch model (wrapped here with ``peft.get_peft_model``) or a ``PeftModel`` whose adapter
+is re-initialized. Each target layer gets ``scheme(W, r, generator=..., **data, **hyperparameters)``
+with W its base weight as (out, in); a residual scheme (PiSSA, LoRA-GA) also replaces W by its
+residual, which keeps the model's output but changes the base: ``save`` then writes the equivalent
+plain adapter for the original base, Delta W = s (B A - B_0 A_0) as rank 2r: A' = [A; A_0],
+B' = [B, -B_0], with lora_alpha chosen so the scaling s is unchanged.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import inits, stats
+from .inits import Factors
+from .seeding import generator
+
+
+@dataclass
+class Applied:
+    """A model whose adapter ``adapter`` was initialized with ``scheme``."""
+
+    model: nn.Module  # the PeftModel
+    scheme: str
+    adapter: str
+    initial: dict[str, Factors]  # initial factors of the layers whose base weight was replaced by a residual
+
+
+def lora_layers(model, adapter: str = "default") -> dict[str, nn.Module]:
+    from peft.tuners.lora import LoraLayer
+
+    return {name: m for name, m in model.named_modules() if isinstance(m, LoraLayer) and adapter in m.lora_A}
+
+
+def _as_peft(model, rank, alpha, targets, use_rslora, adapter):
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    if isinstance(model, PeftModel):
+        if rank is not None or targets is not None:
+            raise ValueError("model is already a PeftModel: its adapter fixes rank and targets; do not pass rank/targets")
+        return model
+    if rank is None:
+        raise ValueError("rank is required when the model has no LoRA adapter yet")
+    cfg = LoraConfig(r=rank, lora_alpha=alpha if alpha is not None else rank, target_modules=targets or "all-linear",
+                     lora_dropout=0.0, use_rslora=use_rslora)
+    try:
+        return get_peft_model(model, cfg, adapter_name=adapter)
+    except ValueError as e:  # PEFT's message for targets that match nothing
+        raise ValueError(f"cannot add LoRA to this model: {e}".splitlines()[0]) from None
+
+
+def _accepts(fn, name: str) -> bool:
+    return name in inspect.signature(fn).parameters
+
+
+def apply(model, scheme: str, *, rank: int | None = None, alpha: float | None = None, targets: list[str] | None = None,
+          data=None, loss_fn: stats.LossFn = stats.default_loss, seed: int = 0, use_rslora: bool = False,
+          adapter: str = "default", grad_budget_mb: float = 1024.0, preheat_rank: int | None = None,
+          preheat_steps: int = 50, preheat_lr: float = 1e-3, **hyperparameters) -> Applied:
+    """Initialize every LoRA layer of ``model`` with ``scheme``; see the module docstring."""
+    entry = inits.entry(scheme)
+    if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank <= 0):
+        raise ValueError(f"rank must be a positive integer; got {rank!r}")
+    if "target" in entry.needs:
+        raise ValueError("'target' is an oracle for synthetic problems with a known update (lorainit mf); it has no meaning on a model")
+    if entry.needs and data is None:
+        raise ValueError(f"{scheme} needs training data ({', '.join(entry.needs)}): pass data=an iterable of batches (and loss_fn)")
+    peft_model = _as_peft(model, rank, alpha, targets, use_rslora, adapter)
+    layers = lora_layers(peft_model, adapter)
+    if not layers:
+        raise ValueError(f"the model has no LoRA layers for adapter {adapter!r}: check the target module names")
+    for name, layer in layers.items():
+        out_f, in_f = stats.base_weight(layer).shape
+        if layer.r[adapter] > min(out_f, in_f):
+            raise ValueError(f"rank {layer.r[adapter]} exceeds min(out, in) = {min(out_f, in_f)} of layer {name}; "
+                             f"choose rank <= {min(out_f, in_f)} or leave that layer out of the targets")
+    if "grad" in entry.needs:
+        source = ((n, {"grad": g}) for n, g in stats.gradients(peft_model, layers, data, loss_fn, budget_mb=grad_budget_mb))
+    elif "activations" in entry.needs:
+        scatter = stats.activation_scatter(peft_model, layers, data, loss_fn)
+        source = ((n, {"activations": scatter[n], "center": False}) for n in layers)
+    elif "preheated" in entry.needs:
+        r = next(iter(layers.values())).r[adapter]
+        rp = preheat_rank or 4 * r
+        pre = stats.preheat(peft_model, layers, data, loss_fn, rank=rp, steps=preheat_steps, lr=preheat_lr,
+                            seed=seed, main_adapter=adapter)
+        source = ((n, {"preheated": pre[n]}) for n in layers)
+    else:
+        source = ((n, {}) for n in layers)
+    initial = {}
+    for name, kw in source:
+        layer = layers[name]
+        call = dict(hyperparameters)
+        if _accepts(entry.fn, "scaling"):
+            call.setdefault("scaling", layer.scaling[adapter])
+        W = stats.base_weight(layer).detach()
+        f = entry.fn(W, layer.r[adapter], generator=generator("apply", seed, scheme, name), **kw, **call)
+        _write(layer, adapter, f)
+        if f.residual is not None:
+            initial[name] = Factors(A=f.A.detach().clone(), B=f.B.detach().clone())
+    return Applied(model=peft_model, scheme=scheme, adapter=adapter, initial=initial)
+
+
+@torch.no_grad()
+def _write(layer, adapter: str, f: Factors) -> None:
+    layer.lora_A[adapter].weight.copy_(f.A)  # nn.Linear(in, r).weight is (r, in)
+    layer.lora_B[adapter].weight.copy_(f.B)  # nn.Linear(r, out).weight is (out, r)
+    if f.residual is not None:
+        base = layer.get_base_layer().weight
+        base.copy_(f.residual.T if getattr(layer, "fan_in_fan_out", False) else f.residual)
+
+
+def save(applied: Applied, path: str | Path, *, overwrite: bool = False) -> dict:
+    """Write the adapter in PEFT's format (atomically: a temporary folder renamed at the end); an
+    existing ``path`` is refused unless ``overwrite``.
+
+    Returns what was written: {"rank", "lora_alpha", "converted_for_original_base"}."""
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; choose another folder or pass overwrite=True")
+    model, adapter = applied.model, applied.adapter
+    cfg = model.peft_config[adapter]
+    tmp = Path(tempfile.mkdtemp(dir=path.parent if path.parent.exists() else None, prefix=f".{path.name}."))
+    try:
+        if not applied.initial:
+            model.save_pretrained(tmp, selected_adapters=[adapter])
+            src = tmp / adapter if adapter != "default" else tmp
+            info = {"rank": cfg.r, "lora_alpha": cfg.lora_alpha, "converted_for_original_base": False}
+        else:
+            src = tmp
+            state = get_peft_model_state_dict(model, adapter_name=adapter)
+            for name, layer in lora_layers(model, adapter).items():
+                key = name  # PEFT's state-dict keys are module paths without the adapter name
+                A, B = layer.lora_A[adapter].weight.detach(), layer.lora_B[adapter].weight.detach()
+                f0 = applied.initial.get(name, Factors(A=torch.zeros_like(A), B=torch.zeros_like(B)))
+                state[f"{key}.lora_A.weight"] = torch.cat([A, f0.A.to(A.dtype)], 0).contiguous()  # (2r, in)
+                state[f"{key}.lora_B.weight"] = torch.cat([B, -f0.B.to(B.dtype)], 1).contiguous()  # (out, 2r)
+            factor = 2**0.5 if cfg.use_rslora else 2.0  # keeps alpha/r (or alpha/sqrt(r)) at rank 2r
+            new = dataclasses.replace(cfg, r=2 * cfg.r, lora_alpha=cfg.lora_alpha * factor, init_lora_weights=True)
+            new.save_pretrained(tmp)
+            save_file(state, tmp / "adapter_model.safetensors")
+            info = {"rank": new.r, "lora_alpha": new.lora_alpha, "converted_for_original_base": True}
+        (src / "lorainit.json").write_text(json.dumps({"scheme": applied.scheme, **info}, indent=1) + "\n")
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(src, path)
+        return info
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

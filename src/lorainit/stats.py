@@ -1,0 +1,145 @@
+"""The one data pass a data-dependent init needs, on a PEFT LoRA model.
+
+Data arrive one way for every scheme: an iterable of batches and ``loss_fn(model, batch) -> scalar``
+(default: ``model(**batch).loss``, the transformers convention).
+
+- ``gradients``: dL/dW of the frozen base weights at the pretrained point (adapters disabled),
+  averaged over the batches. Layers are processed in groups whose gradients fit ``budget_mb``; each
+  group costs one pass over the data and its gradients are handed out and freed before the next, so
+  the full gradients of all layers are never held at once.
+- ``activation_scatter``: per layer, the centred scatter matrix of its inputs (in x in) and its
+  square root, accumulated batch by batch (no activations are stored).
+- ``preheat``: HRP's preheat, a temporary rank-r_p adapter trained with AdamW for a few steps.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Callable, Iterable, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from .inits import Factors
+
+LossFn = Callable[[nn.Module, object], Tensor]
+
+
+def default_loss(model: nn.Module, batch) -> Tensor:
+    return model(**batch).loss
+
+
+def base_weight(layer) -> Tensor:
+    """A PEFT LoRA layer's base weight as (out, in), whatever its storage (Conv1D stores (in, out))."""
+    w = layer.get_base_layer().weight
+    return w.T if getattr(layer, "fan_in_fan_out", False) else w
+
+
+def _groups(layers: dict[str, nn.Module], budget_mb: float) -> list[list[str]]:
+    groups, current, size = [], [], 0.0
+    for name, layer in layers.items():
+        mb = layer.get_base_layer().weight.numel() * 4 / 2**20
+        if current and size + mb > budget_mb:
+            groups.append(current)
+            current, size = [], 0.0
+        current.append(name)
+        size += mb
+    return groups + ([current] if current else [])
+
+
+def gradients(model, layers: dict[str, nn.Module], data: Iterable, loss_fn: LossFn = default_loss,
+              *, budget_mb: float = 1024.0) -> Iterator[tuple[str, Tensor]]:
+    """Yield (layer name, mean dL/dW as (out, in) float32), group by group, at the pretrained point."""
+    batches = list(data)
+    if not batches:
+        raise ValueError("no batches given: gradient-based inits need at least one batch of training data")
+    params = [p for p in model.parameters()]
+    was = [p.requires_grad for p in params]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        for group in _groups(layers, budget_mb):
+            weights = [layers[n].get_base_layer().weight for n in group]
+            for w in weights:
+                w.requires_grad_(True)
+                w.grad = None
+            with model.disable_adapter():
+                for batch in batches:
+                    loss_fn(model, batch).backward()
+            for name, w in zip(group, weights):
+                g = w.grad.float() / len(batches)
+                w.grad = None
+                w.requires_grad_(False)
+                yield name, (g.T if getattr(layers[name], "fan_in_fan_out", False) else g)
+    finally:
+        for p, r in zip(params, was):
+            p.requires_grad_(r)
+
+
+def activation_scatter(model, layers: dict[str, nn.Module], data: Iterable, loss_fn: LossFn = default_loss) -> dict[str, Tensor]:
+    """Per layer, R (in x in) with R^T R = sum_i (x_i - mean)(x_i - mean)^T over every input row the layer saw."""
+    acc: dict[str, list] = {n: [0, None, None] for n in layers}  # count, sum (in,), second moment (in, in)
+
+    def hook(name):
+        def record(_module, args):
+            x = args[0].detach().reshape(-1, args[0].shape[-1]).double()  # (tokens, in)
+            a = acc[name]
+            a[0] += x.shape[0]
+            a[1] = x.sum(0) if a[1] is None else a[1] + x.sum(0)
+            a[2] = x.T @ x if a[2] is None else a[2] + x.T @ x
+        return record
+
+    handles = [layers[n].get_base_layer().register_forward_pre_hook(hook(n)) for n in layers]
+    try:
+        with torch.no_grad(), model.disable_adapter():
+            seen = 0
+            for batch in data:
+                loss_fn(model, batch)
+                seen += 1
+        if not seen:
+            raise ValueError("no batches given: activation-based inits need at least one batch of training data")
+    finally:
+        for h in handles:
+            h.remove()
+    out = {}
+    for name, (n, s, m2) in acc.items():
+        scatter = m2 - torch.outer(s, s) / n  # centred scatter matrix
+        evals, evecs = torch.linalg.eigh(scatter)
+        out[name] = (evals.clamp_min(0).sqrt()[:, None] * evecs.T).float()  # R = diag(sqrt(l)) V^T
+    return out
+
+
+def preheat(model, layers: dict[str, nn.Module], data: Iterable, loss_fn: LossFn = default_loss, *, rank: int,
+            steps: int, lr: float, alpha: float | None = None, seed: int = 0, main_adapter: str = "default") -> dict[str, Factors]:
+    """HRP's preheat: a temporary rank-``rank`` adapter (Init[A]: A ~ N(0, 1/in), B = 0) on the same layers,
+    ``steps`` AdamW steps on ``loss_fn`` cycling through ``data``; returns each layer's (scaling B_p, A_p)."""
+    from peft import LoraConfig
+
+    from . import inits
+    from .seeding import generator
+
+    batches = list(data)
+    if not batches:
+        raise ValueError("no batches given: HRP's preheat needs training data")
+    names = sorted({n.split(".")[-1] for n in layers})
+    cfg = LoraConfig(r=rank, lora_alpha=alpha or rank, target_modules=names, lora_dropout=0.0)
+    model.add_adapter("hrp_preheat", cfg)
+    try:
+        model.set_adapter("hrp_preheat")
+        trainable = []
+        for name, layer in layers.items():
+            f = inits.get("init_a")(base_weight(layer), rank, generator=generator("hrp-preheat", seed, name))
+            layer.lora_A["hrp_preheat"].weight.data.copy_(f.A)
+            layer.lora_B["hrp_preheat"].weight.data.copy_(f.B)
+            trainable += [layer.lora_A["hrp_preheat"].weight, layer.lora_B["hrp_preheat"].weight]
+        opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.0)
+        model.train()
+        for batch in itertools.islice(itertools.cycle(batches), steps):
+            opt.zero_grad(set_to_none=True)
+            loss_fn(model, batch).backward()
+            opt.step()
+        return {name: Factors(A=layer.lora_A["hrp_preheat"].weight.detach().clone(),
+                              B=layer.lora_B["hrp_preheat"].weight.detach().clone() * layer.scaling["hrp_preheat"])
+                for name, layer in layers.items()}
+    finally:
+        model.set_adapter(main_adapter)
+        model.delete_adapter("hrp_preheat")

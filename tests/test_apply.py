@@ -1,0 +1,139 @@
+"""Every scheme on a real (tiny, randomly initialized) transformers Llama through real PEFT:
+output kept at step 0 where promised, save -> reload in plain PEFT -> same outputs, refusals."""
+import pytest
+import torch
+
+from lorainit import apply, inits
+
+transformers = pytest.importorskip("transformers")
+peft = pytest.importorskip("peft")
+
+MODEL_SCHEMES = [n for n in inits.names() if "target" not in inits.entry(n).needs]
+
+
+def tiny_llama(seed=0):
+    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)
+    torch.manual_seed(seed)
+    return transformers.LlamaForCausalLM(cfg).eval()
+
+
+def batches(n=2, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        ids = torch.randint(0, 64, (2, 12), generator=g)
+        out.append({"input_ids": ids, "labels": ids})
+    return out
+
+
+PROBE = torch.randint(0, 64, (2, 10), generator=torch.Generator().manual_seed(5))
+
+
+def logits(model):
+    with torch.no_grad():
+        return model(input_ids=PROBE).logits
+
+
+def applied(name, **kw):
+    kw = {"preheat_steps": 3, **kw} if name == "hrp" else kw
+    data = batches() if inits.entry(name).needs else None
+    return apply.apply(tiny_llama(), name, rank=4, alpha=8, targets=["q_proj", "v_proj", "down_proj"], data=data, **kw)
+
+
+@pytest.mark.parametrize("name", MODEL_SCHEMES)
+def test_output_at_step_0_and_save_reload_in_plain_peft(name, tmp_path):
+    base_logits = logits(tiny_llama())
+    a = applied(name)
+    out = logits(a.model)
+    if inits.entry(name).preserves_output:
+        torch.testing.assert_close(out, base_logits, atol=1e-4, rtol=1e-4)
+    else:
+        assert not torch.allclose(out, base_logits, atol=1e-6)
+    info = apply.save(a, tmp_path / "adapter")
+    assert info["converted_for_original_base"] == bool(a.initial)
+    reloaded = peft.PeftModel.from_pretrained(tiny_llama(), tmp_path / "adapter").eval()  # the ORIGINAL base
+    torch.testing.assert_close(logits(reloaded), out, atol=1e-4, rtol=1e-4)
+    assert (tmp_path / "adapter" / "lorainit.json").exists()
+
+
+def test_residual_scheme_exports_rank_2r_with_the_same_scaling(tmp_path):
+    a = applied("pissa")
+    info = apply.save(a, tmp_path / "a")
+    assert info == {"rank": 8, "lora_alpha": 16.0, "converted_for_original_base": True}
+
+
+def test_pissa_matches_peft_pissa():
+    ours = applied("pissa").model
+    theirs = peft.get_peft_model(tiny_llama(), peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
+                                                               init_lora_weights="pissa"))
+    for (n1, l1), (n2, l2) in zip(apply.lora_layers(ours).items(), apply.lora_layers(theirs).items()):
+        assert n1 == n2
+        d1 = l1.lora_B["default"].weight @ l1.lora_A["default"].weight
+        d2 = l2.lora_B["default"].weight @ l2.lora_A["default"].weight
+        torch.testing.assert_close(d1, d2, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(l1.get_base_layer().weight, l2.get_base_layer().weight, atol=1e-5, rtol=1e-4)
+
+
+def test_gaussian_and_default_match_peft_distributions():
+    from scipy import stats as st
+
+    ours = applied("gaussian").model
+    theirs = peft.get_peft_model(tiny_llama(), peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
+                                                               init_lora_weights="gaussian"))
+    a1 = torch.cat([l.lora_A["default"].weight.flatten() for l in apply.lora_layers(ours).values()])
+    a2 = torch.cat([l.lora_A["default"].weight.flatten() for l in apply.lora_layers(theirs).values()])
+    assert st.ks_2samp(a1.detach().numpy(), a2.detach().numpy()).pvalue > 1e-3
+    d1 = applied("init_a", distribution="kaiming_uniform").model
+    d2 = peft.get_peft_model(tiny_llama(), peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"]))
+    for l1, l2 in zip(apply.lora_layers(d1).values(), apply.lora_layers(d2).values()):
+        x, y = l1.lora_A["default"].weight.detach().flatten(), l2.lora_A["default"].weight.detach().flatten()
+        assert st.ks_2samp(x.numpy(), y.numpy()).pvalue > 1e-4
+        assert torch.count_nonzero(l1.lora_B["default"].weight) == 0
+
+
+def test_lora_ga_shares_peft_a_and_differs_in_b_by_design():
+    """Same A rows (top-r right singular vectors of G, up to sign); B differs: PEFT weights it by S (documented)."""
+    ours = applied("lora_ga")
+    layer = next(iter(apply.lora_layers(ours.model).values()))
+    A = layer.lora_A["default"].weight
+    c = layer.get_base_layer().weight.shape[0] ** 0.25 / 16**0.5
+    torch.testing.assert_close(A @ A.T, c**2 * torch.eye(4), atol=1e-5, rtol=1e-4)
+
+
+def test_gradients_are_streamed_in_groups_and_equal_one_pass():
+    from lorainit import stats
+
+    model = peft.get_peft_model(tiny_llama(), peft.LoraConfig(r=4, target_modules=["q_proj", "down_proj"]))
+    layers = apply.lora_layers(model)
+    full = dict(stats.gradients(model, layers, batches()))
+    small = dict(stats.gradients(model, layers, batches(), budget_mb=1e-6))  # one layer per pass
+    assert full.keys() == small.keys() == layers.keys()
+    for n in full:
+        torch.testing.assert_close(full[n], small[n])
+        assert full[n].shape == stats.base_weight(layers[n]).shape
+    assert all(not p.requires_grad or "lora_" in n for n, p in model.named_parameters())
+
+
+def test_refusals(tmp_path):
+    with pytest.raises(ValueError, match="needs training data"):
+        apply.apply(tiny_llama(), "lora_one", rank=4, targets=["q_proj"])
+    with pytest.raises(ValueError, match="oracle"):
+        apply.apply(tiny_llama(), "target", rank=4, targets=["q_proj"])
+    with pytest.raises(ValueError, match="rank 40 exceeds min\\(out, in\\) = 32 of layer .*q_proj"):
+        apply.apply(tiny_llama(), "init_a", rank=40, targets=["q_proj"])
+    with pytest.raises(ValueError, match="cannot add LoRA"):
+        apply.apply(tiny_llama(), "init_a", rank=4, targets=["no_such_module"])
+    with pytest.raises(KeyError, match="did you mean 'pissa'"):
+        apply.apply(tiny_llama(), "pisa", rank=4)
+    with pytest.raises(ValueError, match="rank must be"):
+        apply.apply(tiny_llama(), "init_a", rank=0)
+    a = applied("init_a")
+    apply.save(a, tmp_path / "x")
+    with pytest.raises(FileExistsError, match="exists"):
+        apply.save(a, tmp_path / "x")
+    model = tiny_llama()
+    with torch.no_grad():
+        model.model.layers[0].self_attn.q_proj.weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="non-finite"):
+        apply.apply(model, "pissa", rank=4, targets=["q_proj"])
