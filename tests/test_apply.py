@@ -142,6 +142,21 @@ def test_gradients_are_streamed_in_groups_and_equal_one_pass():
     assert all(not p.requires_grad or "lora_" in n for n, p in model.named_parameters())
 
 
+def test_asymmetric_lora_freezes_a_and_trains_b():
+    a = applied("hrp", freeze_a=True)
+    trainable = {n for n, p in a.model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_B" in n for n in trainable)
+    layers = apply.lora_layers(a.model).values()
+    A0 = [l.lora_A["default"].weight.detach().clone() for l in layers]
+    opt = torch.optim.AdamW([p for p in a.model.parameters() if p.requires_grad], lr=1e-2)
+    for b in batches():
+        opt.zero_grad()
+        a.model(**b).loss.backward()
+        opt.step()
+    assert all(torch.equal(l.lora_A["default"].weight, x) for l, x in zip(layers, A0))
+    assert any(torch.count_nonzero(l.lora_B["default"].weight) > 0 for l in layers)
+
+
 def test_refusals(tmp_path):
     with pytest.raises(ValueError, match="needs training data"):
         apply.apply(tiny_llama(), "lora_one", rank=4, targets=["q_proj"])

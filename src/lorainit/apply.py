@@ -72,8 +72,11 @@ def _accepts(fn, name: str) -> bool:
 def apply(model, scheme: str, *, rank: int | None = None, alpha: float | None = None, targets: list[str] | None = None,
           data=None, loss_fn: stats.LossFn = stats.default_loss, seed: int = 0, use_rslora: bool = False,
           adapter: str = "default", grad_budget_mb: float = 1024.0, preheat_rank: int | None = None,
-          preheat_steps: int = 50, preheat_lr: float = 1e-3, **hyperparameters) -> Applied:
-    """Initialize every LoRA layer of ``model`` with ``scheme``; see the module docstring."""
+          preheat_steps: int = 50, preheat_lr: float = 1e-3, freeze_a: bool = False, **hyperparameters) -> Applied:
+    """Initialize every LoRA layer of ``model`` with ``scheme``; see the module docstring.
+
+    ``freeze_a=True`` gives asymmetric LoRA (Chen et al. 2025): ``lora_A`` keeps its initial value and
+    only ``lora_B`` trains."""
     entry = inits.entry(scheme)
     if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank <= 0):
         raise ValueError(f"rank must be a positive integer; got {rank!r}")
@@ -112,6 +115,7 @@ def apply(model, scheme: str, *, rank: int | None = None, alpha: float | None = 
         W = stats.base_weight(layer).detach()
         f = entry.fn(W, layer.r[adapter], generator=generator("apply", seed, scheme, name), **kw, **call)
         _write(layer, adapter, f)
+        layer.lora_A[adapter].weight.requires_grad_(not freeze_a)
         if f.residual is not None:
             initial[name] = Factors(A=f.A.detach().clone(), B=f.B.detach().clone())
     return Applied(model=peft_model, scheme=scheme, adapter=adapter, initial=initial)
