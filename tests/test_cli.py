@@ -29,7 +29,7 @@ def test_toy_smoke(tmp_path):
 
 
 def test_theory_table():
-    r = lorainit("theory", "--gammas=-1.5:0:7")
+    r = lorainit("theory", "--gammas", "-1.5:0:7")
     assert r.returncode == 0, r.stderr
     assert "init_a: max stable exponent -0.5" in r.stdout and "init_b: max stable exponent -1 " in r.stdout
     assert len([l for l in r.stdout.splitlines() if l.strip().startswith("init_")]) >= 14
@@ -58,10 +58,16 @@ def test_mf_smoke(tmp_path):
     (["theory", "--study", "/nonexistent"], "no study results"),
     (["frobnicate"], "unknown command 'frobnicate'"),
     (["mf", "--rank", "0"], "rank must be a positive integer"),
+    (["finetune", "--model", "smollm2-13m"], "unknown model 'smollm2-13m'; did you mean 'smollm2-135m'?"),
+    (["finetune", "--task", "wikki"], "unknown task 'wikki'; did you mean 'wiki'?"),
+    (["finetune", "--lr", "0"], "lr must be > 0"),
+    (["finetune", "--lr", "-1e-3"], "lr must be > 0"),
+    (["finetune", "--init", "lora_gaa"], "did you mean 'lora_ga'?"),
+    (["finetune", "--rank", "400", "--max-train", "4", "--max-eval", "2"], "rank 400 exceeds min(out, in) = 192 of layer"),
     (["mf", "--inits", "hrp,pisa"], "did you mean 'pissa'"),
 ])
 def test_bad_input_one_line_nonzero_exit_nothing_written(tmp_path, args, message):
-    r = lorainit(*args, *(["--out", str(tmp_path / "s")] if args[0] in ("toy", "mf") else []), cwd=tmp_path)
+    r = lorainit(*args, *(["--out", str(tmp_path / "s")] if args[0] in ("toy", "mf", "finetune") else []), cwd=tmp_path)
     assert r.returncode == 2
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert message in r.stderr
@@ -72,3 +78,15 @@ def test_help_shows_field_docs():
     r = lorainit("toy", "--help")
     assert r.returncode == 0
     assert "student LoRA rank r (default: 4)" in r.stdout and "LO:HI:N" in r.stdout
+
+
+def test_finetune_bad_data_file_and_nothing_overwritten(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "ok"}\n{oops\n')
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    r = lorainit("finetune", "--task", str(bad), "--out", str(out))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "bad.jsonl:2: not valid JSON" in r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"] and (out / "keep.txt").read_text() == "mine"

@@ -48,7 +48,7 @@ def lora_layers(model, adapter: str = "default") -> dict[str, nn.Module]:
     return {name: m for name, m in model.named_modules() if isinstance(m, LoraLayer) and adapter in m.lora_A}
 
 
-def _as_peft(model, rank, alpha, targets, use_rslora, adapter):
+def _as_peft(model, rank, alpha, targets, use_rslora, adapter, task_type=None):
     from peft import LoraConfig, PeftModel, get_peft_model
 
     if isinstance(model, PeftModel):
@@ -58,7 +58,7 @@ def _as_peft(model, rank, alpha, targets, use_rslora, adapter):
     if rank is None:
         raise ValueError("rank is required when the model has no LoRA adapter yet")
     cfg = LoraConfig(r=rank, lora_alpha=alpha if alpha is not None else rank, target_modules=targets or "all-linear",
-                     lora_dropout=0.0, use_rslora=use_rslora)
+                     lora_dropout=0.0, use_rslora=use_rslora, task_type=task_type)
     try:
         return get_peft_model(model, cfg, adapter_name=adapter)
     except ValueError as e:  # PEFT's message for targets that match nothing
@@ -72,11 +72,12 @@ def _accepts(fn, name: str) -> bool:
 def apply(model, scheme: str, *, rank: int | None = None, alpha: float | None = None, targets: list[str] | None = None,
           data=None, loss_fn: stats.LossFn = stats.default_loss, seed: int = 0, use_rslora: bool = False,
           adapter: str = "default", grad_budget_mb: float = 1024.0, preheat_rank: int | None = None,
-          preheat_steps: int = 50, preheat_lr: float = 1e-3, freeze_a: bool = False, **hyperparameters) -> Applied:
+          preheat_steps: int = 50, preheat_lr: float = 1e-3, freeze_a: bool = False, task_type: str | None = None,
+          **hyperparameters) -> Applied:
     """Initialize every LoRA layer of ``model`` with ``scheme``; see the module docstring.
 
     ``freeze_a=True`` gives asymmetric LoRA (Chen et al. 2025): ``lora_A`` keeps its initial value and
-    only ``lora_B`` trains."""
+    only ``lora_B`` trains. ``task_type`` is PEFT's (e.g. "SEQ_CLS" also trains and saves the new head)."""
     entry = inits.entry(scheme)
     if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank <= 0):
         raise ValueError(f"rank must be a positive integer; got {rank!r}")
@@ -84,7 +85,7 @@ def apply(model, scheme: str, *, rank: int | None = None, alpha: float | None = 
         raise ValueError("'target' is an oracle for synthetic problems with a known update (lorainit mf); it has no meaning on a model")
     if entry.needs and data is None:
         raise ValueError(f"{scheme} needs training data ({', '.join(entry.needs)}): pass data=an iterable of batches (and loss_fn)")
-    peft_model = _as_peft(model, rank, alpha, targets, use_rslora, adapter)
+    peft_model = _as_peft(model, rank, alpha, targets, use_rslora, adapter, task_type)
     layers = lora_layers(peft_model, adapter)
     if not layers:
         raise ValueError(f"the model has no LoRA layers for adapter {adapter!r}: check the target module names")

@@ -1,8 +1,9 @@
 """``lorainit <command>``: the command line. Each command's flags come from a dataclass config.
 
     lorainit toy --preset quick --out runs/toy-quick      teacher-student study (Hayou et al. 2024, Sec. 3.7)
-    lorainit theory --gammas=-1.5:0:7                     gamma-operator table (Lemma 1, Theorems 1-2)
+    lorainit theory --gammas -1.5:0:7                     gamma-operator table (Lemma 1, Theorems 1-2)
     lorainit mf --out runs/mf                             matrix factorization, HRP Fig. 1 (Chen et al. 2025)
+    lorainit finetune --model smollm2-135m --task wiki    LoRA fine-tune of a real model with any init
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ class TheoryConfig:
     inits: tuple[str, ...] = ("init_a", "init_b")
     """inits with a width theory"""
     gammas: tuple[float, ...] = dataclasses.field(default=(-1.5, -1.25, -1.0, -0.75, -0.5, -0.25, 0.0), metadata={"spacing": "linear"})
-    """learning-rate exponents gamma[eta] (eta = Theta(n^gamma)); 'LO:HI:N' gives N evenly spaced values; write --gammas=-1.5:0:7 when the first value is negative"""
+    """learning-rate exponents gamma[eta] (eta = Theta(n^gamma)); 'LO:HI:N' gives N evenly spaced values"""
     steps: int = 2
     """fine-tuning step t >= 2 at which the exponents are read (Def. 5 is about t > 1)"""
     study: str = ""
@@ -134,11 +135,56 @@ def _mf(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"toy": _toy, "theory": _theory, "mf": _mf}
+FINETUNE_HELP = """LoRA fine-tune of a real pretrained model (Hayou et al. 2024, Sec. 4 setups): SmolLM2-135M on wiki
+(perplexity) or mathqa (accuracy by option likelihood), MiniLM-L6 on nli or sentiment (accuracy), or
+any transformers model / .jsonl file. Models and data come from pinned package-index files, cached
+after the first use. Writes log.jsonl, a resumable checkpoint, and at the end adapter/ (PEFT format),
+run_card.json and features.png (|Z_A|, |Z_B| per LoRA layer) into --out; re-running resumes."""
+
+
+def _finetune(argv: list[str]) -> int:
+    from .experiments import finetune, finetune_run
+
+    p = cliargs.Parser(prog="lorainit finetune", description=FINETUNE_HELP)
+    p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/finetune/MODEL-TASK-INIT-LR)")
+    p.add_argument("--overwrite", action="store_true", help="discard a run already in --out, even with another config")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar (default: on)")
+    cliargs.add_dataclass(p, finetune.FinetuneConfig)
+    args = p.parse_args(argv)
+    try:
+        cfg = finetune.FinetuneConfig(**cliargs.given(args, finetune.FinetuneConfig))
+        finetune.validate(cfg)
+        from . import inits
+
+        inits.entry(cfg.init)
+        out = args.out or Path("runs/finetune") / f"{Path(cfg.model).name}-{Path(cfg.task).stem}-{cfg.init}-{cfg.lr:g}"
+        card = finetune_run.run(cfg, out, overwrite=args.overwrite, progress=args.progress)
+    except (ValueError, KeyError, FileExistsError, RuntimeError, FloatingPointError) as e:
+        cliargs.fail(p.prog, e.args[0] if e.args else str(e))
+    m = card["metrics"]
+    print(f"{cfg.model} on {cfg.task}, init {cfg.init}, lr {cfg.lr:g}: base test {m['base_test']}")
+    print(f"final {m['final']}")
+    print(f"wrote {out / 'run_card.json'}, {out / 'adapter'}, {out / 'features.png'}")
+    return 0
+
+
+COMMANDS = {"toy": _toy, "theory": _theory, "mf": _mf, "finetune": _finetune}
+
+
+def _quiet_libraries() -> None:
+    """Library chatter (loading bars, deprecation notes) would bury our one-line messages."""
+    import os
+    import warnings
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    _quiet_libraries()
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip())
         print("\ncommands: " + ", ".join(COMMANDS) + "   ('lorainit COMMAND --help' for its options)")

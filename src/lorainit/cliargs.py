@@ -11,6 +11,7 @@ import ast
 import dataclasses
 import inspect
 import math
+import re
 import sys
 import textwrap
 import typing
@@ -18,7 +19,12 @@ from typing import Any, Literal
 
 
 class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line on stderr and exit code 2."""
+    """An ArgumentParser whose errors are one line on stderr and exit code 2, and which reads values
+    such as -1e-3 or -1.5:0:7 as values (argparse's default only knows -1 and -1.5)."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self._negative_number_matcher = re.compile(r"^-\.?\d")  # no flag of ours starts with a digit
 
     def error(self, message: str) -> typing.NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")

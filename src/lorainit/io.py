@@ -5,6 +5,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 from datetime import datetime, timezone
@@ -58,20 +59,26 @@ def read_json(path: Path) -> Any:
         return json.load(f)
 
 
-def claim_folder(out: Path, wanted: dict, *, overwrite: bool, stale: list[str]) -> None:
-    """Make ``out`` hold the study ``wanted`` (its config.json): refuse a folder holding another config
-    unless ``overwrite``, in which case the ``stale`` glob patterns are removed first."""
-    out = Path(out)
-    cfg_path = out / "config.json"
+def check_folder(out: Path, wanted: dict, *, overwrite: bool) -> None:
+    """Refuse (read-only) a folder whose config.json differs from ``wanted`` unless ``overwrite``."""
+    cfg_path = Path(out) / "config.json"
     if cfg_path.exists() and not overwrite:
         have = read_json(cfg_path)
         if have != wanted:
             diff = sorted(k for k in set(have) | set(wanted) if have.get(k) != wanted.get(k))
             raise ValueError(f"{out} holds a study with a different config ({', '.join(diff)}); use another --out or --overwrite")
-    elif overwrite:
+
+
+def claim_folder(out: Path, wanted: dict, *, overwrite: bool, stale: list[str]) -> None:
+    """Make ``out`` hold the study ``wanted`` (its config.json): refuse a folder holding another config
+    unless ``overwrite``, in which case the ``stale`` glob patterns are removed first."""
+    out = Path(out)
+    cfg_path = out / "config.json"
+    check_folder(out, wanted, overwrite=overwrite)
+    if overwrite:
         for pattern in stale:
             for old in out.glob(pattern):
-                old.unlink()
+                shutil.rmtree(old) if old.is_dir() else old.unlink()
     write_json(cfg_path, wanted)
 
 

@@ -1,0 +1,168 @@
+"""Fine-tuning tasks with fixed train / validation / test splits and the metric each paper uses.
+
+| task        | source (package-shipped)                        | model kind | metric                      |
+|-------------|-------------------------------------------------|------------|-----------------------------|
+| `wiki`      | 106 Wikipedia articles (gensim test data)       | causal LM  | test perplexity             |
+| `mathqa`    | MathQA, 5 options (BIG-bench elementary_math_qa)| causal LM  | accuracy, option likelihood |
+| `nli`       | VitaminC evidence/claim, 3 classes (BIG-bench)  | encoder    | accuracy                    |
+| `sentiment` | MultiEmo reviews, 4 classes (BIG-bench)         | encoder    | accuracy                    |
+| a `.jsonl`  | {"text"} lines (LM) or {"text", "label"} lines  | either     | perplexity / accuracy       |
+
+Splits are a fixed-seed permutation of the examples (articles, for ``wiki``), independent of the
+run's seed; the learning rate is chosen on ``val`` and results are reported on ``test``. The index
+lists are written beside the cached data (``splits/``) and a hash of them goes into every run card.
+"""
+from __future__ import annotations
+
+import bz2
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import assets, io
+
+BIGBENCH = "bigbench/benchmark_tasks/"
+WIKI = "gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+SPLIT_SEED = 20241124
+MAX_LINE = 1 << 20  # a data line longer than 1 MiB is refused rather than read
+
+
+@dataclass
+class Task:
+    name: str
+    kind: str  # "lm" (texts), "classify" (texts or text pairs + label), "choice" (question, options, answer)
+    splits: dict[str, list[dict]]
+    labels: list[str] = field(default_factory=list)
+    model_kind: str = "causal"  # which model kind the task needs
+    split_hash: str = ""
+
+    @property
+    def metric(self) -> str:
+        return "perplexity" if self.kind == "lm" else "accuracy"
+
+
+def split(n: int, val: int, test: int, seed: int = SPLIT_SEED) -> dict[str, list[int]]:
+    """A fixed permutation of range(n): the first ``test`` indices are test, the next ``val`` validation."""
+    if n < val + test + 1:
+        raise ValueError(f"only {n} examples: cannot hold out {val} for validation and {test} for test")
+    perm = np.random.default_rng(seed).permutation(n).tolist()
+    return {"test": perm[:test], "val": perm[test:test + val], "train": perm[test + val:]}
+
+
+def _finish(name: str, kind: str, examples: list[dict], val: int, test: int, **kw) -> Task:
+    idx = split(len(examples), val, test)
+    h = hashlib.sha256(json.dumps(idx, sort_keys=True).encode()).hexdigest()[:16]
+    path = assets.cache_dir() / "splits" / f"{name}.json"
+    if not path.exists():
+        io.write_json(path, {"seed": SPLIT_SEED, "hash": h, **idx})
+    return Task(name, kind, {s: [examples[i] for i in ix] for s, ix in idx.items()}, split_hash=h, **kw)
+
+
+def _bigbench(member: str) -> list[dict]:
+    path = assets.extract(assets.DISTS["bigbench"], BIGBENCH + member)
+    return json.loads(path.read_text())["examples"]
+
+
+def _argmax(scores: dict) -> str:
+    return max(scores, key=scores.get)
+
+
+def nli() -> Task:
+    labels = ["True", "False", "Neither"]
+    ex = []
+    for e in _bigbench("vitaminc_fact_verification/task.json"):
+        evidence, _, claim = e["input"].partition("\nClaim: ")
+        ex.append({"text": evidence, "text_pair": claim, "label": labels.index(_argmax(e["target_scores"]))})
+    return _finish("nli", "classify", ex, 1000, 2000, labels=labels, model_kind="encoder")
+
+
+def sentiment() -> Task:
+    raw = _bigbench("multiemo/all_text_en/task.json")
+    labels = sorted(raw[0]["target_scores"])
+    ex = [{"text": e["input"], "label": labels.index(_argmax(e["target_scores"]))} for e in raw]
+    return _finish("sentiment", "classify", ex, 400, 800, labels=labels, model_kind="encoder")
+
+
+def mathqa() -> Task:
+    ex = []
+    for e in _bigbench("elementary_math_qa/question_only/task.json"):
+        options = list(e["target_scores"])
+        ex.append({"question": e["input"], "options": options, "answer": options.index(_argmax(e["target_scores"]))})
+    return _finish("mathqa", "choice", ex, 400, 800)
+
+
+def clean_wikitext(text: str) -> str:
+    """Strip the commonest MediaWiki markup: templates, tables, refs, tags, links, headings' '='."""
+    for _ in range(3):  # nested templates
+        text = re.sub(r"\{\{[^{}]*\}\}", "", text)
+    text = re.sub(r"\{\|.*?\|\}", "", text, flags=re.S)
+    text = re.sub(r"<ref[^>]*/>|<ref.*?</ref>", "", text, flags=re.S)
+    text = re.sub(r"<[^>]+>", "", text)
+    text = re.sub(r"\[\[(?:File|Image|Category):[^\]]*\]\]", "", text)
+    text = re.sub(r"\[\[(?:[^|\]]*\|)?([^\]]*)\]\]", r"\1", text)
+    text = re.sub(r"\[https?://\S+ ([^\]]*)\]", r"\1", text)
+    text = re.sub(r"'{2,}", "", text)
+    text = re.sub(r"^=+\s*(.*?)\s*=+$", r"\1", text, flags=re.M)
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+def wiki() -> Task:
+    xml = bz2.open(assets.extract(assets.DISTS["gensim"], WIKI)).read().decode("utf-8")
+    import html
+
+    articles = [clean_wikitext(html.unescape(t)) for t in re.findall(r"<text[^>]*>(.*?)</text>", xml, flags=re.S)]
+    articles = [{"text": a} for a in articles if len(a) > 200 and not a.lower().startswith("#redirect")]
+    return _finish("wiki", "lm", articles, 8, 10)
+
+
+def jsonl(path: str) -> Task:
+    """A user's JSON-lines file: every line {"text": ...} (LM) or {"text": ..., "label": ...} (classification)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"data file {path} does not exist")
+    rows = []
+    with open(p, "rb") as f:
+        for n, line in enumerate(f, 1):
+            if len(line) > MAX_LINE:
+                raise ValueError(f"{path}:{n}: line longer than {MAX_LINE} bytes; split the record")
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg if hasattr(e, 'msg') else e}); one JSON object per line") from None
+            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+                raise ValueError(f"{path}:{n}: missing field 'text' (a string); lines look like {{\"text\": ..., \"label\": ...}}")
+            rows.append(row)
+    if not rows:
+        raise ValueError(f"{path} holds no records")
+    if all("label" in r for r in rows):
+        labels = sorted({str(r["label"]) for r in rows})
+        ex = [{"text": r["text"], "label": labels.index(str(r["label"]))} for r in rows]
+        kind, model_kind = "classify", "encoder"
+    elif any("label" in r for r in rows):
+        first = next(n for n, r in enumerate(rows, 1) if "label" not in r)
+        raise ValueError(f"{path}: record {first} has no 'label' while others do; label every record or none")
+    else:
+        ex, kind, model_kind, labels = [{"text": r["text"]} for r in rows], "lm", "causal", []
+    held = max(1, len(ex) // 10)
+    return _finish(f"jsonl-{hashlib.sha256(p.read_bytes()).hexdigest()[:12]}", kind, ex, held, held, labels=labels, model_kind=model_kind)
+
+
+TASKS = {"wiki": wiki, "mathqa": mathqa, "nli": nli, "sentiment": sentiment}
+
+
+def load(name: str) -> Task:
+    if name in TASKS:
+        return TASKS[name]()
+    if name.endswith(".jsonl") or Path(name).is_file():
+        return jsonl(name)
+    import difflib
+
+    close = difflib.get_close_matches(name, list(TASKS), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ValueError(f"unknown task {name!r}{hint} (tasks: {', '.join(TASKS)}, or a .jsonl file)")

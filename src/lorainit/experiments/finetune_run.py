@@ -1,0 +1,120 @@
+"""``lorainit finetune``: one resumable fine-tune, from config to adapter and run card.
+
+The output folder holds ``config.json``, ``log.jsonl`` (one record per step and per evaluation),
+``checkpoint/`` while the run is unfinished, and at the end ``adapter/`` (PEFT format),
+``run_card.json`` (config, versions, split hash, metrics, timing) and ``features.png`` (the monitor).
+Re-running the same config resumes from the checkpoint; a finished run is not trained again.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from .. import apply, data, io, models, plots, train
+from .finetune import Batches, FeatureMonitor, FinetuneConfig, collate, evaluate, loss_fn, validate
+
+
+def _log_writer(path: Path, resume_step: int):
+    """Append records to log.jsonl; on resume, first drop records from steps the checkpoint does not cover."""
+    keep = []
+    if path.exists() and resume_step:
+        keep = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) < resume_step]
+    io.write_text(path, "".join(line + "\n" for line in keep))
+    f = open(path, "a")
+
+    def log(rec: dict) -> None:
+        f.write(json.dumps(rec) + "\n")
+        f.flush()
+
+    return log, f
+
+
+def run(cfg: FinetuneConfig, out: Path, *, overwrite: bool = False, progress: bool = True) -> dict:
+    validate(cfg)
+    out = Path(out)
+    wanted = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items() if k != "device"}
+    io.check_folder(out, wanted, overwrite=overwrite)  # read-only: nothing is written before the setup succeeded
+    if not overwrite and (out / "run_card.json").exists():
+        return io.read_json(out / "run_card.json")
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else "cpu" if cfg.device == "auto" else cfg.device)
+    task = data.load(cfg.task)
+    model, tok, kind, default_targets = models.load(cfg.model, num_labels=len(task.labels) or None,
+                                                    dtype=torch.bfloat16 if device.type == "cuda" else torch.float32)
+    if task.model_kind != kind:
+        need = "an encoder (e.g. minilm-l6)" if task.model_kind == "encoder" else "a causal LM (e.g. smollm2-135m)"
+        raise ValueError(f"task {cfg.task} needs {need}; {cfg.model} is {'an encoder' if kind == 'encoder' else 'a causal LM'}")
+    model.to(device)
+    batches = Batches(task, tok, cfg, device)
+    needs_data = bool(apply.inits.entry(cfg.init).needs)
+    applied = apply.apply(model, cfg.init, rank=cfg.rank, alpha=cfg.alpha, targets=list(cfg.targets or default_targets) or None,
+                          data=[batches(s) for s in range(cfg.init_batches)] if needs_data else None, seed=cfg.seed,
+                          use_rslora=cfg.rslora, task_type="SEQ_CLS" if kind == "encoder" else None)
+    peft_model = applied.model
+    io.claim_folder(out, wanted, overwrite=overwrite, stale=["log.jsonl", "run_card.json", "checkpoint", "adapter", "*.png"])
+    monitor = FeatureMonitor(peft_model, apply.lora_layers(peft_model))
+    probe = collate(task, tok, (batches.items if task.kind == "lm" else task.splits["val"])[: cfg.batch_size], cfg.seq_len, device)
+    ckpt = out / "checkpoint"
+    resume = json.loads((ckpt / "state.json").read_text())["step"] if ckpt.exists() else 0
+    log, logfile = _log_writer(out / "log.jsonl", resume)
+    base = None
+    if not resume:
+        base = evaluate(peft_model, task, tok, "test", cfg, device)
+        log({"step": 0, "base": base})
+
+    def evaluate_fn(step: int) -> dict:
+        rec = evaluate(peft_model, task, tok, "val", cfg, device)
+        if step == cfg.steps:
+            rec.update(evaluate(peft_model, task, tok, "test", cfg, device))
+        return {**rec, "features": monitor(probe)}
+
+    loop = train.LoopConfig(steps=cfg.steps, lr=cfg.lr, warmup_ratio=cfg.warmup_ratio, grad_accum=cfg.grad_accum,
+                            loraplus_ratio=cfg.loraplus_ratio, eval_every=cfg.eval_every,
+                            checkpoint_every=cfg.checkpoint_every, seed=cfg.seed)
+    try:
+        result = train.train(peft_model, batches, loss_fn, loop, out, evaluate=evaluate_fn, progress=progress, log=log)
+    finally:
+        logfile.close()
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line]
+    base = base or next(r["base"] for r in records if "base" in r)
+    evals = [r for r in records if "features" in r]
+    saved = apply.save(applied, out / "adapter", overwrite=True)
+    import peft
+    import transformers
+
+    card = {
+        "config": wanted, "provenance": io.provenance(),
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
+        "task": {"name": task.name, "metric": task.metric, "split_hash": task.split_hash,
+                 "sizes": {k: len(v) for k, v in task.splits.items()}, "max_train": cfg.max_train, "max_eval": cfg.max_eval},
+        "model": {"name": cfg.model, "kind": kind, "parameters": sum(p.numel() for p in peft_model.parameters()),
+                  "trainable": sum(p.numel() for p in peft_model.parameters() if p.requires_grad)},
+        "metrics": {"base_test": base, "final": {k: v for k, v in evals[-1].items() if k not in ("features", "step")},
+                    "val_history": [{k: v for k, v in r.items() if k != "features"} for r in evals]},
+        "timing": {**result, "tokens_per_second": result["tokens"] / result["seconds"] if result["seconds"] else None},
+        "adapter": saved,
+    }
+    io.write_json(out / "run_card.json", card)
+    _feature_plot(evals, out / "features.png")
+    shutil.rmtree(out / "checkpoint", ignore_errors=True)
+    return card
+
+
+def _feature_plot(evals: list[dict], path: Path) -> None:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    steps = [r["step"] for r in evals]
+    layers = list(evals[0]["features"])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for k, (ax, title) in enumerate(zip(axes, ("|Z_A| = mean ||A z||", "|Z_B| = mean ||B A z||"))):
+        values = np.array([[r["features"][name][k] for name in layers] for r in evals])  # (evals, layers)
+        ax.plot(steps, values, color="gray", lw=0.5, alpha=0.5)
+        ax.plot(steps, values.mean(1), color="k", lw=2, label=f"mean over {len(layers)} LoRA layers")
+        ax.set(xlabel="step", title=title, yscale="log" if (values > 0).all() else "linear")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    plots.save(fig, path)

