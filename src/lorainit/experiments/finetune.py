@@ -161,14 +161,24 @@ def evaluate(model, task, tok, split: str, cfg: FinetuneConfig, device) -> dict:
             right += (model(**{k: v for k, v in batch.items() if k != "labels"}).logits.argmax(-1) == batch["labels"]).sum().item()
         return {f"{split}_accuracy": right / len(ex)}
     right = 0
-    for e in ex:  # choice: the option with the highest total log-likelihood given the question
-        prompt, _ = choice_text(e)
-        n_prompt = len(tok(prompt)["input_ids"])
-        enc = tok([prompt + choice_text(e, o)[1] for o in range(len(e["options"]))], padding=True, return_tensors="pt").to(device)
+    for i in range(0, len(ex), b):  # choice: the option with the highest total log-likelihood given the question
+        chunk = ex[i:i + b]
+        texts, owner, starts = [], [], []
+        for k, e in enumerate(chunk):
+            prompt, _ = choice_text(e)
+            n_prompt = len(tok(prompt)["input_ids"])
+            for o in range(len(e["options"])):
+                texts.append(prompt + choice_text(e, o)[1])
+                owner.append(k)
+                starts.append(n_prompt - 1)  # logp index n predicts token n + 1: options start at n_prompt
+        enc = tok(texts, padding=True, return_tensors="pt").to(device)
         logp = model(**enc).logits[:, :-1].float().log_softmax(-1).gather(-1, enc["input_ids"][:, 1:, None])[..., 0]
         mask = enc["attention_mask"][:, 1:].clone()
-        mask[:, : n_prompt - 1] = 0  # score the option tokens only
-        right += int((logp * mask).sum(1).argmax().item() == e["answer"])
+        mask[torch.arange(mask.shape[1], device=device)[None, :] < torch.tensor(starts, device=device)[:, None]] = 0
+        score = (logp * mask).sum(1).tolist()  # one total per (example, option)
+        for k, e in enumerate(chunk):
+            mine = [sc for sc, w in zip(score, owner) if w == k]
+            right += int(max(range(len(mine)), key=mine.__getitem__) == e["answer"])
     return {f"{split}_accuracy": right / len(ex)}
 
 
