@@ -80,7 +80,6 @@ def fit(
     training step (forward, backward, bookkeeping, update) is captured once as a CUDA graph and
     replayed (``cuda_graph=False`` turns this off): the step is launch-bound for small models.
     """
-    K = lr.shape[0]
     device = lr.device
     use_graph = device.type == "cuda" if cuda_graph is None else cuda_graph
     st = _State(params, lr, opt, diverge_factor)

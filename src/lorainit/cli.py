@@ -161,6 +161,8 @@ def _finetune(argv: list[str]) -> int:
         card = finetune_run.run(cfg, out, overwrite=args.overwrite, progress=args.progress)
     except (ValueError, KeyError, FileExistsError, RuntimeError, FloatingPointError) as e:
         cliargs.fail(p.prog, e.args[0] if e.args else str(e))
+    if "metrics" not in card:  # a process other than rank 0 under torchrun: rank 0 reports
+        return 0
     m = card["metrics"]
     print(f"{cfg.model} on {cfg.task}, init {cfg.init}, lr {cfg.lr:g}: base test {m['base_test']}")
     print(f"final {m['final']}")

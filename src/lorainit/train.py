@@ -10,7 +10,9 @@ with lr_group = lr for ``lora_A`` and other trainable tensors and lr * loraplus_
 (Hayou et al. 2024b, LoRA+). Which examples step t sees, and its dropout masks, depend on (seed, t)
 only, so a run resumed from a checkpoint continues exactly as if it had never stopped. Checkpoints
 are safetensors (trainable tensors, AdamW moments) plus JSON, written to a temporary folder and
-renamed: a crash leaves the previous checkpoint intact.
+renamed: a crash leaves the previous checkpoint intact. Under torch.distributed (``model`` wrapped in
+DistributedDataParallel, each process on its shard of every global batch) the gradients are averaged
+by DDP, the logged loss is averaged over processes, and only rank 0 writes checkpoints.
 """
 from __future__ import annotations
 
@@ -109,7 +111,10 @@ def train(model: nn.Module, batch_at: Callable[[int, int], object], loss_fn: Cal
           autocast: torch.dtype | None = None, log: Callable[[dict], None] = lambda rec: None) -> dict:
     """Run (or resume) the loop; ``batch_at(step, micro)`` gives micro-batch ``micro`` of step ``step``.
     Returns {"steps", "seconds", "tokens", "resumed_from"}; every record also goes to ``log``."""
-    groups = param_groups(model, cfg)
+    core = getattr(model, "module", model)  # a DistributedDataParallel wrapper trains its module
+    dist = torch.distributed.is_available() and torch.distributed.is_initialized()
+    rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if dist else (0, 1)
+    groups = param_groups(core, cfg)
     opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay)
     ckpt = Path(out) / "checkpoint"
     start = 0
@@ -135,15 +140,20 @@ def train(model: nn.Module, batch_at: Callable[[int, int], object], loss_fn: Cal
             loss.backward()
             total += loss.item()
             tokens += int(batch["attention_mask"].sum()) if isinstance(batch, dict) and "attention_mask" in batch else 0
+        if dist:  # the logged loss is the mean over the processes' shards of the global batch
+            t = torch.tensor([total, float(tokens)], dtype=torch.float64, device=device)
+            torch.distributed.all_reduce(t)
+            total = t[0].item() / world
         if not math.isfinite(total):
             log({"step": step, "diverged": True, "reason": "non-finite loss", "loss": total})
             raise FloatingPointError(f"loss became non-finite at step {step} (lr {cfg.lr:g}); lower the learning rate")
         opt.step()
         log({"step": step, "loss": total, "lr": opt.param_groups[0]["lr"]})
         bar.set_postfix(loss=f"{total:.4f}")
-        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
-            save_checkpoint(ckpt, model, opt, step + 1, {})
+        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps and rank == 0:
+            save_checkpoint(ckpt, core, opt, step + 1, {})
     bar.close()
     if evaluate is not None:
         log({"step": cfg.steps, **evaluate(cfg.steps)})
-    return {"steps": cfg.steps, "seconds": time.perf_counter() - t0, "tokens": tokens, "resumed_from": start}
+    return {"steps": cfg.steps, "seconds": time.perf_counter() - t0, "tokens": tokens * world, "resumed_from": start,
+            "processes": world}

@@ -3,6 +3,7 @@
 Uses the real assets (downloaded from the package index on first use and cached)."""
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -91,3 +92,31 @@ def test_jsonl_task_trains(tmp_path):
     f.write_text("".join(json.dumps({"text": f"review {i} is {'good' if i % 2 else 'bad'}", "label": i % 2}) + "\n" for i in range(40)))
     card = finetune_run.run(dataclasses.replace(TINY, model="minilm-l6", task=str(f)), tmp_path / "r", progress=False)
     assert card["task"]["sizes"] == {"test": 4, "val": 4, "train": 32}
+
+
+def test_two_process_ddp_matches_one_process_on_the_same_global_batch(tmp_path):
+    """torchrun, 2 CPU processes, gloo: each trains half of every global batch; the averaged loss and the
+    final adapter equal a one-process run's (SmolLM2 has no dropout, LM blocks have equal token counts)."""
+    import os
+    import subprocess
+    import sys
+
+    args = ["finetune", "--model", "smollm2-135m", "--task", "wiki", "--steps", "3", "--batch-size", "4", "--seq-len", "32",
+            "--max-train", "16", "--max-eval", "4", "--eval-every", "3", "--checkpoint-every", "3", "--lr", "1e-3",
+            "--rank", "4", "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src"), "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, "-m", "lorainit", *args, "--out", str(tmp_path / "one")], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "lorainit", *args, "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-2000:]
+    la = [json.loads(l)["loss"] for l in (tmp_path / "one" / "log.jsonl").read_text().splitlines() if '"loss"' in l]
+    lb = [json.loads(l)["loss"] for l in (tmp_path / "two" / "log.jsonl").read_text().splitlines() if '"loss"' in l]
+    assert len(la) == len(lb) == 3
+    assert lb == pytest.approx(la, rel=1e-5)
+    a = load_file(tmp_path / "one" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "two" / "adapter" / "adapter_model.safetensors")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-4)
+    assert json.loads((tmp_path / "two" / "run_card.json").read_text())["timing"]["processes"] == 2

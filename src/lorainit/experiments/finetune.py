@@ -43,7 +43,7 @@ class FinetuneConfig:
     steps: int = 200
     """optimizer steps"""
     batch_size: int = 8
-    """sequences per micro-batch"""
+    """sequences per micro-batch, over all processes under torchrun"""
     grad_accum: int = 1
     """micro-batches per optimizer step"""
     seq_len: int = 256
@@ -81,8 +81,8 @@ def validate(cfg: FinetuneConfig) -> None:
 class Batches:
     """Training examples of a task as micro-batches indexed by (step, micro): epoch-wise permutations seeded by (seed, epoch)."""
 
-    def __init__(self, task, tok, cfg: FinetuneConfig, device):
-        self.task, self.tok, self.cfg, self.device = task, tok, cfg, device
+    def __init__(self, task, tok, cfg: FinetuneConfig, device, rank: int = 0, world: int = 1):
+        self.task, self.tok, self.cfg, self.device, self.rank, self.world = task, tok, cfg, device, rank, world
         train = task.splits["train"]
         self.items = (blocks(tok, train, cfg.seq_len) if task.kind == "lm" else train)[: cfg.max_train or None]
         if len(self.items) == 0:
@@ -100,8 +100,16 @@ class Batches:
             out.append(int(self._perm[epoch][i]))
         return out
 
-    def __call__(self, step: int, micro: int = 0) -> dict:
+    def full(self, step: int, micro: int = 0) -> dict:
+        """The whole global micro-batch (every process computes data-dependent inits on the same data)."""
         return collate(self.task, self.tok, [self.items[i] for i in self.indices(step, micro)], self.cfg.seq_len, self.device)
+
+    def __call__(self, step: int, micro: int = 0) -> dict:
+        """This process's contiguous shard of the global micro-batch."""
+        idx = self.indices(step, micro)
+        share = len(idx) // self.world
+        idx = idx[self.rank * share:(self.rank + 1) * share]
+        return collate(self.task, self.tok, [self.items[i] for i in idx], self.cfg.seq_len, self.device)
 
 
 def blocks(tok, examples: list[dict], seq_len: int) -> list[torch.Tensor]:

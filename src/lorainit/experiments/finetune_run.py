@@ -41,6 +41,7 @@ def run(cfg: FinetuneConfig, out: Path, *, overwrite: bool = False, progress: bo
     if not overwrite and (out / "run_card.json").exists():
         return io.read_json(out / "run_card.json")
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else "cpu" if cfg.device == "auto" else cfg.device)
+    rank, world, device = _distributed(device, cfg)
     task = data.load(cfg.task)
     model, tok, kind, default_targets = models.load(cfg.model, num_labels=len(task.labels) or None,
                                                     dtype=torch.bfloat16 if device.type == "cuda" else torch.float32)
@@ -48,13 +49,62 @@ def run(cfg: FinetuneConfig, out: Path, *, overwrite: bool = False, progress: bo
         need = "an encoder (e.g. minilm-l6)" if task.model_kind == "encoder" else "a causal LM (e.g. smollm2-135m)"
         raise ValueError(f"task {cfg.task} needs {need}; {cfg.model} is {'an encoder' if kind == 'encoder' else 'a causal LM'}")
     model.to(device)
-    batches = Batches(task, tok, cfg, device)
+    batches = Batches(task, tok, cfg, device, rank, world)
     needs_data = bool(apply.inits.entry(cfg.init).needs)
     applied = apply.apply(model, cfg.init, rank=cfg.rank, alpha=cfg.alpha, targets=list(cfg.targets or default_targets) or None,
-                          data=[batches(s) for s in range(cfg.init_batches)] if needs_data else None, seed=cfg.seed,
+                          data=[batches.full(s) for s in range(cfg.init_batches)] if needs_data else None, seed=cfg.seed,
                           use_rslora=cfg.rslora, task_type="SEQ_CLS" if kind == "encoder" else None)
     peft_model = applied.model
-    io.claim_folder(out, wanted, overwrite=overwrite, stale=["log.jsonl", "run_card.json", "checkpoint", "adapter", "*.png"])
+    if rank == 0:
+        io.claim_folder(out, wanted, overwrite=overwrite, stale=["log.jsonl", "run_card.json", "checkpoint", "adapter", "*.png"])
+    if world > 1:
+        torch.distributed.barrier()
+        return _train_other_rank(peft_model, batches, cfg, out, device) if rank else _rank0(
+            cfg, out, task, tok, kind, device, applied, batches, wanted, progress, world)
+    return _rank0(cfg, out, task, tok, kind, device, applied, batches, wanted, progress, 1)
+
+
+def _distributed(device: torch.device, cfg: FinetuneConfig) -> tuple[int, int, torch.device]:
+    """Join the process group torchrun describes (NCCL on GPUs, gloo on CPU); (rank, world, device)."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, device
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    return torch.distributed.get_rank(), world, device
+
+
+def _loop(cfg: FinetuneConfig) -> train.LoopConfig:
+    return train.LoopConfig(steps=cfg.steps, lr=cfg.lr, warmup_ratio=cfg.warmup_ratio, grad_accum=cfg.grad_accum,
+                            loraplus_ratio=cfg.loraplus_ratio, eval_every=cfg.eval_every,
+                            checkpoint_every=cfg.checkpoint_every, seed=cfg.seed)
+
+
+def _wrap(model, device, world: int):
+    if world == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model.to(device), device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def _train_other_rank(peft_model, batches, cfg: FinetuneConfig, out: Path, device) -> dict:
+    """A process other than rank 0: trains its shards, evaluates and writes nothing."""
+    result = train.train(_wrap(peft_model, device, torch.distributed.get_world_size()), batches, loss_fn, _loop(cfg), out,
+                         progress=False)
+    torch.distributed.barrier()
+    return {"rank": torch.distributed.get_rank(), **result}
+
+
+def _rank0(cfg, out, task, tok, kind, device, applied, batches, wanted, progress, world) -> dict:
+    peft_model = applied.model
     monitor = FeatureMonitor(peft_model, apply.lora_layers(peft_model))
     probe = collate(task, tok, (batches.items if task.kind == "lm" else task.splits["val"])[: cfg.batch_size], cfg.seq_len, device)
     ckpt = out / "checkpoint"
@@ -71,11 +121,9 @@ def run(cfg: FinetuneConfig, out: Path, *, overwrite: bool = False, progress: bo
             rec.update(evaluate(peft_model, task, tok, "test", cfg, device))
         return {**rec, "features": monitor(probe)}
 
-    loop = train.LoopConfig(steps=cfg.steps, lr=cfg.lr, warmup_ratio=cfg.warmup_ratio, grad_accum=cfg.grad_accum,
-                            loraplus_ratio=cfg.loraplus_ratio, eval_every=cfg.eval_every,
-                            checkpoint_every=cfg.checkpoint_every, seed=cfg.seed)
     try:
-        result = train.train(peft_model, batches, loss_fn, loop, out, evaluate=evaluate_fn, progress=progress, log=log)
+        result = train.train(_wrap(peft_model, device, world), batches, loss_fn, _loop(cfg), out, evaluate=evaluate_fn,
+                             progress=progress, log=log)
     finally:
         logfile.close()
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line]
@@ -100,6 +148,8 @@ def run(cfg: FinetuneConfig, out: Path, *, overwrite: bool = False, progress: bo
     io.write_json(out / "run_card.json", card)
     _feature_plot(evals, out / "features.png")
     shutil.rmtree(out / "checkpoint", ignore_errors=True)
+    if world > 1:
+        torch.distributed.barrier()
     return card
 
 
