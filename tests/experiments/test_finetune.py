@@ -120,3 +120,35 @@ def test_two_process_ddp_matches_one_process_on_the_same_global_batch(tmp_path):
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-4)
     assert json.loads((tmp_path / "two" / "run_card.json").read_text())["timing"]["processes"] == 2
+
+
+def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path):
+    """A real process killed with SIGKILL after a checkpoint (no clean-up runs) resumes to the same adapter."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = ["finetune", "--steps", "8", "--batch-size", "2", "--seq-len", "32", "--max-train", "8", "--max-eval", "2",
+            "--eval-every", "4", "--checkpoint-every", "2", "--lr", "1e-3", "--rank", "4", "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    cmd = [sys.executable, "-m", "lorainit", *args]
+    assert subprocess.run([*cmd, "--out", str(tmp_path / "a")], env=env, capture_output=True, timeout=600).returncode == 0
+    proc = subprocess.Popen([*cmd, "--out", str(tmp_path / "b")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "b" / "log.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if log.exists() and '"step": 5, "loss"' in log.read_text():
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (tmp_path / "b" / "checkpoint" / "state.safetensors").exists()
+    again = subprocess.run([*cmd, "--out", str(tmp_path / "b")], env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    card = json.loads((tmp_path / "b" / "run_card.json").read_text())
+    assert card["timing"]["resumed_from"] in (4, 6)
+    a = load_file(tmp_path / "a" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "b" / "adapter" / "adapter_model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
