@@ -90,3 +90,14 @@ def test_finetune_bad_data_file_and_nothing_overwritten(tmp_path):
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert "bad.jsonl:2: not valid JSON" in r.stderr
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"] and (out / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("command", [["toy", "--widths", "16", "--steps", "2", "--no-progress"],
+                                     ["mf", "--steps", "5", "--seeds", "1", "--preheat-sweep", "5"]])
+def test_unwritable_output_is_one_clear_line(tmp_path, command):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = lorainit(*command, "--out", str(blocker / "sub"))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "Not a directory" in r.stderr and "check the path" in r.stderr
+    assert blocker.read_text() == "x"

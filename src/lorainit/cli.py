@@ -193,7 +193,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     if argv[0] not in COMMANDS:
         cliargs.fail("lorainit", f"unknown command {argv[0]!r}; choose one of {', '.join(COMMANDS)}")
-    return COMMANDS[argv[0]](argv[1:])
+    try:
+        return COMMANDS[argv[0]](argv[1:])
+    except OSError as e:  # unwritable or missing path, full disk: files are written atomically, so nothing half-written
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        cliargs.fail(f"lorainit {argv[0]}", f"{e.strerror or e}{where}; check the path, its permissions and free disk space")
 
 
 if __name__ == "__main__":
