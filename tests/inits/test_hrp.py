@@ -40,3 +40,14 @@ def test_refusals():
         get("hrp")(torch.zeros(30, 20), 2, preheated=preheated())
     with pytest.raises(ValueError, match="a_scale"):
         get("hrp")(W, 2, preheated=preheated(), a_scale="big")
+
+
+def test_factored_svd_equals_the_svd_of_the_product():
+    from lorainit.inits.hrp import factored_svd
+
+    p = preheated(out=50, inp=70, r_p=6)
+    U, S, Vh = factored_svd(p.B, p.A, 4)
+    U2, S2, Vh2 = torch.linalg.svd(p.B @ p.A)
+    torch.testing.assert_close(S, S2[:4])
+    torch.testing.assert_close(U @ torch.diag(S) @ Vh, U2[:, :4] @ torch.diag(S2[:4]) @ Vh2[:4])
+    torch.testing.assert_close(Vh @ Vh.T, torch.eye(4, dtype=torch.float64))

@@ -4,7 +4,7 @@ No public code exists; this is the reconstruction documented in ``shared/papers/
 
 1. Preheat: a LoRA of rank r_p > r, Init[A]-initialized, trained for a few steps on the training
    objective (done by the caller with the one training loop; this function receives its factors).
-2. SVD of the preheated product B_p A_p = U S V^T.
+2. SVD of the preheated product B_p A_p = U S V^T (computed from the factors, ``factored_svd``).
 3. The preheated adapter is discarded; the base weight is unchanged.
 4. A_0 = the top-r right singular vectors V_r^T, with rows of norm ``row_norm`` (``a_scale="unit"``,
    default: 1, the expected row norm of an Init[A] draw N(0, 1/n)) or scaled by sqrt(S_r)
@@ -22,7 +22,19 @@ from torch import Tensor
 
 from . import register
 from .base import Factors, check_rank
-from .spectral import check_decomposable, top_svd, working
+from .spectral import check_decomposable, working
+
+
+def factored_svd(B: Tensor, A: Tensor, rank: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Top-``rank`` SVD of B A (B: out x k, A: k x in) without forming it: with B = Q_B R_B and
+    A^T = Q_A R_A, B A = Q_B (R_B R_A^T) Q_A^T, so the SVD of the k x k core gives U = Q_B U_c and
+    V^T = V_c^T Q_A^T exactly, in O((out + in) k^2) instead of an (out x in) SVD."""
+    check_decomposable(B, "preheated lora_B")
+    check_decomposable(A, "preheated lora_A")
+    QB, RB = torch.linalg.qr(B)  # (out, k), (k, k)
+    QA, RA = torch.linalg.qr(A.T)  # (in, k), (k, k)
+    Uc, S, Vhc = torch.linalg.svd(RB @ RA.T)
+    return (QB @ Uc)[:, :rank], S[:rank], (Vhc @ QA.T)[:rank]
 
 
 @register("hrp", preserves_output=True, needs=("preheated",), stochastic=False)
@@ -38,9 +50,7 @@ def hrp(weight: Tensor, rank: int, *, generator: torch.Generator | None = None, 
                          f"a weight of shape {tuple(weight.shape)}")
     if r_p < rank:
         raise ValueError(f"preheat rank {r_p} is below the LoRA rank {rank}; preheat at a rank >= {rank}")
-    product = working(preheated.B) @ working(preheated.A)  # (out, in)
-    check_decomposable(product, "preheated product")
-    U, S, Vh = top_svd(product, rank)
+    U, S, Vh = factored_svd(working(preheated.B), working(preheated.A), rank)
     dt, dev = weight.dtype, weight.device
     if seed_b:
         root = S.sqrt()
