@@ -23,10 +23,31 @@ def toy_rows(d: dict) -> list[str]:
     return rows
 
 
+def init_rows(d: dict) -> list[str]:
+    prov = d["provenance"]
+    shapes = list(d["models"])
+    rows = [f"Init cost, r={d['rank']} on all 7 projections, random weights of these shapes ({prov['device']}, "
+            f"{prov['date'][:10]}, commit {(prov['commit'] or '?')[:10]}): seconds, and peak memory / one LoRA train step:", "",
+            "| scheme | " + " | ".join(shapes) + " |", "|---|" + "---:|" * len(shapes)]
+    for name in d["models"][shapes[0]]["schemes"]:
+        cells = [f"{d['models'][s]['schemes'][name]['seconds']:.2f} s, {d['models'][s]['schemes'][name]['peak_vs_train_step']:.2f}x"
+                 for s in shapes]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    for s in shapes:
+        m = d["models"][s]
+        rows.append(f"\n{s}: randomized PiSSA {m['pissa_randomized_speedup']:.1f}x faster than full SVD (top-16 subspace "
+                    f"sine up to {m['pissa_randomized_subspace_sine_max']:.2f} on these flat random spectra); HRP preheat "
+                    f"{100 * m['hrp_preheat_share_of_1000_steps']:.1f}% of a 1000-step run.")
+    return rows
+
+
 def main() -> None:
     root = Path(__file__).resolve().parent / "results"
     for path in sorted(root.glob("toy_batched_*.json")):
         print("\n".join(toy_rows(json.loads(path.read_text()))))
+        print()
+    for path in sorted(root.glob("init_cost_*.json")):
+        print("\n".join(init_rows(json.loads(path.read_text()))))
         print()
 
 
