@@ -42,17 +42,19 @@ def reference_lines(ax, widths, anchor: float) -> None:
 
 
 def lr_vs_width(ax, series: dict[str, dict], title: str) -> None:
-    """``series``: name -> {widths, lr, lo, hi, censored}; censored points are drawn as up-triangles."""
+    """``series``: name -> {widths, lr, lo, hi, censored}; [lo, hi] (per-seed optima) as a vertical bar,
+    censored points as up-triangles."""
     anchors = []
     for i, (name, s) in enumerate(series.items()):
         w, lr = np.array(s["widths"], float), np.array(s["lr"], float)
         ok = ~np.isnan(lr)
         if not ok.any():
             continue
-        err = None
-        if "lo" in s:
-            err = np.array([lr - np.array(s["lo"], float), np.array(s["hi"], float) - lr])[:, ok]
-        ax.errorbar(w[ok], lr[ok], yerr=err, marker="o", color=color(name, i), label=label(name), capsize=3)
+        ax.plot(w[ok], lr[ok], marker="o", color=color(name, i), label=label(name))
+        if "lo" in s:  # the per-seed optima; the seed-mean optimum need not lie between them
+            lo, hi = np.array(s["lo"], float)[ok], np.array(s["hi"], float)[ok]
+            ax.vlines(w[ok], np.minimum(lo, lr[ok]), np.maximum(hi, lr[ok]), color=color(name, i), lw=1)
+            ax.plot(w[ok], lo, "_", w[ok], hi, "_", color=color(name, i), ms=8)
         cens = np.array(s.get("censored", [False] * len(w)), bool) & ok
         if cens.any():
             ax.plot(w[cens], lr[cens], "^", ms=10, mfc="none", color=color(name, i), label=f"{label(name)}: grid edge (lower bound)")
