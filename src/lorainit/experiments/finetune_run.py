@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from .. import apply, data, io, models, plots, train
+from .toy import resolve_device
 from .finetune import Batches, FeatureMonitor, FinetuneConfig, collate, evaluate, loss_fn, validate
 
 
@@ -40,8 +41,7 @@ def run(cfg: FinetuneConfig, out: Path, *, overwrite: bool = False, progress: bo
     io.check_folder(out, wanted, overwrite=overwrite)  # read-only: nothing is written before the setup succeeded
     if not overwrite and (out / "run_card.json").exists():
         return io.read_json(out / "run_card.json")
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else "cpu" if cfg.device == "auto" else cfg.device)
-    rank, world, device = _distributed(device, cfg)
+    rank, world, device = _distributed(resolve_device(cfg.device), cfg)
     task = data.load(cfg.task)
     model, tok, kind, default_targets = models.load(cfg.model, num_labels=len(task.labels) or None,
                                                     dtype=torch.bfloat16 if device.type == "cuda" else torch.float32)

@@ -140,6 +140,22 @@ def steps_to_reach(curve: list[float], level: float) -> int | None:
     return next((t for t, v in enumerate(curve) if v <= level), None)
 
 
+def summarize(per_seed: list[list[float]], level: float, preheat_steps: int = 0) -> dict:
+    """Final loss (mean, s.e.m.) and steps until the loss first reaches ``level``, over seeds' curves."""
+    reach = [steps_to_reach(c, level) for c in per_seed]
+    final = torch.tensor([c[-1] for c in per_seed], dtype=torch.float64)
+    reached = [r for r in reach if r is not None]
+    mean = sum(reached) / len(reached) if reached else None
+    return {
+        "final_loss_mean": final.mean().item(),
+        "final_loss_sem": (final.std() / math.sqrt(len(final))).item() if len(final) > 1 else None,
+        "seeds_reaching_optimum": len(reached),
+        "steps_to_optimum_mean": mean,
+        "steps_to_optimum_mean_with_preheat": mean + preheat_steps if reached else None,
+        "steps_to_optimum_per_seed": reach,
+    }
+
+
 def run(cfg: MFConfig) -> dict:
     """Train every (mode, init, seed); return curves and the analysis (JSON-ready)."""
     validate(cfg)
@@ -153,18 +169,7 @@ def run(cfg: MFConfig) -> dict:
         curves[mode], summary[mode] = {}, {}
         for i, name in enumerate(cfg.inits):
             per_seed = losses[:, i * cfg.seeds:(i + 1) * cfg.seeds].T.tolist()  # seeds x (steps+1)
-            reach = [steps_to_reach(c, best * (1 + cfg.tolerance)) for c in per_seed]
-            final = torch.tensor([c[-1] for c in per_seed], dtype=torch.float64)
-            extra = cfg.preheat_steps if name == "hrp" else 0
-            reached = [r for r in reach if r is not None]
-            summary[mode][name] = {
-                "final_loss_mean": final.mean().item(),
-                "final_loss_sem": (final.std() / math.sqrt(len(final))).item() if len(final) > 1 else None,
-                "seeds_reaching_optimum": len(reached),
-                "steps_to_optimum_mean": sum(reached) / len(reached) if reached else None,
-                "steps_to_optimum_mean_with_preheat": (sum(reached) / len(reached) + extra) if reached else None,
-                "steps_to_optimum_per_seed": reach,
-            }
+            summary[mode][name] = summarize(per_seed, best * (1 + cfg.tolerance), cfg.preheat_steps if name == "hrp" else 0)
             curves[mode][name] = per_seed
     sweep = {}
     if "hrp" in cfg.inits:
@@ -174,9 +179,7 @@ def run(cfg: MFConfig) -> dict:
             sweep[str(t)] = {}
             for mode in cfg.modes:
                 losses, _, _ = train(A, B, M, cfg.steps, cfg.lr, freeze_A=mode == "asymmetric")
-                reach = [steps_to_reach(c, best * (1 + cfg.tolerance)) for c in losses.T.tolist()]
-                ok = [r for r in reach if r is not None]
-                sweep[str(t)][mode] = {"final_loss_mean": losses[-1].mean().item(), "seeds_reaching_optimum": len(ok),
-                                       "steps_to_optimum_mean_with_preheat": sum(ok) / len(ok) + t if ok else None}
+                full = summarize(losses.T.tolist(), best * (1 + cfg.tolerance), t)
+                sweep[str(t)][mode] = {k: full[k] for k in ("final_loss_mean", "seeds_reaching_optimum", "steps_to_optimum_mean_with_preheat")}
     return {"optimal_loss": best, "expected_random_asymmetric_loss": 0.5 * (1 - cfg.rank / cfg.n) * float((M**2).sum()),
             "summary": summary, "hrp_preheat_sweep": sweep, "curves": curves}
