@@ -4,6 +4,8 @@
     lorainit theory --gammas -1.5:0:7                     gamma-operator table (Lemma 1, Theorems 1-2)
     lorainit mf --out runs/mf                             matrix factorization, HRP Fig. 1 (Chen et al. 2025)
     lorainit finetune --model smollm2-135m --task wiki    LoRA fine-tune of a real model with any init
+    lorainit sweep --experiment toy --lrs 1e-4:1e-1:7     init x LR study on Optuna, resumable, many workers
+    lorainit report runs/sweep-toy                        report of a sweep: heatmaps, curves, CSV/JSON
 """
 from __future__ import annotations
 
@@ -170,7 +172,87 @@ def _finetune(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"toy": _toy, "theory": _theory, "mf": _mf, "finetune": _finetune}
+SWEEP_HELP = """Init x learning-rate study: every (init, LR, seed[, width | mode]) point of the grid is one Optuna
+trial in a study stored in SQLite (default: OUT/study.db) or PostgreSQL (--storage). Start the same
+command in more processes or on more machines to add workers; re-run it to resume after a crash
+(finished points are never re-run, lost ones are re-queued). Diverged runs are recorded with their step
+and reason. toy and mf train a worker's claimed points as one batched program. 'lorainit sweep
+--experiment EXP --help' lists that experiment's flags. Then: lorainit report OUT."""
+
+
+def _sweep(argv: list[str]) -> int:
+    from .sweeps import runners, worker
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--experiment", default="toy")
+    exp = pre.parse_known_args(argv)[0].experiment
+    if exp not in runners.RUNNERS:
+        cliargs.fail("lorainit sweep", f"unknown experiment {exp!r}; choose one of {', '.join(runners.RUNNERS)}")
+    runner = runners.RUNNERS[exp]
+    p = cliargs.Parser(prog="lorainit sweep", description=SWEEP_HELP)
+    p.add_argument("--out", type=Path, default=None, help="sweep folder: study.db, run folders, report (default: runs/sweep-EXPERIMENT)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar (default: on)")
+    cliargs.add_dataclass(p, worker.SweepConfig)
+    cliargs.add_dataclass(p.add_argument_group(f"{exp} experiment"), runner.config,
+                          exclude=tuple(f for f in runner.replaced if f not in runner.from_config))
+    args = p.parse_args(argv)
+    out = args.out or Path("runs") / f"sweep-{exp}"
+    try:
+        sweep = worker.SweepConfig(**cliargs.given(args, worker.SweepConfig))
+        cfg = runner.config(**cliargs.given(args, runner.config))
+        runner.validate(cfg)
+        res = worker.run(sweep, cfg, out, progress=args.progress)
+    except (ValueError, KeyError, FileExistsError) as e:
+        cliargs.fail(p.prog, e.args[0] if e.args else str(e))
+    print(f"study {res['study']!r} in {res['storage']}: {res['done']}/{res['total']} points finished; this worker ran "
+          f"{res['ran']} ({res['diverged']} diverged, {res['lost']} lost to re-queueing)")
+    if res["done"] >= res["total"]:
+        print(f"next: lorainit report {out}")
+    return 0
+
+
+REPORT_HELP = """Report of a sweep: per init the validation-selected LR, the test metric there (mean and standard
+error over seeds), the divergence boundary; init x LR heatmaps and metric-vs-LR curves (PNG); for toy
+studies the optimal / max-stable LR vs width; trials.csv and summary.json for your own analysis.
+Works on an unfinished study too (showing what is finished)."""
+
+
+def _report(argv: list[str]) -> int:
+    from . import io
+    from .sweeps import report, store
+
+    p = cliargs.Parser(prog="lorainit report", description=REPORT_HELP)
+    p.add_argument("study", type=Path, help="the sweep folder (its sweep.json names the storage and study)")
+    p.add_argument("--storage", default="", help="storage URL (default: the one in STUDY/sweep.json; needed for a PostgreSQL password)")
+    p.add_argument("--study-name", default="", help="study name (default: the one in STUDY/sweep.json)")
+    p.add_argument("--out", type=Path, default=None, help="where to write the report (default: the sweep folder)")
+    args = p.parse_args(argv)
+    try:
+        meta = io.read_json(args.study / "sweep.json") if (args.study / "sweep.json").exists() else {}
+        url = args.storage or meta.get("storage") or f"sqlite:///{args.study / 'study.db'}"
+        if not args.storage and not meta and not (args.study / "study.db").exists():
+            raise ValueError(f"{args.study} is not a sweep folder (no sweep.json or study.db); give the folder 'lorainit sweep --out' wrote")
+        if "***" in url:
+            raise ValueError(f"the storage password is not stored in {args.study / 'sweep.json'}; pass --storage with it")
+        st = store.Store(url, args.study_name or meta.get("study", "sweep"))
+        st.load()
+        out = args.out or args.study
+        summary = report.write(st, out)
+    except (ValueError, KeyError) as e:
+        cliargs.fail(p.prog, e.args[0] if e.args else str(e))
+    integ = summary["integrity"]
+    print(f"{integ['finished_points']}/{integ['points']} points finished; wrote {out / 'report.md'}, summary.json, trials.csv and figures")
+    for g in summary["groups"]:
+        title = ", ".join(f"{k} {v}" for k, v in g["group"].items())
+        for init, s in g["inits"].items():
+            t = s["test_at_selected"]
+            sel = "-" if s["selected_lr"] is None else f"{s['selected_lr']:.3g}"
+            test = "-" if t[0] is None else f"{t[0]:.4g}" + (f" ± {t[1]:.2g}" if t[1] is not None else "")
+            print(f"{title + ': ' if title else ''}{init}: selected LR {sel}, test {summary['metric']} {test}")
+    return 0
+
+
+COMMANDS = {"toy": _toy, "theory": _theory, "mf": _mf, "finetune": _finetune, "sweep": _sweep, "report": _report}
 
 
 def _quiet_libraries() -> None:

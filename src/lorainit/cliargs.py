@@ -70,11 +70,13 @@ def parse_range(text: str, kind: type, spacing: str = "log") -> tuple:
     return values
 
 
-def add_dataclass(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One flag per field; defaults are not set on the parser so that only given flags are reported."""
+def add_dataclass(parser: argparse.ArgumentParser, cls: type, exclude: tuple[str, ...] = ()) -> None:
+    """One flag per field (but ``exclude``); defaults are not set on the parser so that only given flags are reported."""
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
     for f in dataclasses.fields(cls):
+        if f.name in exclude:
+            continue
         tp = hints[f.name]
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]

@@ -47,6 +47,7 @@ class LoopConfig:
     eval_every: int = 50
     checkpoint_every: int = 100
     seed: int = 0
+    diverge_factor: float = 1e3  # a loss above this multiple of the first step's loss stops the run as diverged
 
 
 def param_groups(model: nn.Module, cfg: LoopConfig) -> list[dict]:
@@ -117,9 +118,10 @@ def train(model: nn.Module, batch_at: Callable[[int, int], object], loss_fn: Cal
     groups = param_groups(core, cfg)
     opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay)
     ckpt = Path(out) / "checkpoint"
-    start = 0
+    start, first = 0, None
     if ckpt.exists():
-        start = load_checkpoint(ckpt, opt)["step"]
+        state = load_checkpoint(ckpt, opt)
+        start, first = state["step"], state.get("first_loss")
     device = next(p for g in groups for p in g["params"]).device
     model.train()
     t0, tokens = time.perf_counter(), 0
@@ -144,14 +146,16 @@ def train(model: nn.Module, batch_at: Callable[[int, int], object], loss_fn: Cal
             t = torch.tensor([total, float(tokens)], dtype=torch.float64, device=device)
             torch.distributed.all_reduce(t)
             total = t[0].item() / world
-        if not math.isfinite(total):
-            log({"step": step, "diverged": True, "reason": "non-finite loss", "loss": total})
-            raise FloatingPointError(f"loss became non-finite at step {step} (lr {cfg.lr:g}); lower the learning rate")
+        first = total if first is None else first
+        why = "non-finite loss" if not math.isfinite(total) else "loss exploded" if total > cfg.diverge_factor * first else None
+        if why:
+            log({"step": step, "diverged": True, "reason": why, "loss": total})
+            raise FloatingPointError(f"{why} at step {step} (lr {cfg.lr:g}): the run diverged; lower the learning rate")
         opt.step()
         log({"step": step, "loss": total, "lr": opt.param_groups[0]["lr"]})
         bar.set_postfix(loss=f"{total:.4f}")
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps and rank == 0:
-            save_checkpoint(ckpt, core, opt, step + 1, {})
+            save_checkpoint(ckpt, core, opt, step + 1, {"first_loss": first})
     bar.close()
     if evaluate is not None:
         log({"step": cfg.steps, **evaluate(cfg.steps)})

@@ -97,8 +97,16 @@ def _loss(B: Tensor, A: Tensor, M: Tensor) -> Tensor:
     return 0.5 * ((B @ A - M) ** 2).sum((1, 2))  # (K,)
 
 
-def train(A0: Tensor, B0: Tensor, M: Tensor, steps: int, lr: float, *, freeze_A: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """K runs of gradient descent on 1/2 ||B A - M||^2 from (A0 (K, r, n), B0 (K, n, r)); returns losses (steps+1, K), A, B."""
+def train(A0: Tensor, B0: Tensor, M: Tensor, steps: int, lr: float | Tensor, *, freeze_A: bool,
+          diverge_factor: float = float("inf")) -> tuple[Tensor, Tensor, Tensor]:
+    """K runs of gradient descent on 1/2 ||B A - M||^2 from (A0 (K, r, n), B0 (K, n, r)), each at its own
+    step size (``lr`` a float or (K,)); returns losses (steps+1, K), A, B."""
+    return train_history(A0, B0, M, steps, lr, freeze_A=freeze_A, diverge_factor=diverge_factor)[:3]
+
+
+def train_history(A0: Tensor, B0: Tensor, M: Tensor, steps: int, lr: float | Tensor, *, freeze_A: bool,
+                  diverge_factor: float = float("inf")) -> tuple[Tensor, Tensor, Tensor, batched.History]:
+    """``train`` that also returns the batched history (divergence step and reason per run)."""
     A = A0.clone().requires_grad_(not freeze_A)
     B = B0.clone().requires_grad_(True)
     params = [B] if freeze_A else [A, B]
@@ -106,9 +114,9 @@ def train(A0: Tensor, B0: Tensor, M: Tensor, steps: int, lr: float, *, freeze_A:
     def loss_fn(p, log):
         return _loss(p[0], A, M) if freeze_A else _loss(p[1], p[0], M), {}
 
-    lrs = torch.full((A0.shape[0],), lr, dtype=M.dtype)
-    hist = batched.fit(params, loss_fn, lrs, steps, opt=batched.SGD(), log_every=1)
-    return hist.train_loss, A.detach(), B.detach()
+    lrs = torch.as_tensor(lr, dtype=M.dtype).expand(A0.shape[0]).clone()
+    hist = batched.fit(params, loss_fn, lrs, steps, opt=batched.SGD(), log_every=1, diverge_factor=diverge_factor)
+    return hist.train_loss, A.detach(), B.detach(), hist
 
 
 def preheat(cfg: MFConfig, M: Tensor, steps: int) -> list[inits.Factors]:
@@ -119,21 +127,20 @@ def preheat(cfg: MFConfig, M: Tensor, steps: int) -> list[inits.Factors]:
     return [inits.Factors(A=A[s], B=B[s]) for s in range(cfg.seeds)]
 
 
+def factors(cfg: MFConfig, M: Tensor, name: str, seed: int, preheated: inits.Factors | None) -> inits.Factors:
+    """The initial factors of one (init, seed) run (``preheated``: that seed's preheat, for hrp)."""
+    kw = SCHEME_KW.get(name, lambda n: {})(cfg.n)
+    if name == "target":
+        kw["target"] = M
+    if name == "hrp":
+        kw["preheated"] = preheated
+    return inits.get(name)(torch.zeros_like(M), cfg.rank, generator=generator("mf-init", name, seed), **kw)
+
+
 def initial_factors(cfg: MFConfig, M: Tensor, preheated: list[inits.Factors] | None) -> tuple[Tensor, Tensor]:
     """(A0, B0) of every (init, seed) run, init-major."""
-    W = torch.zeros_like(M)
-    As, Bs = [], []
-    for name in cfg.inits:
-        for s in range(cfg.seeds):
-            kw = SCHEME_KW.get(name, lambda n: {})(cfg.n)
-            if name == "target":
-                kw["target"] = M
-            if name == "hrp":
-                kw["preheated"] = preheated[s]
-            f = inits.get(name)(W, cfg.rank, generator=generator("mf-init", name, s), **kw)
-            As.append(f.A)
-            Bs.append(f.B)
-    return torch.stack(As), torch.stack(Bs)
+    fs = [factors(cfg, M, name, s, preheated[s] if preheated else None) for name in cfg.inits for s in range(cfg.seeds)]
+    return torch.stack([f.A for f in fs]), torch.stack([f.B for f in fs])
 
 
 def steps_to_reach(curve: list[float], level: float) -> int | None:

@@ -153,11 +153,13 @@ class Student:
     W_h: list[Tensor]  # S x (n, n): the weight the LoRA adapts (handed to the init schemes)
 
 
-def students(cfg: ToyConfig, width: int, X: dict[str, Tensor], device: torch.device) -> dict[str, Student]:
-    """Each seed's frozen student (B.1.1 variances), evaluated on the train and test inputs."""
+def students(cfg: ToyConfig, width: int, X: dict[str, Tensor], device: torch.device,
+             seeds: list[int] | None = None) -> dict[str, Student]:
+    """Each seed's frozen student (B.1.1 variances), evaluated on the train and test inputs; ``seeds``
+    (default ``range(cfg.seeds)``) are stacked in the order given."""
     per_split: dict[str, list] = {"train": [], "test": []}
     W_hs, w_outs = [], []
-    for seed in range(cfg.seeds):
+    for seed in range(cfg.seeds) if seeds is None else seeds:
         g = generator("toy-student", cfg.data_seed, seed, width)
         W_in = _normal((width, cfg.input_dim), 1 / cfg.input_dim, g).to(device)
         W_h = _normal((width, width), 1 / width, g).to(device)
@@ -241,29 +243,44 @@ def run_grid(cfg: ToyConfig) -> list[tuple[int, str, float]]:
     return list(itertools.product(range(cfg.seeds), cfg.inits, cfg.lrs))
 
 
-def init_factors(cfg: ToyConfig, width: int, student: Student, device: torch.device) -> tuple[Tensor, Tensor]:
+def grid_seeds(grid: list[tuple[int, str, float]]) -> list[int]:
+    """The seeds of a batch of runs, which must be seed-major with the same number of runs per seed
+    (the batched forward puts run k on seed k // M); raises ValueError otherwise."""
+    seeds = list(dict.fromkeys(s for s, _, _ in grid))
+    M = len(grid) // len(seeds)
+    if len(grid) != M * len(seeds) or any(grid[k][0] != seeds[k // M] for k in range(len(grid))):
+        raise ValueError("a batch of toy runs must be seed-major with the same number of runs per seed")
+    return seeds
+
+
+def init_factors(cfg: ToyConfig, width: int, student: Student, device: torch.device,
+                 grid: list[tuple[int, str, float]] | None = None) -> tuple[Tensor, Tensor]:
     """Stacked initial (A, B) of every run; one draw per (seed, init), shared by all its LRs."""
+    grid = run_grid(cfg) if grid is None else grid
+    position = {s: i for i, s in enumerate(grid_seeds(grid))}
     As, Bs = [], []
-    for seed, name, _lr in run_grid(cfg):
+    for seed, name, _lr in grid:
         g = generator("toy-lora-init", cfg.data_seed, seed, width, name)
-        f = inits.get(name)(student.W_h[seed], cfg.rank, generator=g)
+        f = inits.get(name)(student.W_h[position[seed]], cfg.rank, generator=g)
         As.append(f.A)
         Bs.append(f.B)
     return torch.stack(As).to(device), torch.stack(Bs).to(device)  # (K, r, n), (K, n, r)
 
 
-def train_width(cfg: ToyConfig, width: int, data: dict[str, Tensor], device: torch.device, on_step=None) -> dict:
-    """Train every (seed, init, LR) run of one width together; return JSON-ready results."""
+def train_width(cfg: ToyConfig, width: int, data: dict[str, Tensor], device: torch.device, on_step=None,
+                grid: list[tuple[int, str, float]] | None = None) -> dict:
+    """Train every (seed, init, LR) run of one width together (or only the runs of ``grid``, seed-major
+    with equal runs per seed); return JSON-ready results."""
     start = time.perf_counter()
+    grid = run_grid(cfg) if grid is None else grid
     X = {"train": data["X_train"], "test": data["X_test"]}
     Y = {"train": data["Y_train"].to(device), "test": data["Y_test"].to(device)}
-    st = students(cfg, width, X, device)
-    A, B = init_factors(cfg, width, st["train"], device)
+    st = students(cfg, width, X, device, seeds=grid_seeds(grid))
+    A, B = init_factors(cfg, width, st["train"], device, grid)
     for s in st.values():
         s.W_h = []  # the inits have run; free the (n, n) weights
     A.requires_grad_(True)
     B.requires_grad_(True)
-    grid = run_grid(cfg)
     lr = torch.tensor([lr for _, _, lr in grid], dtype=torch.get_default_dtype(), device=device)
 
     def loss_fn(params, log):

@@ -1,0 +1,9 @@
+"""Init x learning-rate studies on Optuna: every grid point a trial, claimed exactly once by any number
+of workers sharing one storage (SQLite file or PostgreSQL), resumable after a crash, and reported
+with each init at its own validation-selected learning rate.
+
+    store.py    the Optuna study: grid signature, claiming under a lock, heartbeats, stale trials
+    runners.py  what a trial runs for each experiment (toy, mf, finetune), batched where it can be
+    worker.py   ``lorainit sweep``: the claim / run / tell loop
+    report.py   ``lorainit report``: tables, CSV/JSON exports; figures in report_plots.py
+"""

@@ -1,0 +1,193 @@
+"""``lorainit report``: what a sweep found, with every init at its own validation-selected learning rate.
+
+For each group of the extra dimensions (toy: width, mf: mode) and each init:
+- the metric per LR over seeds (mean and standard error s.d./sqrt(n)); an LR where any seed diverged
+  counts as diverged and is never selected;
+- the selected LR: best mean validation metric among LRs where every seed finished without diverging
+  (ties: the smaller LR); '*' marks a selection at the edge of the grid (widen the grid);
+- the test metric at the selected LR (mean and standard error): the number to compare inits by;
+- the divergence boundary: the largest LR below the first LR where any seed diverged.
+Toy studies also get the paper's optimal / max-stable LR vs width analysis (``toy_study.analyse``).
+Exports: trials.csv (one row per trial attempt), summary.json, report.md and PNG figures.
+"""
+from __future__ import annotations
+
+import csv
+import io as _io
+import itertools
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from .. import io
+from .store import DONE_STATES
+
+DIMS = ("seed", "init", "lr")
+
+
+def _group_names(grid: dict) -> list[str]:
+    return [d for d in grid["dims"] if d not in DIMS]
+
+
+def finished(records: list[dict], names: list[str]) -> tuple[dict, int]:
+    """The finished trial of each point (the first, by number), keyed by the sorted (dim, value) pairs,
+    and how many points were finished more than once."""
+    by: dict[tuple, list] = defaultdict(list)
+    for r in sorted(records, key=lambda r: r["number"]):
+        if r["state"] in DONE_STATES:
+            by[tuple(sorted((k, r[k]) for k in names))].append(r)
+    return {k: v[0] for k, v in by.items()}, sum(len(v) > 1 for v in by.values())
+
+
+def _mean_se(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    a = np.asarray(values, dtype=float)
+    return float(a.mean()), float(a.std(ddof=1) / math.sqrt(len(a))) if len(a) > 1 else None
+
+
+def summarize(grid: dict, records: list[dict]) -> dict:
+    """Per group and init: per-LR statistics, the selected LR, test at it, and the divergence boundary."""
+    points, duplicates = finished(records, list(grid["dims"]))
+    gnames = _group_names(grid)
+    sign = 1 if grid["direction"] == "minimize" else -1
+    seeds, lrs = grid["dims"]["seed"], sorted(grid["dims"]["lr"])
+    groups = []
+    for gvals in itertools.product(*[grid["dims"][g] for g in gnames]):
+        gpoint = dict(zip(gnames, gvals))
+        per_init = {}
+        for init in grid["dims"]["init"]:
+            rows = []
+            for lr in lrs:
+                rs = [points.get(tuple(sorted({**gpoint, "seed": s, "init": init, "lr": lr}.items()))) for s in seeds]
+                got = [r for r in rs if r is not None]
+                div = [r for r in got if r["state"] == "PRUNED"]
+                ok = [r for r in got if r["state"] == "COMPLETE"]
+                mean, se = _mean_se([r["value"] for r in ok])
+                tmean, tse = _mean_se([r["test"] for r in ok if r.get("test") is not None])
+                rows.append({"lr": lr, "finished": len(got), "diverged": len(div), "val_mean": mean, "val_se": se,
+                             "test_mean": tmean, "test_se": tse,
+                             "diverged_steps": [r.get("diverged_step") for r in div], "reasons": sorted({r.get("reason") for r in div})})
+            eligible = [r for r in rows if r["finished"] == len(seeds) and not r["diverged"] and r["val_mean"] is not None]
+            best = min(eligible, key=lambda r: (sign * r["val_mean"], r["lr"])) if eligible else None
+            first_div = next((r["lr"] for r in rows if r["diverged"]), None)
+            below = [r["lr"] for r in rows if r["finished"] and (first_div is None or r["lr"] < first_div)]
+            per_init[init] = {
+                "rows": rows,
+                "selected_lr": best["lr"] if best else None,
+                "selected_at_edge": bool(best) and best["lr"] in (lrs[0], lrs[-1]),
+                "val_at_selected": (best["val_mean"], best["val_se"]) if best else (None, None),
+                "test_at_selected": (best["test_mean"], best["test_se"]) if best else (None, None),
+                "first_diverging_lr": first_div,
+                "max_stable_lr": max(below) if below else None,
+            }
+        groups.append({"group": gpoint, "inits": per_init})
+    states = defaultdict(int)
+    for r in records:
+        states[r["state"]] += 1
+    total = len(seeds) * len(lrs) * len(grid["dims"]["init"]) * math.prod(len(grid["dims"][g]) for g in gnames)
+    return {"metric": grid["metric"], "direction": grid["direction"], "groups": groups,
+            "integrity": {"points": total, "finished_points": len(points), "points_finished_twice": duplicates,
+                          "trial_states": dict(states)}}
+
+
+def _fmt(mean, se, spec=".4g") -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:{spec}}" + (f" ± {se:.2g}" if se is not None else "")
+
+
+def markdown(grid: dict, summary: dict, figures: list[str], extra: str = "") -> str:
+    integ = summary["integrity"]
+    lines = [f"# Sweep report: {grid['experiment']}", "",
+             f"Metric: **{grid['metric']}** ({grid['direction']}d), selected per init on validation; test reported at the selected LR.",
+             f"Grid: {len(grid['dims']['init'])} inits x {len(grid['dims']['lr'])} LRs x {len(grid['dims']['seed'])} seeds"
+             + "".join(f" x {len(grid['dims'][g])} {g}s" for g in _group_names(grid)) + f" = {integ['points']} points; "
+             f"finished {integ['finished_points']}, finished twice {integ['points_finished_twice']}; "
+             f"trial states {', '.join(f'{k} {v}' for k, v in sorted(integ['trial_states'].items()))} "
+             "(PRUNED = diverged, FAIL = an attempt lost with its worker, re-queued).", ""]
+    if grid["experiment"] == "toy":
+        lines += [f"Toy: 'validation' is the final loss on the {grid['config']['select_on']} set (the paper selects on train), "
+                  "'test' the held-out test loss.", ""]
+    if grid["experiment"] == "mf":
+        lines += ["Matrix factorization has no held-out data: 'validation' and 'test' are both the final loss.", ""]
+    for g in summary["groups"]:
+        title = ", ".join(f"{k} {v}" for k, v in g["group"].items()) or "all"
+        lines += [f"## {title}", "", "| init | selected LR | val at selected | test at selected | largest LR below divergence | first diverging LR |",
+                  "|---|---|---|---|---|---|"]
+        for init, s in g["inits"].items():
+            sel = "-" if s["selected_lr"] is None else f"{s['selected_lr']:.3g}" + ("*" if s["selected_at_edge"] else "")
+            lines.append(f"| {init} | {sel} | {_fmt(*s['val_at_selected'])} | {_fmt(*s['test_at_selected'])} | "
+                         f"{'-' if s['max_stable_lr'] is None else format(s['max_stable_lr'], '.3g')} | "
+                         f"{'none' if s['first_diverging_lr'] is None else format(s['first_diverging_lr'], '.3g')} |")
+        lrs = [r["lr"] for r in next(iter(g["inits"].values()))["rows"]]
+        lines += ["", "Validation metric by LR (mean ± s.e. over seeds; div = a seed diverged):", "",
+                  "| init | " + " | ".join(f"{lr:.3g}" for lr in lrs) + " |", "|---" * (len(lrs) + 1) + "|"]
+        for init, s in g["inits"].items():
+            cells = ["div" if r["diverged"] else _fmt(r["val_mean"], r["val_se"]) for r in s["rows"]]
+            lines.append(f"| {init} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["*: selected LR at the edge of the grid: the optimum may lie outside it.", ""]
+    if extra:
+        lines += ["## Width study (Hayou et al. 2024, Sec. 3.7)", "", "```", extra, "```", ""]
+    lines += [f"![{Path(f).stem}]({Path(f).name})" for f in figures]
+    return "\n".join(lines) + "\n"
+
+
+def trials_csv(grid: dict, records: list[dict]) -> str:
+    cols = ["number", "state", *grid["dims"], "value", "test", "diverged_step", "reason", "failure", "seconds"]
+    buf = _io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(cols)
+    for r in sorted(records, key=lambda r: r["number"]):
+        w.writerow(["" if r.get(c) is None else r.get(c) for c in cols])
+    return buf.getvalue()
+
+
+def toy_study(grid: dict, records: list[dict]) -> dict | None:
+    """A toy sweep as a ``toy_study`` results dict (widths with their runs), analysed as the paper does;
+    None unless every point is finished."""
+    from ..experiments import toy_study
+    from ..experiments.toy import ToyConfig
+
+    points, _ = finished(records, list(grid["dims"]))
+    if len(points) < math.prod(len(v) for v in grid["dims"].values()):
+        return None
+    d = grid["dims"]
+    cfg = ToyConfig(**{**{k: tuple(v) if isinstance(v, list) else v for k, v in grid["config"].items()},
+                       "widths": tuple(d["width"]), "inits": tuple(d["init"]), "lrs": tuple(d["lr"]), "seeds": len(d["seed"])})
+    widths = []
+    for w in d["width"]:
+        runs = [{"seed": r["seed"], "init": r["init"], "lr": r["lr"], "diverged_step": r.get("diverged_step"),
+                 "diverged_reason": r.get("reason"), **{k: r.get(k) or [None] for k in ("train_loss", "test_loss", "za", "zb")}}
+                for r in points.values() if r["width"] == w]
+        steps = next(r["steps"] for r in points.values() if r["width"] == w and r.get("steps"))
+        widths.append({"width": w, "runs": runs, "steps": steps})
+    return {"config": toy_study.config_dict(cfg), "widths": widths, "analysis": toy_study.analyse(cfg, widths)}
+
+
+def write(store, out: Path) -> dict:
+    """Everything ``lorainit report`` writes into ``out``, from a loaded ``Store``; returns the summary."""
+    from . import report_plots
+
+    grid = store.grid.signature()
+    records = store.records()
+    summary = summarize(grid, records)
+    out = Path(out)
+    figs = report_plots.figures(summary, grid, out)
+    extra = ""
+    if grid["experiment"] == "toy" and len(grid["dims"]["width"]) > 0:
+        study = toy_study(grid, records)
+        if study is not None:
+            from ..experiments import toy_report
+
+            extra = toy_report.findings(study)
+            figs += toy_report.figures(study, out)
+            summary["toy_analysis"] = study["analysis"]
+    io.write_text(out / "trials.csv", trials_csv(grid, records))
+    io.write_json(out / "summary.json", {"grid": grid, "storage": store.shown, "study": store.study_name,
+                                         "provenance": io.provenance(), **summary})
+    io.write_text(out / "report.md", markdown(grid, summary, [str(f) for f in figs], extra))
+    return summary

@@ -1,0 +1,313 @@
+"""The study store: one Optuna trial per grid point, claimed exactly once, on SQLite or PostgreSQL.
+
+Protocol (every step through Optuna's public storage API):
+- The grid (experiment, fixed config, dimensions, direction) is the study's ``lorainit`` user attribute;
+  opening a study that exists with another grid is refused before anything is written.
+- Points are queued as WAITING trials (``enqueue_trial``) carrying their key as the ``point`` attribute.
+- Claiming (WAITING -> RUNNING) and repairing the queue run under a study-wide lock: a file lock beside
+  a SQLite file (Optuna's SQLite transactions do not lock on read, so two processes could both pop one
+  trial), ``pg_advisory_lock`` on PostgreSQL. Under the lock a worker
+  1. fails RUNNING trials whose worker is gone: same host (hostname + boot id) and its pid no longer
+     exists, or another host and no heartbeat for ``grace`` seconds, or no owner recorded at all (the
+     claimer died inside the lock);
+  2. re-queues every point that has no finished (COMPLETE, or PRUNED = diverged) and no live trial;
+  3. claims up to ``batch`` WAITING trials that share a batch key, failing queued duplicates of points
+     already finished.
+- A claimed trial carries its owner (host, pid) and a heartbeat timestamp refreshed by a thread.
+- A finished point is COMPLETE with the validation metric as its value, or PRUNED with the divergence
+  step and reason; details go to user attributes.
+A point is done when it has a COMPLETE or PRUNED trial; FAIL trials are lost attempts, kept for the record.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import itertools
+import json
+import os
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..io import _clean
+
+DONE_STATES = ("COMPLETE", "PRUNED")
+
+
+def host_id() -> str:
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = ""
+    return f"{socket.gethostname()}/{boot}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def point_key(point: dict) -> str:
+    return json.dumps(point, sort_keys=True)
+
+
+def redact(url: str) -> str:
+    """The storage URL with any password replaced by ***, for messages and files."""
+    import sqlalchemy
+
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an unparsable URL: show only its scheme
+        return url.split(":", 1)[0] + "://..."
+
+
+@dataclass(frozen=True)
+class Grid:
+    """What a study is: the experiment, its fixed config, the grid dimensions and the metric's direction."""
+
+    experiment: str
+    dims: dict  # name -> list of values, in enqueue order (outermost first)
+    config: dict
+    metric: str
+    direction: str  # "minimize" or "maximize"
+
+    def points(self) -> list[dict]:
+        names = list(self.dims)
+        return [dict(zip(names, values)) for values in itertools.product(*self.dims.values())]
+
+    def signature(self) -> dict:
+        return json.loads(json.dumps({"experiment": self.experiment, "dims": self.dims, "config": self.config,
+                                      "metric": self.metric, "direction": self.direction}))
+
+
+@dataclass
+class Claim:
+    trial_id: int
+    number: int
+    point: dict
+
+
+class Store:
+    def __init__(self, url: str, study: str, *, heartbeat: float = 10.0, grace: float = 120.0):
+        import optuna
+        import sqlalchemy
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.url, self.study_name, self.heartbeat, self.grace = url, study, heartbeat, grace
+        self.shown = redact(url)
+        scheme = url.split(":", 1)[0].split("+", 1)[0]
+        if scheme not in ("sqlite", "postgresql"):
+            raise ValueError(f"unsupported storage {self.shown!r}: use sqlite:///PATH or postgresql://USER@HOST/DB")
+        self.kind = scheme
+        kwargs = {}
+        if scheme == "sqlite":
+            path = url.split(":///", 1)[1] if ":///" in url else ""
+            if not path or path.startswith(":memory:"):
+                raise ValueError(f"storage {self.shown!r} is not a file: write sqlite:///PATH/study.db")
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.lock_path = Path(path + ".lock")
+            kwargs = {"connect_args": {"timeout": 120}}
+        try:
+            self.storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        except (sqlalchemy.exc.SQLAlchemyError, ImportError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(f"cannot open storage {self.shown}: {first}; check the URL and that the server runs") from None
+        self.host = host_id()
+        self.study = None
+
+    @contextmanager
+    def lock(self):
+        """The study-wide lock around claiming and queue repair."""
+        if self.kind == "sqlite":
+            with open(self.lock_path, "a+") as f:
+                fcntl.flock(f, fcntl.LOCK_EX)
+                yield
+            return
+        import sqlalchemy
+
+        key = int.from_bytes(hashlib.sha256(self.study_name.encode()).digest()[:8], "big", signed=True)
+        with self.storage.engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.commit()
+
+    def existing(self) -> dict | None:
+        """The grid signature of the study in this storage, None if there is no such study."""
+        import optuna
+
+        try:
+            return optuna.load_study(study_name=self.study_name, storage=self.storage).user_attrs.get("lorainit", {})
+        except KeyError:
+            return None
+
+    def load(self) -> dict:
+        """Attach to an existing study made by ``lorainit sweep``; returns its grid signature."""
+        import optuna
+
+        have = self.existing()
+        if not have:
+            raise ValueError(f"no lorainit sweep study named {self.study_name!r} in {self.shown}; check --study and --storage")
+        self.study = optuna.load_study(study_name=self.study_name, storage=self.storage)
+        self.grid = Grid(**have)
+        return have
+
+    def open(self, grid: Grid) -> None:
+        """Create the study or check that it holds ``grid`` (refusing it untouched otherwise), then repair the queue."""
+        import optuna
+
+        want = grid.signature()
+        with self.lock():
+            have = self.existing()
+            if have is not None and have != want:
+                diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+                if "config" in diff:
+                    diff.remove("config")
+                    diff += [f"config.{k}" for k in sorted(set(have.get("config", {})) | set(want["config"]))
+                             if have.get("config", {}).get(k) != want["config"].get(k)]
+                raise ValueError(f"study {self.study_name!r} in {self.shown} exists with a different grid "
+                                 f"(differs in: {', '.join(diff) or 'not made by lorainit'}); use another --study or --out")
+            self.study = optuna.create_study(study_name=self.study_name, storage=self.storage, direction=grid.direction,
+                                             load_if_exists=True)
+            if have is None:
+                self.study.set_user_attr("lorainit", want)
+            self.grid = grid
+            self._repair()
+
+    def _stale(self, t, now: float) -> str | None:
+        w = t.user_attrs.get("worker")
+        if w is None:
+            return "claimed with no owner recorded (the claiming worker died)"
+        if w["host"] == self.host:
+            return None if _pid_alive(w["pid"]) else f"worker pid {w['pid']} on this host is gone"
+        quiet = now - t.user_attrs.get("heartbeat", 0.0)
+        return f"no heartbeat for {quiet:.0f} s from {w['host'].split('/')[0]}" if quiet > self.grace else None
+
+    def _repair(self) -> list:
+        """Fail trials of lost workers and re-queue points with no live or finished trial (under the lock)."""
+        from optuna.exceptions import UpdateFinishedTrialError
+        from optuna.trial import TrialState
+
+        trials = self.study.get_trials(deepcopy=False)
+        now = time.time()
+        for t in trials:
+            if t.state == TrialState.RUNNING and (why := self._stale(t, now)):
+                try:
+                    self.storage.set_trial_user_attr(t._trial_id, "failure", why)
+                    self.storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+                except UpdateFinishedTrialError:
+                    pass
+        trials = self.study.get_trials(deepcopy=False)
+        covered = {t.user_attrs.get("point") for t in trials
+                   if t.state.name in DONE_STATES or t.state in (TrialState.WAITING, TrialState.RUNNING)}
+        for p in self.grid.points():
+            if point_key(p) not in covered:
+                self.study.enqueue_trial(p, user_attrs={"point": point_key(p)})
+        return self.study.get_trials(deepcopy=False)
+
+    def claim(self, batch: int, batch_key) -> list[Claim]:
+        """Take up to ``batch`` queued points sharing ``batch_key(point)``; [] when none is queued."""
+        from optuna.distributions import CategoricalDistribution
+        from optuna.trial import TrialState
+
+        claims: list[Claim] = []
+        with self.lock():
+            trials = self._repair()
+            done = {t.user_attrs.get("point") for t in trials if t.state.name in DONE_STATES}
+            busy = {t.user_attrs.get("point") for t in trials if t.state == TrialState.RUNNING}
+            for t in sorted((t for t in trials if t.state == TrialState.WAITING), key=lambda t: t.number):
+                key = t.user_attrs.get("point")
+                if key in done:  # a queued duplicate of a finished point
+                    self.storage.set_trial_user_attr(t._trial_id, "failure", "duplicate of a finished point")
+                    self.storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+                    continue
+                point = json.loads(key)
+                if key in busy or (claims and batch_key(point) != batch_key(claims[0].point)):
+                    continue
+                if not self.storage.set_trial_state_values(t._trial_id, TrialState.RUNNING):
+                    continue
+                self.storage.set_trial_user_attr(t._trial_id, "worker", {"host": self.host, "pid": os.getpid()})
+                self.storage.set_trial_user_attr(t._trial_id, "heartbeat", time.time())
+                for name, values in self.grid.dims.items():
+                    dist = CategoricalDistribution(values)
+                    self.storage.set_trial_param(t._trial_id, name, dist.to_internal_repr(point[name]), dist)
+                claims.append(Claim(t._trial_id, t.number, point))
+                busy.add(key)
+                if len(claims) == batch:
+                    break
+        return claims
+
+    def finish(self, claim: Claim, value: float | None, attrs: dict) -> bool:
+        """Record a trial's result: COMPLETE with ``value``, or PRUNED (diverged) when ``value`` is None.
+        False if the trial is no longer this worker's (declared lost meanwhile)."""
+        from optuna.exceptions import UpdateFinishedTrialError
+        from optuna.trial import TrialState
+
+        try:
+            for k, v in _clean(attrs).items():
+                self.storage.set_trial_user_attr(claim.trial_id, k, v)
+            if value is None:
+                self.study.tell(claim.number, state=TrialState.PRUNED)
+            else:
+                self.study.tell(claim.number, values=[value])
+        except (UpdateFinishedTrialError, ValueError, RuntimeError):
+            return False
+        return True
+
+    def progress(self) -> tuple[int, int, int]:
+        """(finished points, running trials, grid size)."""
+        trials = self.study.get_trials(deepcopy=False)
+        done = {t.user_attrs.get("point") for t in trials if t.state.name in DONE_STATES}
+        running = sum(t.state.name == "RUNNING" for t in trials)
+        return len(done), running, len(self.grid.points())
+
+    def records(self) -> list[dict]:
+        """Every trial as a flat dict: number, state, the point, value and user attributes."""
+        out = []
+        for t in self.study.get_trials(deepcopy=False):
+            attrs = {k: v for k, v in t.user_attrs.items() if k not in ("worker", "heartbeat")}
+            point = json.loads(attrs.pop("point", "{}"))
+            out.append({"number": t.number, "state": t.state.name, **point, "value": t.value, **attrs})
+        return out
+
+
+class Heartbeat:
+    """Refresh the ``heartbeat`` attribute of claimed trials every ``every`` seconds, in a thread."""
+
+    def __init__(self, store: Store, claims: list[Claim], every: float):
+        self.store, self.ids, self.every = store, [c.trial_id for c in claims], every
+        self.lost: set[int] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        from optuna.exceptions import UpdateFinishedTrialError
+
+        while not self._stop.wait(self.every):
+            for i in self.ids:
+                if i in self.lost:
+                    continue
+                try:
+                    self.store.storage.set_trial_user_attr(i, "heartbeat", time.time())
+                except UpdateFinishedTrialError:  # declared lost and finished by another worker
+                    self.lost.add(i)
+                except Exception:  # noqa: BLE001 - the store is unreachable for now: try again next beat
+                    pass
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()

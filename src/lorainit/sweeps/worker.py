@@ -1,0 +1,112 @@
+"""``lorainit sweep``: one worker's claim / run / record loop over a study's grid.
+
+Every (extra dims x seed x init x LR) point of the grid is one Optuna trial (``store.py``). A worker
+claims up to ``batch`` queued points that can train together, runs them through the experiment's
+runner (``runners.py``), and records each outcome; it stops when every point is finished (waiting while
+other workers still hold some) or after ``max_trials``. Start the same command again, on this or any
+machine sharing the storage, to add workers or to resume after a crash.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .. import inits, io
+from . import runners
+from .store import Grid, Heartbeat, Store
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """The grid and the workers' settings (the experiment's own flags follow below)."""
+
+    experiment: str = "toy"
+    """toy (Hayou et al. teacher-student), mf (HRP matrix factorization) or finetune (a real model)"""
+    inits: tuple[str, ...] = ()
+    """init schemes to compare (default: toy/finetune init_a,init_b; mf gaussian,orthogonal,hrp,target)"""
+    lrs: tuple[float, ...] = ()
+    """learning rates, 'LO:HI:N' (N log-spaced) or 'a,b,c' (default: the experiment's grid)"""
+    seeds: int = 0
+    """seeds per (init, LR) (0: the experiment's default: toy 2, mf 3, finetune 1)"""
+    study: str = "sweep"
+    """study name inside the storage"""
+    storage: str = ""
+    """Optuna storage URL: sqlite:///PATH or postgresql://USER[:PASSWORD]@HOST/DB (default: sqlite:///OUT/study.db)"""
+    batch: int = 64
+    """points a worker claims and trains together where the experiment batches (toy: one width, mf: one mode)"""
+    max_trials: int = 0
+    """stop this worker after this many points (0: run until the study is finished)"""
+    heartbeat: float = 10.0
+    """seconds between a worker's heartbeats on its running trials"""
+    grace: float = 120.0
+    """a running trial of a worker on another host with no heartbeat for this long is re-queued"""
+
+
+def grid_for(sweep: SweepConfig, cfg) -> Grid:
+    runner = runners.RUNNERS[sweep.experiment]
+    names = sweep.inits or runner.defaults["inits"]
+    for name in names:
+        inits.entry(name)  # KeyError naming the closest scheme
+    lrs = sweep.lrs or runner.defaults["lrs"]
+    if any(not lr > 0 for lr in lrs):
+        raise ValueError(f"learning rates must be > 0; got {lrs}")
+    seeds = sweep.seeds or runner.defaults["seeds"]
+    if seeds < 0:
+        raise ValueError(f"seeds must be >= 1; got {seeds}")
+    config = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()
+              if k not in runner.replaced and k != "device"}
+    metric, direction = runner.metric(cfg)
+    dims = {**runner.dims(cfg), "seed": list(range(seeds)), "init": list(names), "lr": [float(x) for x in lrs]}
+    return Grid(sweep.experiment, dims, config, metric, direction)
+
+
+def validate(sweep: SweepConfig) -> None:
+    if sweep.experiment not in runners.RUNNERS:
+        raise ValueError(f"unknown experiment {sweep.experiment!r}; choose one of {', '.join(runners.RUNNERS)}")
+    for name in ("batch",):
+        if getattr(sweep, name) <= 0:
+            raise ValueError(f"{name} must be a positive integer; got {getattr(sweep, name)}")
+    if sweep.max_trials < 0 or not sweep.heartbeat > 0 or not sweep.grace > sweep.heartbeat:
+        raise ValueError("need max_trials >= 0, heartbeat > 0 and grace > heartbeat")
+
+
+def run(sweep: SweepConfig, cfg, out: Path, *, progress: bool = True) -> dict:
+    """Work on the study until it is finished (or ``max_trials``); returns {"ran", "done", "total", ...}."""
+    validate(sweep)
+    runner = runners.RUNNERS[sweep.experiment]
+    out = Path(out)
+    grid = grid_for(sweep, cfg)
+    url = sweep.storage or f"sqlite:///{out / 'study.db'}"
+    store = Store(url, sweep.study, heartbeat=sweep.heartbeat, grace=sweep.grace)
+    store.open(grid)
+    io.write_json(out / "sweep.json", {"storage": store.shown, "study": sweep.study, "grid": grid.signature()})
+    done, _, total = store.progress()
+    bar = tqdm(total=total, initial=done, desc=f"sweep {sweep.experiment}", unit="trial", disable=not progress)
+    ran, lost, diverged = 0, 0, 0
+    limit = sweep.batch if not sweep.max_trials else min(sweep.batch, sweep.max_trials)
+    while not sweep.max_trials or ran < sweep.max_trials:
+        claims = store.claim(min(limit, sweep.max_trials - ran) if sweep.max_trials else limit, runner.batch_key)
+        if not claims:
+            done, running, total = store.progress()
+            if done >= total:
+                break
+            bar.set_postfix(waiting_on=f"{running} running elsewhere")
+            time.sleep(min(sweep.heartbeat, 5.0))  # others hold the rest; their trials finish or go stale
+            continue
+        with Heartbeat(store, claims, sweep.heartbeat) as hb:
+            outcomes = runner.run(cfg, [c.point for c in claims], out)
+        for c, (value, attrs) in zip(claims, outcomes):
+            ok = c.trial_id not in hb.lost and store.finish(c, value, attrs)
+            lost += not ok
+            diverged += ok and value is None
+        ran += len(claims)
+        bar.n = store.progress()[0]
+        bar.refresh()
+    bar.close()
+    done, running, total = store.progress()
+    return {"ran": ran, "lost": lost, "diverged": diverged, "done": done, "total": total, "running": running,
+            "storage": store.shown, "study": sweep.study}
