@@ -115,13 +115,35 @@ class Store:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             self.lock_path = Path(path + ".lock")
             kwargs = {"connect_args": {"timeout": 120}}
+        if url.startswith("postgresql://"):  # the psycopg 3 driver (the 'postgres' extra), whatever SQLAlchemy's default
+            url = "postgresql+psycopg://" + url[len("postgresql://"):]
         try:
-            self.storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-        except (sqlalchemy.exc.SQLAlchemyError, ImportError) as e:
+            self.storage = self._connect(url, kwargs)
+        except ImportError as e:
+            raise ValueError(f"storage {self.shown} needs the database driver {e.name!r}: pip install 'psycopg[binary]'") from None
+        except sqlalchemy.exc.SQLAlchemyError as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ValueError(f"cannot open storage {self.shown}: {first}; check the URL and that the server runs") from None
         self.host = host_id()
         self.study = None
+
+    def _connect(self, url: str, kwargs: dict):
+        """Optuna's RDBStorage; schema creation by several fresh workers at once is serialized (SQLite: under
+        the file lock) or retried (PostgreSQL: the loser of a concurrent CREATE TABLE sees an error)."""
+        import optuna
+        import sqlalchemy
+
+        if self.kind == "sqlite":
+            with open(self.lock_path, "a+") as f:
+                fcntl.flock(f, fcntl.LOCK_EX)
+                return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        for attempt in range(5):
+            try:
+                return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+                if attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
 
     @contextmanager
     def lock(self):

@@ -1,0 +1,166 @@
+"""The study store on real SQLite files and a real PostgreSQL server: grid, claims, stale trials, refusals."""
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+
+from lorainit.sweeps.store import Grid, Heartbeat, Store, point_key, redact
+
+GRID = Grid("toy", {"width": [8, 16], "seed": [0, 1], "init": ["init_a", "init_b"], "lr": [0.1, 0.01]}, {"steps": 3},
+            "final loss", "minimize")
+
+
+def sqlite(tmp_path):
+    return f"sqlite:///{tmp_path / 'study.db'}"
+
+
+def test_grid_points_are_the_full_product_in_enqueue_order():
+    pts = GRID.points()
+    assert len(pts) == 16 and len({point_key(p) for p in pts}) == 16
+    assert pts[0] == {"width": 8, "seed": 0, "init": "init_a", "lr": 0.1}
+    assert [p["width"] for p in pts] == [8] * 8 + [16] * 8  # width-major: a worker's claims share a width
+
+
+def test_open_queues_every_point_once_and_reopen_adds_nothing(tmp_path):
+    s = Store(sqlite(tmp_path), "s")
+    s.open(GRID)
+    s2 = Store(sqlite(tmp_path), "s")
+    s2.open(GRID)
+    trials = s2.study.get_trials()
+    assert len(trials) == 16 and all(t.state.name == "WAITING" for t in trials)
+    assert sorted(t.user_attrs["point"] for t in trials) == sorted(point_key(p) for p in GRID.points())
+
+
+def test_claims_share_a_batch_key_and_finish_records_values_and_divergence(tmp_path):
+    s = Store(sqlite(tmp_path), "s")
+    s.open(GRID)
+    claims = s.claim(10, lambda p: p["width"])
+    assert len(claims) == 8 and {c.point["width"] for c in claims} == {8}
+    assert s.finish(claims[0], 0.5, {"test": 0.6})
+    assert s.finish(claims[1], None, {"diverged_step": 7, "reason": "loss exploded"})
+    recs = {r["number"]: r for r in s.records()}
+    assert recs[claims[0].number]["state"] == "COMPLETE" and recs[claims[0].number]["value"] == 0.5
+    assert recs[claims[0].number]["test"] == 0.6
+    r1 = recs[claims[1].number]
+    assert (r1["state"], r1["diverged_step"], r1["reason"]) == ("PRUNED", 7, "loss exploded")
+    trial = s.study.get_trials()[claims[0].number]
+    assert trial.params == claims[0].point  # visible to Optuna's own tools
+    assert s.progress() == (2, 6, 16)
+
+
+def test_signature_mismatch_is_refused_and_the_file_untouched(tmp_path):
+    s = Store(sqlite(tmp_path), "s")
+    s.open(GRID)
+    db = tmp_path / "study.db"
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    other = Grid("toy", {**GRID.dims, "lr": [0.1, 0.02]}, {"steps": 4}, "final loss", "minimize")
+    with pytest.raises(ValueError, match=r"exists with a different grid \(differs in: dims, config.steps\)"):
+        Store(sqlite(tmp_path), "s").open(other)
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_trials_of_a_dead_worker_on_this_host_are_failed_and_requeued(tmp_path):
+    s = Store(sqlite(tmp_path), "s")
+    s.open(GRID)
+    claims = s.claim(3, lambda p: p["width"])
+    for c in claims:  # pretend another process held them and died
+        s.storage.set_trial_user_attr(c.trial_id, "worker", {"host": s.host, "pid": _dead_pid()})
+    again = Store(sqlite(tmp_path), "s")
+    again.open(GRID)
+    trials = again.study.get_trials()
+    failed = [t for t in trials if t.state.name == "FAIL"]
+    assert len(failed) == 3 and all("is gone" in t.user_attrs["failure"] for t in failed)
+    waiting = {t.user_attrs["point"] for t in trials if t.state.name == "WAITING"}
+    assert waiting == {point_key(p) for p in GRID.points()}  # the three points are queued again
+
+
+def test_live_worker_on_this_host_keeps_its_trials(tmp_path):
+    s = Store(sqlite(tmp_path), "s")
+    s.open(GRID)
+    s.claim(2, lambda p: p["width"])  # owned by this (live) process
+    again = Store(sqlite(tmp_path), "s")
+    again.open(GRID)
+    assert sum(t.state.name == "RUNNING" for t in again.study.get_trials()) == 2
+
+
+def test_other_host_goes_stale_after_the_grace_period_and_heartbeats_prevent_it(tmp_path):
+    s = Store(sqlite(tmp_path), "s", heartbeat=0.05, grace=0.5)
+    s.open(GRID)
+    beating, silent = s.claim(1, lambda p: p["width"]), s.claim(1, lambda p: p["width"])
+    for c in beating + silent:
+        s.storage.set_trial_user_attr(c.trial_id, "worker", {"host": "elsewhere/1", "pid": 1})
+    with Heartbeat(s, beating, 0.05):
+        time.sleep(0.8)
+        s.claim(0, lambda p: p["width"])  # runs the repair under the lock
+    states = {t.number: t.state.name for t in s.study.get_trials()}
+    assert states[beating[0].number] == "RUNNING" and states[silent[0].number] == "FAIL"
+
+
+def test_a_finished_point_is_never_claimed_again(tmp_path):
+    s = Store(sqlite(tmp_path), "s")
+    s.open(GRID)
+    c = s.claim(1, lambda p: p["width"])[0]
+    assert s.finish(c, 1.0, {})
+    s.study.enqueue_trial(c.point, user_attrs={"point": point_key(c.point)})  # a stray duplicate in the queue
+    got = []
+    while claims := s.claim(16, lambda p: 0):
+        got += claims
+    assert point_key(c.point) not in {point_key(x.point) for x in got} and len(got) == 15
+    dup = [t for t in s.study.get_trials() if t.user_attrs.get("failure") == "duplicate of a finished point"]
+    assert len(dup) == 1
+
+
+def _claim_all(url, out, barrier):
+    s = Store(url, "race")
+    s.open(GRID)
+    barrier.wait(timeout=120)
+    mine = []
+    while claims := s.claim(1, lambda p: 0):
+        mine += [c.number for c in claims]
+        for c in claims:
+            s.finish(c, 0.0, {})
+    with open(out, "w") as f:
+        json.dump(mine, f)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_concurrent_claimers_never_share_a_trial(tmp_path, backend, request):
+    url = sqlite(tmp_path) if backend == "sqlite" else request.getfixturevalue("postgres_url")
+    if backend == "postgresql":
+        try:
+            optuna.delete_study(study_name="race", storage=url.replace("postgresql://", "postgresql+psycopg://"))
+        except KeyError:
+            pass
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(4)
+    procs = [ctx.Process(target=_claim_all, args=(url, tmp_path / f"w{i}.json", barrier)) for i in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    numbers = [n for i in range(4) for n in json.loads((tmp_path / f"w{i}.json").read_text())]
+    assert sorted(numbers) == list(range(16))  # every trial claimed by exactly one process
+
+
+def test_storage_errors_are_one_clear_line(tmp_path):
+    with pytest.raises(ValueError, match="unsupported storage 'mysql://u:\\*\\*\\*@h/db'"):
+        Store("mysql://u:secret@h/db", "s")
+    with pytest.raises(ValueError, match="is not a file"):
+        Store("sqlite:///:memory:", "s")
+    with pytest.raises(ValueError, match=r"cannot open storage postgresql://bob:\*\*\*@127.0.0.1:1/x: .*check the URL") as e:
+        Store("postgresql://bob:hunter2@127.0.0.1:1/x", "s")
+    assert "hunter2" not in str(e.value)
+    assert redact("postgresql://bob:hunter2@h/db") == "postgresql://bob:***@h/db"
