@@ -101,3 +101,50 @@ def test_unwritable_output_is_one_clear_line(tmp_path, command):
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "Not a directory" in r.stderr and "check the path" in r.stderr
     assert blocker.read_text() == "x"
+
+
+SWEEP = ["sweep", "--widths", "16", "--rank", "2", "--steps", "4", "--teacher-width", "40", "--n-train", "60",
+         "--n-test", "20", "--lrs", "1e-2,1e-1", "--seeds", "1", "--device", "cpu", "--no-progress"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--inits", "init_a,hrpp"], "unknown init scheme 'hrpp'; did you mean 'hrp'?"),
+    (["--lrs", "1e-3:1e-1"], "malformed range '1e-3:1e-1': write LO:HI:N"),
+    (["--lrs", "1e-3:x:4"], "malformed range"),
+    (["--lrs", "0,1e-3"], "learning rates must be > 0"),
+    (["--experiment", "tooy"], "unknown experiment 'tooy'"),
+    (["--storage", "postgresql://me:s3cret@127.0.0.1:1/db"], "cannot open storage postgresql://me:***@127.0.0.1:1/db"),
+    (["--storage", "redis://h"], "unsupported storage 'redis://h'"),
+    (["--batch", "0"], "batch must be a positive integer"),
+    (["--rank", "64"], "rank 64 exceeds the smallest width 16"),
+])
+def test_sweep_bad_input_one_line_nothing_written(tmp_path, args, message):
+    r = lorainit(*SWEEP, *args, "--out", str(tmp_path / "s"), cwd=tmp_path)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert message in r.stderr and "s3cret" not in r.stderr
+    assert not (tmp_path / "s").exists()
+
+
+def test_sweep_then_report_and_a_different_grid_is_refused_untouched(tmp_path):
+    import hashlib
+
+    out = tmp_path / "s"
+    r = lorainit(*SWEEP, "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "4/4 points finished" in r.stdout and f"lorainit report {out}" in r.stdout
+    db = hashlib.sha256((out / "study.db").read_bytes()).hexdigest()
+    again = lorainit(*SWEEP[:-5], "--seeds", "2", "--device", "cpu", "--no-progress", "--out", str(out))
+    assert again.returncode == 2 and "exists with a different grid (differs in: dims)" in again.stderr
+    assert hashlib.sha256((out / "study.db").read_bytes()).hexdigest() == db
+    rep = lorainit("report", str(out))
+    assert rep.returncode == 0, rep.stderr
+    assert "4/4 points finished" in rep.stdout and "width 16: init_a: selected LR" in rep.stdout
+    assert (out / "report.md").exists() and (out / "heatmap_width16.png").exists()
+    missing = lorainit("report", str(tmp_path / "nothing"))
+    assert missing.returncode == 2 and "is not a sweep folder" in missing.stderr
+
+
+def test_sweep_help_lists_the_experiments_flags():
+    r = lorainit("sweep", "--experiment", "mf", "--help")
+    assert r.returncode == 0 and "mf experiment" in r.stdout and "--preheat-rank" in r.stdout and "--modes" in r.stdout
+    assert "--lr " not in r.stdout  # the grid's --lrs replaces mf's single --lr

@@ -26,8 +26,7 @@ def heatmap(group: dict, grid: dict, path: Path) -> Path:
         for j, r in enumerate(group["inits"][init]["rows"]):
             if not r["diverged"] and r["val_mean"] is not None:
                 M[i, j] = r["val_mean"]
-    cmap = plt.get_cmap("viridis" if grid["direction"] == "maximize" else "viridis_r").copy()
-    cmap.set_bad("lightgrey")
+    cmap = plt.get_cmap("viridis" if grid["direction"] == "maximize" else "viridis_r").with_extremes(bad="lightgrey")
     finite = M[np.isfinite(M)]
     log = (grid["metric"].endswith("loss") or grid["metric"] == "perplexity") and finite.size and finite.min() > 0
     norm = matplotlib.colors.LogNorm() if log else None

@@ -1,0 +1,31 @@
+"""A finetune sweep on the real package-shipped MiniLM and nli data (tiny slices): each trial a resumable
+run folder, the validation metric as the trial value, test beside it, a diverging LR recorded as such."""
+import dataclasses
+
+from lorainit.experiments import finetune
+from lorainit.sweeps import report, worker
+from lorainit.sweeps.store import Store
+
+TINY = finetune.FinetuneConfig(model="minilm-l6", task="nli", steps=4, batch_size=4, seq_len=32, eval_every=2,
+                               checkpoint_every=2, max_train=16, max_eval=8, rank=4, device="cpu")
+
+
+def test_finetune_sweep_records_val_test_and_divergence(tmp_path):
+    res = worker.run(worker.SweepConfig(experiment="finetune", inits=("init_a",), lrs=(1e-3, 1e9), seeds=1), TINY, tmp_path,
+                     progress=False)
+    assert (res["done"], res["total"], res["diverged"]) == (2, 2, 1)
+    st = Store(f"sqlite:///{tmp_path / 'study.db'}", "sweep")
+    grid = st.load()
+    assert (grid["metric"], grid["direction"]) == ("accuracy", "maximize")
+    by_lr = {r["lr"]: r for r in st.records()}
+    ok, bad = by_lr[1e-3], by_lr[1e9]
+    assert ok["state"] == "COMPLETE" and 0 <= ok["value"] <= 1 and 0 <= ok["test"] <= 1
+    assert [h["step"] for h in ok["val_history"]] == [0, 2, 4]
+    assert (tmp_path / "trials" / "init_a-lr0.001-seed0" / "run_card.json").exists()
+    assert bad["state"] == "PRUNED" and bad["reason"] in ("loss exploded", "non-finite loss") and bad["diverged_step"] is not None
+    s = report.summarize(grid, st.records())
+    a = s["groups"][0]["inits"]["init_a"]
+    assert a["selected_lr"] == 1e-3 and a["test_at_selected"][0] == ok["test"] and a["first_diverging_lr"] == 1e9
+    again = worker.run(worker.SweepConfig(experiment="finetune", inits=("init_a",), lrs=(1e-3, 1e9), seeds=1),
+                       dataclasses.replace(TINY), tmp_path, progress=False)
+    assert again["ran"] == 0
