@@ -179,3 +179,22 @@ def test_refusals(tmp_path):
         model.model.layers[0].self_attn.q_proj.weight[0, 0] = float("nan")
     with pytest.raises(ValueError, match="non-finite"):
         apply.apply(model, "pissa", rank=4, targets=["q_proj"])
+
+
+def test_load_checks_the_base_and_round_trips(tmp_path):
+    a = applied("init_b")  # B random: the adapter changes the output
+    apply.save(a, tmp_path / "ad")
+    loaded = apply.load(tiny_llama(), tmp_path / "ad")
+    torch.testing.assert_close(logits(loaded), logits(a.model))
+    other = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=64, hidden_size=48, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=32))
+    with pytest.raises(ValueError, match=r"does not fit this model: model.layers.0.mlp.down_proj.lora_B.weight is \(32, 4\) but the layer is 48 x 48"):
+        apply.load(other, tmp_path / "ad")
+    shallow = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=32))
+    with pytest.raises(ValueError, match="it has no linear layer .*layers.1"):
+        apply.load(shallow, tmp_path / "ad")
+    with pytest.raises(ValueError, match="is not a saved adapter"):
+        apply.load(tiny_llama(), tmp_path)

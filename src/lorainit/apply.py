@@ -171,3 +171,38 @@ def save(applied: Applied, path: str | Path, *, overwrite: bool = False) -> dict
         return info
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load(model, path: str | Path, *, adapter: str = "default"):
+    """Load a saved adapter onto ``model`` (a plain transformers model) as a ``PeftModel``, after checking
+    that every adapter tensor fits a layer of this model: a mismatched base gives one ValueError line
+    naming the first layer that does not fit, instead of PEFT's size-mismatch dump. Only safetensors and
+    JSON are read."""
+    from peft import PeftModel
+    from safetensors import safe_open
+
+    path = Path(path)
+    weights = path / "adapter_model.safetensors"
+    if not (path / "adapter_config.json").exists() or not weights.exists():
+        raise ValueError(f"{path} is not a saved adapter (needs adapter_config.json and adapter_model.safetensors)")
+    config = json.loads((path / "adapter_config.json").read_text())
+    modules = dict(model.named_modules())
+    with safe_open(weights, framework="pt") as f:
+        for key in f.keys():
+            name, _, kind = key.rpartition(".lora_")
+            if not kind:
+                continue
+            name = name.removeprefix("base_model.model.")  # PEFT's key prefix
+            module = modules.get(name)
+            shape = tuple(f.get_slice(key).get_shape())
+            if module is None or not hasattr(module, "weight") or module.weight.dim() != 2:
+                raise ValueError(f"adapter at {path} does not fit this model: it has no linear layer {name!r}; load it onto "
+                                 f"the base model it was trained for ({config.get('base_model_name_or_path') or 'see adapter_config.json'})")
+            out_f, in_f = module.weight.shape
+            want = in_f if kind.startswith("A") else out_f
+            have = shape[1] if kind.startswith("A") else shape[0]
+            if have != want:
+                raise ValueError(f"adapter at {path} does not fit this model: {name}.lora_{kind} is {shape} but the layer is "
+                                 f"{out_f} x {in_f}; load it onto the base model it was trained for "
+                                 f"({config.get('base_model_name_or_path') or 'see adapter_config.json'})")
+    return PeftModel.from_pretrained(model, str(path), adapter_name=adapter)

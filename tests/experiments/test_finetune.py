@@ -79,6 +79,8 @@ def test_wrong_model_kind_for_the_task(tmp_path):
     ('{"text": "a"}\nnot json\n', ":2: not valid JSON"),
     ('{"txt": "a"}\n', ":1: missing field 'text'"),
     ('{"text": "a", "label": 1}\n{"text": "b"}\n', "record 2 has no 'label'"),
+    ('{"text": "a"}\n{"text": "' + "x" * (1 << 20) + '"}\n', ":2: line longer than 1048576 bytes"),
+    ("\n\n", "holds no records"),
 ])
 def test_bad_data_files(tmp_path, content, message):
     f = tmp_path / "d.jsonl"

@@ -48,6 +48,7 @@ def test_contract(name, dtype, make_data):
     assert torch.equal(f1.A, f2.A) and torch.equal(f1.B, f2.B)
     assert (not (torch.equal(f1.A, f3.A) and torch.equal(f1.B, f3.B))) == e.stochastic
     assert torch.equal(W, before)
+    assert (f1.residual is not None) == e.residual
     if f1.residual is not None:
         assert f1.residual.shape == W.shape and f1.residual.dtype == dtype
     if e.preserves_output:

@@ -105,7 +105,11 @@ def validate(cfg: ToyConfig) -> None:
     if not cfg.inits:
         raise ValueError("no init schemes given: e.g. --inits init_a,init_b")
     for name in cfg.inits:
-        inits.entry(name)  # KeyError with the closest name
+        e = inits.entry(name)  # KeyError with the closest name
+        if e.needs or e.residual:
+            why = f"needs {', '.join(e.needs)}" if e.needs else "replaces the frozen W_h by a residual"
+            raise ValueError(f"init {name!r} {why}; the teacher-student study takes data-free schemes that keep W_h "
+                             f"(e.g. {', '.join(n for n in inits.names() if not inits.entry(n).needs and not inits.entry(n).residual)})")
     for name in ("seeds", "steps", "input_dim", "teacher_width", "teacher_rank", "n_train", "n_test", "log_every"):
         if getattr(cfg, name) <= 0:
             raise ValueError(f"{name} must be a positive integer; got {getattr(cfg, name)}")

@@ -22,15 +22,17 @@ class Entry:
 
     name: str
     fn: InitScheme
-    preserves_output: bool  # B A = 0 and no residual: the model's output is unchanged at step 0
+    preserves_output: bool  # the model's output is unchanged at step 0: B A = 0, or a residual base W - s B A
     needs: tuple[str, ...]  # keyword arguments carrying data the scheme consumes ("grad", ...); () if data-free
     stochastic: bool  # with default hyperparameters, draws from the generator (a seed changes the result)
+    residual: bool = False  # replaces the base weight by a residual (Factors.residual is set)
 
 
 INITS: dict[str, Entry] = {}
 
 
-def register(name: str, *, preserves_output: bool, needs: tuple[str, ...] = (), stochastic: bool = True) -> Callable[[InitScheme], InitScheme]:
+def register(name: str, *, preserves_output: bool, needs: tuple[str, ...] = (), stochastic: bool = True,
+             residual: bool = False) -> Callable[[InitScheme], InitScheme]:
     """Decorator adding ``fn`` to ``INITS`` under ``name`` after checking its signature."""
 
     def wrap(fn: InitScheme) -> InitScheme:
@@ -45,7 +47,8 @@ def register(name: str, *, preserves_output: bool, needs: tuple[str, ...] = (), 
             raise TypeError(f"init scheme {name!r} needs {missing} but takes no such keyword argument")
         if name in INITS:
             raise ValueError(f"init scheme {name!r} is already registered")
-        INITS[name] = Entry(name=name, fn=fn, preserves_output=preserves_output, needs=tuple(needs), stochastic=stochastic)
+        INITS[name] = Entry(name=name, fn=fn, preserves_output=preserves_output, needs=tuple(needs), stochastic=stochastic,
+                            residual=residual)
         return fn
 
     return wrap

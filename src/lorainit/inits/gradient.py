@@ -28,7 +28,7 @@ def _check_grad(weight: Tensor, grad: Tensor) -> None:
     check_decomposable(grad, "gradient")
 
 
-@register("lora_ga", preserves_output=True, needs=("grad",), stochastic=False)
+@register("lora_ga", preserves_output=True, needs=("grad",), stochastic=False, residual=True)
 def lora_ga(weight: Tensor, rank: int, *, generator: torch.Generator | None = None, grad: Tensor,
             scaling: float = 1.0, direction: Literal["ArB2r", "A2rBr"] = "ArB2r",
             scale: Literal["stable", "unit"] = "stable", stable_gamma: float = 16.0, niter: int | None = None) -> Factors:

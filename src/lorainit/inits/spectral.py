@@ -53,7 +53,7 @@ def top_svd(M: Tensor, rank: int, *, niter: int | None = None, oversample: int =
     return (Y @ Ub)[:, :rank], S[:rank], Vh[:rank]
 
 
-@register("pissa", preserves_output=True, stochastic=False)  # full SVD by default; niter=K draws a sketch
+@register("pissa", preserves_output=True, stochastic=False, residual=True)  # full SVD by default; niter=K draws a sketch
 def pissa(weight: Tensor, rank: int, *, generator: torch.Generator | None = None, scaling: float = 1.0,
           niter: int | None = None, oversample: int = 8) -> Factors:
     """Principal singular directions of W in the adapter, the rest in the residual base weight."""
