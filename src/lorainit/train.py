@@ -109,13 +109,14 @@ def load_checkpoint(path: Path, opt: torch.optim.Optimizer) -> dict:
 
 def train(model: nn.Module, batch_at: Callable[[int, int], object], loss_fn: Callable[[nn.Module, object], torch.Tensor],
           cfg: LoopConfig, out: Path, *, evaluate: Callable[[int], dict] | None = None, progress: bool = True,
-          autocast: torch.dtype | None = None, log: Callable[[dict], None] = lambda rec: None) -> dict:
+          autocast: torch.dtype | None = None, log: Callable[[dict], None] = lambda rec: None,
+          groups: list[dict] | None = None) -> dict:
     """Run (or resume) the loop; ``batch_at(step, micro)`` gives micro-batch ``micro`` of step ``step``.
     Returns {"steps", "seconds", "tokens", "resumed_from"}; every record also goes to ``log``."""
     core = getattr(model, "module", model)  # a DistributedDataParallel wrapper trains its module
     dist = torch.distributed.is_available() and torch.distributed.is_initialized()
     rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if dist else (0, 1)
-    groups = param_groups(core, cfg)
+    groups = param_groups(core, cfg) if groups is None else groups  # each: {"params", "names", "lr", "base_lr"}
     opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay)
     ckpt = Path(out) / "checkpoint"
     start, first = 0, None

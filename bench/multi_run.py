@@ -1,0 +1,174 @@
+"""Benchmark: K LoRA runs batched on one base (lorainit.multi) vs K sequential stock-PEFT runs, same process.
+
+Model: SmolLM2-135M's shape (LlamaConfig, 30 layers, hidden 576, vocab 49152), bf16, random weights
+(throughput does not depend on the weights; no hub or staging needed); r=16, alpha=16 on all seven
+projections; batch 16 x 512 per run; AdamW; bf16 autocast; Init[A] drawn once per run and given to
+both paths, so their loss curves must agree up to bf16 noise. Data: tokens drawn from a Zipf law, each
+run its own stream. Stock: ``peft.get_peft_model`` + torch AdamW, one run after another. Also: one run
+through each path (K=1) and the card's measured bf16 matmul rate, for MFU = 4 N tokens/s / rate
+(forward + input-gradient matmuls of the frozen base; LoRA and attention FLOPs left out).
+
+    python bench/multi_run.py --out bench/results/multi_run_h100.json
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from lorainit import io, multi  # noqa: E402
+
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def base_model(device):
+    import transformers
+
+    cfg = transformers.LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                                   num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048,
+                                   tie_word_embeddings=True, attn_implementation="sdpa")
+    torch.manual_seed(0)
+    return transformers.LlamaForCausalLM(cfg).to(device=device, dtype=torch.bfloat16)
+
+
+def batch(run: int, step: int, b: int, T: int, device) -> dict:
+    g = torch.Generator().manual_seed(run * 100003 + step)
+    u = torch.rand(b, T, generator=g)
+    ids = (49152**u - 1).long().clamp(max=49151)  # inverse CDF of P(id) ~ 1/(id+1): a learnable unigram law
+    ids = ids.to(device)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+
+
+def timed_loop(step_fn, steps: int, warmup: int, device) -> tuple[float, list[float]]:
+    losses = []
+    for s in range(warmup):
+        losses.append(step_fn(s))
+    torch.cuda.synchronize(device) if device.type == "cuda" else None
+    t0 = time.perf_counter()
+    for s in range(warmup, warmup + steps):
+        losses.append(step_fn(s))
+    torch.cuda.synchronize(device) if device.type == "cuda" else None
+    return time.perf_counter() - t0, losses
+
+
+def stock_runs(runs, factors, args, device) -> tuple[float, list[list[float]]]:
+    """K sequential stock-PEFT runs; returns total timed seconds and each run's loss curve."""
+    from peft import LoraConfig, get_peft_model
+
+    total, curves = 0.0, []
+    for k, run in enumerate(runs):
+        model = get_peft_model(base_model(device), LoraConfig(r=args.rank, lora_alpha=args.rank, target_modules=TARGETS,
+                                                              lora_dropout=0.0))
+        with torch.no_grad():
+            for name, m in model.named_modules():
+                if hasattr(m, "lora_A") and "default" in getattr(m, "lora_A", {}):
+                    A, B = factors[name.removeprefix("base_model.model.")][k]
+                    m.lora_A["default"].weight.copy_(A)
+                    m.lora_B["default"].weight.copy_(B)
+        model.train()
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=run.lr)
+
+        def step(s):
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                loss = model(**batch(k, s, args.batch, args.seq, device)).loss
+            loss.backward()
+            opt.step()
+            return loss.detach()
+
+        sec, losses = timed_loop(step, args.steps, args.warmup, device)
+        total += sec
+        curves.append([float(x) for x in losses])
+        del model, opt
+        torch.cuda.empty_cache() if device.type == "cuda" else None
+    return total, curves
+
+
+def batched_runs(runs, args, device) -> tuple[float, list[list[float]], dict]:
+    model = base_model(device)
+    layers = multi.attach(model, runs, rank=args.rank, alpha=args.rank, targets=TARGETS)
+    factors = {n: [(m.lora_A[k].detach().clone(), m.lora_B[k].detach().clone()) for k in range(len(runs))] for n, m in layers.items()}
+    model.train()
+    opt = torch.optim.AdamW(multi.param_groups(layers, runs))
+    loss_fn = multi.RunLosses(len(runs))
+
+    def step(s):
+        opt.zero_grad(set_to_none=True)
+        b = multi.stack_batches([batch(k, s, args.batch, args.seq, device) for k in range(len(runs))])
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss = loss_fn(model, b)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    sec, _ = timed_loop(step, args.steps, args.warmup, device)
+    curves = [[h[k] for h in loss_fn.history] for k in range(len(runs))]
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    del model, opt
+    return sec, curves, {"factors": factors, "peak_gib": peak}
+
+
+def matmul_rate(device) -> float | None:
+    if device.type != "cuda":
+        return None
+    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ a
+    torch.cuda.synchronize(device)
+    t0, n = time.perf_counter(), 50
+    for _ in range(n):
+        a @ a
+    torch.cuda.synchronize(device)
+    return 2 * 8192**3 * n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--seq", type=int, default=512)
+    ap.add_argument("--rank", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=20, help="timed steps per run (after --warmup)")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    lrs = [1e-4 * 30 ** (k / max(1, args.runs - 1)) for k in range(args.runs)]
+    runs = [multi.Run("init_a", lr, seed=k) for k, lr in enumerate(lrs)]
+    tokens = args.batch * args.seq * args.steps  # per run, timed part
+
+    one_b, _, _ = batched_runs(runs[:1], args, device)
+    b_sec, b_curves, extra = batched_runs(runs, args, device)
+    one_s, _ = stock_runs(runs[:1], {n: v[:1] for n, v in extra["factors"].items()}, args, device)
+    s_sec, s_curves = stock_runs(runs, extra["factors"], args, device)
+    n_base = sum(p.numel() for p in base_model(device).parameters())
+    rate = matmul_rate(device)
+    rel = [abs(a - b) / abs(b) for ca, cb in zip(b_curves, s_curves) for a, b in zip(ca, cb) if a is not None]
+    final = [{"lr": r.lr, "batched": cb[-1], "stock": cs[-1]} for r, cb, cs in zip(runs, b_curves, s_curves)]
+    res = {
+        "provenance": io.provenance(), "config": vars(args) | {"out": str(args.out), "lrs": lrs, "model": "SmolLM2-135M shape, random bf16"},
+        "stock_sequential_tokens_per_s": len(runs) * tokens / s_sec,
+        "batched_tokens_per_s": len(runs) * tokens / b_sec,
+        "speedup_batched_vs_stock": s_sec / b_sec,
+        "single_run": {"stock_tokens_per_s": tokens / one_s, "lorainit_multi_k1_tokens_per_s": tokens / one_b,
+                       "ratio": one_s / one_b},
+        "mfu": None if rate is None else {"matmul_bf16_tflops": rate / 1e12, "stock_single": 4 * n_base * tokens / one_s / rate,
+                                          "batched": 4 * n_base * len(runs) * tokens / b_sec / rate, "base_params": n_base},
+        "loss_agreement": {"median_rel_diff": sorted(rel)[len(rel) // 2], "max_rel_diff": max(rel), "final": final},
+        "batched_peak_gib": extra["peak_gib"],
+    }
+    print(f"{len(runs)} runs: batched {res['batched_tokens_per_s']:.0f} tok/s vs stock sequential "
+          f"{res['stock_sequential_tokens_per_s']:.0f} tok/s = {res['speedup_batched_vs_stock']:.2f}x; single run "
+          f"{res['single_run']['ratio']:.2f}x; loss rel diff median {res['loss_agreement']['median_rel_diff']:.2e} "
+          f"max {res['loss_agreement']['max_rel_diff']:.2e}; mfu {res['mfu']}")
+    if args.out:
+        io.write_json(args.out, res)
+
+
+if __name__ == "__main__":
+    main()

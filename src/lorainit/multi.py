@@ -1,0 +1,149 @@
+r"""K LoRA fine-tunes of one frozen base model in one process and one forward/backward per step.
+
+Every target ``nn.Linear`` (W: out x in) becomes a ``MultiLoRALinear`` holding K adapters
+(``lora_A[k]``: r x in, ``lora_B[k]``: out x r, scaling s_k). A step's input is the K runs' own
+micro-batches stacked along the batch dimension (run k owns rows k*b .. (k+1)*b - 1); the frozen base
+computes x W^T for all rows in one GEMM and each run adds its own update (LoRA, Hu et al. 2021, eq. 3):
+
+    y_k = x_k W^T + s_k (x_k A_k^T) B_k^T          (two batched matmuls over k)
+
+Rows never mix (attention and normalization act within a sequence), so run k's loss depends on its
+own adapter and data only, and the sum of the runs' losses gives each adapter exactly its own gradient.
+Each run has its own AdamW parameter groups (its LR; lr x LoRA+ ratio for lora_B), so the optimizer
+arithmetic is that of K separate runs; all runs share the schedule's shape (steps, warmup). The loop is
+``lorainit.train``. A run whose loss turns non-finite or exceeds ``diverge_factor`` x its first loss is
+dropped from the sum (its rows still compute; its values are recorded as diverged).
+
+Inits come from the registry exactly as ``lorainit.apply`` draws them (same generator per layer), so a
+run here starts where the same run through PEFT would. Data-dependent and residual schemes (which
+change the shared base) are refused: run those one at a time.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import inits
+from .seeding import generator
+
+
+@dataclass(frozen=True)
+class Run:
+    """One of the K runs: its init scheme, learning rate, seed and LoRA+ ratio."""
+
+    init: str
+    lr: float
+    seed: int = 0
+    loraplus_ratio: float = 1.0
+
+
+class MultiLoRALinear(nn.Module):
+    """A frozen linear layer with K LoRA adapters, one per run, applied to the run's rows of the input."""
+
+    def __init__(self, base: nn.Linear, A: list[torch.Tensor], B: list[torch.Tensor], scaling: float):
+        super().__init__()
+        self.base = base
+        self.lora_A = nn.ParameterList([nn.Parameter(a.detach().clone().float()) for a in A])  # K x (r, in)
+        self.lora_B = nn.ParameterList([nn.Parameter(b.detach().clone().float()) for b in B])  # K x (out, r)
+        self.scaling = scaling
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.base(x)
+        K = len(self.lora_A)
+        xs = x.reshape(K, -1, x.shape[-1])  # (K, rows_k, in): run k's rows
+        dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else xs.dtype
+        A = torch.stack(list(self.lora_A)).to(dtype)  # (K, r, in)
+        B = torch.stack(list(self.lora_B)).to(dtype)  # (K, out, r)
+        d = torch.bmm(torch.bmm(xs.to(dtype), A.transpose(1, 2)), B.transpose(1, 2))  # (K, rows_k, out)
+        return y + (d * self.scaling).reshape(y.shape).to(y.dtype)
+
+
+def targets_of(model: nn.Module, targets: list[str]) -> dict[str, nn.Linear]:
+    """The model's linear layers whose last name component is in ``targets`` (PEFT's suffix matching)."""
+    found = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear) and n.split(".")[-1] in targets}
+    if not found:
+        raise ValueError(f"no linear layer named {', '.join(targets)} in the model: check the target module names")
+    return found
+
+
+def attach(model: nn.Module, runs: list[Run], *, rank: int, alpha: float, targets: list[str],
+           use_rslora: bool = False) -> dict[str, MultiLoRALinear]:
+    """Replace each target layer of ``model`` (in place) by a ``MultiLoRALinear`` with one adapter per run;
+    returns them by module name. The base's parameters are frozen."""
+    entries = [inits.entry(r.init) for r in runs]
+    for r, e in zip(runs, entries):
+        if e.needs or e.residual:
+            raise ValueError(f"init {r.init!r} {'needs ' + ', '.join(e.needs) if e.needs else 'changes the base weight'}: "
+                             "batched runs share one frozen base; run it on its own (lorainit finetune)")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    scaling = alpha / math.sqrt(rank) if use_rslora else alpha / rank
+    layers = {}
+    for name, base in targets_of(model, targets).items():
+        W = base.weight.detach()  # (out, in)
+        if rank > min(W.shape):
+            raise ValueError(f"rank {rank} exceeds min(out, in) = {min(W.shape)} of layer {name}")
+        peft_name = f"base_model.model.{name}"  # the name lorainit.apply seeds PEFT's layer with
+        fs = []
+        for r, e in zip(runs, entries):
+            kw = {"scaling": scaling} if "scaling" in inspect.signature(e.fn).parameters else {}
+            fs.append(e.fn(W.float(), rank, generator=generator("apply", r.seed, r.init, peft_name), **kw))
+        layer = MultiLoRALinear(base, [f.A for f in fs], [f.B for f in fs], scaling).to(W.device)
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, layer)
+        layers[name] = layer
+    return layers
+
+
+def param_groups(layers: dict[str, MultiLoRALinear], runs: list[Run]) -> list[dict]:
+    """Two AdamW groups per run: its lora_A tensors at lr, its lora_B tensors at lr x loraplus_ratio."""
+    groups = []
+    for k, r in enumerate(runs):
+        for kind, lr in (("lora_A", r.lr), ("lora_B", r.lr * r.loraplus_ratio)):
+            params = [getattr(m, kind)[k] for m in layers.values()]
+            groups.append({"params": params, "names": [f"run{k}.{n}.{kind}" for n in layers], "lr": lr, "base_lr": lr})
+    return groups
+
+
+def stack_batches(batches: list[dict]) -> dict:
+    """The K runs' micro-batches (each (b, T) tensors) as one (K b, T) batch, run k's rows k*b..(k+1)*b-1."""
+    return {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
+
+
+class RunLosses:
+    """Loss of K stacked runs for a causal LM: each run's mean next-token cross-entropy over its tokens
+    (labels -100 ignored, as transformers computes it), summed over the live runs. Per-run losses of
+    every step are kept in ``history``; a run whose loss is non-finite or above ``diverge_factor`` x its
+    first loss is marked dead (``diverged_step``, ``reason``) and leaves the sum."""
+
+    def __init__(self, K: int, diverge_factor: float = 1e3):
+        self.K, self.factor = K, diverge_factor
+        self.history: list[list[float]] = []
+        self.first: list[float | None] = [None] * K
+        self.diverged_step: list[int | None] = [None] * K
+        self.reason: list[str | None] = [None] * K
+
+    def __call__(self, model, batch) -> torch.Tensor:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits  # (K b, T, V)
+        labels = batch["labels"][:, 1:]
+        per_tok = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels.flatten(), reduction="none", ignore_index=-100)
+        per_tok = per_tok.view(self.K, -1)  # (K, b (T-1))
+        counts = (labels != -100).view(self.K, -1).sum(1).clamp(min=1)
+        losses = per_tok.sum(1) / counts  # (K,)
+        values = losses.detach().tolist()
+        step = len(self.history)
+        for k, v in enumerate(values):
+            if self.diverged_step[k] is not None:
+                continue
+            self.first[k] = v if self.first[k] is None else self.first[k]
+            why = "non-finite loss" if not math.isfinite(v) else "loss exploded" if v > self.factor * self.first[k] else None
+            if why:
+                self.diverged_step[k], self.reason[k] = step, why
+        self.history.append([None if d is not None else v for d, v in zip(self.diverged_step, values)])
+        alive = torch.tensor([d is None for d in self.diverged_step], device=losses.device)
+        return torch.where(alive, losses, torch.zeros_like(losses)).sum()
