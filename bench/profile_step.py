@@ -1,0 +1,67 @@
+"""Where a training step's GPU time goes: torch.profiler over a few steps of the batched multi-run path
+(K runs) or of one stock-PEFT run, same model and batch as bench/multi_run.py; prints the top kernels.
+
+    python bench/profile_step.py --mode batched --runs 8
+    python bench/profile_step.py --mode stock
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import multi_run  # noqa: E402
+
+from lorainit import multi  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mode", choices=["batched", "stock"], default="batched")
+    ap.add_argument("--runs", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--seq", type=int, default=512)
+    ap.add_argument("--rank", type=int, default=16)
+    ap.add_argument("--rows", type=int, default=25)
+    args = ap.parse_args()
+    device = torch.device("cuda")
+    K = args.runs if args.mode == "batched" else 1
+    runs = [multi.Run("init_a", 1e-4, seed=k) for k in range(K)]
+    model = multi_run.base_model(device)
+    if args.mode == "batched":
+        layers = multi.attach(model, runs, rank=args.rank, alpha=args.rank, targets=multi_run.TARGETS)
+        opt = torch.optim.AdamW(multi.param_groups(layers, runs))
+        loss_fn = multi.RunLosses(K)
+    else:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=args.rank, lora_alpha=args.rank, target_modules=multi_run.TARGETS))
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+        loss_fn = lambda m, b: m(**b).loss  # noqa: E731
+    model.train()
+
+    def step(s):
+        opt.zero_grad(set_to_none=True)
+        b = multi.stack_batches([multi_run.batch(k, s, args.batch, args.seq, device) for k in range(K)])
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = loss_fn(model, b)
+        loss.backward()
+        opt.step()
+
+    for s in range(3):
+        step(s)
+    torch.cuda.synchronize()
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for s in range(3, 6):
+            step(s)
+        torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=args.rows, max_name_column_width=60))
+
+
+if __name__ == "__main__":
+    main()
