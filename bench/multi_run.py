@@ -89,9 +89,11 @@ def stock_runs(runs, factors, args, device) -> tuple[float, list[list[float]]]:
     return total, curves
 
 
-def batched_runs(runs, args, device) -> tuple[float, list[list[float]], dict]:
+def batched_runs(runs, args, device, compile_: bool = False) -> tuple[float, list[list[float]], dict]:
     model = base_model(device)
     layers = multi.attach(model, runs, rank=args.rank, alpha=args.rank, targets=TARGETS)
+    if compile_:  # the decoder stack under torch.compile (fuses the elementwise ops, fewer launches)
+        model.model = torch.compile(model.model)
     factors = {n: [(m.lora_A[k].detach().clone(), m.lora_B[k].detach().clone()) for k in range(len(runs))] for n, m in layers.items()}
     model.train()
     opt = torch.optim.AdamW(multi.param_groups(layers, runs))
@@ -135,6 +137,7 @@ def main() -> None:
     ap.add_argument("--rank", type=int, default=16)
     ap.add_argument("--steps", type=int, default=20, help="timed steps per run (after --warmup)")
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--compile", action="store_true", help="also time the batched path with the decoder under torch.compile")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -144,6 +147,13 @@ def main() -> None:
 
     one_b, _, _ = batched_runs(runs[:1], args, device)
     b_sec, b_curves, extra = batched_runs(runs, args, device)
+    compiled = None
+    if args.compile:
+        t0 = time.perf_counter()
+        c_sec, c_curves, c_extra = batched_runs(runs, args, device, compile_=True)
+        c_rel = [abs(a - b) / abs(b) for ca, cb in zip(c_curves, b_curves) for a, b in zip(ca, cb) if a is not None and b is not None]
+        compiled = {"tokens_per_s": len(runs) * args.batch * args.seq * args.steps / c_sec, "wall_s_incl_compile": time.perf_counter() - t0,
+                    "peak_gib": c_extra["peak_gib"], "median_rel_diff_vs_eager": sorted(c_rel)[len(c_rel) // 2]}
     one_s, _ = stock_runs(runs[:1], {n: v[:1] for n, v in extra["factors"].items()}, args, device)
     s_sec, s_curves = stock_runs(runs, extra["factors"], args, device)
     n_base = sum(p.numel() for p in base_model(device).parameters())
@@ -161,11 +171,14 @@ def main() -> None:
                                           "batched": 4 * n_base * len(runs) * tokens / b_sec / rate, "base_params": n_base},
         "loss_agreement": {"median_rel_diff": sorted(rel)[len(rel) // 2], "max_rel_diff": max(rel), "final": final},
         "batched_peak_gib": extra["peak_gib"],
+        "batched_compiled": compiled,
     }
+    if compiled:
+        res["speedup_batched_compiled_vs_stock"] = compiled["tokens_per_s"] / res["stock_sequential_tokens_per_s"]
     print(f"{len(runs)} runs: batched {res['batched_tokens_per_s']:.0f} tok/s vs stock sequential "
           f"{res['stock_sequential_tokens_per_s']:.0f} tok/s = {res['speedup_batched_vs_stock']:.2f}x; single run "
           f"{res['single_run']['ratio']:.2f}x; loss rel diff median {res['loss_agreement']['median_rel_diff']:.2e} "
-          f"max {res['loss_agreement']['max_rel_diff']:.2e}; mfu {res['mfu']}")
+          f"max {res['loss_agreement']['max_rel_diff']:.2e}; mfu {res['mfu']}; compiled {compiled}")
     if args.out:
         io.write_json(args.out, res)
 

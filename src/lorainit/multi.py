@@ -57,11 +57,11 @@ class MultiLoRALinear(nn.Module):
         y = self.base(x)
         K = len(self.lora_A)
         xs = x.reshape(K, -1, x.shape[-1])  # (K, rows_k, in): run k's rows
-        dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else xs.dtype
-        A = torch.stack(list(self.lora_A)).to(dtype)  # (K, r, in)
-        B = torch.stack(list(self.lora_B)).to(dtype)  # (K, out, r)
-        d = torch.bmm(torch.bmm(xs.to(dtype), A.transpose(1, 2)), B.transpose(1, 2))  # (K, rows_k, out)
-        return y + (d * self.scaling).reshape(y.shape).to(y.dtype)
+        A = torch.stack(list(self.lora_A)).to(y.dtype)  # (K, r, in)
+        B = torch.stack(list(self.lora_B)).to(y.dtype)  # (K, out, r)
+        xa = torch.bmm(xs.to(y.dtype), A.transpose(1, 2))  # (K, rows_k, r)
+        # y_k + s (x_k A_k^T) B_k^T in one batched GEMM with the base output as its addend
+        return torch.baddbmm(y.reshape(K, -1, y.shape[-1]), xa, B.transpose(1, 2), alpha=self.scaling).reshape(y.shape)
 
 
 def targets_of(model: nn.Module, targets: list[str]) -> dict[str, nn.Linear]:
