@@ -41,10 +41,34 @@ def init_rows(d: dict) -> list[str]:
     return rows
 
 
+def multi_rows(d: dict) -> list[str]:
+    prov, c = d["provenance"], d["config"]
+    comp = d.get("batched_compiled")
+    rows = [f"Real-model sweep step: {c['runs']} LoRA runs (LRs {c['lrs'][0]:.0e}..{c['lrs'][-1]:.0e}) on {c['model']}, r={c['rank']} "
+            f"all projections, batch {c['batch']} x {c['seq']} per run, {c['steps']} timed steps ({prov['device']}, "
+            f"{prov['date'][:10]}, commit {(prov['commit'] or '?')[:10]}):", "",
+            "| path | adapter tokens/s | vs stock sequential | MFU |", "|---|---:|---:|---:|",
+            f"| stock PEFT, {c['runs']} runs one after another | {d['stock_sequential_tokens_per_s']:,.0f} | 1.00x | "
+            f"{100 * d['mfu']['stock_single']:.1f}% |",
+            f"| lorainit.multi, {c['runs']} runs in one pass | {d['batched_tokens_per_s']:,.0f} | **{d['speedup_batched_vs_stock']:.2f}x** | "
+            f"{100 * d['mfu']['batched']:.1f}% |"]
+    if comp:
+        rows.append(f"| ... with the decoder under torch.compile | {comp['tokens_per_s']:,.0f} | {d['speedup_batched_compiled_vs_stock']:.2f}x | |")
+    s1 = d["single_run"]
+    rows += ["", f"One run: lorainit.multi (K=1) {s1['lorainit_multi_k1_tokens_per_s']:,.0f} vs stock PEFT {s1['stock_tokens_per_s']:,.0f} "
+                 f"tokens/s ({s1['ratio']:.2f}x). Loss curves batched vs stock: median relative difference "
+                 f"{d['loss_agreement']['median_rel_diff']:.1e}, max {d['loss_agreement']['max_rel_diff']:.1e} (bf16). "
+                 f"MFU = 4 x base parameters x tokens/s over the measured bf16 matmul rate ({d['mfu']['matmul_bf16_tflops']:.0f} TFLOP/s)."]
+    return rows
+
+
 def main() -> None:
     root = Path(__file__).resolve().parent / "results"
     for path in sorted(root.glob("toy_batched_*.json")):
         print("\n".join(toy_rows(json.loads(path.read_text()))))
+        print()
+    for path in sorted(root.glob("multi_run_h100.json")):
+        print("\n".join(multi_rows(json.loads(path.read_text()))))
         print()
     for path in sorted(root.glob("init_cost_*.json")):
         print("\n".join(init_rows(json.loads(path.read_text()))))

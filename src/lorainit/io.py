@@ -93,8 +93,8 @@ def provenance() -> dict:
         dirty = bool(subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5).stdout.strip())
     except (OSError, subprocess.SubprocessError):
         commit, dirty = "", False
-    if not commit:  # a copied tree without .git (e.g. the GPU machine): the caller may say which commit it is
-        commit = os.environ.get("LORAINIT_COMMIT", "")
+    if os.environ.get("LORAINIT_COMMIT"):  # a copied tree (the GPU machine's may carry a stale .git): the caller says
+        commit, dirty = os.environ["LORAINIT_COMMIT"], False
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
