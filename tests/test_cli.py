@@ -115,7 +115,7 @@ SWEEP = ["sweep", "--widths", "16", "--rank", "2", "--steps", "4", "--teacher-wi
     (["--experiment", "tooy"], "unknown experiment 'tooy'"),
     (["--storage", "postgresql://me:s3cret@127.0.0.1:1/db"], "cannot open storage postgresql://me:***@127.0.0.1:1/db"),
     (["--storage", "redis://h"], "unsupported storage 'redis://h'"),
-    (["--batch", "0"], "batch must be a positive integer"),
+    (["--batch", "-1"], "batch must be a positive integer"),
     (["--rank", "64"], "rank 64 exceeds the smallest width 16"),
 ])
 def test_sweep_bad_input_one_line_nothing_written(tmp_path, args, message):

@@ -2,6 +2,8 @@
 run folder, the validation metric as the trial value, test beside it, a diverging LR recorded as such."""
 import dataclasses
 
+import pytest
+
 from lorainit.experiments import finetune
 from lorainit.sweeps import report, worker
 from lorainit.sweeps.store import Store
@@ -29,3 +31,28 @@ def test_finetune_sweep_records_val_test_and_divergence(tmp_path):
     again = worker.run(worker.SweepConfig(experiment="finetune", inits=("init_a",), lrs=(1e-3, 1e9), seeds=1),
                        dataclasses.replace(TINY), tmp_path, progress=False)
     assert again["ran"] == 0
+
+
+LM = finetune.FinetuneConfig(model="smollm2-135m", task="wiki", steps=4, batch_size=2, seq_len=32, eval_every=2,
+                             checkpoint_every=2, max_train=16, max_eval=4, rank=4, device="cpu", targets=("q_proj", "v_proj"))
+
+
+def test_lm_points_train_batched_and_equal_one_at_a_time(tmp_path):
+    grid = dict(experiment="finetune", inits=("init_a", "init_b"), lrs=(1e-3, 1e9), seeds=1)
+    worker.run(worker.SweepConfig(**grid, batch=8), LM, tmp_path / "batched", progress=False)
+    worker.run(worker.SweepConfig(**grid, batch=1), LM, tmp_path / "single", progress=False)
+    recs = {}
+    for name in ("batched", "single"):
+        st = Store(f"sqlite:///{tmp_path / name / 'study.db'}", "sweep")
+        st.load()
+        recs[name] = {(r["init"], r["lr"]): r for r in st.records()}
+    assert all(r.get("batched_with") == 4 for r in recs["batched"].values())
+    for key, one in recs["single"].items():
+        many = recs["batched"][key]
+        assert many["state"] == one["state"], key
+        if one["state"] == "COMPLETE":
+            assert many["value"] == pytest.approx(one["value"], rel=1e-4)
+            assert many["test"] == pytest.approx(one["test"], rel=1e-4)
+            assert [h["step"] for h in many["val_history"]] == [h["step"] for h in one["val_history"]] == [0, 2, 4]
+        else:
+            assert key[1] == 1e9 and many["diverged_step"] == one["diverged_step"] and many["reason"] == one["reason"]

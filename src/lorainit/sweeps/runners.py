@@ -41,7 +41,7 @@ class Toy:
     replaced = ("inits", "lrs", "seeds", "widths")  # the grid's dimensions carry these
     from_config = ("widths",)  # ...but this one comes from the experiment's flags
     validate = staticmethod(toy.validate)
-    defaults = {"inits": ("init_a", "init_b"), "lrs": toy.ToyConfig.lrs, "seeds": 2}
+    defaults = {"inits": ("init_a", "init_b"), "lrs": toy.ToyConfig.lrs, "seeds": 2, "batch": 64}
 
     def dims(self, cfg) -> dict:
         return {"width": list(cfg.widths)}
@@ -93,7 +93,7 @@ class MF:
     replaced = ("inits", "lr", "seeds", "modes")
     from_config = ("modes",)
     validate = staticmethod(mf.validate)
-    defaults = {"inits": ("gaussian", "orthogonal", "hrp", "target"), "lrs": tuple(0.0125 * 2**k for k in range(6)), "seeds": 3}
+    defaults = {"inits": ("gaussian", "orthogonal", "hrp", "target"), "lrs": tuple(0.0125 * 2**k for k in range(6)), "seeds": 3, "batch": 64}
 
     def dims(self, cfg) -> dict:
         return {"mode": list(cfg.modes)}
@@ -130,13 +130,15 @@ class MF:
 
 
 class Finetune:
-    """A real fine-tune (``lorainit finetune``); value: the final validation metric, test reported beside it."""
+    """A real fine-tune (``lorainit finetune``); value: the final validation metric, test reported beside it.
+    Claimed points of a language-modelling task with data-free, base-preserving inits train together on one
+    frozen base (``experiments.finetune_multi``); other points run one at a time, each in its own run folder."""
 
     config = finetune.FinetuneConfig
     replaced = ("init", "lr", "seed")
     from_config = ()
     validate = staticmethod(finetune.validate)
-    defaults = {"inits": ("init_a", "init_b"), "lrs": tuple(1e-5 * 300 ** (k / 9) for k in range(10)), "seeds": 1}
+    defaults = {"inits": ("init_a", "init_b"), "lrs": tuple(1e-5 * 300 ** (k / 9) for k in range(10)), "seeds": 1, "batch": 8}
 
     def dims(self, cfg) -> dict:
         return {}
@@ -148,30 +150,48 @@ class Finetune:
         return name, "minimize" if name == "perplexity" else "maximize"
 
     def batch_key(self, point: dict):
-        return json.dumps(point, sort_keys=True)  # one run at a time
+        from ..experiments.finetune_multi import batchable
+
+        # data-free, base-preserving inits can share one frozen base; the rest run one at a time
+        return "shared-base" if batchable(point["init"]) else json.dumps(point, sort_keys=True)
 
     def run(self, cfg, points: list[dict], out: Path) -> list[tuple]:
+        from .. import data
+
+        if len(points) > 1 and data.load(cfg.task).kind == "lm":
+            return self._batched(cfg, points, out)
+        return [self._one(cfg, p, out) for p in points]
+
+    def _batched(self, cfg, points: list[dict], out: Path) -> list[tuple]:
+        import hashlib
+
+        from ..experiments import finetune_multi
+
+        tag = hashlib.sha256(json.dumps(points, sort_keys=True).encode()).hexdigest()[:12]
+        folder = Path(out) / "trials" / f"batch-{tag}"
+        results = finetune_multi.run(cfg, points, folder)
+        return [(None if r["diverged_step"] is not None else r["val_perplexity"], {
+            "test": r["test_perplexity"], "val_history": r["val_history"], "diverged_step": r["diverged_step"],
+            "reason": r["reason"], "seconds": r["seconds"], "batched_with": len(points), "run": str(folder)}) for r in results]
+
+    def _one(self, cfg, p: dict, out: Path) -> tuple:
         from ..experiments import finetune_run
 
         metric, _ = self.metric(cfg)
-        outcomes = []
-        for p in points:
-            c = dataclasses.replace(cfg, init=p["init"], lr=p["lr"], seed=p["seed"])
-            folder = Path(out) / "trials" / slug(p)
-            try:
-                card = finetune_run.run(c, folder, progress=False)
-            except FloatingPointError as e:
-                logged = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines() if line]
-                div = next((r for r in reversed(logged) if r.get("diverged")), {})
-                outcomes.append((None, {"diverged_step": div.get("step"), "reason": div.get("reason", str(e)), "run": str(folder)}))
-                continue
-            m = card["metrics"]
-            outcomes.append((m["final"][f"val_{metric}"], {
-                "test": m["final"].get(f"test_{metric}"), "base_test": m["base_test"].get(f"test_{metric}"),
-                "val_history": [{"step": r["step"], "val": r.get(f"val_{metric}")} for r in m["val_history"]],
-                "tokens_per_second": card["timing"]["tokens_per_second"], "seconds": card["timing"]["seconds"],
-                "diverged_step": None, "reason": None, "run": str(folder)}))
-        return outcomes
+        c = dataclasses.replace(cfg, init=p["init"], lr=p["lr"], seed=p["seed"])
+        folder = Path(out) / "trials" / slug(p)
+        try:
+            card = finetune_run.run(c, folder, progress=False)
+        except FloatingPointError as e:
+            logged = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines() if line]
+            div = next((r for r in reversed(logged) if r.get("diverged")), {})
+            return None, {"diverged_step": div.get("step"), "reason": div.get("reason", str(e)), "run": str(folder)}
+        m = card["metrics"]
+        return m["final"][f"val_{metric}"], {
+            "test": m["final"].get(f"test_{metric}"), "base_test": m["base_test"].get(f"test_{metric}"),
+            "val_history": [{"step": r["step"], "val": r.get(f"val_{metric}")} for r in m["val_history"]],
+            "tokens_per_second": card["timing"]["tokens_per_second"], "seconds": card["timing"]["seconds"],
+            "diverged_step": None, "reason": None, "run": str(folder)}
 
 
 def slug(point: dict) -> str:

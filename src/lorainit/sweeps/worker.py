@@ -36,8 +36,9 @@ class SweepConfig:
     """study name inside the storage"""
     storage: str = ""
     """Optuna storage URL: sqlite:///PATH or postgresql://USER[:PASSWORD]@HOST/DB (default: sqlite:///OUT/study.db)"""
-    batch: int = 64
-    """points a worker claims and trains together where the experiment batches (toy: one width, mf: one mode)"""
+    batch: int = 0
+    """points a worker claims and trains together where the experiment batches (toy: one width, mf: one mode,
+    finetune: LM tasks with data-free inits); 0: the experiment's default (toy/mf 64, finetune 8)"""
     max_trials: int = 0
     """stop this worker after this many points (0: run until the study is finished)"""
     heartbeat: float = 10.0
@@ -67,9 +68,8 @@ def grid_for(sweep: SweepConfig, cfg) -> Grid:
 def validate(sweep: SweepConfig) -> None:
     if sweep.experiment not in runners.RUNNERS:
         raise ValueError(f"unknown experiment {sweep.experiment!r}; choose one of {', '.join(runners.RUNNERS)}")
-    for name in ("batch",):
-        if getattr(sweep, name) <= 0:
-            raise ValueError(f"{name} must be a positive integer; got {getattr(sweep, name)}")
+    if sweep.batch < 0:
+        raise ValueError(f"batch must be a positive integer (or 0: the experiment's default); got {sweep.batch}")
     if sweep.max_trials < 0 or not sweep.heartbeat > 0 or not sweep.grace > sweep.heartbeat:
         raise ValueError("need max_trials >= 0, heartbeat > 0 and grace > heartbeat")
 
@@ -87,7 +87,8 @@ def run(sweep: SweepConfig, cfg, out: Path, *, progress: bool = True) -> dict:
     done, _, total = store.progress()
     bar = tqdm(total=total, initial=done, desc=f"sweep {sweep.experiment}", unit="trial", disable=not progress)
     ran, lost, diverged = 0, 0, 0
-    limit = sweep.batch if not sweep.max_trials else min(sweep.batch, sweep.max_trials)
+    batch = sweep.batch or runner.defaults["batch"]
+    limit = batch if not sweep.max_trials else min(batch, sweep.max_trials)
     while not sweep.max_trials or ran < sweep.max_trials:
         claims = store.claim(min(limit, sweep.max_trials - ran) if sweep.max_trials else limit, runner.batch_key)
         if not claims:
