@@ -148,3 +148,19 @@ def test_sweep_help_lists_the_experiments_flags():
     r = lorainit("sweep", "--experiment", "mf", "--help")
     assert r.returncode == 0 and "mf experiment" in r.stdout and "--preheat-rank" in r.stdout and "--modes" in r.stdout
     assert "--lr " not in r.stdout  # the grid's --lrs replaces mf's single --lr
+
+
+def test_report_of_a_copied_sweep_folder_uses_its_own_database(tmp_path):
+    import shutil
+
+    out = tmp_path / "s"
+    assert lorainit(*SWEEP, "--out", str(out)).returncode == 0
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(out, moved)
+    shutil.rmtree(out)  # sweep.json still names the original path
+    r = lorainit("report", str(moved))
+    assert r.returncode == 0, r.stderr
+    assert not out.exists()  # nothing created at the recorded path
+    (moved / "study.db").unlink()
+    r = lorainit("report", str(moved))
+    assert r.returncode == 2 and "no study database at" in r.stderr and not out.exists()

@@ -229,12 +229,13 @@ def _report(argv: list[str]) -> int:
     args = p.parse_args(argv)
     try:
         meta = io.read_json(args.study / "sweep.json") if (args.study / "sweep.json").exists() else {}
-        url = args.storage or meta.get("storage") or f"sqlite:///{args.study / 'study.db'}"
+        local = args.study / "study.db"  # a copied sweep folder: its own database, wherever it was made
+        url = args.storage or (f"sqlite:///{local}" if local.exists() else meta.get("storage")) or f"sqlite:///{local}"
         if not args.storage and not meta and not (args.study / "study.db").exists():
             raise ValueError(f"{args.study} is not a sweep folder (no sweep.json or study.db); give the folder 'lorainit sweep --out' wrote")
         if "***" in url:
             raise ValueError(f"the storage password is not stored in {args.study / 'sweep.json'}; pass --storage with it")
-        st = store.Store(url, args.study_name or meta.get("study", "sweep"))
+        st = store.Store(url, args.study_name or meta.get("study", "sweep"), must_exist=True)
         st.load()
         out = args.out or args.study
         summary = report.write(st, out)

@@ -96,7 +96,7 @@ class Claim:
 
 
 class Store:
-    def __init__(self, url: str, study: str, *, heartbeat: float = 10.0, grace: float = 120.0):
+    def __init__(self, url: str, study: str, *, heartbeat: float = 10.0, grace: float = 120.0, must_exist: bool = False):
         import optuna
         import sqlalchemy
 
@@ -112,6 +112,8 @@ class Store:
             path = url.split(":///", 1)[1] if ":///" in url else ""
             if not path or path.startswith(":memory:"):
                 raise ValueError(f"storage {self.shown!r} is not a file: write sqlite:///PATH/study.db")
+            if must_exist and not Path(path).exists():
+                raise ValueError(f"no study database at {path}; check the sweep folder or --storage")
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             self.lock_path = Path(path + ".lock")
             kwargs = {"connect_args": {"timeout": 120}}
