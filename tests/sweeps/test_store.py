@@ -10,7 +10,8 @@ import time
 import optuna
 import pytest
 
-from lorainit.sweeps.store import Grid, Heartbeat, Store, point_key, redact
+from lorainit.sweeps.liveness import Heartbeat
+from lorainit.sweeps.store import Grid, Store, point_key, redact
 
 GRID = Grid("toy", {"width": [8, 16], "seed": [0, 1], "init": ["init_a", "init_b"], "lr": [0.1, 0.01]}, {"steps": 3},
             "final loss", "minimize")

@@ -2,7 +2,8 @@
 of workers sharing one storage (SQLite file or PostgreSQL), resumable after a crash, and reported
 with each init at its own validation-selected learning rate.
 
-    store.py    the Optuna study: grid signature, claiming under a lock, heartbeats, stale trials
+    store.py    the Optuna study: grid signature, claiming under a lock, stale trials re-queued
+    liveness.py who holds a trial: host identity, pid checks, the heartbeat thread
     runners.py  what a trial runs for each experiment (toy, mf, finetune), batched where it can be
     worker.py   ``lorainit sweep``: the claim / run / tell loop
     report.py   ``lorainit report``: tables, CSV/JSON exports; figures in report_plots.py

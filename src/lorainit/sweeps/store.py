@@ -25,34 +25,15 @@ import hashlib
 import itertools
 import json
 import os
-import socket
-import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..io import _clean
+from .liveness import host_id, pid_alive
 
 DONE_STATES = ("COMPLETE", "PRUNED")
-
-
-def host_id() -> str:
-    try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        boot = ""
-    return f"{socket.gethostname()}/{boot}"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def point_key(point: dict) -> str:
@@ -213,7 +194,7 @@ class Store:
         if w is None:
             return "claimed with no owner recorded (the claiming worker died)"
         if w["host"] == self.host:
-            return None if _pid_alive(w["pid"]) else f"worker pid {w['pid']} on this host is gone"
+            return None if pid_alive(w["pid"]) else f"worker pid {w['pid']} on this host is gone"
         quiet = now - t.user_attrs.get("heartbeat", 0.0)
         return f"no heartbeat for {quiet:.0f} s from {w['host'].split('/')[0]}" if quiet > self.grace else None
 
@@ -303,35 +284,3 @@ class Store:
             point = json.loads(attrs.pop("point", "{}"))
             out.append({"number": t.number, "state": t.state.name, **point, "value": t.value, **attrs})
         return out
-
-
-class Heartbeat:
-    """Refresh the ``heartbeat`` attribute of claimed trials every ``every`` seconds, in a thread."""
-
-    def __init__(self, store: Store, claims: list[Claim], every: float):
-        self.store, self.ids, self.every = store, [c.trial_id for c in claims], every
-        self.lost: set[int] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        from optuna.exceptions import UpdateFinishedTrialError
-
-        while not self._stop.wait(self.every):
-            for i in self.ids:
-                if i in self.lost:
-                    continue
-                try:
-                    self.store.storage.set_trial_user_attr(i, "heartbeat", time.time())
-                except UpdateFinishedTrialError:  # declared lost and finished by another worker
-                    self.lost.add(i)
-                except Exception:  # noqa: BLE001 - the store is unreachable for now: try again next beat
-                    pass
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()

@@ -17,7 +17,8 @@ from tqdm.auto import tqdm
 
 from .. import inits, io
 from . import runners
-from .store import Grid, Heartbeat, Store
+from .liveness import Heartbeat
+from .store import Grid, Store
 
 
 @dataclass(frozen=True)
