@@ -198,3 +198,29 @@ def test_load_checks_the_base_and_round_trips(tmp_path):
         apply.load(shallow, tmp_path / "ad")
     with pytest.raises(ValueError, match="is not a saved adapter"):
         apply.load(tiny_llama(), tmp_path)
+
+
+def test_activation_scatter_shares_one_matrix_per_input_and_equals_the_direct_scatter():
+    from lorainit import stats
+
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    model = apply.apply(tiny_llama(), "init_a", rank=4, targets=targets).model
+    layers = apply.lora_layers(model)
+    data = batches(3)
+    R = stats.activation_scatter(model, layers, data)
+    seen = {n: [] for n in layers}
+    hooks = [layers[n].get_base_layer().register_forward_pre_hook(lambda m, a, n=n: seen[n].append(a[0].detach().double()))
+             for n in layers]
+    with torch.no_grad(), model.disable_adapter():
+        for b in data:
+            model(**b)
+    for h in hooks:
+        h.remove()
+    for n in layers:
+        x = torch.cat([t.reshape(-1, t.shape[-1]) for t in seen[n]])  # every input row the layer saw
+        xc = x - x.mean(0)
+        torch.testing.assert_close((R[n].double().T @ R[n].double()), xc.T @ xc, rtol=1e-4, atol=1e-4)
+    blk = "base_model.model.model.layers.0"
+    assert R[f"{blk}.self_attn.q_proj"] is R[f"{blk}.self_attn.k_proj"] is R[f"{blk}.self_attn.v_proj"]
+    assert R[f"{blk}.mlp.gate_proj"] is R[f"{blk}.mlp.up_proj"]
+    assert len({id(r) for r in R.values()}) == 4 * 2  # 4 distinct inputs per block, 2 blocks

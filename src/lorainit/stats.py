@@ -76,13 +76,25 @@ def gradients(model, layers: dict[str, nn.Module], data: Iterable, loss_fn: Loss
 
 
 def activation_scatter(model, layers: dict[str, nn.Module], data: Iterable, loss_fn: LossFn = default_loss) -> dict[str, Tensor]:
-    """Per layer, R (in x in) with R^T R = sum_i (x_i - mean)(x_i - mean)^T over every input row the layer saw."""
-    acc: dict[str, list] = {n: [0, None, None] for n in layers}  # count, sum (in,), second moment (in, in)
+    """Per layer, R (in x in) with R^T R = sum_i (x_i - mean)(x_i - mean)^T over every input row the layer saw.
+
+    Layers fed the very same input tensor (q/k/v, gate/up in a Llama block) share one accumulator and one
+    R: found on the first batch by tensor identity (each input is held until the batch ends, so no
+    address is reused), which cuts the float64 in x in matrices of a Llama block from 7 to 4."""
+    acc: dict[str, list] = {}  # owner layer -> [count, sum (in,), second moment (in, in)]
+    owner: dict[str, str] = {}  # layer -> the layer whose accumulator it shares (itself if first)
+    first_batch: dict[int, tuple[Tensor, str]] = {}  # id(input) -> (input, owner) during the first batch
 
     def hook(name):
         def record(_module, args):
+            if name not in owner:
+                held = first_batch.get(id(args[0]))
+                owner[name] = held[1] if held is not None and held[0] is args[0] else name
+                first_batch[id(args[0])] = (args[0], owner[name])
+            if owner[name] != name:
+                return
             x = args[0].detach().reshape(-1, args[0].shape[-1]).double()  # (tokens, in)
-            a = acc[name]
+            a = acc.setdefault(name, [0, None, None])
             a[0] += x.shape[0]
             a[1] = x.sum(0) if a[1] is None else a[1] + x.sum(0)
             a[2] = x.T @ x if a[2] is None else a[2] + x.T @ x
@@ -94,18 +106,22 @@ def activation_scatter(model, layers: dict[str, nn.Module], data: Iterable, loss
             seen = 0
             for batch in data:
                 loss_fn(model, batch)
+                first_batch.clear()
                 seen += 1
         if not seen:
             raise ValueError("no batches given: activation-based inits need at least one batch of training data")
     finally:
         for h in handles:
             h.remove()
-    out = {}
+    missing = [n for n in layers if n not in owner]
+    if missing:
+        raise ValueError(f"layer {missing[0]} saw no input in the given batches: is it used by the model's forward?")
+    R = {}
     for name, (n, s, m2) in acc.items():
         scatter = m2 - torch.outer(s, s) / n  # centred scatter matrix
         evals, evecs = torch.linalg.eigh(scatter)
-        out[name] = (evals.clamp_min(0).sqrt()[:, None] * evecs.T).float()  # R = diag(sqrt(l)) V^T
-    return out
+        R[name] = (evals.clamp_min(0).sqrt()[:, None] * evecs.T).float()  # R = diag(sqrt(l)) V^T
+    return {name: R[owner[name]] for name in layers}
 
 
 def preheat(model, layers: dict[str, nn.Module], data: Iterable, loss_fn: LossFn = default_loss, *, rank: int,
