@@ -110,16 +110,23 @@ def apply(model, scheme: str, *, rank: int | None = None, alpha: float | None = 
     initial = {}
     for name, kw in source:
         layer = layers[name]
-        call = dict(hyperparameters)
-        if _accepts(entry.fn, "scaling"):
-            call.setdefault("scaling", layer.scaling[adapter])
         W = stats.base_weight(layer).detach()
-        f = entry.fn(W, layer.r[adapter], generator=generator("apply", seed, scheme, name), **kw, **call)
+        f = draw(scheme, W, layer.r[adapter], seed=seed, layer=name, scaling=layer.scaling[adapter], **kw, **hyperparameters)
         _write(layer, adapter, f)
         layer.lora_A[adapter].weight.requires_grad_(not freeze_a)
         if f.residual is not None:
             initial[name] = Factors(A=f.A.detach().clone(), B=f.B.detach().clone())
     return Applied(model=peft_model, scheme=scheme, adapter=adapter, initial=initial)
+
+
+def draw(scheme: str, W: torch.Tensor, rank: int, *, seed: int, layer: str, scaling: float, **kw) -> Factors:
+    """One layer's initial factors: ``scheme(W, rank)`` with the generator seeded by (seed, scheme, PEFT
+    layer name) and the layer's ``scaling`` for schemes that take it. The one definition of the draw, so that
+    ``lorainit.multi`` starts each run where the same run through PEFT would."""
+    entry = inits.entry(scheme)
+    if _accepts(entry.fn, "scaling"):
+        kw.setdefault("scaling", scaling)
+    return entry.fn(W, rank, generator=generator("apply", seed, scheme, layer), **kw)
 
 
 @torch.no_grad()

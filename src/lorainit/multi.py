@@ -20,7 +20,6 @@ change the shared base) are refused: run those one at a time.
 """
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import dataclass
 
@@ -29,8 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from . import inits
-from .seeding import generator
+from . import apply, inits
 
 
 @dataclass(frozen=True)
@@ -90,10 +88,7 @@ def attach(model: nn.Module, runs: list[Run], *, rank: int, alpha: float, target
         if rank > min(W.shape):
             raise ValueError(f"rank {rank} exceeds min(out, in) = {min(W.shape)} of layer {name}")
         peft_name = f"base_model.model.{name}"  # the name lorainit.apply seeds PEFT's layer with
-        fs = []
-        for r, e in zip(runs, entries):
-            kw = {"scaling": scaling} if "scaling" in inspect.signature(e.fn).parameters else {}
-            fs.append(e.fn(W.float(), rank, generator=generator("apply", r.seed, r.init, peft_name), **kw))
+        fs = [apply.draw(r.init, W.float(), rank, seed=r.seed, layer=peft_name, scaling=scaling) for r in runs]
         layer = MultiLoRALinear(base, [f.A for f in fs], [f.B for f in fs], scaling).to(W.device)
         parent, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, child, layer)
@@ -123,11 +118,20 @@ def _mean_ce(hidden: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor) -
     return per_tok / (labels != -100).sum().clamp(min=1)
 
 
+def run_losses(model, batch: dict, K: int) -> torch.Tensor:
+    """Each of the K stacked runs' mean next-token loss on its own rows (K,). The output layer and the loss run
+    one run at a time under activation checkpointing, so the (K b, T, vocabulary) logits are never held at once."""
+    hidden = model.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).last_hidden_state
+    weight = model.get_output_embeddings().weight
+    rows = hidden.shape[0] // K
+    return torch.stack([checkpoint(_mean_ce, hidden[k * rows:(k + 1) * rows, :-1], batch["labels"][k * rows:(k + 1) * rows, 1:],
+                                   weight, use_reentrant=False) for k in range(K)])
+
+
 class RunLosses:
     """Loss of K stacked runs for a causal LM: each run's mean next-token cross-entropy over its tokens
-    (labels -100 ignored, as transformers computes it), summed over the live runs. The output layer and
-    loss run one run at a time under activation checkpointing, so the (K b, T, vocabulary) logits are
-    never held at once (for SmolLM2 at K=8, 16 x 512: 13 GiB in fp32). Per-run losses of
+    (labels -100 ignored, as transformers computes it; ``run_losses``), summed over the live runs (all
+    logits at once would be 13 GiB in fp32 for SmolLM2 at K=8, 16 x 512). Per-run losses of
     every step are kept in ``history``; a run whose loss is non-finite or above ``diverge_factor`` x its
     first loss is marked dead (``diverged_step``, ``reason``) and leaves the sum."""
 
@@ -139,13 +143,7 @@ class RunLosses:
         self.reason: list[str | None] = [None] * K
 
     def __call__(self, model, batch) -> torch.Tensor:
-        hidden = model.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).last_hidden_state
-        head = model.get_output_embeddings()
-        rows = hidden.shape[0] // self.K
-        losses = torch.stack([  # one run's logits (rows, T, V) at a time, recomputed in backward: never all K at once
-            checkpoint(_mean_ce, hidden[k * rows:(k + 1) * rows, :-1], batch["labels"][k * rows:(k + 1) * rows, 1:], head.weight,
-                       use_reentrant=False)
-            for k in range(self.K)])  # (K,)
+        losses = run_losses(model, batch, self.K)  # (K,)
         values = losses.detach().tolist()
         step = len(self.history)
         for k, v in enumerate(values):

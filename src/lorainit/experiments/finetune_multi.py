@@ -36,13 +36,8 @@ def _eval_split(model, K: int, items: list, task, tok, cfg: FinetuneConfig, devi
     with torch.no_grad():
         for i in range(0, len(items), cfg.batch_size):
             b = collate(task, tok, items[i:i + cfg.batch_size], cfg.seq_len, device)
-            stacked = multi.stack_batches([b] * K)
-            hidden = model.get_decoder()(input_ids=stacked["input_ids"]).last_hidden_state
-            rows = hidden.shape[0] // K
-            labels = b["labels"][:, 1:]
-            n = int((labels != -100).sum())
-            for k in range(K):
-                nll[k] += float(multi._mean_ce(hidden[k * rows:(k + 1) * rows, :-1], labels, model.get_output_embeddings().weight)) * n
+            n = int((b["labels"][:, 1:] != -100).sum())
+            nll += multi.run_losses(model, multi.stack_batches([b] * K), K).double().cpu() * n
             count += n
     model.train()
     return (nll / max(count, 1)).tolist(), count
@@ -76,7 +71,8 @@ def run(cfg: FinetuneConfig, points: list[dict], out: Path, *, progress: bool = 
     ckpt = Path(out) / "checkpoint"
     resume = json.loads((ckpt / "state.json").read_text())["step"] if ckpt.exists() else 0
     log, logfile = _log_writer(Path(out) / "log.jsonl", resume)
-    history: list[dict] = [json.loads(line) for line in (Path(out) / "log.jsonl").read_text().splitlines() if line and "val_loss" in line]
+    logged = [json.loads(line) for line in (Path(out) / "log.jsonl").read_text().splitlines() if line]
+    history: list[dict] = [r for r in logged if "val_loss" in r]  # evaluations kept from before a resume
 
     def evaluate_fn(step: int) -> dict:
         rec = {"val_loss": _eval_split(model, K, evals["val"], task, tok, cfg, device)[0]}

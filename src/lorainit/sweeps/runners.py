@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from ..experiments import finetune, mf, toy
+from .store import point_key
 
 DIVERGE_FACTOR = 1e4  # toy and mf: a loss above this multiple of the initial loss stops the run
 
@@ -69,8 +70,8 @@ class Toy:
                 attrs = {"test": _last(r["test_loss"]), "diverged_step": r["diverged_step"], "reason": r["diverged_reason"],
                          **{k: _curve(r[k]) for k in ("train_loss", "test_loss", "za", "zb")},
                          "steps": list(res["steps"]), "seconds": res["seconds"] / len(chunk)}
-                results[json.dumps(p, sort_keys=True)] = (None if diverged else _last(r[key]), attrs)
-        return [results[json.dumps(p, sort_keys=True)] for p in points]
+                results[point_key(p)] = (None if diverged else _last(r[key]), attrs)
+        return [results[point_key(p)] for p in points]
 
 
 def _seed_balanced(points: list[dict]) -> list[list[dict]]:
@@ -143,24 +144,26 @@ class Finetune:
     def dims(self, cfg) -> dict:
         return {}
 
-    def metric(self, cfg) -> tuple[str, str]:
+    def metric(self, cfg, task=None) -> tuple[str, str]:
         from .. import data
 
-        name = data.load(cfg.task).metric
+        name = (task or data.load(cfg.task)).metric
         return name, "minimize" if name == "perplexity" else "maximize"
 
     def batch_key(self, point: dict):
         from ..experiments.finetune_multi import batchable
 
         # data-free, base-preserving inits can share one frozen base; the rest run one at a time
-        return "shared-base" if batchable(point["init"]) else json.dumps(point, sort_keys=True)
+        return "shared-base" if batchable(point["init"]) else point_key(point)
 
     def run(self, cfg, points: list[dict], out: Path) -> list[tuple]:
         from .. import data
 
-        if len(points) > 1 and data.load(cfg.task).kind == "lm":
+        task = data.load(cfg.task)  # parsed once here, not once per point
+        if len(points) > 1 and task.kind == "lm":
             return self._batched(cfg, points, out)
-        return [self._one(cfg, p, out) for p in points]
+        metric, _ = self.metric(cfg, task)
+        return [self._one(cfg, p, out, metric) for p in points]
 
     def _batched(self, cfg, points: list[dict], out: Path) -> list[tuple]:
         import hashlib
@@ -174,10 +177,9 @@ class Finetune:
             "test": r["test_perplexity"], "val_history": r["val_history"], "diverged_step": r["diverged_step"],
             "reason": r["reason"], "seconds": r["seconds"], "batched_with": len(points), "run": str(folder)}) for r in results]
 
-    def _one(self, cfg, p: dict, out: Path) -> tuple:
+    def _one(self, cfg, p: dict, out: Path, metric: str) -> tuple:
         from ..experiments import finetune_run
 
-        metric, _ = self.metric(cfg)
         c = dataclasses.replace(cfg, init=p["init"], lr=p["lr"], seed=p["seed"])
         folder = Path(out) / "trials" / slug(p)
         try:

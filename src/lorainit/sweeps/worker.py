@@ -89,9 +89,8 @@ def run(sweep: SweepConfig, cfg, out: Path, *, progress: bool = True) -> dict:
     bar = tqdm(total=total, initial=done, desc=f"sweep {sweep.experiment}", unit="trial", disable=not progress)
     ran, lost, diverged = 0, 0, 0
     batch = sweep.batch or runner.defaults["batch"]
-    limit = batch if not sweep.max_trials else min(batch, sweep.max_trials)
     while not sweep.max_trials or ran < sweep.max_trials:
-        claims = store.claim(min(limit, sweep.max_trials - ran) if sweep.max_trials else limit, runner.batch_key)
+        claims = store.claim(min(batch, sweep.max_trials - ran) if sweep.max_trials else batch, runner.batch_key)
         if not claims:
             done, running, total = store.progress()
             if done >= total:
