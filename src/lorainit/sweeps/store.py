@@ -205,20 +205,23 @@ class Store:
 
         trials = self.study.get_trials(deepcopy=False)
         now = time.time()
+        failed = False
         for t in trials:
             if t.state == TrialState.RUNNING and (why := self._stale(t, now)):
                 try:
                     self.storage.set_trial_user_attr(t._trial_id, "failure", why)
                     self.storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+                    failed = True
                 except UpdateFinishedTrialError:
                     pass
-        trials = self.study.get_trials(deepcopy=False)
+        if failed:
+            trials = self.study.get_trials(deepcopy=False)
         covered = {t.user_attrs.get("point") for t in trials
                    if t.state.name in DONE_STATES or t.state in (TrialState.WAITING, TrialState.RUNNING)}
-        for p in self.grid.points():
-            if point_key(p) not in covered:
-                self.study.enqueue_trial(p, user_attrs={"point": point_key(p)})
-        return self.study.get_trials(deepcopy=False)
+        missing = [(p, key) for p in self.grid.points() if (key := point_key(p)) not in covered]
+        for p, key in missing:
+            self.study.enqueue_trial(p, user_attrs={"point": key})
+        return self.study.get_trials(deepcopy=False) if missing else trials  # re-read only after a change
 
     def claim(self, batch: int, batch_key) -> list[Claim]:
         """Take up to ``batch`` queued points sharing ``batch_key(point)``; [] when none is queued."""
