@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from lorainit import io, multi  # noqa: E402
+from lorainit import io, multi, speed  # noqa: E402
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -56,8 +56,9 @@ def timed_loop(step_fn, steps: int, warmup: int, device) -> tuple[float, list[fl
     return time.perf_counter() - t0, losses
 
 
-def stock_runs(runs, factors, args, device) -> tuple[float, list[list[float]]]:
-    """K sequential stock-PEFT runs; returns total timed seconds and each run's loss curve."""
+def stock_runs(runs, factors, args, device, schedule=None, **adamw) -> tuple[float, list[list[float]]]:
+    """K sequential stock-PEFT runs; returns total timed seconds and each run's loss curve. ``schedule(step)``
+    multiplies the LR (default: constant); ``adamw``: AdamW's keyword arguments (default: torch's)."""
     from peft import LoraConfig, get_peft_model
 
     total, curves = 0.0, []
@@ -71,9 +72,11 @@ def stock_runs(runs, factors, args, device) -> tuple[float, list[list[float]]]:
                     m.lora_A["default"].weight.copy_(A)
                     m.lora_B["default"].weight.copy_(B)
         model.train()
-        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=run.lr)
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=run.lr, **adamw)
 
         def step(s):
+            if schedule is not None:
+                opt.param_groups[0]["lr"] = run.lr * schedule(s)
             opt.zero_grad(set_to_none=True)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 loss = model(**batch(k, s, args.batch, args.seq, device)).loss
@@ -92,11 +95,11 @@ def stock_runs(runs, factors, args, device) -> tuple[float, list[list[float]]]:
 def batched_runs(runs, args, device, compile_: bool = False) -> tuple[float, list[list[float]], dict]:
     model = base_model(device)
     layers = multi.attach(model, runs, rank=args.rank, alpha=args.rank, targets=TARGETS)
-    if compile_:  # the decoder stack under torch.compile (fuses the elementwise ops, fewer launches)
-        model.model = torch.compile(model.model)
+    if compile_:  # each block under torch.compile (fuses the elementwise ops, fewer launches)
+        speed.compile_blocks(model)
     factors = {n: [(m.lora_A[k].detach().clone(), m.lora_B[k].detach().clone()) for k in range(len(runs))] for n, m in layers.items()}
     model.train()
-    opt = torch.optim.AdamW(multi.param_groups(layers, runs))
+    opt = speed.adamw(multi.param_groups(layers, runs))  # as lorainit.train builds it: fused on a GPU
     loss_fn = multi.RunLosses(len(runs))
 
     def step(s):
@@ -150,7 +153,13 @@ def main() -> None:
     compiled = None
     if args.compile:
         t0 = time.perf_counter()
-        c_sec, c_curves, c_extra = batched_runs(runs, args, device, compile_=True)
+        try:
+            c_sec, c_curves, c_extra = batched_runs(runs, args, device, compile_=True)
+        except Exception as e:  # recorded, not hidden
+            c_sec, c_curves, c_extra = None, None, {"error": f"{type(e).__name__}: {e}"[:2000]}
+    if args.compile and c_sec is None:
+        compiled = {"error": c_extra["error"]}
+    elif args.compile:
         c_rel = [abs(a - b) / abs(b) for ca, cb in zip(c_curves, b_curves) for a, b in zip(ca, cb) if a is not None and b is not None]
         compiled = {"tokens_per_s": len(runs) * args.batch * args.seq * args.steps / c_sec, "wall_s_incl_compile": time.perf_counter() - t0,
                     "peak_gib": c_extra["peak_gib"], "median_rel_diff_vs_eager": sorted(c_rel)[len(c_rel) // 2]}
@@ -173,7 +182,7 @@ def main() -> None:
         "batched_peak_gib": extra["peak_gib"],
         "batched_compiled": compiled,
     }
-    if compiled:
+    if compiled and "tokens_per_s" in compiled:
         res["speedup_batched_compiled_vs_stock"] = compiled["tokens_per_s"] / res["stock_sequential_tokens_per_s"]
     print(f"{len(runs)} runs: batched {res['batched_tokens_per_s']:.0f} tok/s vs stock sequential "
           f"{res['stock_sequential_tokens_per_s']:.0f} tok/s = {res['speedup_batched_vs_stock']:.2f}x; single run "

@@ -207,7 +207,7 @@ def test_activation_scatter_shares_one_matrix_per_input_and_equals_the_direct_sc
     model = apply.apply(tiny_llama(), "init_a", rank=4, targets=targets).model
     layers = apply.lora_layers(model)
     data = batches(3)
-    R = stats.activation_scatter(model, layers, data)
+    R = dict(stats.activation_scatter(model, layers, data))
     seen = {n: [] for n in layers}
     hooks = [layers[n].get_base_layer().register_forward_pre_hook(lambda m, a, n=n: seen[n].append(a[0].detach().double()))
              for n in layers]
@@ -224,3 +224,18 @@ def test_activation_scatter_shares_one_matrix_per_input_and_equals_the_direct_sc
     assert R[f"{blk}.self_attn.q_proj"] is R[f"{blk}.self_attn.k_proj"] is R[f"{blk}.self_attn.v_proj"]
     assert R[f"{blk}.mlp.gate_proj"] is R[f"{blk}.mlp.up_proj"]
     assert len({id(r) for r in R.values()}) == 4 * 2  # 4 distinct inputs per block, 2 blocks
+    # one shared accumulator per pass (a budget below one matrix): the same matrices, 8 passes + 1 over the data
+    calls = []
+    counted = lambda m, b: calls.append(1) or m(**b).loss  # noqa: E731
+    small = dict(stats.activation_scatter(model, layers, data, counted, budget_mb=1e-9))
+    assert len(calls) == 8 * len(data) + 1
+    for n in layers:
+        torch.testing.assert_close(small[n], R[n], rtol=0, atol=0)
+    # keep=k: the k leading rows, whose Gram matrix is the scatter's best rank-k approximation
+    top = dict(stats.activation_scatter(model, layers, data, keep=3))
+    for n in layers:
+        S = R[n].double().T @ R[n].double()
+        evals, evecs = torch.linalg.eigh(S)
+        best = evecs[:, -3:] @ torch.diag(evals[-3:]) @ evecs[:, -3:].T
+        assert top[n].shape == (3, S.shape[0])
+        torch.testing.assert_close(top[n].double().T @ top[n].double(), best, rtol=1e-4, atol=1e-4)

@@ -71,11 +71,13 @@ def _accepts(fn, name: str) -> bool:
 
 def apply(model, scheme: str, *, rank: int | None = None, alpha: float | None = None, targets: list[str] | None = None,
           data=None, loss_fn: stats.LossFn = stats.default_loss, seed: int = 0, use_rslora: bool = False,
-          adapter: str = "default", grad_budget_mb: float = 1024.0, preheat_rank: int | None = None,
+          adapter: str = "default", budget_mb: float = 1024.0, preheat_rank: int | None = None,
           preheat_steps: int = 50, preheat_lr: float = 1e-3, freeze_a: bool = False, task_type: str | None = None,
           **hyperparameters) -> Applied:
     """Initialize every LoRA layer of ``model`` with ``scheme``; see the module docstring.
 
+    ``budget_mb`` bounds the per-layer statistics of a data-dependent init held at once (full-size gradients,
+    or in x in activation scatter matrices): layers are processed in groups that fit, one data pass each.
     ``freeze_a=True`` gives asymmetric LoRA (Chen et al. 2025): ``lora_A`` keeps its initial value and
     only ``lora_B`` trains. ``task_type`` is PEFT's (e.g. "SEQ_CLS" also trains and saves the new head)."""
     entry = inits.entry(scheme)
@@ -95,10 +97,11 @@ def apply(model, scheme: str, *, rank: int | None = None, alpha: float | None = 
             raise ValueError(f"rank {layer.r[adapter]} exceeds min(out, in) = {min(out_f, in_f)} of layer {name}; "
                              f"choose rank <= {min(out_f, in_f)} or leave that layer out of the targets")
     if "grad" in entry.needs:
-        source = ((n, {"grad": g}) for n, g in stats.gradients(peft_model, layers, data, loss_fn, budget_mb=grad_budget_mb))
+        source = ((n, {"grad": g}) for n, g in stats.gradients(peft_model, layers, data, loss_fn, budget_mb=budget_mb))
     elif "activations" in entry.needs:
-        scatter = stats.activation_scatter(peft_model, layers, data, loss_fn)
-        source = ((n, {"activations": scatter[n], "center": False}) for n in layers)
+        keep = max(layer.r[adapter] for layer in layers.values())  # the top directions are all EVA takes
+        source = ((n, {"activations": R, "center": False})
+                  for n, R in stats.activation_scatter(peft_model, layers, data, loss_fn, budget_mb=budget_mb, keep=keep))
     elif "preheated" in entry.needs:
         r = next(iter(layers.values())).r[adapter]
         rp = preheat_rank or 4 * r

@@ -24,11 +24,9 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from . import apply, inits
+from . import apply, inits, lmloss
 
 
 @dataclass(frozen=True)
@@ -111,21 +109,14 @@ def stack_batches(batches: list[dict]) -> dict:
     return {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
 
 
-def _mean_ce(hidden: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy over the tokens with a label (-100: none), as transformers computes it."""
-    logits = F.linear(hidden, weight)  # (rows, T-1, V)
-    per_tok = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), reduction="sum", ignore_index=-100)
-    return per_tok / (labels != -100).sum().clamp(min=1)
-
-
 def run_losses(model, batch: dict, K: int) -> torch.Tensor:
-    """Each of the K stacked runs' mean next-token loss on its own rows (K,). The output layer and the loss run
-    one run at a time under activation checkpointing, so the (K b, T, vocabulary) logits are never held at once."""
+    """Each of the K stacked runs' mean next-token loss on its own rows (K,), through the chunked frozen-head
+    cross-entropy (``lorainit.lmloss``), so the (K b, T, vocabulary) logits are never held at once."""
     hidden = model.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).last_hidden_state
     weight = model.get_output_embeddings().weight
     rows = hidden.shape[0] // K
-    return torch.stack([checkpoint(_mean_ce, hidden[k * rows:(k + 1) * rows, :-1], batch["labels"][k * rows:(k + 1) * rows, 1:],
-                                   weight, use_reentrant=False) for k in range(K)])
+    return torch.stack([lmloss.linear_cross_entropy(hidden[k * rows:(k + 1) * rows, :-1], weight,
+                                                    batch["labels"][k * rows:(k + 1) * rows, 1:]) for k in range(K)])
 
 
 class RunLosses:

@@ -7,8 +7,9 @@ Data arrive one way for every scheme: an iterable of batches and ``loss_fn(model
   averaged over the batches. Layers are processed in groups whose gradients fit ``budget_mb``; each
   group costs one pass over the data and its gradients are handed out and freed before the next, so
   the full gradients of all layers are never held at once.
-- ``activation_scatter``: per layer, the centred scatter matrix of its inputs (in x in) and its
-  square root, accumulated batch by batch (no activations are stored).
+- ``activation_scatter``: per layer, the square root of the centred scatter matrix of its inputs
+  (in x in), accumulated batch by batch (no activations are stored), in groups within ``budget_mb``
+  like the gradients.
 - ``preheat``: HRP's preheat, a temporary rank-r_p adapter trained with AdamW for a few steps.
 """
 from __future__ import annotations
@@ -34,10 +35,10 @@ def base_weight(layer) -> Tensor:
     return w.T if getattr(layer, "fan_in_fan_out", False) else w
 
 
-def _groups(layers: dict[str, nn.Module], budget_mb: float) -> list[list[str]]:
+def _groups(sizes_mb: dict[str, float], budget_mb: float) -> list[list[str]]:
+    """Consecutive names whose sizes sum to at most ``budget_mb`` (a name larger than the budget alone)."""
     groups, current, size = [], [], 0.0
-    for name, layer in layers.items():
-        mb = layer.get_base_layer().weight.numel() * 4 / 2**20
+    for name, mb in sizes_mb.items():
         if current and size + mb > budget_mb:
             groups.append(current)
             current, size = [], 0.0
@@ -57,7 +58,7 @@ def gradients(model, layers: dict[str, nn.Module], data: Iterable, loss_fn: Loss
     try:
         for p in params:
             p.requires_grad_(False)
-        for group in _groups(layers, budget_mb):
+        for group in _groups({n: m.get_base_layer().weight.numel() * 4 / 2**20 for n, m in layers.items()}, budget_mb):
             weights = [layers[n].get_base_layer().weight for n in group]
             for w in weights:
                 w.requires_grad_(True)
@@ -75,53 +76,79 @@ def gradients(model, layers: dict[str, nn.Module], data: Iterable, loss_fn: Loss
             p.requires_grad_(r)
 
 
-def activation_scatter(model, layers: dict[str, nn.Module], data: Iterable, loss_fn: LossFn = default_loss) -> dict[str, Tensor]:
-    """Per layer, R (in x in) with R^T R = sum_i (x_i - mean)(x_i - mean)^T over every input row the layer saw.
-
-    Layers fed the very same input tensor (q/k/v, gate/up in a Llama block) share one accumulator and one
-    R: found on the first batch by tensor identity (each input is held until the batch ends, so no
-    address is reused), which cuts the float64 in x in matrices of a Llama block from 7 to 4."""
-    acc: dict[str, list] = {}  # owner layer -> [count, sum (in,), second moment (in, in)]
-    owner: dict[str, str] = {}  # layer -> the layer whose accumulator it shares (itself if first)
-    first_batch: dict[int, tuple[Tensor, str]] = {}  # id(input) -> (input, owner) during the first batch
+def _shared_inputs(model, layers: dict[str, nn.Module], batch, loss_fn: LossFn) -> dict[str, str]:
+    """layer -> the first layer fed the very same input tensor (itself if none), from one forward on ``batch``
+    (each input is held until the forward ends, so tensor identity is safe: no address is reused)."""
+    owner: dict[str, str] = {}
+    held: dict[int, tuple[Tensor, str]] = {}
 
     def hook(name):
         def record(_module, args):
             if name not in owner:
-                held = first_batch.get(id(args[0]))
-                owner[name] = held[1] if held is not None and held[0] is args[0] else name
-                first_batch[id(args[0])] = (args[0], owner[name])
-            if owner[name] != name:
-                return
-            x = args[0].detach().reshape(-1, args[0].shape[-1]).double()  # (tokens, in)
-            a = acc.setdefault(name, [0, None, None])
-            a[0] += x.shape[0]
-            a[1] = x.sum(0) if a[1] is None else a[1] + x.sum(0)
-            a[2] = x.T @ x if a[2] is None else a[2] + x.T @ x
+                h = held.get(id(args[0]))
+                owner[name] = h[1] if h is not None and h[0] is args[0] else name
+                held[id(args[0])] = (args[0], owner[name])
         return record
 
     handles = [layers[n].get_base_layer().register_forward_pre_hook(hook(n)) for n in layers]
     try:
         with torch.no_grad(), model.disable_adapter():
-            seen = 0
-            for batch in data:
-                loss_fn(model, batch)
-                first_batch.clear()
-                seen += 1
-        if not seen:
-            raise ValueError("no batches given: activation-based inits need at least one batch of training data")
+            loss_fn(model, batch)
     finally:
         for h in handles:
             h.remove()
     missing = [n for n in layers if n not in owner]
     if missing:
         raise ValueError(f"layer {missing[0]} saw no input in the given batches: is it used by the model's forward?")
-    R = {}
-    for name, (n, s, m2) in acc.items():
-        scatter = m2 - torch.outer(s, s) / n  # centred scatter matrix
-        evals, evecs = torch.linalg.eigh(scatter)
-        R[name] = (evals.clamp_min(0).sqrt()[:, None] * evecs.T).float()  # R = diag(sqrt(l)) V^T
-    return {name: R[owner[name]] for name in layers}
+    return owner
+
+
+def activation_scatter(model, layers: dict[str, nn.Module], data: Iterable, loss_fn: LossFn = default_loss, *,
+                       budget_mb: float = 1024.0, keep: int | None = None) -> Iterator[tuple[str, Tensor]]:
+    """Yield (layer name, R) with R^T R = sum_i (x_i - mean)(x_i - mean)^T over every input row the layer saw:
+    R = diag(sqrt(l)) V^T from the eigendecomposition of that centred scatter (in x in, float64), or only its
+    ``keep`` leading rows (the top eigen-directions, which is all EVA uses).
+
+    Layers fed the very same input (q/k/v, gate/up in a Llama block) share one accumulator and one R (7 -> 4
+    matrices per Llama block). Accumulators are held ``budget_mb`` at a time: each group costs one pass over
+    the data (plus one forward on the first batch to find the shared inputs), and is handed out and freed
+    before the next, so the in x in matrices of all layers never exist at once."""
+    batches = list(data)
+    if not batches:
+        raise ValueError("no batches given: activation-based inits need at least one batch of training data")
+    owner = _shared_inputs(model, layers, batches[0], loss_fn)
+    sizes = {n: base_weight(layers[n]).shape[1] ** 2 * 8 / 2**20 for n in layers if owner[n] == n}
+    for group in _groups(sizes, budget_mb):
+        acc: dict[str, list] = {}  # owner -> [count, sum (in,), second moment (in, in)], float64
+
+        def hook(name):
+            def record(_module, args):
+                x = args[0].detach().reshape(-1, args[0].shape[-1]).double()  # (tokens, in)
+                a = acc.setdefault(name, [0, None, None])
+                a[0] += x.shape[0]
+                a[1] = x.sum(0) if a[1] is None else a[1] + x.sum(0)
+                a[2] = x.T @ x if a[2] is None else a[2].addmm_(x.T, x)
+            return record
+
+        handles = [layers[n].get_base_layer().register_forward_pre_hook(hook(n)) for n in group]
+        try:
+            with torch.no_grad(), model.disable_adapter():
+                for batch in batches:
+                    loss_fn(model, batch)
+        finally:
+            for h in handles:
+                h.remove()
+        for name in group:
+            n, s, m2 = acc.pop(name)
+            evals, evecs = torch.linalg.eigh(m2 - torch.outer(s, s) / n)  # centred scatter; ascending eigenvalues
+            del m2
+            k = evals.shape[0] if keep is None else min(keep, evals.shape[0])
+            top = slice(evals.shape[0] - k, None)
+            R = (evals[top].clamp_min(0).sqrt()[:, None] * evecs[:, top].T).flip(0).float()  # (k, in), largest first
+            del evals, evecs
+            for layer in layers:
+                if owner[layer] == name:
+                    yield layer, R
 
 
 def preheat(model, layers: dict[str, nn.Module], data: Iterable, loss_fn: LossFn = default_loss, *, rank: int,

@@ -10,9 +10,9 @@ with lr_group = lr for ``lora_A`` and other trainable tensors and lr * loraplus_
 (Hayou et al. 2024b, LoRA+). Which examples step t sees, and its dropout masks, depend on (seed, t)
 only, so a run resumed from a checkpoint continues exactly as if it had never stopped. Checkpoints
 are safetensors (trainable tensors, AdamW moments) plus JSON, written to a temporary folder and
-renamed: a crash leaves the previous checkpoint intact. Under torch.distributed (``model`` wrapped in
-DistributedDataParallel, each process on its shard of every global batch) the gradients are averaged
-by DDP, the logged loss is averaged over processes, and only rank 0 writes checkpoints.
+renamed: a crash leaves the previous checkpoint intact. Under torch.distributed (each process on its
+shard of every global batch) the gradients are averaged over the processes, by DistributedDataParallel
+where ``model`` is wrapped in it, else here after the backward (LoRA gradients are small), the logged loss is averaged over processes, and only rank 0 writes checkpoints.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import speed
 from .seeding import derive_seed
 
 
@@ -101,7 +102,8 @@ def load_checkpoint(path: Path, opt: torch.optim.Optimizer) -> dict:
             for n, p in zip(g["names"], g["params"]):
                 p.copy_(tensors[f"param.{n}"])
                 if f"exp_avg.{n}" in tensors:
-                    opt.state[p] = {"step": tensors[f"step.{n}"].reshape(()).clone(),
+                    step = tensors[f"step.{n}"].reshape(())  # the fused kernel keeps it beside the parameter
+                    opt.state[p] = {"step": step.to(p.device) if opt.defaults.get("fused") else step.clone(),
                                     "exp_avg": tensors[f"exp_avg.{n}"].to(p.device),
                                     "exp_avg_sq": tensors[f"exp_avg_sq.{n}"].to(p.device)}
     return json.loads((path / "state.json").read_text())
@@ -117,7 +119,7 @@ def train(model: nn.Module, batch_at: Callable[[int, int], object], loss_fn: Cal
     dist = torch.distributed.is_available() and torch.distributed.is_initialized()
     rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if dist else (0, 1)
     groups = param_groups(core, cfg) if groups is None else groups  # each: {"params", "names", "lr", "base_lr"}
-    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay)
+    opt = speed.adamw(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay)
     ckpt = Path(out) / "checkpoint"
     start, first = 0, None
     if ckpt.exists():
@@ -143,6 +145,12 @@ def train(model: nn.Module, batch_at: Callable[[int, int], object], loss_fn: Cal
             loss.backward()
             total += loss.item()
             tokens += int(batch["attention_mask"].sum()) if isinstance(batch, dict) and "attention_mask" in batch else 0
+        if dist and core is model:  # a plain model under torchrun: average the gradients here (DDP would have)
+            for g in opt.param_groups:
+                for p in g["params"]:
+                    p.grad = torch.zeros_like(p) if p.grad is None else p.grad
+                    torch.distributed.all_reduce(p.grad)
+                    p.grad.div_(world)
         if dist:  # the logged loss is the mean over the processes' shards of the global batch
             t = torch.tensor([total, float(tokens)], dtype=torch.float64, device=device)
             torch.distributed.all_reduce(t)

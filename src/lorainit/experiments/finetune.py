@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import lmloss
 from ..seeding import derive_seed
 
 
@@ -64,6 +65,11 @@ class FinetuneConfig:
     """seed of the init, data order and dropout"""
     device: str = "auto"
     """'auto' (cuda if available), 'cpu' or 'cuda'"""
+    compile: bool = False
+    """compile each transformer block with torch.compile (GPU; costs about half a minute at the start)"""
+
+
+EXECUTION = ("device", "compile")  # settings that change how a run is computed, not what: not part of a run's identity
 
 
 def validate(cfg: FinetuneConfig) -> None:
@@ -143,7 +149,8 @@ def collate(task, tok, items: list, seq_len: int, device) -> dict:
 
 
 def loss_fn(model, batch) -> torch.Tensor:
-    return model(**batch).loss
+    """The model's training loss; a causal LM's goes through the chunked frozen-head cross-entropy (same value)."""
+    return lmloss.causal_lm_loss(model, batch)
 
 
 @torch.no_grad()

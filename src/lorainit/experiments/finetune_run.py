@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from .. import apply, data, io, models, plots, train
+from .. import apply, data, io, models, plots, speed, train
 from .toy import resolve_device
-from .finetune import Batches, FeatureMonitor, FinetuneConfig, collate, evaluate, loss_fn, validate
+from .finetune import EXECUTION, Batches, FeatureMonitor, FinetuneConfig, collate, evaluate, loss_fn, validate
 
 
 def _log_writer(path: Path, resume_step: int):
@@ -37,7 +37,7 @@ def _log_writer(path: Path, resume_step: int):
 def run(cfg: FinetuneConfig, out: Path, *, overwrite: bool = False, progress: bool = True) -> dict:
     validate(cfg)
     out = Path(out)
-    wanted = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items() if k != "device"}
+    wanted = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items() if k not in EXECUTION}
     io.check_folder(out, wanted, overwrite=overwrite)  # read-only: nothing is written before the setup succeeded
     if not overwrite and (out / "run_card.json").exists():
         return io.read_json(out / "run_card.json")
@@ -55,6 +55,10 @@ def run(cfg: FinetuneConfig, out: Path, *, overwrite: bool = False, progress: bo
                           data=[batches.full(s) for s in range(cfg.init_batches)] if needs_data else None, seed=cfg.seed,
                           use_rslora=cfg.rslora, task_type="SEQ_CLS" if kind == "encoder" else None)
     peft_model = applied.model
+    if device.type == "cuda":  # bf16 autocast: LoRA inputs stay bf16 (speed.autocast_lora)
+        speed.autocast_lora(peft_model)
+    if cfg.compile:
+        speed.compile_blocks(peft_model)
     if rank == 0:
         io.claim_folder(out, wanted, overwrite=overwrite, stale=["log.jsonl", "run_card.json", "checkpoint", "adapter", "*.png"])
     if world > 1:
@@ -87,18 +91,14 @@ def _loop(cfg: FinetuneConfig) -> train.LoopConfig:
                             checkpoint_every=cfg.checkpoint_every, seed=cfg.seed)
 
 
-def _wrap(model, device, world: int):
-    if world == 1:
-        return model
-    from torch.nn.parallel import DistributedDataParallel
-
-    return DistributedDataParallel(model.to(device), device_ids=[device.index] if device.type == "cuda" else None)
+def _autocast(device) -> torch.dtype | None:
+    return torch.bfloat16 if device.type == "cuda" else None
 
 
 def _train_other_rank(peft_model, batches, cfg: FinetuneConfig, out: Path, device) -> dict:
     """A process other than rank 0: trains its shards, evaluates and writes nothing."""
-    result = train.train(_wrap(peft_model, device, torch.distributed.get_world_size()), batches, loss_fn, _loop(cfg), out,
-                         progress=False)
+    result = train.train(peft_model, batches, loss_fn, _loop(cfg), out,
+                         progress=False, autocast=_autocast(device))
     torch.distributed.barrier()
     return {"rank": torch.distributed.get_rank(), **result}
 
@@ -111,19 +111,22 @@ def _rank0(cfg, out, task, tok, kind, device, applied, batches, wanted, progress
     resume = json.loads((ckpt / "state.json").read_text())["step"] if ckpt.exists() else 0
     log, logfile = _log_writer(out / "log.jsonl", resume)
     base = None
+    amp = _autocast(device)
     if not resume:
-        base = evaluate(peft_model, task, tok, "test", cfg, device)
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            base = evaluate(peft_model, task, tok, "test", cfg, device)
         log({"step": 0, "base": base})
 
     def evaluate_fn(step: int) -> dict:
-        rec = evaluate(peft_model, task, tok, "val", cfg, device)
-        if step == cfg.steps:
-            rec.update(evaluate(peft_model, task, tok, "test", cfg, device))
-        return {**rec, "features": monitor(probe)}
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):  # as in training
+            rec = evaluate(peft_model, task, tok, "val", cfg, device)
+            if step == cfg.steps:
+                rec.update(evaluate(peft_model, task, tok, "test", cfg, device))
+            return {**rec, "features": monitor(probe)}
 
     try:
-        result = train.train(_wrap(peft_model, device, world), batches, loss_fn, _loop(cfg), out, evaluate=evaluate_fn,
-                             progress=progress, log=log)
+        result = train.train(peft_model, batches, loss_fn, _loop(cfg), out, evaluate=evaluate_fn,
+                             progress=progress, log=log, autocast=_autocast(device))
     finally:
         logfile.close()
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line]
@@ -142,6 +145,7 @@ def _rank0(cfg, out, task, tok, kind, device, applied, batches, wanted, progress
                   "trainable": sum(p.numel() for p in peft_model.parameters() if p.requires_grad)},
         "metrics": {"base_test": base, "final": {k: v for k, v in evals[-1].items() if k not in ("features", "step")},
                     "val_history": [{k: v for k, v in r.items() if k != "features"} for r in evals]},
+        "execution": {"device": str(device), "compile": cfg.compile, "autocast": str(_autocast(device))},
         "timing": {**result, "tokens_per_second": result["tokens"] / result["seconds"] if result["seconds"] else None},
         "adapter": saved,
     }

@@ -5,7 +5,8 @@ data, centred column-wise, X = U S V^T: A = V_r^T (the top-r principal direction
 ``whiten`` divides row i by sqrt(s_i) as PEFT's ``whiten=True``), B = 0. EVA's rank redistribution
 across layers (rho > 1) is a model-level step, not part of this per-layer function (rho = 1 here).
 ``center=False`` takes ``activations`` as already centred, e.g. a square root R of the centred scatter
-matrix (R^T R = X_c^T X_c), which has the same right singular vectors and values as X_c.
+matrix (R^T R = X_c^T X_c), which has the same right singular vectors and values as X_c, or only its
+k >= r leading rows diag(sqrt(l_1..k)) V_k^T (what ``lorainit.stats.activation_scatter(keep=r)`` gives).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def eva(weight: Tensor, rank: int, *, generator: torch.Generator | None = None, 
     X = working(activations.reshape(-1, activations.shape[-1]))  # (N, in): tokens of any batch shape
     if X.shape[1] != weight.shape[1]:
         raise ValueError(f"activations have {X.shape[1]} features, the layer takes {weight.shape[1]}")
-    if X.shape[0] <= rank:
+    if X.shape[0] < rank + center:  # n centred rows span at most n - 1 directions
         raise ValueError(f"{X.shape[0]} activation rows cannot give {rank} principal directions; collect more data")
     check_decomposable(X, "activations")
     _, S, Vh = top_svd(X - X.mean(0) if center else X, rank, niter=niter, generator=generator)

@@ -60,7 +60,7 @@ def grid_for(sweep: SweepConfig, cfg) -> Grid:
     if seeds < 0:
         raise ValueError(f"seeds must be >= 1; got {seeds}")
     config = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()
-              if k not in runner.replaced and k != "device"}
+              if k not in runner.replaced and k not in ("device", "compile")}  # how, not what
     metric, direction = runner.metric(cfg)
     dims = {**runner.dims(cfg), "seed": list(range(seeds)), "init": list(names), "lr": [float(x) for x in lrs]}
     return Grid(sweep.experiment, dims, config, metric, direction)

@@ -1,0 +1,108 @@
+r"""Next-token cross-entropy through a frozen output layer, chunk by chunk, gradient computed on the way.
+
+For hidden states h (N x d), a frozen output matrix W (V x d) and targets y (label -100: no target),
+
+    loss = (1 / n) sum_{i: y_i != -100} [ logsumexp_v (h_i W^T)_v - (h_i W^T)_{y_i} ]     (n = #targets)
+    dloss/dh_i = (1 / n) (softmax(h_i W^T) - onehot(y_i)) W                               (0 where y_i = -100)
+
+the mean cross-entropy transformers computes for a causal LM (fp32 softmax over the logits of the
+compute dtype). The logits never exist for all N rows at once: rows go in chunks of about 2^27 logits,
+and each chunk's gradient is formed at once and kept (N x d), so the backward is one multiply and the
+output layer is not run twice (a checkpointed head recomputes its logits). Only h gets a gradient:
+W must be frozen. On CUDA the per-chunk softmax arithmetic is one compiled kernel (torch.compile);
+elsewhere it runs eagerly.
+
+``causal_lm_loss(model, batch)`` applies it to a transformers causal LM (or a PEFT model of one) whose
+logits are exactly its hidden states times a frozen, bias-free output matrix (Llama, Mistral, Qwen);
+any other model gets its own ``model(**batch).loss``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+PLAIN_HEAD = ("llama", "mistral", "qwen2", "qwen3")  # model types whose logits are hidden @ W^T, nothing more
+CHUNK_LOGITS = 2**27
+
+
+def _softmax_grad(logits: Tensor, target: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
+    """Per row: loss = lse - logit[target] (fp32) and weight * (softmax - onehot) in the logits' dtype."""
+    z = logits.to(torch.promote_types(logits.dtype, torch.float32))  # (c, V): fp32 at least
+    lse = torch.logsumexp(z, dim=-1)  # (c,)
+    loss = lse - z.gather(1, target[:, None])[:, 0]
+    p = torch.exp(z - lse[:, None]).scatter_add(1, target[:, None], -torch.ones_like(lse)[:, None])  # softmax - onehot
+    return loss * weight, (p * weight[:, None]).to(logits.dtype)
+
+
+_compiled = None
+
+
+def _kernel(device: torch.device):
+    global _compiled
+    if device.type != "cuda":
+        return _softmax_grad
+    if _compiled is None:
+        _compiled = torch.compile(_softmax_grad, dynamic=False)
+    return _compiled
+
+
+class _FrozenHeadCE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden: Tensor, weight: Tensor, labels: Tensor, chunk: int) -> Tensor:
+        acc = torch.promote_types(hidden.dtype, torch.float32)  # the loss's dtype: fp32 at least
+        valid = labels != -100  # (N,)
+        target = labels.clamp(min=0)
+        row_weight = valid.to(acc) / valid.sum().clamp(min=1).to(acc)  # (N,): 1/n for a target, 0 without
+        need_grad = ctx.needs_input_grad[0]
+        grad = torch.empty_like(hidden) if need_grad else None  # (N, d)
+        total = torch.zeros((), dtype=acc, device=hidden.device)
+        kernel = _kernel(hidden.device)
+        for s in range(0, hidden.shape[0], chunk):
+            h = hidden[s:s + chunk]  # (c, d)
+            logits = h @ weight.T  # (c, V), the compute dtype (autocast's where active)
+            loss, g = kernel(logits, target[s:s + chunk], row_weight[s:s + chunk])
+            total = total + loss.sum()
+            if need_grad:
+                grad[s:s + chunk] = (g @ weight.to(g.dtype)).to(hidden.dtype)  # (c, d)
+        ctx.save_for_backward(grad if need_grad else hidden.new_empty(0))
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        (grad,) = ctx.saved_tensors
+        return grad * grad_out.to(grad.dtype), None, None, None
+
+
+def linear_cross_entropy(hidden: Tensor, weight: Tensor, labels: Tensor, *, chunk: int | None = None) -> Tensor:
+    """Mean cross-entropy of ``hidden @ weight.T`` (rows: ``hidden`` (..., d), targets ``labels`` (...)) with
+    label -100 ignored; ``weight`` (V x d) must be frozen. Rows go ``chunk`` at a time (default: 2^27 logits)."""
+    if weight.requires_grad:
+        raise ValueError("linear_cross_entropy computes no gradient for the output layer: freeze it or use F.cross_entropy")
+    h = hidden.reshape(-1, hidden.shape[-1])  # (N, d)
+    y = labels.reshape(-1)  # (N,)
+    if h.shape[0] != y.shape[0]:
+        raise ValueError(f"{h.shape[0]} hidden rows but {y.shape[0]} labels")
+    chunk = chunk or max(1, CHUNK_LOGITS // weight.shape[0])
+    return _FrozenHeadCE.apply(h, weight, y, chunk)
+
+
+def _plain_head(model) -> tuple[nn.Module, Tensor] | None:
+    """(decoder, output matrix) when the model's logits are decoder(...) @ W^T with W frozen; else None (also
+    for a DistributedDataParallel wrapper, whose own forward must run for its gradient averaging)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(getattr(base, "config", None), "model_type", None) not in PLAIN_HEAD or not hasattr(base, "get_decoder"):
+        return None
+    head = base.get_output_embeddings()
+    if type(head) is not nn.Linear or head.bias is not None or head.weight.requires_grad:
+        return None  # a LoRA-wrapped or trainable head: the model's own loss
+    return base.get_decoder(), head.weight
+
+
+def causal_lm_loss(model, batch: dict) -> Tensor:
+    """The causal-LM loss of ``batch`` (input_ids, attention_mask, labels), equal to ``model(**batch).loss``."""
+    plain = _plain_head(model)
+    if plain is None:
+        return model(**batch).loss
+    decoder, weight = plain
+    hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).last_hidden_state
+    return linear_cross_entropy(hidden[:, :-1], weight, batch["labels"][:, 1:])  # position t predicts token t + 1
