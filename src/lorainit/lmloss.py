@@ -104,5 +104,6 @@ def causal_lm_loss(model, batch: dict) -> Tensor:
     if plain is None:
         return model(**batch).loss
     decoder, weight = plain
-    hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).last_hidden_state
+    hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                     use_cache=False).last_hidden_state  # no key/value cache: nothing generates
     return linear_cross_entropy(hidden[:, :-1], weight, batch["labels"][:, 1:])  # position t predicts token t + 1
