@@ -37,6 +37,8 @@ def loop_config(args) -> train.LoopConfig:
 
 
 def lorainit_run(args, device, compile_: bool) -> dict:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     applied = apply.apply(base_model(device), "init_a", rank=args.rank, alpha=args.rank, targets=TARGETS, seed=0)
     model = applied.model
     factors = {n.removeprefix("base_model.model."): [(m.lora_A["default"].weight.detach().clone(), m.lora_B["default"].weight.detach().clone())]

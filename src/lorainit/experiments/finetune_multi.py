@@ -63,7 +63,7 @@ def run(cfg: FinetuneConfig, points: list[dict], out: Path, *, progress: bool = 
     runs = [multi.Run(p["init"], p["lr"], p["seed"], cfg.loraplus_ratio) for p in points]
     layers = multi.attach(model, runs, rank=cfg.rank, alpha=cfg.alpha, targets=list(cfg.targets or default_targets),
                           use_rslora=cfg.rslora)
-    if cfg.compile:
+    if cfg.compile and device.type == "cuda":
         speed.compile_blocks(model)
     batches = [Batches(task, tok, dataclasses.replace(cfg, seed=p["seed"]), device) for p in points]
     evals = {s: blocks(tok, task.splits[s], cfg.seq_len)[: cfg.max_eval or None] for s in ("val", "test")}

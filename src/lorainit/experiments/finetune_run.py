@@ -57,7 +57,7 @@ def run(cfg: FinetuneConfig, out: Path, *, overwrite: bool = False, progress: bo
     peft_model = applied.model
     if device.type == "cuda":  # bf16 autocast: LoRA inputs stay bf16 (speed.autocast_lora)
         speed.autocast_lora(peft_model)
-    if cfg.compile:
+    if cfg.compile and device.type == "cuda":
         speed.compile_blocks(peft_model)
     if rank == 0:
         io.claim_folder(out, wanted, overwrite=overwrite, stale=["log.jsonl", "run_card.json", "checkpoint", "adapter", "*.png"])
@@ -145,7 +145,7 @@ def _rank0(cfg, out, task, tok, kind, device, applied, batches, wanted, progress
                   "trainable": sum(p.numel() for p in peft_model.parameters() if p.requires_grad)},
         "metrics": {"base_test": base, "final": {k: v for k, v in evals[-1].items() if k not in ("features", "step")},
                     "val_history": [{k: v for k, v in r.items() if k != "features"} for r in evals]},
-        "execution": {"device": str(device), "compile": cfg.compile, "autocast": str(_autocast(device))},
+        "execution": {"device": str(device), "compile": cfg.compile and device.type == "cuda", "autocast": str(_autocast(device))},
         "timing": {**result, "tokens_per_second": result["tokens"] / result["seconds"] if result["seconds"] else None},
         "adapter": saved,
     }
