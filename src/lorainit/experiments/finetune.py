@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -65,9 +66,18 @@ class FinetuneConfig:
     """seed of the init, data order and dropout"""
     device: str = "auto"
     """'auto' (cuda if available), 'cpu' or 'cuda'"""
-    compile: bool = True
-    """on a GPU, compile each transformer block with torch.compile (about 30 s at the start; 2.5x the tokens/s
-    of stock PEFT on SmolLM2, bench/results/single_run_h100.json); ignored on CPU"""
+    compile: Literal["auto", "on", "off"] = "auto"
+    """torch.compile each transformer block on a GPU: about 30 s at the start, then about 2x the steps/s
+    (bench/results/single_run_h100.json, multi_run_h100.json); 'auto': on from 500 steps (at 100 steps
+    it lost: results/compile-check); ignored on CPU"""
+
+
+COMPILE_FROM = 500  # steps from which 'auto' compiles (measured break-even: a few hundred steps)
+
+
+def compiles(cfg: "FinetuneConfig", device) -> bool:
+    """Whether this run's blocks are compiled."""
+    return device.type == "cuda" and (cfg.compile == "on" or (cfg.compile == "auto" and cfg.steps >= COMPILE_FROM))
 
 
 EXECUTION = ("device", "compile")  # settings that change how a run is computed, not what: not part of a run's identity

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from .. import data, inits, io, models, multi, speed, train
-from .finetune import Batches, FinetuneConfig, blocks, collate, validate
+from .finetune import Batches, FinetuneConfig, blocks, collate, compiles, validate
 from .finetune_run import _log_writer
 from .toy import resolve_device
 
@@ -63,7 +63,7 @@ def run(cfg: FinetuneConfig, points: list[dict], out: Path, *, progress: bool = 
     runs = [multi.Run(p["init"], p["lr"], p["seed"], cfg.loraplus_ratio) for p in points]
     layers = multi.attach(model, runs, rank=cfg.rank, alpha=cfg.alpha, targets=list(cfg.targets or default_targets),
                           use_rslora=cfg.rslora)
-    if cfg.compile and device.type == "cuda":
+    if compiles(cfg, device):
         speed.compile_blocks(model)
     batches = [Batches(task, tok, dataclasses.replace(cfg, seed=p["seed"]), device) for p in points]
     evals = {s: blocks(tok, task.splits[s], cfg.seq_len)[: cfg.max_eval or None] for s in ("val", "test")}
@@ -77,9 +77,10 @@ def run(cfg: FinetuneConfig, points: list[dict], out: Path, *, progress: bool = 
     history: list[dict] = [r for r in logged if "val_loss" in r]  # evaluations kept from before a resume
 
     def evaluate_fn(step: int) -> dict:
-        rec = {"val_loss": _eval_split(model, K, evals["val"], task, tok, cfg, device)[0]}
-        if step == cfg.steps:
-            rec["test_loss"] = _eval_split(model, K, evals["test"], task, tok, cfg, device)[0]
+        with speed.eager():  # evaluation shapes and modes would each compile anew
+            rec = {"val_loss": _eval_split(model, K, evals["val"], task, tok, cfg, device)[0]}
+            if step == cfg.steps:
+                rec["test_loss"] = _eval_split(model, K, evals["test"], task, tok, cfg, device)[0]
         history.append({"step": step, **rec})
         return rec
 

@@ -16,7 +16,8 @@ import torch
 
 from .. import apply, data, io, models, plots, speed, train
 from .toy import resolve_device
-from .finetune import EXECUTION, Batches, FeatureMonitor, FinetuneConfig, collate, evaluate, loss_fn, validate
+from .finetune import (EXECUTION, Batches, FeatureMonitor, FinetuneConfig, collate, compiles, evaluate, loss_fn,
+                       validate)
 
 
 def _log_writer(path: Path, resume_step: int):
@@ -57,7 +58,7 @@ def run(cfg: FinetuneConfig, out: Path, *, overwrite: bool = False, progress: bo
     peft_model = applied.model
     if device.type == "cuda":  # bf16 autocast: LoRA inputs stay bf16 (speed.autocast_lora)
         speed.autocast_lora(peft_model)
-    if cfg.compile and device.type == "cuda":
+    if compiles(cfg, device):
         speed.compile_blocks(peft_model)
     if rank == 0:
         io.claim_folder(out, wanted, overwrite=overwrite, stale=["log.jsonl", "run_card.json", "checkpoint", "adapter", "*.png"])
@@ -113,12 +114,12 @@ def _rank0(cfg, out, task, tok, kind, device, applied, batches, wanted, progress
     base = None
     amp = _autocast(device)
     if not resume:
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None), speed.eager():
             base = evaluate(peft_model, task, tok, "test", cfg, device)
         log({"step": 0, "base": base})
 
     def evaluate_fn(step: int) -> dict:
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):  # as in training
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None), speed.eager():  # autocast as in training
             rec = evaluate(peft_model, task, tok, "val", cfg, device)
             if step == cfg.steps:
                 rec.update(evaluate(peft_model, task, tok, "test", cfg, device))
@@ -145,7 +146,7 @@ def _rank0(cfg, out, task, tok, kind, device, applied, batches, wanted, progress
                   "trainable": sum(p.numel() for p in peft_model.parameters() if p.requires_grad)},
         "metrics": {"base_test": base, "final": {k: v for k, v in evals[-1].items() if k not in ("features", "step")},
                     "val_history": [{k: v for k, v in r.items() if k != "features"} for r in evals]},
-        "execution": {"device": str(device), "compile": cfg.compile and device.type == "cuda", "autocast": str(_autocast(device))},
+        "execution": {"device": str(device), "compile": compiles(cfg, device), "autocast": str(_autocast(device))},
         "timing": {**result, "tokens_per_second": result["tokens"] / result["seconds"] if result["seconds"] else None},
         "adapter": saved,
     }
