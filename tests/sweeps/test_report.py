@@ -68,3 +68,14 @@ def test_report_files_for_a_toy_sweep(tmp_path):
     assert saved["integrity"]["finished_points"] == 24 and "toy_analysis" in saved
     sel = summary["groups"][0]["inits"]["init_a"]
     assert sel["selected_lr"] in (1e-2, 1e-1) and sel["first_diverging_lr"] == 1e3
+
+
+def test_figures_of_a_sweep_with_nothing_finished_yet(tmp_path):
+    """A report while every trial still runs (or was lost) draws empty figures instead of failing."""
+    from lorainit.sweeps import report_plots
+
+    grid = {**GRID, "metric": "perplexity", "direction": "minimize"}
+    s = report.summarize(grid, [rec(0, 0, "a", 0.01, None, state="RUNNING"), rec(1, 1, "b", 0.1, None, state="FAIL")])
+    assert s["integrity"]["finished_points"] == 0
+    paths = report_plots.figures(s, grid, tmp_path)
+    assert paths and all(p.exists() for p in paths)

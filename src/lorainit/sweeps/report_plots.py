@@ -69,8 +69,9 @@ def curves(group: dict, grid: dict, path: Path) -> Path:
     title = ", ".join(f"{k} {v}" for k, v in group["group"].items())
     ax.set(xscale="log", xlabel="learning rate", ylabel=f"{grid['metric']} (validation)",
            title=(title + ": " if title else "") + "mean ± s.e. over seeds; * selected, dotted: first diverging LR")
-    if grid["metric"].endswith("loss") or grid["metric"] == "perplexity":
-        ax.set_yscale("log")
+    plotted = [v for line in ax.get_lines() for v in line.get_ydata()]
+    if (grid["metric"].endswith("loss") or grid["metric"] == "perplexity") and any(v > 0 for v in plotted):
+        ax.set_yscale("log")  # (not with nothing finished yet: an empty log axis is an error)
     ax.legend(fontsize=8)
     ax.title.set_fontsize(8)
     plots.save(fig, path)
