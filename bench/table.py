@@ -93,7 +93,7 @@ def main() -> None:
     for path in sorted(root.glob("single_run_h100.json")):
         print("\n".join(single_rows(json.loads(path.read_text()))))
         print()
-    for path in sorted(root.glob("init_cost_*.json")) + sorted(root.glob("eva_memory_*.json")):
+    for path in sorted(root.glob("init_cost_*.json")):  # (eva_memory_h100.json: the EVA-only run before the full re-run)
         print("\n".join(init_rows(json.loads(path.read_text()))))
         print()
 

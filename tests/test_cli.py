@@ -164,3 +164,14 @@ def test_report_of_a_copied_sweep_folder_uses_its_own_database(tmp_path):
     (moved / "study.db").unlink()
     r = lorainit("report", str(moved))
     assert r.returncode == 2 and "no study database at" in r.stderr and not out.exists()
+
+
+@pytest.mark.parametrize("flag,value,message", [("--widths", "8,6,6", "--widths lists 6 more than once"),
+                                                ("--lrs", "1e-3,1e-2,1e-3", "--lrs lists 0.001 more than once"),
+                                                ("--inits", "init_a,init_b,init_a", "--inits lists init_a more than once")])
+def test_sweep_refuses_a_repeated_grid_value(tmp_path, flag, value, message):
+    """Found by the hypothesis CLI test: --widths 11,6,6 made two trials of one point and the worker waited on itself."""
+    r = lorainit("sweep", flag, value, "--steps", "2", "--out", str(tmp_path / "s"), "--no-progress", cwd=tmp_path)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert message in r.stderr
+    assert not (tmp_path / "s").exists()

@@ -63,6 +63,12 @@ def grid_for(sweep: SweepConfig, cfg) -> Grid:
               if k not in runner.replaced and k not in ("device", "compile")}  # how, not what
     metric, direction = runner.metric(cfg)
     dims = {**runner.dims(cfg), "seed": list(range(seeds)), "init": list(names), "lr": [float(x) for x in lrs]}
+    for dim, values in dims.items():  # a repeated value would make two trials of one point (and a worker wait on itself)
+        twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+        if twice is not None:
+            flag = {"init": "inits", "lr": "lrs", "width": "widths", "mode": "modes"}.get(dim, dim)
+            raise ValueError(f"--{flag} lists {twice:g} more than once; give each value once" if isinstance(twice, float)
+                             else f"--{flag} lists {twice} more than once; give each value once")
     return Grid(sweep.experiment, dims, config, metric, direction)
 
 
