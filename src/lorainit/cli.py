@@ -123,7 +123,7 @@ def _mf(argv: list[str]) -> int:
     try:
         cfg = mf.MFConfig(**cliargs.given(args, mf.MFConfig))
         mf.validate(cfg)
-        wanted = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+        wanted = io.config_dict(cfg)
         io.claim_folder(args.out, wanted, overwrite=args.overwrite, stale=["results.json", "findings.txt", "*.png"])
     except (ValueError, KeyError) as e:
         cliargs.fail(p.prog, e.args[0] if e.args else str(e))

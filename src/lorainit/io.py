@@ -1,6 +1,7 @@
 """Files that are either complete or absent: write to a temporary name in the same folder, then rename."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -11,6 +12,14 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+
+EXECUTION = ("device", "compile")  # config fields that change how a run is computed, not what: not part of its identity
+
+
+def config_dict(cfg, *, drop: tuple[str, ...] = ()) -> dict:
+    """A dataclass config as JSON values (tuples as lists), without the fields named in ``drop``."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items() if k not in drop}
 
 
 def _clean(x: Any) -> Any:

@@ -80,9 +80,6 @@ def compiles(cfg: "FinetuneConfig", device) -> bool:
     return device.type == "cuda" and (cfg.compile == "on" or (cfg.compile == "auto" and cfg.steps >= COMPILE_FROM))
 
 
-EXECUTION = ("device", "compile")  # settings that change how a run is computed, not what: not part of a run's identity
-
-
 def validate(cfg: FinetuneConfig) -> None:
     if not cfg.lr > 0:
         raise ValueError(f"lr must be > 0; got {cfg.lr}")

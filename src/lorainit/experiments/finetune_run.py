@@ -7,7 +7,6 @@ Re-running the same config resumes from the checkpoint; a finished run is not tr
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -16,8 +15,7 @@ import torch
 
 from .. import apply, data, io, models, plots, speed, train
 from .toy import resolve_device
-from .finetune import (EXECUTION, Batches, FeatureMonitor, FinetuneConfig, collate, compiles, evaluate, loss_fn,
-                       validate)
+from .finetune import Batches, FeatureMonitor, FinetuneConfig, collate, compiles, evaluate, loss_fn, validate
 
 
 def _log_writer(path: Path, resume_step: int):
@@ -38,7 +36,7 @@ def _log_writer(path: Path, resume_step: int):
 def run(cfg: FinetuneConfig, out: Path, *, overwrite: bool = False, progress: bool = True) -> dict:
     validate(cfg)
     out = Path(out)
-    wanted = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items() if k not in EXECUTION}
+    wanted = io.config_dict(cfg, drop=io.EXECUTION)
     io.check_folder(out, wanted, overwrite=overwrite)  # read-only: nothing is written before the setup succeeded
     if not overwrite and (out / "run_card.json").exists():
         return io.read_json(out / "run_card.json")

@@ -26,7 +26,7 @@ THEORY_SLOPE = {"init_a": -0.5, "init_b": -1.0}
 
 
 def config_dict(cfg: ToyConfig) -> dict:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+    return io.config_dict(cfg)
 
 
 def preset(name: str, **overrides) -> ToyConfig:
@@ -40,8 +40,7 @@ def run_study(cfg: ToyConfig, out: Path, *, overwrite: bool = False, progress: b
     validate(cfg)
     device = resolve_device(cfg.device)
     out = Path(out)
-    wanted = config_dict(cfg)
-    wanted.pop("device")  # where it ran does not change what the study is
+    wanted = io.config_dict(cfg, drop=io.EXECUTION)  # where it ran does not change what the study is
     io.claim_folder(out, wanted, overwrite=overwrite, stale=["widths/width_*.json", "results.json"])
     data = teacher_data(cfg)
     results = []

@@ -8,7 +8,6 @@ machine sharing the storage, to add workers or to resume after a crash.
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,16 +58,15 @@ def grid_for(sweep: SweepConfig, cfg) -> Grid:
     seeds = sweep.seeds or runner.defaults["seeds"]
     if seeds < 0:
         raise ValueError(f"seeds must be >= 1; got {seeds}")
-    config = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()
-              if k not in runner.replaced and k not in ("device", "compile")}  # how, not what
+    config = io.config_dict(cfg, drop=(*runner.replaced, *io.EXECUTION))
     metric, direction = runner.metric(cfg)
     dims = {**runner.dims(cfg), "seed": list(range(seeds)), "init": list(names), "lr": [float(x) for x in lrs]}
     for dim, values in dims.items():  # a repeated value would make two trials of one point (and a worker wait on itself)
         twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
         if twice is not None:
             flag = {"init": "inits", "lr": "lrs", "width": "widths", "mode": "modes"}.get(dim, dim)
-            raise ValueError(f"--{flag} lists {twice:g} more than once; give each value once" if isinstance(twice, float)
-                             else f"--{flag} lists {twice} more than once; give each value once")
+            shown = f"{twice:g}" if isinstance(twice, float) else twice
+            raise ValueError(f"--{flag} lists {shown} more than once; give each value once")
     return Grid(sweep.experiment, dims, config, metric, direction)
 
 
