@@ -98,12 +98,20 @@ def _plain_head(model) -> tuple[nn.Module, Tensor] | None:
     return base.get_decoder(), head.weight
 
 
+def last_hidden(decoder: nn.Module, batch: dict) -> Tensor:
+    """The decoder's final hidden states (b, T, d) for ``batch``, without a key/value cache (nothing generates)."""
+    return decoder(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), use_cache=False).last_hidden_state
+
+
+def next_token_loss(hidden: Tensor, weight: Tensor, labels: Tensor) -> Tensor:
+    """Mean cross-entropy of each position's logits (``hidden`` (b, T, d) @ ``weight``.T) against the next token's label."""
+    return linear_cross_entropy(hidden[:, :-1], weight, labels[:, 1:])  # position t predicts token t + 1
+
+
 def causal_lm_loss(model, batch: dict) -> Tensor:
     """The causal-LM loss of ``batch`` (input_ids, attention_mask, labels), equal to ``model(**batch).loss``."""
     plain = _plain_head(model)
     if plain is None:
         return model(**batch).loss
     decoder, weight = plain
-    hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
-                     use_cache=False).last_hidden_state  # no key/value cache: nothing generates
-    return linear_cross_entropy(hidden[:, :-1], weight, batch["labels"][:, 1:])  # position t predicts token t + 1
+    return next_token_loss(last_hidden(decoder, batch), weight, batch["labels"])

@@ -112,12 +112,11 @@ def stack_batches(batches: list[dict]) -> dict:
 def run_losses(model, batch: dict, K: int) -> torch.Tensor:
     """Each of the K stacked runs' mean next-token loss on its own rows (K,), through the chunked frozen-head
     cross-entropy (``lorainit.lmloss``), so the (K b, T, vocabulary) logits are never held at once."""
-    hidden = model.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
-                                 use_cache=False).last_hidden_state  # no key/value cache: nothing generates
+    hidden = lmloss.last_hidden(model.get_decoder(), batch)  # (K b, T, d)
     weight = model.get_output_embeddings().weight
     rows = hidden.shape[0] // K
-    return torch.stack([lmloss.linear_cross_entropy(hidden[k * rows:(k + 1) * rows, :-1], weight,
-                                                    batch["labels"][k * rows:(k + 1) * rows, 1:]) for k in range(K)])
+    return torch.stack([lmloss.next_token_loss(hidden[k * rows:(k + 1) * rows], weight, batch["labels"][k * rows:(k + 1) * rows])
+                        for k in range(K)])
 
 
 class RunLosses:
