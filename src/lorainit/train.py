@@ -12,7 +12,8 @@ only, so a run resumed from a checkpoint continues exactly as if it had never st
 are safetensors (trainable tensors, AdamW moments) plus JSON, written to a temporary folder and
 renamed: a crash leaves the previous checkpoint intact. Under torch.distributed (each process on its
 shard of every global batch) the gradients are averaged over the processes, by DistributedDataParallel
-where ``model`` is wrapped in it, else here after the backward (LoRA gradients are small), the logged loss is averaged over processes, and only rank 0 writes checkpoints.
+where ``model`` is wrapped in it, else here after the backward (LoRA gradients are small: one all-reduce
+per dtype); the logged loss is averaged over processes, and only rank 0 writes checkpoints.
 """
 from __future__ import annotations
 
@@ -109,6 +110,21 @@ def load_checkpoint(path: Path, opt: torch.optim.Optimizer) -> dict:
     return json.loads((path / "state.json").read_text())
 
 
+def average_gradients(params: list[torch.Tensor], world: int) -> None:
+    """Average ``params``' gradients over the ``world`` processes: one all-reduce per dtype over the flattened
+    gradients (a missing gradient counts as zeros, so every process sends the same tensors)."""
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for p in params:
+        p.grad = torch.zeros_like(p) if p.grad is None else p.grad
+        by_dtype.setdefault(p.grad.dtype, []).append(p.grad)
+    for grads in by_dtype.values():
+        flat = torch.cat([g.reshape(-1) for g in grads])  # (sum of numels,)
+        torch.distributed.all_reduce(flat)
+        flat.div_(world)
+        for g, part in zip(grads, flat.split([g.numel() for g in grads])):
+            g.copy_(part.view_as(g))
+
+
 def train(model: nn.Module, batch_at: Callable[[int, int], object], loss_fn: Callable[[nn.Module, object], torch.Tensor],
           cfg: LoopConfig, out: Path, *, evaluate: Callable[[int], dict] | None = None, progress: bool = True,
           autocast: torch.dtype | None = None, log: Callable[[dict], None] = lambda rec: None,
@@ -146,11 +162,7 @@ def train(model: nn.Module, batch_at: Callable[[int, int], object], loss_fn: Cal
             total += loss.item()
             tokens += int(batch["attention_mask"].sum()) if isinstance(batch, dict) and "attention_mask" in batch else 0
         if dist and core is model:  # a plain model under torchrun: average the gradients here (DDP would have)
-            for g in opt.param_groups:
-                for p in g["params"]:
-                    p.grad = torch.zeros_like(p) if p.grad is None else p.grad
-                    torch.distributed.all_reduce(p.grad)
-                    p.grad.div_(world)
+            average_gradients([p for g in opt.param_groups for p in g["params"]], world)
         if dist:  # the logged loss is the mean over the processes' shards of the global batch
             t = torch.tensor([total, float(tokens)], dtype=torch.float64, device=device)
             torch.distributed.all_reduce(t)

@@ -7,6 +7,7 @@ Re-running the same config resumes from the checkpoint; a finished run is not tr
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -54,7 +55,7 @@ def run(cfg: FinetuneConfig, out: Path, *, overwrite: bool = False, progress: bo
                           data=[batches.full(s) for s in range(cfg.init_batches)] if needs_data else None, seed=cfg.seed,
                           use_rslora=cfg.rslora, task_type="SEQ_CLS" if kind == "encoder" else None)
     peft_model = applied.model
-    if device.type == "cuda":  # bf16 autocast: LoRA inputs stay bf16 (speed.autocast_lora)
+    if _autocast(device) is not None:  # LoRA inputs stay in the autocast dtype (speed.autocast_lora)
         speed.autocast_lora(peft_model)
     if compiles(cfg, device):
         speed.compile_blocks(peft_model)
@@ -94,6 +95,15 @@ def _autocast(device) -> torch.dtype | None:
     return torch.bfloat16 if device.type == "cuda" else None
 
 
+def _evaluating(device):
+    """Evaluation's context: the training's autocast, modules uncompiled (``speed.eager``)."""
+    amp = _autocast(device)
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.autocast(device.type, dtype=amp, enabled=amp is not None))
+    stack.enter_context(speed.eager())
+    return stack
+
+
 def _train_other_rank(peft_model, batches, cfg: FinetuneConfig, out: Path, device) -> dict:
     """A process other than rank 0: trains its shards, evaluates and writes nothing."""
     result = train.train(peft_model, batches, loss_fn, _loop(cfg), out,
@@ -110,14 +120,13 @@ def _rank0(cfg, out, task, tok, kind, device, applied, batches, wanted, progress
     resume = json.loads((ckpt / "state.json").read_text())["step"] if ckpt.exists() else 0
     log, logfile = _log_writer(out / "log.jsonl", resume)
     base = None
-    amp = _autocast(device)
     if not resume:
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None), speed.eager():
+        with _evaluating(device):
             base = evaluate(peft_model, task, tok, "test", cfg, device)
         log({"step": 0, "base": base})
 
     def evaluate_fn(step: int) -> dict:
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None), speed.eager():  # autocast as in training
+        with _evaluating(device):
             rec = evaluate(peft_model, task, tok, "val", cfg, device)
             if step == cfg.steps:
                 rec.update(evaluate(peft_model, task, tok, "test", cfg, device))
