@@ -1,9 +1,13 @@
 """Benchmark: the teacher-student grid of one width trained batched vs one run at a time, in one process.
 
 Baselines, each over the same (init, LR) grid, the same steps and the same logging (train loss every
-step; test loss and |Z_A|, |Z_B| every ``log_every`` steps), sharing the precomputed frozen student:
+step; test loss and |Z_A|, |Z_B| every ``log_every`` steps), sharing the precomputed frozen student
+and initial factors (built once, timed apart as ``seconds_setup_shared``; the ratio with that time
+added to both sides is reported too):
   - reference: the way one would write a single run: plain autograd on eq. (4), torch.optim.AdamW;
-  - own-k1:    lorainit's batched code with K = 1, run after run (isolates the gain of batching).
+  - own-k1:    lorainit's batched code with K = 1, run after run (isolates the gain of batching);
+  - bmm head:  the batched program with the hidden layer as batched matmuls instead of the fused
+               Triton kernels (isolates the kernels' gain; the same path where Triton is absent).
 Optionally (--paper-out) the whole ``paper`` preset is run end to end and its wall time recorded.
 Prints a table and writes JSON with device, date and commit.
 """
@@ -12,15 +16,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from lorainit import batched, io  # noqa: E402
-from lorainit.experiments import toy, toy_study  # noqa: E402
+from lorainit.experiments import toy, toy_head, toy_study  # noqa: E402
 
 
 def sync(device):
@@ -76,28 +80,38 @@ def one_seed(st: toy.Student) -> toy.Student:
 def bench_grid(width: int, k: int, steps: int, device: torch.device, repeats: int) -> dict:
     cfg = grid_config(width, k, steps, str(device))
     data = toy.teacher_data(cfg)
-    X = {"train": data["X_train"], "test": data["X_test"]}
     y_train, y_test = data["Y_train"].to(device), data["Y_test"].to(device)
-    st = toy.students(cfg, width, X, device)
-    A0, B0 = toy.init_factors(cfg, width, st["train"], device)
-    grid = toy.run_grid(cfg)
+    sync(device)
+    t0 = time.perf_counter()
+    setup = toy.setup_width(cfg, width, data, device)  # students and inits: shared by every timed path
+    sync(device)
+    setup_seconds = time.perf_counter() - t0
+    st, A0, B0, grid = setup.students, setup.A, setup.B, setup.grid
     sts = (one_seed(st["train"]), one_seed(st["test"]), y_train, y_test)
 
     def batched_all():
-        return toy.train_width(cfg, width, data, device)
+        return toy.train_width(cfg, width, data, device, setup=setup)
+
+    def batched_bmm():  # the same batched program with the hidden layer as batched matmuls (no Triton)
+        with mock.patch.object(toy_head, "fused_available", lambda x: False):
+            return batched_all()
 
     def sequential(fn):
         return [fn(*sts, A0[i], B0[i], lr, cfg) for i, (_, _, lr) in enumerate(grid)]
 
-    # warm-up: CUDA context, kernels, allocator
-    w = dataclasses.replace(cfg, steps=3)
-    toy.train_width(w, width, data, device)
+    paths = {"batched": batched_all, "batched_bmm": batched_bmm,
+             "reference": lambda: sequential(reference_run), "own_k1": lambda: sequential(own_k1_run)}
+    # warm-up: CUDA context, kernels (Triton compiles here), allocator
+    w = dataclasses.replace(cfg, steps=5)
+    toy.train_width(w, width, data, device, setup=setup)
+    with mock.patch.object(toy_head, "fused_available", lambda x: False):
+        toy.train_width(w, width, data, device, setup=setup)
     reference_run(*sts, A0[0], B0[0], 1e-3, w)
     own_k1_run(*sts, A0[0], B0[0], 1e-3, w)
-    times: dict[str, list[float]] = {"batched": [], "reference": [], "own_k1": []}
+    times: dict[str, list[float]] = {name: [] for name in paths}
     peak = {}
     for _ in range(repeats):
-        for name, fn in (("batched", batched_all), ("reference", lambda: sequential(reference_run)), ("own_k1", lambda: sequential(own_k1_run))):
+        for name, fn in paths.items():
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
             sync(device)
@@ -118,10 +132,13 @@ def bench_grid(width: int, k: int, steps: int, device: torch.device, repeats: in
     rel = (final_b - final_r).abs() / final_r.abs()
     low = ok & (lrs <= 2.0**-8)
     return {
-        "width": width, "runs": len(grid), "steps": steps,
-        "seconds_batched": best["batched"], "seconds_reference_one_at_a_time": best["reference"],
-        "seconds_own_code_one_at_a_time": best["own_k1"],
+        "width": width, "runs": len(grid), "steps": steps, "fused_head": toy_head.fused_available(st["train"].P),
+        "seconds_setup_shared": setup_seconds,
+        "seconds_batched": best["batched"], "seconds_batched_bmm_head": best["batched_bmm"],
+        "seconds_reference_one_at_a_time": best["reference"], "seconds_own_code_one_at_a_time": best["own_k1"],
         "speedup_vs_reference": best["reference"] / best["batched"], "speedup_vs_own_k1": best["own_k1"] / best["batched"],
+        "speedup_fused_vs_bmm_head": best["batched_bmm"] / best["batched"],
+        "speedup_vs_reference_with_setup": (setup_seconds + best["reference"]) / (setup_seconds + best["batched"]),
         "all_times": times, "peak_mib": peak or None,
         "final_train_loss_rel_diff_batched_vs_reference": {
             "runs_compared": int(ok.sum()), "runs_stopped_by_batched": int((~torch.isfinite(final_b)).sum()),
@@ -160,8 +177,9 @@ def main() -> None:
             r = bench_grid(width, k, a.steps, device, a.repeats)
             result["grids"].append(r)
             io.write_json(a.out, result)  # partial results survive an interruption
-            print(f"width {width:5d} K={k:3d}: batched {r['seconds_batched']:.2f}s  one-at-a-time reference "
-                  f"{r['seconds_reference_one_at_a_time']:.2f}s ({r['speedup_vs_reference']:.1f}x)  own K=1 "
+            print(f"width {width:5d} K={k:3d}: batched {r['seconds_batched']:.2f}s (bmm head {r['seconds_batched_bmm_head']:.2f}s)  "
+                  f"one-at-a-time reference {r['seconds_reference_one_at_a_time']:.2f}s ({r['speedup_vs_reference']:.1f}x; "
+                  f"{r['speedup_vs_reference_with_setup']:.1f}x with the {r['seconds_setup_shared']:.2f}s setup)  own K=1 "
                   f"{r['seconds_own_code_one_at_a_time']:.2f}s ({r['speedup_vs_own_k1']:.1f}x)  "
                   f"final-loss rel diff median {r['final_train_loss_rel_diff_batched_vs_reference']['median']:.1e}", flush=True)
     print(f"wrote {a.out}")

@@ -10,7 +10,8 @@ on the full-batch mean squared error.
 
 The LoRA input relu(W_in x) and the frozen part of the hidden pre-activation
 P = W_in x + W_h relu(W_in x) do not depend on A or B, so both are computed once per seed.
-All (seed, init, LR) runs of one width then train as one batched program (``lorainit.batched``).
+All (seed, init, LR) runs of one width then train as one batched program (``lorainit.batched``),
+the hidden layer through ``toy_head`` (fused Triton kernels on the GPU).
 Seeds vary the student's frozen weights and the LoRA init; the teacher and data come from
 ``data_seed`` and are shared by every run.
 """
@@ -26,6 +27,7 @@ from torch import Tensor
 
 from .. import batched, inits
 from ..seeding import generator
+from .toy_head import head
 
 
 @dataclass(frozen=True)
@@ -181,46 +183,12 @@ def students(cfg: ToyConfig, width: int, X: dict[str, Tensor], device: torch.dev
     }
 
 
-class _Head(torch.autograd.Function):
-    r"""out = relu(P + Z_A B^T) w_out for K = S*M runs (run k on seed k // M).
-
-    Same function as the plain autograd expression (``forward_reference``), with a hand-written
-    backward that never materializes the (K, N, n) gradient of the pre-activation. With the 0/1 mask
-    D = [pre > 0] (K, N, n) and upstream gradient g (K, N):
-
-        dL/dZ_A = g[:, :, None] * (D @ (w_out[:, None] * B))        (K, N, r)
-        dL/dB   = w_out[:, None] * (D^T @ (g[:, :, None] * Z_A))    (K, n, r)
-
-    so one (K, N, n) buffer serves as pre-activation, then (in place) as the mask.
-    """
-
-    @staticmethod
-    def forward(ctx, Z_A: Tensor, B: Tensor, P: Tensor, w_out: Tensor) -> Tensor:
-        S, N, n = P.shape
-        K = Z_A.shape[0]
-        pre = torch.bmm(Z_A, B.transpose(1, 2))  # (K, N, n) = Z_B
-        pre.view(S, K // S, N, n).add_(P.unsqueeze(1)).relu_()
-        out = torch.bmm(pre.view(S, -1, n), w_out.unsqueeze(-1)).view(K, N)  # (K, N)
-        ctx.save_for_backward(pre.gt_(0), Z_A, B, w_out)  # pre becomes the 0/1 mask D in place
-        return out
-
-    @staticmethod
-    def backward(ctx, g: Tensor):
-        D, Z_A, B, w_out = ctx.saved_tensors
-        K, N, n = D.shape
-        S = w_out.shape[0]
-        w = w_out.repeat_interleave(K // S, dim=0).unsqueeze(-1)  # (K, n, 1)
-        g_ZA = g.unsqueeze(-1) * torch.bmm(D, w * B)  # (K, N, r)
-        g_B = w * torch.bmm(D.transpose(1, 2), g.unsqueeze(-1) * Z_A)  # (K, n, r)
-        return g_ZA, g_B, None, None
-
-
 def forward(student: Student, A: Tensor, B: Tensor, scaling: float) -> tuple[Tensor, Tensor]:
     """Outputs (K, N) and LoRA features Z_A (K, N, r) of K = S*M runs; A (K, r, n), B (K, n, r)."""
     S, N, n = student.Z.shape
     M = A.shape[0] // S
     Z_A = torch.einsum("snd,smrd->smnr", student.Z, A.view(S, M, *A.shape[1:])).reshape(S * M, N, -1)  # (K, N, r)
-    return _Head.apply(scaling * Z_A, B, student.P, student.w_out), Z_A
+    return head(scaling * Z_A, B, student.P, student.w_out), Z_A
 
 
 def forward_reference(student: Student, A: Tensor, B: Tensor, scaling: float) -> Tensor:
@@ -237,9 +205,12 @@ def forward_reference(student: Student, A: Tensor, B: Tensor, scaling: float) ->
 
 @torch.no_grad()
 def feature_norms(Z_A: Tensor, B: Tensor) -> dict[str, Tensor]:
-    """Fig. 3's |Z_A| = N^-1 sum_i ||A z_i|| and |Z_B| = N^-1 sum_i ||B A z_i||, per run (K,)."""
-    Z_B = torch.bmm(Z_A, B.transpose(1, 2))  # (K, N, n)
-    return {"za": Z_A.norm(dim=-1).mean(-1), "zb": Z_B.norm(dim=-1).mean(-1)}
+    """Fig. 3's |Z_A| = N^-1 sum_i ||A z_i|| and |Z_B| = N^-1 sum_i ||B A z_i||, per run (K,).
+
+    ||B A z||^2 = (A z)^T (B^T B) (A z), so |Z_B| needs the (K, r, r) Gram matrix, not the (K, N, n) Z_B."""
+    gram = torch.bmm(B.transpose(1, 2), B)  # (K, r, r)
+    zb2 = (torch.bmm(Z_A, gram) * Z_A).sum(-1)  # (K, N)
+    return {"za": Z_A.norm(dim=-1).mean(-1), "zb": zb2.clamp_min(0).sqrt().mean(-1)}
 
 
 def run_grid(cfg: ToyConfig) -> list[tuple[int, str, float]]:
@@ -271,20 +242,38 @@ def init_factors(cfg: ToyConfig, width: int, student: Student, device: torch.dev
     return torch.stack(As).to(device), torch.stack(Bs).to(device)  # (K, r, n), (K, n, r)
 
 
-def train_width(cfg: ToyConfig, width: int, data: dict[str, Tensor], device: torch.device, on_step=None,
-                grid: list[tuple[int, str, float]] | None = None) -> dict:
-    """Train every (seed, init, LR) run of one width together (or only the runs of ``grid``, seed-major
-    with equal runs per seed); return JSON-ready results."""
-    start = time.perf_counter()
+@dataclass
+class Setup:
+    """Everything a width's runs share before training: the frozen students and the initial factors."""
+
+    grid: list[tuple[int, str, float]]
+    students: dict[str, Student]  # split -> Student, the (n, n) W_h already dropped
+    A: Tensor  # (K, r, n) initial lora_A of every run
+    B: Tensor  # (K, n, r) initial lora_B
+
+
+def setup_width(cfg: ToyConfig, width: int, data: dict[str, Tensor], device: torch.device,
+                grid: list[tuple[int, str, float]] | None = None) -> Setup:
+    """Build the students of the seeds in ``grid`` (default: the whole grid) and every run's init."""
     grid = run_grid(cfg) if grid is None else grid
-    X = {"train": data["X_train"], "test": data["X_test"]}
-    Y = {"train": data["Y_train"].to(device), "test": data["Y_test"].to(device)}
-    st = students(cfg, width, X, device, seeds=grid_seeds(grid))
+    st = students(cfg, width, {"train": data["X_train"], "test": data["X_test"]}, device, seeds=grid_seeds(grid))
     A, B = init_factors(cfg, width, st["train"], device, grid)
     for s in st.values():
         s.W_h = []  # the inits have run; free the (n, n) weights
-    A.requires_grad_(True)
-    B.requires_grad_(True)
+    return Setup(grid, st, A, B)
+
+
+def train_width(cfg: ToyConfig, width: int, data: dict[str, Tensor], device: torch.device, on_step=None,
+                grid: list[tuple[int, str, float]] | None = None, setup: Setup | None = None) -> dict:
+    """Train every (seed, init, LR) run of one width together (or only the runs of ``grid``, seed-major
+    with equal runs per seed, or those of a prepared ``setup``, which is left unchanged); return
+    JSON-ready results."""
+    start = time.perf_counter()
+    setup = setup_width(cfg, width, data, device, grid) if setup is None else setup
+    grid, st = setup.grid, setup.students
+    Y = {"train": data["Y_train"].to(device), "test": data["Y_test"].to(device)}
+    A = setup.A.clone().requires_grad_(True)
+    B = setup.B.clone().requires_grad_(True)
     lr = torch.tensor([lr for _, _, lr in grid], dtype=torch.get_default_dtype(), device=device)
 
     def loss_fn(params, log):
