@@ -76,6 +76,20 @@ def test_pissa_matches_peft_pissa():
         torch.testing.assert_close(l1.get_base_layer().weight, l2.get_base_layer().weight, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("niter", [None, 2])
+def test_stacked_pissa_equals_the_per_layer_draw(niter):
+    """apply decomposes same-shape layers as stacks (pissa_stack); each layer gets draw's factors, in any grouping."""
+    whole = applied("pissa", niter=niter).model
+    one_by_one = applied("pissa", niter=niter, budget_mb=1e-9).model  # every stack of one layer
+    originals = dict(apply.lora_layers(peft.get_peft_model(tiny_llama(), peft.LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS))))
+    for model in (whole, one_by_one):
+        for name, layer in apply.lora_layers(model).items():
+            W = originals[name].get_base_layer().weight.detach()
+            f = apply.draw("pissa", W, 4, seed=0, layer=name, scaling=layer.scaling["default"], niter=niter)
+            torch.testing.assert_close(layer.lora_B["default"].weight @ layer.lora_A["default"].weight, f.B @ f.A, atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(layer.get_base_layer().weight, f.residual, atol=1e-5, rtol=1e-4)
+
+
 def test_gaussian_and_default_match_peft_distributions():
     from scipy import stats as st
 

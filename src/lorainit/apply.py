@@ -23,6 +23,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -78,6 +79,7 @@ def apply(model, scheme: str, *, rank: int | None = None, alpha: float | None = 
 
     ``budget_mb`` bounds the per-layer statistics of a data-dependent init held at once (full-size gradients,
     or in x in activation scatter matrices): layers are processed in groups that fit, one data pass each.
+    It also bounds the float32 weights a scheme's stacked form (PiSSA) decomposes at once.
     ``freeze_a=True`` gives asymmetric LoRA (Chen et al. 2025): ``lora_A`` keeps its initial value and
     only ``lora_B`` trains. ``task_type`` is PEFT's (e.g. "SEQ_CLS" also trains and saves the new head)."""
     entry = inits.entry(scheme)
@@ -110,11 +112,14 @@ def apply(model, scheme: str, *, rank: int | None = None, alpha: float | None = 
         source = ((n, {"preheated": pre[n]}) for n in layers)
     else:
         source = ((n, {}) for n in layers)
+    if entry.stacked is not None:  # data-free with a batched form: one decomposition per group of same-shape layers
+        drawn = draw_stacked(scheme, layers, adapter, seed=seed, budget_mb=budget_mb, **hyperparameters)
+    else:
+        drawn = ((name, draw(scheme, stats.base_weight(layers[name]).detach(), layers[name].r[adapter], seed=seed, layer=name,
+                             scaling=layers[name].scaling[adapter], **kw, **hyperparameters)) for name, kw in source)
     initial = {}
-    for name, kw in source:
+    for name, f in drawn:
         layer = layers[name]
-        W = stats.base_weight(layer).detach()
-        f = draw(scheme, W, layer.r[adapter], seed=seed, layer=name, scaling=layer.scaling[adapter], **kw, **hyperparameters)
         _write(layer, adapter, f)
         layer.lora_A[adapter].weight.requires_grad_(not freeze_a)
         if f.residual is not None:
@@ -130,6 +135,25 @@ def draw(scheme: str, W: torch.Tensor, rank: int, *, seed: int, layer: str, scal
     if _accepts(entry.fn, "scaling"):
         kw.setdefault("scaling", scaling)
     return entry.fn(W, rank, generator=generator("apply", seed, scheme, layer), **kw)
+
+
+def draw_stacked(scheme: str, layers: dict[str, nn.Module], adapter: str, *, seed: int, budget_mb: float = 1024.0,
+                 **kw) -> Iterator[tuple[str, Factors]]:
+    """(layer name, factors) of every layer through the scheme's stacked form: layers of one shape, dtype,
+    device, rank and scaling go through as stacks of at most ``budget_mb`` of float32 weights, each layer
+    drawing from the generator ``draw`` would give it, so the factors equal ``draw``'s up to rounding."""
+    entry = inits.entry(scheme)
+    groups: dict[tuple, list[str]] = {}
+    for name, layer in layers.items():
+        W = stats.base_weight(layer)
+        groups.setdefault((tuple(W.shape), W.dtype, W.device, layer.r[adapter], layer.scaling[adapter]), []).append(name)
+    for (shape, _dtype, _device, rank, scaling), names in groups.items():
+        per = 4 * shape[0] * shape[1] / 2**20  # MiB of one float32 weight
+        for group in stats.budget_groups({n: per for n in names}, budget_mb):
+            W = torch.stack([stats.base_weight(layers[n]).detach() for n in group])  # (L, out, in)
+            extra = {"scaling": scaling} if _accepts(entry.stacked, "scaling") else {}
+            gens = [generator("apply", seed, scheme, n) for n in group]
+            yield from zip(group, entry.stacked(W, rank, generators=gens, **extra, **kw))
 
 
 @torch.no_grad()

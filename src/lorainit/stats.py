@@ -35,7 +35,7 @@ def base_weight(layer) -> Tensor:
     return w.T if getattr(layer, "fan_in_fan_out", False) else w
 
 
-def _groups(sizes_mb: dict[str, float], budget_mb: float) -> list[list[str]]:
+def budget_groups(sizes_mb: dict[str, float], budget_mb: float) -> list[list[str]]:
     """Consecutive names whose sizes sum to at most ``budget_mb`` (a name larger than the budget alone)."""
     groups, current, size = [], [], 0.0
     for name, mb in sizes_mb.items():
@@ -58,7 +58,7 @@ def gradients(model, layers: dict[str, nn.Module], data: Iterable, loss_fn: Loss
     try:
         for p in params:
             p.requires_grad_(False)
-        for group in _groups({n: m.get_base_layer().weight.numel() * 4 / 2**20 for n, m in layers.items()}, budget_mb):
+        for group in budget_groups({n: m.get_base_layer().weight.numel() * 4 / 2**20 for n, m in layers.items()}, budget_mb):
             weights = [layers[n].get_base_layer().weight for n in group]
             for w in weights:
                 w.requires_grad_(True)
@@ -118,7 +118,7 @@ def activation_scatter(model, layers: dict[str, nn.Module], data: Iterable, loss
         raise ValueError("no batches given: activation-based inits need at least one batch of training data")
     owner = _shared_inputs(model, layers, batches[0], loss_fn)
     sizes = {n: base_weight(layers[n]).shape[1] ** 2 * 8 / 2**20 for n in layers if owner[n] == n}
-    for group in _groups(sizes, budget_mb):
+    for group in budget_groups(sizes, budget_mb):
         acc: dict[str, list] = {}  # owner -> [count, sum (in,), second moment (in, in)], float64
 
         def hook(name):

@@ -22,6 +22,24 @@ def test_registration_rejects_a_wrong_signature():
     assert "bad1" not in inits.INITS and "bad2" not in inits.INITS
 
 
+def test_a_stacked_form_must_mirror_the_scheme():
+    def scheme(weight, rank, *, generator=None, scaling=1.0):
+        return None
+
+    def wrong(weights, rank, *, generators, alpha=1.0):
+        return []
+
+    def right(weights, rank, *, generators, scaling=1.0):
+        return []
+
+    with pytest.raises(TypeError, match="stacked form"):
+        inits.register("bad3", preserves_output=True, stacked=wrong)(scheme)
+    with pytest.raises(TypeError, match="stacked form"):
+        inits.register("bad4", preserves_output=True, needs=("grad",), stacked=right)(lambda weight, rank, *, generator, grad: None)
+    assert "bad3" not in inits.INITS and "bad4" not in inits.INITS
+    assert inits.entry("pissa").stacked is not None
+
+
 def test_duplicate_name_is_refused():
     def scheme(weight, rank, *, generator=None):
         return None

@@ -56,6 +56,9 @@ class _HeadBmm(torch.autograd.Function):
 
 
 if triton is not None:
+    # Dots as 3xTF32 (a = a_hi + a_lo in TF32, three tensor-core products): float32-level accuracy. Plain
+    # float32 ("ieee") dots run on the FMA units with the rank padded to 16 and bound the kernels.
+    PRECISION = tl.constexpr("tf32x3")
 
     @triton.jit
     def _pre_tile(za, b_ptr, p_ptr, k, s, i, j, N, n, R: tl.constexpr, RP: tl.constexpr):
@@ -63,7 +66,7 @@ if triton is not None:
         rr = tl.arange(0, RP)
         bt = tl.load(b_ptr + k * n * R + j[None, :] * R + rr[:, None], mask=(j[None, :] < n) & (rr[:, None] < R), other=0.0)  # (RP, BJ)
         p = tl.load(p_ptr + s.to(tl.int64) * N * n + i[:, None] * n + j[None, :], mask=(i[:, None] < N) & (j[None, :] < n), other=0.0)
-        return p + tl.dot(za, bt, input_precision="ieee"), bt
+        return p + tl.dot(za, bt, input_precision=PRECISION), bt
 
     @triton.jit
     def _load_za(za_ptr, k, i, N, R: tl.constexpr, RP: tl.constexpr):
@@ -97,7 +100,7 @@ if triton is not None:
             j = j0 + tl.arange(0, BJ)
             pre, bt = _pre_tile(za, b_ptr, p_ptr, k, s, i, j, N, n, R, RP)
             w = tl.load(w_ptr + s * n + j, mask=j < n, other=0.0)
-            acc += tl.dot(tl.where(pre > 0, w[None, :], 0.0), tl.trans(bt), input_precision="ieee")
+            acc += tl.dot(tl.where(pre > 0, w[None, :], 0.0), tl.trans(bt), input_precision=PRECISION)
         g = tl.load(g_ptr + k * N + i, mask=i < N, other=0.0)
         rr = tl.arange(0, RP)
         tl.store(gza_ptr + k * N * R + i[:, None] * R + rr[None, :], g[:, None] * acc, mask=(i[:, None] < N) & (rr[None, :] < R))
@@ -114,7 +117,7 @@ if triton is not None:
             za = _load_za(za_ptr, k, i, N, R, RP)
             pre, _ = _pre_tile(za, b_ptr, p_ptr, k, s, i, j, N, n, R, RP)
             g = tl.load(g_ptr + k * N + i, mask=i < N, other=0.0)
-            acc += tl.dot(tl.trans(za * g[:, None]), (pre > 0).to(tl.float32), input_precision="ieee")
+            acc += tl.dot(tl.trans(za * g[:, None]), (pre > 0).to(tl.float32), input_precision=PRECISION)
         w = tl.load(w_ptr + s * n + j, mask=j < n, other=0.0)
         rr = tl.arange(0, RP)
         tl.store(gb_ptr + k * n * R + j[None, :] * R + rr[:, None], acc * w[None, :], mask=(j[None, :] < n) & (rr[:, None] < R))

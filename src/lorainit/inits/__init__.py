@@ -26,14 +26,18 @@ class Entry:
     needs: tuple[str, ...]  # keyword arguments carrying data the scheme consumes ("grad", ...); () if data-free
     stochastic: bool  # with default hyperparameters, draws from the generator (a seed changes the result)
     residual: bool = False  # replaces the base weight by a residual (Factors.residual is set)
+    # the scheme over a stack (L, out, in) of same-shape weights with one generator each (``generators=``),
+    # giving ``fn``'s factors per matrix; ``lorainit.apply`` uses it on groups of same-shape layers
+    stacked: Callable[..., list[Factors]] | None = None
 
 
 INITS: dict[str, Entry] = {}
 
 
 def register(name: str, *, preserves_output: bool, needs: tuple[str, ...] = (), stochastic: bool = True,
-             residual: bool = False) -> Callable[[InitScheme], InitScheme]:
-    """Decorator adding ``fn`` to ``INITS`` under ``name`` after checking its signature."""
+             residual: bool = False, stacked: Callable[..., list[Factors]] | None = None) -> Callable[[InitScheme], InitScheme]:
+    """Decorator adding ``fn`` to ``INITS`` under ``name`` after checking its signature (and that of its
+    ``stacked`` form: (weights, rank, *, generators, ...) with ``fn``'s other keywords)."""
 
     def wrap(fn: InitScheme) -> InitScheme:
         params = list(inspect.signature(fn).parameters.values())
@@ -45,10 +49,16 @@ def register(name: str, *, preserves_output: bool, needs: tuple[str, ...] = (), 
         missing = [n for n in needs if n not in keyword_only]
         if missing:
             raise TypeError(f"init scheme {name!r} needs {missing} but takes no such keyword argument")
+        if stacked is not None:
+            sp = list(inspect.signature(stacked).parameters)
+            want = ["weights", "rank", "generators"] + [p.name for p in params[2:] if p.name != "generator"]
+            if needs or sorted(sp) != sorted(want) or sp[:2] != want[:2]:
+                raise TypeError(f"init scheme {name!r}: its stacked form must take (weights, rank, *, generators) and the "
+                                "scheme's other keywords, and data-dependent schemes have none")
         if name in INITS:
             raise ValueError(f"init scheme {name!r} is already registered")
         INITS[name] = Entry(name=name, fn=fn, preserves_output=preserves_output, needs=tuple(needs), stochastic=stochastic,
-                            residual=residual)
+                            residual=residual, stacked=stacked)
         return fn
 
     return wrap
