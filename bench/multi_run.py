@@ -13,7 +13,6 @@ through each path (K=1) and the card's measured bf16 matmul rate, for MFU = 4 N 
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 import time
 from pathlib import Path
