@@ -79,7 +79,7 @@ def apply(model, scheme: str, *, rank: int | None = None, alpha: float | None = 
 
     ``budget_mb`` bounds the per-layer statistics of a data-dependent init held at once (full-size gradients,
     or in x in activation scatter matrices): layers are processed in groups that fit, one data pass each.
-    It also bounds the float32 weights a scheme's stacked form (PiSSA) decomposes at once.
+    It also bounds the working memory of a scheme's stacked form (PiSSA), which decomposes same-shape layers at once.
     ``freeze_a=True`` gives asymmetric LoRA (Chen et al. 2025): ``lora_A`` keeps its initial value and
     only ``lora_B`` trains. ``task_type`` is PEFT's (e.g. "SEQ_CLS" also trains and saves the new head)."""
     entry = inits.entry(scheme)
@@ -140,7 +140,8 @@ def draw(scheme: str, W: torch.Tensor, rank: int, *, seed: int, layer: str, scal
 def draw_stacked(scheme: str, layers: dict[str, nn.Module], adapter: str, *, seed: int, budget_mb: float = 1024.0,
                  **kw) -> Iterator[tuple[str, Factors]]:
     """(layer name, factors) of every layer through the scheme's stacked form: layers of one shape, dtype,
-    device, rank and scaling go through as stacks of at most ``budget_mb`` of float32 weights, each layer
+    device, rank and scaling go through as stacks whose working memory stays within ``budget_mb`` (counted
+    as four float32 copies of each weight: the weight, its residual, and a full SVD's U and Vh), each layer
     drawing from the generator ``draw`` would give it, so the factors equal ``draw``'s up to rounding."""
     entry = inits.entry(scheme)
     groups: dict[tuple, list[str]] = {}
@@ -148,7 +149,7 @@ def draw_stacked(scheme: str, layers: dict[str, nn.Module], adapter: str, *, see
         W = stats.base_weight(layer)
         groups.setdefault((tuple(W.shape), W.dtype, W.device, layer.r[adapter], layer.scaling[adapter]), []).append(name)
     for (shape, _dtype, _device, rank, scaling), names in groups.items():
-        per = 4 * shape[0] * shape[1] / 2**20  # MiB of one float32 weight
+        per = 4 * 4 * shape[0] * shape[1] / 2**20  # MiB: four float32 copies of one weight
         for group in stats.budget_groups({n: per for n in names}, budget_mb):
             W = torch.stack([stats.base_weight(layers[n]).detach() for n in group])  # (L, out, in)
             extra = {"scaling": scaling} if _accepts(entry.stacked, "scaling") else {}
