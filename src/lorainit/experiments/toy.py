@@ -128,7 +128,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def _normal(shape, var: float, g: torch.Generator) -> Tensor:
-    return torch.randn(shape, generator=g) * var**0.5
+    return torch.randn(shape, generator=g).mul_(var**0.5)
 
 
 def teacher_weights(cfg: ToyConfig, g: torch.Generator | None = None) -> dict[str, Tensor]:
