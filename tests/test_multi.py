@@ -45,13 +45,14 @@ def separate(run, tmp_path, steps):
     return losses, a
 
 
-def batched(runs, tmp_path, steps):
+def batched(runs, tmp_path, steps, checkpoint_every=10**9, loss=None):
     model = tiny_llama()
     layers = multi.attach(model, runs, rank=4, alpha=8, targets=TARGETS)
     model.train()
-    loss = multi.RunLosses(len(runs))
-    cfg = train.LoopConfig(steps=steps, lr=1.0, warmup_ratio=0.2, eval_every=10**9, checkpoint_every=10**9)
+    loss = multi.RunLosses(len(runs)) if loss is None else loss
+    cfg = train.LoopConfig(steps=steps, lr=1.0, warmup_ratio=0.2, eval_every=10**9, checkpoint_every=checkpoint_every)
     datas = [data_of(r.seed) for r in runs]
+    (tmp_path / "multi").mkdir(parents=True, exist_ok=True)
     train.train(model, lambda s, m: multi.stack_batches([d(s, m) for d in datas]), loss, cfg, tmp_path / "multi",
                 progress=False, groups=multi.param_groups(layers, runs))
     return loss, layers
@@ -78,6 +79,27 @@ def test_a_diverging_run_is_dropped_and_the_others_are_unchanged(tmp_path):
     assert [h[0] for h in loss.history] == pytest.approx([h[0] for h in ref.history], rel=1e-5)
     assert [h[2] for h in loss.history] == pytest.approx([h[1] for h in ref.history], rel=1e-5)
     assert all(math.isfinite(h[0]) for h in loss.history)
+
+
+def test_resume_keeps_each_runs_divergence_record(tmp_path):
+    """The divergence record is checkpointed with the loop: interrupted and resumed equals uninterrupted."""
+    runs = [RUNS[0], multi.Run("init_b", 1e4, seed=1)]
+    whole, _ = batched(runs, tmp_path / "whole", 8, checkpoint_every=2)
+    assert whole.diverged_step[1] is not None and whole.diverged_step[1] < 6  # dead before the step-6 checkpoint
+
+    class Interrupted(multi.RunLosses):
+        def __call__(self, model, batch):
+            if len(self.history) == 7:
+                raise KeyboardInterrupt
+            return super().__call__(model, batch)
+
+    with pytest.raises(KeyboardInterrupt):
+        batched(runs, tmp_path / "cut", 8, checkpoint_every=2, loss=Interrupted(2))
+    resumed, _ = batched(runs, tmp_path / "cut", 8, checkpoint_every=2)
+    assert (resumed.diverged_step, resumed.reason) == (whole.diverged_step, whole.reason)
+    assert resumed.history == whole.history
+    with pytest.raises(ValueError, match="holds 2 runs' losses, this loop 3"):
+        multi.RunLosses(3).load_checkpoint_state(whole.checkpoint_state())
 
 
 def test_refusals():

@@ -147,3 +147,14 @@ class RunLosses:
         self.history.append([None if d is not None else v for d, v in zip(self.diverged_step, values)])
         alive = torch.tensor([d is None for d in self.diverged_step], device=losses.device)
         return torch.where(alive, losses, torch.zeros_like(losses)).sum()
+
+    def checkpoint_state(self) -> dict:
+        """What a resumed loop needs to go on judging each run as the uninterrupted one would (``train.train``)."""
+        return {"history": self.history, "first": self.first, "diverged_step": self.diverged_step, "reason": self.reason}
+
+    def load_checkpoint_state(self, state: dict) -> None:
+        if len(state["first"]) != self.K:
+            raise ValueError(f"the checkpoint holds {len(state['first'])} runs' losses, this loop {self.K}: "
+                             "resume with the same runs or start in a new folder")
+        self.history, self.first = [list(h) for h in state["history"]], list(state["first"])
+        self.diverged_step, self.reason = list(state["diverged_step"]), list(state["reason"])

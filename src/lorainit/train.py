@@ -130,6 +130,8 @@ def train(model: nn.Module, batch_at: Callable[[int, int], object], loss_fn: Cal
           autocast: torch.dtype | None = None, log: Callable[[dict], None] = lambda rec: None,
           groups: list[dict] | None = None) -> dict:
     """Run (or resume) the loop; ``batch_at(step, micro)`` gives micro-batch ``micro`` of step ``step``.
+    A ``loss_fn`` with state (``multi.RunLosses``: each run's divergence record) offers ``checkpoint_state()``
+    (JSON-ready) and ``load_checkpoint_state(state)``, and that state is checkpointed with the loop.
     Returns {"steps", "seconds", "tokens", "resumed_from"}; every record also goes to ``log``."""
     core = getattr(model, "module", model)  # a DistributedDataParallel wrapper trains its module
     dist = torch.distributed.is_available() and torch.distributed.is_initialized()
@@ -141,6 +143,8 @@ def train(model: nn.Module, batch_at: Callable[[int, int], object], loss_fn: Cal
     if ckpt.exists():
         state = load_checkpoint(ckpt, opt)
         start, first = state["step"], state.get("first_loss")
+        if "loss_state" in state:
+            loss_fn.load_checkpoint_state(state["loss_state"])
     device = next(p for g in groups for p in g["params"]).device
     model.train()
     t0, tokens = time.perf_counter(), 0
@@ -176,7 +180,8 @@ def train(model: nn.Module, batch_at: Callable[[int, int], object], loss_fn: Cal
         log({"step": step, "loss": total, "lr": opt.param_groups[0]["lr"]})
         bar.set_postfix(loss=f"{total:.4f}")
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps and rank == 0:
-            save_checkpoint(ckpt, core, opt, step + 1, {"first_loss": first})
+            stateful = {"loss_state": loss_fn.checkpoint_state()} if hasattr(loss_fn, "checkpoint_state") else {}
+            save_checkpoint(ckpt, core, opt, step + 1, {"first_loss": first, **stateful})
     bar.close()
     if evaluate is not None:
         log({"step": cfg.steps, **evaluate(cfg.steps)})
