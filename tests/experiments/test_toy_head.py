@@ -75,6 +75,22 @@ def test_triton_kernels_equal_the_bmm_form_on_the_gpu():
             assert ((a.double() - e).abs().max() / e.abs().max()).item() < 1e-5
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_kernels_that_fail_or_disagree_fall_back_to_the_bmm_form_with_a_warning(monkeypatch):
+    x = torch.zeros(1, device="cuda")
+    assert toy_head._self_check(x.device)
+
+    def broken(*a):
+        raise RuntimeError("Failed to find C compiler. Please specify via CC environment variable.")
+
+    for patch in (broken, lambda z, b, P, w: toy_head._HeadBmm.apply(z, b, P, w) + 1):
+        monkeypatch.setattr(toy_head._HeadFused, "apply", patch)
+        monkeypatch.setattr(toy_head, "_RUNS_HERE", {})
+        with pytest.warns(UserWarning, match="do not run on cuda"):
+            assert not toy_head.fused_available(x)
+        assert not toy_head.fused_available(x)  # checked once per device
+
+
 def test_fused_is_refused_without_triton(monkeypatch):
     monkeypatch.setattr(toy_head, "triton", None)
     x = torch.zeros(1, 2, 1)

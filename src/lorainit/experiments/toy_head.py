@@ -21,6 +21,8 @@ Two implementations of that one function:
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
 
@@ -151,9 +153,39 @@ class _HeadFused(torch.autograd.Function):
         return g_ZA, g_B, None, None
 
 
+_RUNS_HERE: dict[torch.device, bool] = {}  # device -> whether the kernels compiled and agreed with the bmm form
+
+
 def fused_available(x: Tensor) -> bool:
-    """Whether the Triton kernels serve tensors like ``x``: float32 on a CUDA device, Triton installed."""
-    return triton is not None and x.is_cuda and x.dtype == torch.float32
+    """Whether the Triton kernels serve tensors like ``x``: float32 on a CUDA device, Triton installed, and
+    the kernels compiled there and matched the bmm form on a small problem (checked once per device: a
+    machine without the C compiler Triton needs, say, gets a warning and the bmm form)."""
+    if triton is None or not x.is_cuda or x.dtype != torch.float32:
+        return False
+    if x.device not in _RUNS_HERE:
+        _RUNS_HERE[x.device] = _self_check(x.device)
+    return _RUNS_HERE[x.device]
+
+
+def _self_check(device: torch.device) -> bool:
+    g = torch.Generator(device=device).manual_seed(0)
+    S, M, N, n, r = 2, 2, 40, 72, 3
+    inputs = [torch.randn(*shape, generator=g, device=device) for shape in ((S * M, N, r), (S * M, n, r), (S, N, n), (S, n))]
+    try:
+        with torch.enable_grad():
+            got, want = [], []
+            for fn, acc in ((_HeadFused, got), (_HeadBmm, want)):
+                z, b = (t.clone().requires_grad_(True) for t in inputs[:2])
+                y = fn.apply(z, b, *inputs[2:])
+                acc += [y, *torch.autograd.grad(y.sum(), [z, b])]
+        bad = [i for i, (a, e) in enumerate(zip(got, want)) if not torch.allclose(a, e, rtol=1e-4, atol=1e-4)]
+        if bad:
+            raise ArithmeticError(f"results differ from the bmm form ({', '.join(['out', 'dZ_A', 'dB'][i] for i in bad)})")
+    except Exception as e:  # noqa: BLE001 - any failure to compile or run means: use the bmm form
+        warnings.warn(f"the toy's Triton kernels do not run on {device} ({type(e).__name__}: "
+                      f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}); using batched matmuls instead")
+        return False
+    return True
 
 
 def head(Z_A: Tensor, B: Tensor, P: Tensor, w_out: Tensor, fused: bool | None = None) -> Tensor:
