@@ -71,7 +71,7 @@ def test_batched_runs_equal_separate_peft_runs(tmp_path):
 
 
 def test_a_diverging_run_is_dropped_and_the_others_are_unchanged(tmp_path):
-    runs = [RUNS[0], multi.Run("init_b", 1e4, seed=1), RUNS[2]]
+    runs = [RUNS[0], multi.Run("init_b", math.inf, seed=1), RUNS[2]]
     loss, _ = batched(runs, tmp_path, 6)
     assert loss.diverged_step[1] is not None and loss.reason[1] in ("loss exploded", "non-finite loss")
     assert loss.diverged_step[0] is None and loss.diverged_step[2] is None
@@ -83,7 +83,7 @@ def test_a_diverging_run_is_dropped_and_the_others_are_unchanged(tmp_path):
 
 def test_resume_keeps_each_runs_divergence_record(tmp_path):
     """The divergence record is checkpointed with the loop: interrupted and resumed equals uninterrupted."""
-    runs = [RUNS[0], multi.Run("init_b", 1e4, seed=1)]
+    runs = [RUNS[0], multi.Run("init_b", math.inf, seed=1)]
     whole, _ = batched(runs, tmp_path / "whole", 8, checkpoint_every=2)
     assert whole.diverged_step[1] is not None and whole.diverged_step[1] < 6  # dead before the step-6 checkpoint
 
