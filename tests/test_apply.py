@@ -76,18 +76,24 @@ def test_pissa_matches_peft_pissa():
         torch.testing.assert_close(l1.get_base_layer().weight, l2.get_base_layer().weight, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("niter", [None, 2])
-def test_stacked_pissa_equals_the_per_layer_draw(niter):
-    """apply decomposes same-shape layers as stacks (pissa_stack); each layer gets draw's factors, in any grouping."""
-    whole = applied("pissa", niter=niter).model
-    one_by_one = applied("pissa", niter=niter, budget_mb=1e-9).model  # every stack of one layer
+@pytest.mark.parametrize("niter, scaling", [(None, None), (2, None), (2, 0.5)])
+def test_stacked_pissa_equals_the_per_layer_draw(niter, scaling):
+    """apply decomposes same-shape layers as stacks (pissa_stack); each layer gets draw's factors, in any
+    grouping, and a scaling the caller gives overrides the layer's in both."""
+    kw = {"niter": niter} if scaling is None else {"niter": niter, "scaling": scaling}
+    whole = applied("pissa", **kw).model
+    one_by_one = applied("pissa", budget_mb=1e-9, **kw).model  # every stack of one layer
     originals = dict(apply.lora_layers(peft.get_peft_model(tiny_llama(), peft.LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS))))
     for model in (whole, one_by_one):
         for name, layer in apply.lora_layers(model).items():
             W = originals[name].get_base_layer().weight.detach()
-            f = apply.draw("pissa", W, 4, seed=0, layer=name, scaling=layer.scaling["default"], niter=niter)
+            f = apply.draw("pissa", W, 4, seed=0, layer=name, layer_scaling=layer.scaling["default"], **kw)
             torch.testing.assert_close(layer.lora_B["default"].weight @ layer.lora_A["default"].weight, f.B @ f.A, atol=1e-5, rtol=1e-4)
             torch.testing.assert_close(layer.get_base_layer().weight, f.residual, atol=1e-5, rtol=1e-4)
+            if scaling is not None:  # the override took effect: s B A is W's top part with s = 0.5, not the layer's 2
+                assert layer.scaling["default"] == 2.0
+                torch.testing.assert_close(scaling * f.B @ f.A, W - f.residual)
+                assert not torch.allclose(f.B @ f.A, (W - f.residual) / 2.0)
 
 
 def test_gaussian_and_default_match_peft_distributions():

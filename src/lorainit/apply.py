@@ -116,7 +116,7 @@ def apply(model, scheme: str, *, rank: int | None = None, alpha: float | None = 
         drawn = draw_stacked(scheme, layers, adapter, seed=seed, budget_mb=budget_mb, **hyperparameters)
     else:
         drawn = ((name, draw(scheme, stats.base_weight(layers[name]).detach(), layers[name].r[adapter], seed=seed, layer=name,
-                             scaling=layers[name].scaling[adapter], **kw, **hyperparameters)) for name, kw in source)
+                             layer_scaling=layers[name].scaling[adapter], **kw, **hyperparameters)) for name, kw in source)
     initial = {}
     for name, f in drawn:
         layer = layers[name]
@@ -127,14 +127,21 @@ def apply(model, scheme: str, *, rank: int | None = None, alpha: float | None = 
     return Applied(model=peft_model, scheme=scheme, adapter=adapter, initial=initial)
 
 
-def draw(scheme: str, W: torch.Tensor, rank: int, *, seed: int, layer: str, scaling: float, **kw) -> Factors:
-    """One layer's initial factors: ``scheme(W, rank)`` with the generator seeded by (seed, scheme, PEFT
-    layer name) and the layer's ``scaling`` for schemes that take it. The one definition of the draw, so that
-    ``lorainit.multi`` starts each run where the same run through PEFT would."""
+def draw(scheme: str, W: torch.Tensor, rank: int, *, seed: int, layer: str, layer_scaling: float, **kw) -> Factors:
+    """One layer's initial factors: ``scheme(W, rank, **kw)`` with the generator seeded by (seed, scheme, PEFT
+    layer name), and for schemes that take a ``scaling`` the layer's, unless ``kw`` gives one. The one definition
+    of the draw, so that ``lorainit.multi`` starts each run where the same run through PEFT would."""
     entry = inits.entry(scheme)
-    if _accepts(entry.fn, "scaling"):
-        kw.setdefault("scaling", scaling)
-    return entry.fn(W, rank, generator=generator("apply", seed, scheme, layer), **kw)
+    return entry.fn(W, rank, generator=_generator(seed, scheme, layer), **_with_scaling(entry.fn, layer_scaling, kw))
+
+
+def _generator(seed: int, scheme: str, layer: str) -> torch.Generator:
+    return generator("apply", seed, scheme, layer)
+
+
+def _with_scaling(fn, scaling: float, kw: dict) -> dict:
+    """``kw`` plus the layer's ``scaling`` where ``fn`` takes one and the caller gave none."""
+    return {"scaling": scaling, **kw} if _accepts(fn, "scaling") else kw
 
 
 def draw_stacked(scheme: str, layers: dict[str, nn.Module], adapter: str, *, seed: int, budget_mb: float = 1024.0,
@@ -152,9 +159,8 @@ def draw_stacked(scheme: str, layers: dict[str, nn.Module], adapter: str, *, see
         per = 4 * 4 * shape[0] * shape[1] / 2**20  # MiB: four float32 copies of one weight
         for group in stats.budget_groups({n: per for n in names}, budget_mb):
             W = torch.stack([stats.base_weight(layers[n]).detach() for n in group])  # (L, out, in)
-            extra = {"scaling": scaling} if _accepts(entry.stacked, "scaling") else {}
-            gens = [generator("apply", seed, scheme, n) for n in group]
-            yield from zip(group, entry.stacked(W, rank, generators=gens, **extra, **kw))
+            gens = [_generator(seed, scheme, n) for n in group]
+            yield from zip(group, entry.stacked(W, rank, generators=gens, **_with_scaling(entry.stacked, scaling, kw)))
 
 
 @torch.no_grad()

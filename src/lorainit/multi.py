@@ -86,7 +86,7 @@ def attach(model: nn.Module, runs: list[Run], *, rank: int, alpha: float, target
         if rank > min(W.shape):
             raise ValueError(f"rank {rank} exceeds min(out, in) = {min(W.shape)} of layer {name}")
         peft_name = f"base_model.model.{name}"  # the name lorainit.apply seeds PEFT's layer with
-        fs = [apply.draw(r.init, W.float(), rank, seed=r.seed, layer=peft_name, scaling=scaling) for r in runs]
+        fs = [apply.draw(r.init, W.float(), rank, seed=r.seed, layer=peft_name, layer_scaling=scaling) for r in runs]
         layer = MultiLoRALinear(base, [f.A for f in fs], [f.B for f in fs], scaling).to(W.device)
         parent, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, child, layer)
