@@ -16,8 +16,6 @@ def toy_rows(d: dict) -> list[str]:
             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for g in d["grids"]:
         agree = g["final_train_loss_rel_diff_batched_vs_reference"]
-        if "seconds_setup_shared" not in g:  # results from before the setup was timed apart (it was inside "batched")
-            g = {**g, "seconds_setup_shared": float("nan"), "seconds_batched_bmm_head": float("nan"), "speedup_vs_reference_with_setup": float("nan")}
         rows.append(f"| {g['width']} | {g['runs']} | {g['seconds_setup_shared']:.2f} s | {g['seconds_batched']:.2f} s | "
                     f"{g['seconds_batched_bmm_head']:.2f} s | {g['seconds_reference_one_at_a_time']:.2f} s | "
                     f"**{g['speedup_vs_reference']:.1f}x** ({g['speedup_vs_reference_with_setup']:.1f}x) | "

@@ -119,7 +119,6 @@ def pissa_stack(weights: Tensor, rank: int, *, generators: Sequence[torch.Genera
 def pissa(weight: Tensor, rank: int, *, generator: torch.Generator | None = None, scaling: float = 1.0,
           niter: int | None = None, oversample: int = 8) -> Factors:
     """Principal singular directions of W in the adapter, the rest in the residual base weight."""
-    check_rank(weight, rank)
     return pissa_stack(weight[None], rank, generators=[generator], scaling=scaling, niter=niter, oversample=oversample)[0]
 
 
