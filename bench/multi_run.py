@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from lorainit import io, multi, speed  # noqa: E402
+from lorainit import io, multi, runloss, speed, starts  # noqa: E402
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -55,9 +55,10 @@ def timed_loop(step_fn, steps: int, warmup: int, device) -> tuple[float, list[fl
     return time.perf_counter() - t0, losses
 
 
-def stock_runs(runs, factors, args, device, schedule=None, **adamw) -> tuple[float, list[list[float]]]:
+def stock_runs(runs, factors, args, device, schedule=None, compile_: bool = False, **adamw) -> tuple[float, list[list[float]]]:
     """K sequential stock-PEFT runs; returns total timed seconds and each run's loss curve. ``schedule(step)``
-    multiplies the LR (default: constant); ``adamw``: AdamW's keyword arguments (default: torch's)."""
+    multiplies the LR (default: constant); ``adamw``: AdamW's keyword arguments (default: torch's); ``compile_``:
+    each block under torch.compile (the --warmup steps absorb the compilation)."""
     from peft import LoraConfig, get_peft_model
 
     total, curves = 0.0, []
@@ -70,6 +71,8 @@ def stock_runs(runs, factors, args, device, schedule=None, **adamw) -> tuple[flo
                     A, B = factors[name.removeprefix("base_model.model.")][k]
                     m.lora_A["default"].weight.copy_(A)
                     m.lora_B["default"].weight.copy_(B)
+        if compile_:
+            speed.compile_blocks(model)
         model.train()
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=run.lr, **adamw)
 
@@ -91,15 +94,25 @@ def stock_runs(runs, factors, args, device, schedule=None, **adamw) -> tuple[flo
     return total, curves
 
 
+def attach_runs(model, runs, rank: int) -> dict:
+    """``lorainit.multi`` adapters for ``runs`` on ``model``, each drawn as ``lorainit.starts`` draws it (scaling 1)."""
+    linears = multi.targets_of(model, TARGETS)
+    start = [{starts.PEFT_PREFIX + n: starts.draw(r.init, m.weight, rank, seed=r.seed, layer=starts.PEFT_PREFIX + n, layer_scaling=1.0)
+              for n, m in linears.items()} for r in runs]
+    return multi.attach(model, runs, start, scaling=1.0, targets=TARGETS)
+
+
 def batched_runs(runs, args, device, compile_: bool = False) -> tuple[float, list[list[float]], dict]:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     model = base_model(device)
-    layers = multi.attach(model, runs, rank=args.rank, alpha=args.rank, targets=TARGETS)
+    layers = attach_runs(model, runs, args.rank)
     if compile_:  # each block under torch.compile (fuses the elementwise ops, fewer launches)
         speed.compile_blocks(model)
     factors = {n: [(m.lora_A[k].detach().clone(), m.lora_B[k].detach().clone()) for k in range(len(runs))] for n, m in layers.items()}
     model.train()
-    opt = speed.adamw(multi.param_groups(layers, runs))  # as lorainit.train builds it: fused on a GPU
-    loss_fn = multi.RunLosses(len(runs))
+    opt = speed.adamw(multi.param_groups(model, runs))  # as lorainit.train builds it: fused on a GPU
+    loss_fn = runloss.RunLosses(len(runs), "lm")
 
     def step(s):
         opt.zero_grad(set_to_none=True)
@@ -140,6 +153,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20, help="timed steps per run (after --warmup)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--compile", action="store_true", help="also time the batched path with the decoder under torch.compile")
+    ap.add_argument("--stock-compiled-runs", type=int, default=2, help="stock PEFT runs timed with each block under torch.compile")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -164,6 +178,14 @@ def main() -> None:
                     "peak_gib": c_extra["peak_gib"], "median_rel_diff_vs_eager": sorted(c_rel)[len(c_rel) // 2]}
     one_s, _ = stock_runs(runs[:1], {n: v[:1] for n, v in extra["factors"].items()}, args, device)
     s_sec, s_curves = stock_runs(runs, extra["factors"], args, device)
+    sc = None
+    if args.stock_compiled_runs and device.type == "cuda":  # sequential runs: the rate of a few is the rate of K
+        n = args.stock_compiled_runs
+        t0 = time.perf_counter()
+        sc_sec, sc_curves = stock_runs(runs[:n], {k: v[:n] for k, v in extra["factors"].items()}, args, device, compile_=True)
+        sc = {"runs_timed": n, "tokens_per_s": n * tokens / sc_sec, "wall_s_incl_compile": time.perf_counter() - t0,
+              "median_rel_diff_vs_stock_eager": sorted(abs(a - b) / abs(b) for ca, cb in zip(sc_curves, s_curves) for a, b in zip(ca, cb))[
+                  sum(len(c) for c in sc_curves) // 2]}
     n_base = sum(p.numel() for p in base_model(device).parameters())
     rate = matmul_rate(device)
     rel = [abs(a - b) / abs(b) for ca, cb in zip(b_curves, s_curves) for a, b in zip(ca, cb) if a is not None]
@@ -180,13 +202,20 @@ def main() -> None:
         "loss_agreement": {"median_rel_diff": sorted(rel)[len(rel) // 2], "max_rel_diff": max(rel), "final": final},
         "batched_peak_gib": extra["peak_gib"],
         "batched_compiled": compiled,
+        "stock_compiled": sc,
     }
     if compiled and "tokens_per_s" in compiled:
         res["speedup_batched_compiled_vs_stock"] = compiled["tokens_per_s"] / res["stock_sequential_tokens_per_s"]
+    if sc:
+        best = max(res["batched_tokens_per_s"], (compiled or {}).get("tokens_per_s") or 0)
+        res["speedup_best_batched_vs_stock_compiled"] = best / sc["tokens_per_s"]
+    if rate:  # MFU of every path
+        res["mfu"].update({k: 4 * n_base * v / rate for k, v in (("stock_sequential", res["stock_sequential_tokens_per_s"]),
+                           ("batched_compiled", (compiled or {}).get("tokens_per_s")), ("stock_compiled", (sc or {}).get("tokens_per_s"))) if v})
     print(f"{len(runs)} runs: batched {res['batched_tokens_per_s']:.0f} tok/s vs stock sequential "
           f"{res['stock_sequential_tokens_per_s']:.0f} tok/s = {res['speedup_batched_vs_stock']:.2f}x; single run "
           f"{res['single_run']['ratio']:.2f}x; loss rel diff median {res['loss_agreement']['median_rel_diff']:.2e} "
-          f"max {res['loss_agreement']['max_rel_diff']:.2e}; mfu {res['mfu']}; compiled {compiled}")
+          f"max {res['loss_agreement']['max_rel_diff']:.2e}; mfu {res['mfu']}; compiled {compiled}; stock compiled {sc}")
     if args.out:
         io.write_json(args.out, res)
 

@@ -15,7 +15,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import multi_run  # noqa: E402
 
-from lorainit import multi  # noqa: E402
+from lorainit import multi, runloss, speed  # noqa: E402
 
 
 def main() -> None:
@@ -26,15 +26,18 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--rank", type=int, default=16)
     ap.add_argument("--rows", type=int, default=25)
+    ap.add_argument("--compile", action="store_true", help="batched: each block under torch.compile")
     args = ap.parse_args()
     device = torch.device("cuda")
     K = args.runs if args.mode == "batched" else 1
     runs = [multi.Run("init_a", 1e-4, seed=k) for k in range(K)]
     model = multi_run.base_model(device)
     if args.mode == "batched":
-        layers = multi.attach(model, runs, rank=args.rank, alpha=args.rank, targets=multi_run.TARGETS)
-        opt = torch.optim.AdamW(multi.param_groups(layers, runs))
-        loss_fn = multi.RunLosses(K)
+        multi_run.attach_runs(model, runs, args.rank)
+        if args.compile:
+            speed.compile_blocks(model)
+        opt = speed.adamw(multi.param_groups(model, runs), lr=1e-4)
+        loss_fn = runloss.RunLosses(K, "lm")
     else:
         from peft import LoraConfig, get_peft_model
 
@@ -51,13 +54,13 @@ def main() -> None:
         loss.backward()
         opt.step()
 
-    for s in range(3):
+    for s in range(4):
         step(s)
     torch.cuda.synchronize()
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        for s in range(3, 6):
+        for s in range(4, 7):
             step(s)
         torch.cuda.synchronize()
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=args.rows, max_name_column_width=60))

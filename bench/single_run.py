@@ -4,8 +4,8 @@ Model, batch and data as bench/multi_run.py (SmolLM2-135M's shape, random bf16 w
 projections, 16 x 512 tokens per step, Zipf-law tokens, bf16 autocast). Both start from the same Init[A]
 factors and see the same batches, so their loss curves must agree up to bf16 noise.
 - stock:    ``peft.get_peft_model`` + ``torch.optim.AdamW`` + ``model(**batch).loss`` (multi_run.stock_runs);
-- lorainit: what ``lorainit finetune`` runs on a GPU: ``apply.apply`` + ``speed.autocast_lora`` +
-            ``train.train`` (fused AdamW) with ``finetune.loss_fn`` (chunked frozen-head cross-entropy);
+- lorainit: what ``lorainit finetune`` runs on a GPU: ``lorainit.multi`` with K = 1 + ``train.train`` (fused AdamW)
+            with ``runloss.RunLosses`` (chunked frozen-head cross-entropy);
 - lorainit + compile: the same with ``speed.compile_blocks`` (``finetune --compile``).
 Tokens/s over the timed steps (after --warmup; compile time excluded, reported apart), MFU = 4 N tokens/s over
 the card's measured bf16 matmul rate. Writes JSON with device, date and commit.
@@ -24,10 +24,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from multi_run import TARGETS, base_model, batch, matmul_rate, stock_runs  # noqa: E402
+from multi_run import TARGETS, attach_runs, base_model, batch, matmul_rate, stock_runs  # noqa: E402
 
-from lorainit import apply, io, multi, speed, train  # noqa: E402
-from lorainit.experiments import finetune  # noqa: E402
+from lorainit import io, multi, runloss, speed, train  # noqa: E402
 
 
 def loop_config(args) -> train.LoopConfig:
@@ -37,13 +36,13 @@ def loop_config(args) -> train.LoopConfig:
 
 
 def lorainit_run(args, device, compile_: bool) -> dict:
+    """What ``lorainit finetune`` runs: one run of ``lorainit.multi`` (K = 1) through the one loop with RunLosses."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    applied = apply.apply(base_model(device), "init_a", rank=args.rank, alpha=args.rank, targets=TARGETS, seed=0)
-    model = applied.model
-    factors = {n.removeprefix("base_model.model."): [(m.lora_A["default"].weight.detach().clone(), m.lora_B["default"].weight.detach().clone())]
-               for n, m in apply.lora_layers(model).items()}
-    speed.autocast_lora(model)
+    model = base_model(device)
+    runs = [multi.Run("init_a", args.lr)]
+    layers = attach_runs(model, runs, args.rank)
+    factors = {n: [(m.lora_A[0].detach().clone(), m.lora_B[0].detach().clone())] for n, m in layers.items()}
     if compile_:
         speed.compile_blocks(model)
     stamps, losses = [], []
@@ -56,8 +55,8 @@ def lorainit_run(args, device, compile_: bool) -> dict:
     cfg = loop_config(args)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        train.train(model, lambda s, m: batch(0, s, args.batch, args.seq, device), finetune.loss_fn, cfg, Path(tmp),
-                    progress=False, autocast=torch.bfloat16, log=log)
+        train.train(model, lambda s, m: batch(0, s, args.batch, args.seq, device), runloss.RunLosses(1, "lm"), cfg, Path(tmp),
+                    progress=False, autocast=torch.bfloat16, log=log, groups=multi.param_groups(model, runs))
     torch.cuda.synchronize(device) if device.type == "cuda" else None
     sec = stamps[-1] - stamps[args.warmup - 1]
     return {"seconds": sec, "tokens_per_s": args.steps * args.batch * args.seq / sec, "warmup_s": stamps[args.warmup - 1] - t0,

@@ -5,7 +5,8 @@
     applied = apply.apply(model, "lora_one", rank=16, data=batches)          # data-dependent
     apply.save(applied, "adapter/")   # PEFT format; residual schemes become a rank-2r adapter for the ORIGINAL base
 
-This module is the only code that writes adapter or base parameters. ``model`` is a plain
+This module writes the adapters (and residual base weights) of PEFT models; ``lorainit.multi`` holds its own
+K adapters, drawn from the same ``lorainit.starts``. ``model`` is a plain
 transformers/torch model (wrapped here with ``peft.get_peft_model``) or a ``PeftModel`` whose adapter
 is re-initialized. Each target layer gets ``scheme(W, r, generator=..., **data, **hyperparameters)``
 with W its base weight as (out, in); a residual scheme (PiSSA, LoRA-GA) also replaces W by its
@@ -16,21 +17,18 @@ B' = [B, -B_0], with lora_alpha chosen so the scaling s is unchanged.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from torch import nn
 
-from . import inits, stats
+from . import export, inits, starts, stats
 from .inits import Factors
-from .seeding import generator
 
 
 @dataclass
@@ -66,10 +64,6 @@ def _as_peft(model, rank, alpha, targets, use_rslora, adapter, task_type=None):
         raise ValueError(f"cannot add LoRA to this model: {e}".splitlines()[0]) from None
 
 
-def _accepts(fn, name: str) -> bool:
-    return name in inspect.signature(fn).parameters
-
-
 def apply(model, scheme: str, *, rank: int | None = None, alpha: float | None = None, targets: list[str] | None = None,
           data=None, loss_fn: stats.LossFn = stats.default_loss, seed: int = 0, use_rslora: bool = False,
           adapter: str = "default", budget_mb: float = 1024.0, preheat_rank: int | None = None,
@@ -98,27 +92,15 @@ def apply(model, scheme: str, *, rank: int | None = None, alpha: float | None = 
         if layer.r[adapter] > min(out_f, in_f):
             raise ValueError(f"rank {layer.r[adapter]} exceeds min(out, in) = {min(out_f, in_f)} of layer {name}; "
                              f"choose rank <= {min(out_f, in_f)} or leave that layer out of the targets")
-    if "grad" in entry.needs:
-        source = ((n, {"grad": g}) for n, g in stats.gradients(peft_model, layers, data, loss_fn, budget_mb=budget_mb))
-    elif "activations" in entry.needs:
-        keep = max(layer.r[adapter] for layer in layers.values())  # the top directions are all EVA takes
-        source = ((n, {"activations": R, "center": False})
-                  for n, R in stats.activation_scatter(peft_model, layers, data, loss_fn, budget_mb=budget_mb, keep=keep))
-    elif "preheated" in entry.needs:
-        r = next(iter(layers.values())).r[adapter]
-        rp = preheat_rank or 4 * r
-        pre = stats.preheat(peft_model, layers, data, loss_fn, rank=rp, steps=preheat_steps, lr=preheat_lr,
-                            seed=seed, main_adapter=adapter)
-        source = ((n, {"preheated": pre[n]}) for n in layers)
-    else:
-        source = ((n, {}) for n in layers)
-    if entry.stacked is not None:  # data-free with a batched form: one decomposition per group of same-shape layers
-        drawn = draw_stacked(scheme, layers, adapter, seed=seed, budget_mb=budget_mb, **hyperparameters)
-    else:
-        drawn = ((name, draw(scheme, stats.base_weight(layers[name]).detach(), layers[name].r[adapter], seed=seed, layer=name,
-                             layer_scaling=layers[name].scaling[adapter], **kw, **hyperparameters)) for name, kw in source)
+    drawn = starts.draw_all(peft_model, layers, [scheme], seed=seed, ranks={n: l.r[adapter] for n, l in layers.items()},
+                            scalings={n: l.scaling[adapter] for n, l in layers.items()}, data=data, loss_fn=loss_fn,
+                            budget_mb=budget_mb, preheat={"rank": preheat_rank, "steps": preheat_steps, "lr": preheat_lr},
+                            hyperparameters={scheme: hyperparameters})
+    # every layer is drawn before any is written: a residual written into one layer's base would change the
+    # function a data pass still running over the other layers' groups sees
+    factors = [(name, f) for _, name, f in drawn]
     initial = {}
-    for name, f in drawn:
+    for name, f in factors:
         layer = layers[name]
         _write(layer, adapter, f)
         layer.lora_A[adapter].weight.requires_grad_(not freeze_a)
@@ -127,40 +109,7 @@ def apply(model, scheme: str, *, rank: int | None = None, alpha: float | None = 
     return Applied(model=peft_model, scheme=scheme, adapter=adapter, initial=initial)
 
 
-def draw(scheme: str, W: torch.Tensor, rank: int, *, seed: int, layer: str, layer_scaling: float, **kw) -> Factors:
-    """One layer's initial factors: ``scheme(W, rank, **kw)`` with the generator seeded by (seed, scheme, PEFT
-    layer name), and for schemes that take a ``scaling`` the layer's, unless ``kw`` gives one. The one definition
-    of the draw, so that ``lorainit.multi`` starts each run where the same run through PEFT would."""
-    entry = inits.entry(scheme)
-    return entry.fn(W, rank, generator=_generator(seed, scheme, layer), **_with_scaling(entry.fn, layer_scaling, kw))
-
-
-def _generator(seed: int, scheme: str, layer: str) -> torch.Generator:
-    return generator("apply", seed, scheme, layer)
-
-
-def _with_scaling(fn, scaling: float, kw: dict) -> dict:
-    """``kw`` plus the layer's ``scaling`` where ``fn`` takes one and the caller gave none."""
-    return {"scaling": scaling, **kw} if _accepts(fn, "scaling") else kw
-
-
-def draw_stacked(scheme: str, layers: dict[str, nn.Module], adapter: str, *, seed: int, budget_mb: float = 1024.0,
-                 **kw) -> Iterator[tuple[str, Factors]]:
-    """(layer name, factors) of every layer through the scheme's stacked form: layers of one shape, dtype,
-    device, rank and scaling go through as stacks whose working memory stays within ``budget_mb`` (counted
-    as four float32 copies of each weight: the weight, its residual, and a full SVD's U and Vh), each layer
-    drawing from the generator ``draw`` would give it, so the factors equal ``draw``'s up to rounding."""
-    entry = inits.entry(scheme)
-    groups: dict[tuple, list[str]] = {}
-    for name, layer in layers.items():
-        W = stats.base_weight(layer)
-        groups.setdefault((tuple(W.shape), W.dtype, W.device, layer.r[adapter], layer.scaling[adapter]), []).append(name)
-    for (shape, _dtype, _device, rank, scaling), names in groups.items():
-        per = 4 * 4 * shape[0] * shape[1] / 2**20  # MiB: four float32 copies of one weight
-        for group in stats.budget_groups({n: per for n in names}, budget_mb):
-            W = torch.stack([stats.base_weight(layers[n]).detach() for n in group])  # (L, out, in)
-            gens = [_generator(seed, scheme, n) for n in group]
-            yield from zip(group, entry.stacked(W, rank, generators=gens, **_with_scaling(entry.stacked, scaling, kw)))
+draw = starts.draw  # the one seeded draw of a layer (kept here: ``apply.draw`` is where users found it)
 
 
 @torch.no_grad()
@@ -198,10 +147,8 @@ def save(applied: Applied, path: str | Path, *, overwrite: bool = False) -> dict
                 key = name  # PEFT's state-dict keys are module paths without the adapter name
                 A, B = layer.lora_A[adapter].weight.detach(), layer.lora_B[adapter].weight.detach()
                 f0 = applied.initial.get(name, Factors(A=torch.zeros_like(A), B=torch.zeros_like(B)))
-                state[f"{key}.lora_A.weight"] = torch.cat([A, f0.A.to(A.dtype)], 0).contiguous()  # (2r, in)
-                state[f"{key}.lora_B.weight"] = torch.cat([B, -f0.B.to(B.dtype)], 1).contiguous()  # (out, 2r)
-            factor = 2**0.5 if cfg.use_rslora else 2.0  # keeps alpha/r (or alpha/sqrt(r)) at rank 2r
-            new = dataclasses.replace(cfg, r=2 * cfg.r, lora_alpha=cfg.lora_alpha * factor, init_lora_weights=True)
+                state[f"{key}.lora_A.weight"], state[f"{key}.lora_B.weight"] = export.rank_2r(A, B, f0.A, f0.B)  # (2r, in), (out, 2r)
+            new = dataclasses.replace(cfg, r=2 * cfg.r, lora_alpha=export.alpha_2r(cfg.lora_alpha, cfg.use_rslora), init_lora_weights=True)
             new.save_pretrained(tmp)
             save_file(state, tmp / "adapter_model.safetensors")
             info = {"rank": new.r, "lora_alpha": new.lora_alpha, "converted_for_original_base": True}
@@ -230,8 +177,8 @@ def load(model, path: str | Path, *, adapter: str = "default"):
     modules = dict(model.named_modules())
     with safe_open(weights, framework="pt") as f:
         for key in f.keys():
-            name, _, kind = key.rpartition(".lora_")
-            if not kind:
+            name, sep, kind = key.rpartition(".lora_")
+            if not sep:  # not a LoRA factor: a trained task head (PEFT's modules_to_save), loaded by PEFT as it is
                 continue
             name = name.removeprefix("base_model.model.")  # PEFT's key prefix
             module = modules.get(name)

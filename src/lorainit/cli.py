@@ -160,9 +160,19 @@ def _finetune(argv: list[str]) -> int:
 
         inits.entry(cfg.init)
         out = args.out or Path("runs/finetune") / f"{Path(cfg.model).name}-{Path(cfg.task).stem}-{cfg.init}-{cfg.lr:g}"
-        card = finetune_run.run(cfg, out, overwrite=args.overwrite, progress=args.progress)
-    except (ValueError, KeyError, FileExistsError, RuntimeError, FloatingPointError) as e:
+        [card] = finetune_run.run(cfg, [{"init": cfg.init, "lr": cfg.lr, "seed": cfg.seed}], out, overwrite=args.overwrite,
+                                  progress=args.progress)
+        if card.get("diverged"):
+            d = card["diverged"]
+            raise ValueError(f"{d['reason']} at step {d['step']} (lr {cfg.lr:g}): the run diverged; lower the learning rate "
+                             f"(recorded in {out / 'run_card.json'})")
+    except (ValueError, KeyError, FileExistsError, RuntimeError) as e:
         cliargs.fail(p.prog, e.args[0] if e.args else str(e))
+    finally:
+        import torch
+
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
     if "metrics" not in card:  # a process other than rank 0 under torchrun: rank 0 reports
         return 0
     m = card["metrics"]
@@ -176,7 +186,8 @@ SWEEP_HELP = """Init x learning-rate study: every (init, LR, seed[, width | mode
 trial in a study stored in SQLite (default: OUT/study.db) or PostgreSQL (--storage). Start the same
 command in more processes or on more machines to add workers; re-run it to resume after a crash
 (finished points are never re-run, lost ones are re-queued). Diverged runs are recorded with their step
-and reason. toy and mf train a worker's claimed points as one batched program. 'lorainit sweep
+and reason. A worker trains its claimed points (--batch) as one batched program: toy points of one
+width, mf points of one mode, finetune points of any init on one frozen base. 'lorainit sweep
 --experiment EXP --help' lists that experiment's flags. Then: lorainit report OUT."""
 
 

@@ -115,3 +115,23 @@ def causal_lm_loss(model, batch: dict) -> Tensor:
         return model(**batch).loss
     decoder, weight = plain
     return next_token_loss(last_hidden(decoder, batch), weight, batch["labels"])
+
+
+@torch.no_grad()
+def token_logprobs(model, batch: dict, *, chunk_logits: int = CHUNK_LOGITS) -> Tensor:
+    """log p(token t+1 | tokens <= t) of every position of ``batch`` (b, T-1), float32, for scoring (no gradient):
+    through the frozen head chunk by chunk where the model allows it (``_plain_head``), else from its logits."""
+    ids = batch["input_ids"]
+    plain = _plain_head(model)
+    if plain is None:
+        logits = model(input_ids=ids, attention_mask=batch.get("attention_mask"), use_cache=False).logits[:, :-1].float()
+        return logits.log_softmax(-1).gather(-1, ids[:, 1:, None])[..., 0]
+    decoder, weight = plain
+    h = last_hidden(decoder, batch)[:, :-1].reshape(-1, weight.shape[1])  # (b (T-1), d)
+    target = ids[:, 1:].reshape(-1)
+    out = torch.empty(h.shape[0], dtype=torch.float32, device=h.device)
+    step = max(1, chunk_logits // weight.shape[0])
+    for s in range(0, h.shape[0], step):
+        z = (h[s:s + step] @ weight.T).float()  # (c, V)
+        out[s:s + step] = z.gather(1, target[s:s + step, None])[:, 0] - torch.logsumexp(z, dim=-1)
+    return out.view(ids.shape[0], -1)

@@ -96,3 +96,47 @@ def load(name: str, *, num_labels: int | None = None, dtype=None):
             raise ValueError("an encoder needs num_labels (the task's number of classes)")
         model = AutoModelForSequenceClassification.from_pretrained(where, num_labels=num_labels, dtype=dtype)
     return model, tok, kind, targets
+
+
+HEADS = ("classifier", "score")  # the task heads PEFT's SEQ_CLS trains and saves (its modules_to_save)
+
+
+def head_name(model) -> str | None:
+    """The name of the model's new task head (an encoder's classifier), or None (a causal LM's output layer is pretrained)."""
+    import torch
+
+    return next((n for n in HEADS if isinstance(getattr(model, n, None), torch.nn.Module)), None)
+
+
+def seeded_head(model, name: str, seed: int):
+    """A copy of the head ``name`` drawn from ``seed``: every linear layer's weight ~ N(0, initializer_range^2)
+    (transformers' draw for BERT-style heads, 0.02 by default) from a CPU generator of (seed, layer name), bias 0.
+    The same seed gives the same head on any device and in any process (from_pretrained's draw is unseeded)."""
+    import copy
+
+    import torch
+
+    from .seeding import generator
+
+    head = copy.deepcopy(model.get_submodule(name))
+    std = getattr(model.config, "initializer_range", 0.02)
+    with torch.no_grad():
+        for sub, m in head.named_modules():
+            if isinstance(m, torch.nn.Linear):
+                w = torch.randn(m.weight.shape, generator=generator("head", seed, name, sub), dtype=torch.float32) * std
+                m.weight.copy_(w)
+                if m.bias is not None:
+                    m.bias.zero_()
+    return head
+
+
+def without_dropout(model):
+    """Switch off the model's own dropout (every nn.Dropout, and attention dropout given as a float), in place."""
+    import torch
+
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+        if isinstance(getattr(m, "attention_dropout", None), float):
+            m.attention_dropout = 0.0
+    return model

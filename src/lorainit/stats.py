@@ -1,7 +1,9 @@
-"""The one data pass a data-dependent init needs, on a PEFT LoRA model.
+"""The one data pass a data-dependent init needs, on a PEFT LoRA model or a plain model.
 
 Data arrive one way for every scheme: an iterable of batches and ``loss_fn(model, batch) -> scalar``
-(default: ``model(**batch).loss``, the transformers convention).
+(default: ``model(**batch).loss``, the transformers convention). ``layers`` maps names to PEFT LoRA
+layers (the pass reads their base layers, with the model's adapters disabled) or to plain linear
+layers of a model that has no adapters (``lorainit.multi`` runs the pass before attaching its own).
 
 - ``gradients``: dL/dW of the frozen base weights at the pretrained point (adapters disabled),
   averaged over the batches. Layers are processed in groups whose gradients fit ``budget_mb``; each
@@ -10,10 +12,12 @@ Data arrive one way for every scheme: an iterable of batches and ``loss_fn(model
 - ``activation_scatter``: per layer, the square root of the centred scatter matrix of its inputs
   (in x in), accumulated batch by batch (no activations are stored), in groups within ``budget_mb``
   like the gradients.
-- ``preheat``: HRP's preheat, a temporary rank-r_p adapter trained with AdamW for a few steps.
+- ``preheat``: HRP's preheat, a temporary rank-r_p adapter trained with AdamW for a few steps; the
+  adapter is a forward hook on each base layer (out + s (x A_p^T) B_p^T), so it needs no PEFT.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 from typing import Callable, Iterable, Iterator
 
@@ -29,10 +33,21 @@ def default_loss(model: nn.Module, batch) -> Tensor:
     return model(**batch).loss
 
 
+def base_layer(layer) -> nn.Module:
+    """The frozen layer under a PEFT LoRA layer, or ``layer`` itself when it is a plain one."""
+    return layer.get_base_layer() if hasattr(layer, "get_base_layer") else layer
+
+
 def base_weight(layer) -> Tensor:
-    """A PEFT LoRA layer's base weight as (out, in), whatever its storage (Conv1D stores (in, out))."""
-    w = layer.get_base_layer().weight
+    """A layer's base weight as (out, in), whatever its storage (a PEFT Conv1D layer stores (in, out))."""
+    w = base_layer(layer).weight
     return w.T if getattr(layer, "fan_in_fan_out", False) else w
+
+
+def adapters_off(model):
+    """A context in which the model computes its base function: PEFT's ``disable_adapter``, else nothing to do."""
+    off = getattr(model, "disable_adapter", None)
+    return off() if callable(off) else contextlib.nullcontext()
 
 
 def budget_groups(sizes_mb: dict[str, float], budget_mb: float) -> list[list[str]]:
@@ -58,12 +73,12 @@ def gradients(model, layers: dict[str, nn.Module], data: Iterable, loss_fn: Loss
     try:
         for p in params:
             p.requires_grad_(False)
-        for group in budget_groups({n: m.get_base_layer().weight.numel() * 4 / 2**20 for n, m in layers.items()}, budget_mb):
-            weights = [layers[n].get_base_layer().weight for n in group]
+        for group in budget_groups({n: base_layer(m).weight.numel() * 4 / 2**20 for n, m in layers.items()}, budget_mb):
+            weights = [base_layer(layers[n]).weight for n in group]
             for w in weights:
                 w.requires_grad_(True)
                 w.grad = None
-            with model.disable_adapter():
+            with adapters_off(model):
                 for batch in batches:
                     loss_fn(model, batch).backward()
             for name, w in zip(group, weights):
@@ -90,9 +105,9 @@ def _shared_inputs(model, layers: dict[str, nn.Module], batch, loss_fn: LossFn) 
                 held[id(args[0])] = (args[0], owner[name])
         return record
 
-    handles = [layers[n].get_base_layer().register_forward_pre_hook(hook(n)) for n in layers]
+    handles = [base_layer(layers[n]).register_forward_pre_hook(hook(n)) for n in layers]
     try:
-        with torch.no_grad(), model.disable_adapter():
+        with torch.no_grad(), adapters_off(model):
             loss_fn(model, batch)
     finally:
         for h in handles:
@@ -130,9 +145,9 @@ def activation_scatter(model, layers: dict[str, nn.Module], data: Iterable, loss
                 a[2] = x.T @ x if a[2] is None else a[2].addmm_(x.T, x)
             return record
 
-        handles = [layers[n].get_base_layer().register_forward_pre_hook(hook(n)) for n in group]
+        handles = [base_layer(layers[n]).register_forward_pre_hook(hook(n)) for n in group]
         try:
-            with torch.no_grad(), model.disable_adapter():
+            with torch.no_grad(), adapters_off(model):
                 for batch in batches:
                     loss_fn(model, batch)
         finally:
@@ -152,37 +167,47 @@ def activation_scatter(model, layers: dict[str, nn.Module], data: Iterable, loss
 
 
 def preheat(model, layers: dict[str, nn.Module], data: Iterable, loss_fn: LossFn = default_loss, *, rank: int,
-            steps: int, lr: float, alpha: float | None = None, seed: int = 0, main_adapter: str = "default") -> dict[str, Factors]:
-    """HRP's preheat: a temporary rank-``rank`` adapter (Init[A]: A ~ N(0, 1/in), B = 0) on the same layers,
-    ``steps`` AdamW steps on ``loss_fn`` cycling through ``data``; returns each layer's (scaling B_p, A_p)."""
-    from peft import LoraConfig
-
+            steps: int, lr: float, seed: int = 0) -> dict[str, Factors]:
+    """HRP's preheat: a temporary rank-``rank`` adapter (Init[A]: A ~ N(0, 1/in), B = 0, scaling 1) on the same
+    layers, ``steps`` AdamW steps on ``loss_fn`` cycling through ``data`` with the model's own adapters off;
+    returns each layer's preheated factors (B_p, A_p). Every other parameter keeps its value and its
+    requires_grad."""
     from . import inits
     from .seeding import generator
 
     batches = list(data)
     if not batches:
         raise ValueError("no batches given: HRP's preheat needs training data")
-    names = sorted({n.split(".")[-1] for n in layers})
-    cfg = LoraConfig(r=rank, lora_alpha=alpha or rank, target_modules=names, lora_dropout=0.0)
-    model.add_adapter("hrp_preheat", cfg)
+    temp: dict[str, tuple[nn.Parameter, nn.Parameter]] = {}
+    for name, layer in layers.items():
+        W = base_weight(layer)
+        f = inits.get("init_a")(W.detach().float(), rank, generator=generator("hrp-preheat", seed, name))
+        temp[name] = (nn.Parameter(f.A.to(W.device)), nn.Parameter(f.B.to(W.device)))  # (r_p, in), (out, r_p), fp32
+
+    def hook(name):
+        A, B = temp[name]
+
+        def add(_module, args, out):  # out + (x A_p^T) B_p^T in the adapter's dtype, as PEFT adds a LoRA
+            return out + ((args[0].to(A.dtype) @ A.T) @ B.T).to(out.dtype)
+        return add
+
+    params = list(model.parameters())
+    was, mode = [p.requires_grad for p in params], model.training
+    handles = [base_layer(layers[n]).register_forward_hook(hook(n)) for n in layers]
     try:
-        model.set_adapter("hrp_preheat")
-        trainable = []
-        for name, layer in layers.items():
-            f = inits.get("init_a")(base_weight(layer), rank, generator=generator("hrp-preheat", seed, name))
-            layer.lora_A["hrp_preheat"].weight.data.copy_(f.A)
-            layer.lora_B["hrp_preheat"].weight.data.copy_(f.B)
-            trainable += [layer.lora_A["hrp_preheat"].weight, layer.lora_B["hrp_preheat"].weight]
-        opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.0)
+        for p in params:
+            p.requires_grad_(False)
+        opt = torch.optim.AdamW([t for pair in temp.values() for t in pair], lr=lr, weight_decay=0.0)
         model.train()
-        for batch in itertools.islice(itertools.cycle(batches), steps):
-            opt.zero_grad(set_to_none=True)
-            loss_fn(model, batch).backward()
-            opt.step()
-        return {name: Factors(A=layer.lora_A["hrp_preheat"].weight.detach().clone(),
-                              B=layer.lora_B["hrp_preheat"].weight.detach().clone() * layer.scaling["hrp_preheat"])
-                for name, layer in layers.items()}
+        with adapters_off(model):
+            for batch in itertools.islice(itertools.cycle(batches), steps):
+                opt.zero_grad(set_to_none=True)
+                loss_fn(model, batch).backward()
+                opt.step()
     finally:
-        model.set_adapter(main_adapter)
-        model.delete_adapter("hrp_preheat")
+        for h in handles:
+            h.remove()
+        for p, r in zip(params, was):
+            p.requires_grad_(r)
+        model.train(mode)
+    return {name: Factors(A=A.detach(), B=B.detach()) for name, (A, B) in temp.items()}

@@ -130,8 +130,9 @@ def train(model: nn.Module, batch_at: Callable[[int, int], object], loss_fn: Cal
           autocast: torch.dtype | None = None, log: Callable[[dict], None] = lambda rec: None,
           groups: list[dict] | None = None) -> dict:
     """Run (or resume) the loop; ``batch_at(step, micro)`` gives micro-batch ``micro`` of step ``step``.
-    A ``loss_fn`` with state (``multi.RunLosses``: each run's divergence record) offers ``checkpoint_state()``
-    (JSON-ready) and ``load_checkpoint_state(state)``, and that state is checkpointed with the loop.
+    A ``loss_fn`` with state (``runloss.RunLosses``: each run's divergence record) offers ``checkpoint_state()``
+    (JSON-ready) and ``load_checkpoint_state(state)``, and that state is checkpointed with the loop; its
+    ``record()`` is logged with each step, and once its ``all_diverged`` is true the loop stops.
     Returns {"steps", "seconds", "tokens", "resumed_from"}; every record also goes to ``log``."""
     core = getattr(model, "module", model)  # a DistributedDataParallel wrapper trains its module
     dist = torch.distributed.is_available() and torch.distributed.is_initialized()
@@ -177,13 +178,16 @@ def train(model: nn.Module, batch_at: Callable[[int, int], object], loss_fn: Cal
             log({"step": step, "diverged": True, "reason": why, "loss": total})
             raise FloatingPointError(f"{why} at step {step} (lr {cfg.lr:g}): the run diverged; lower the learning rate")
         opt.step()
-        log({"step": step, "loss": total, "lr": opt.param_groups[0]["lr"]})
+        log({"step": step, "loss": total, "lr": opt.param_groups[0]["lr"], **(loss_fn.record() if hasattr(loss_fn, "record") else {})})
         bar.set_postfix(loss=f"{total:.4f}")
+        if getattr(loss_fn, "all_diverged", False):  # every run of a batched loss is dead: nothing left to train
+            log({"step": step + 1, "stopped": "every run diverged"})
+            break
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps and rank == 0:
             stateful = {"loss_state": loss_fn.checkpoint_state()} if hasattr(loss_fn, "checkpoint_state") else {}
             save_checkpoint(ckpt, core, opt, step + 1, {"first_loss": first, **stateful})
     bar.close()
-    if evaluate is not None:
+    if evaluate is not None and not getattr(loss_fn, "all_diverged", False):
         log({"step": cfg.steps, **evaluate(cfg.steps)})
     return {"steps": cfg.steps, "seconds": time.perf_counter() - t0, "tokens": tokens * world, "resumed_from": start,
             "processes": world}

@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from lorainit.experiments import finetune
-from lorainit.sweeps import report, worker
+from lorainit.sweeps import report, runners, worker
 from lorainit.sweeps.store import Store
 
 TINY = finetune.FinetuneConfig(model="minilm-l6", task="nli", steps=4, batch_size=4, seq_len=32, eval_every=2,
@@ -37,18 +37,22 @@ LM = finetune.FinetuneConfig(model="smollm2-135m", task="wiki", steps=4, batch_s
                              checkpoint_every=2, max_train=16, max_eval=4, rank=4, device="cpu", targets=("q_proj", "v_proj"))
 
 
-def test_lm_points_train_batched_and_equal_one_at_a_time(tmp_path):
-    grid = dict(experiment="finetune", inits=("init_a", "init_b"), lrs=(1e-3, 1e9), seeds=1)
-    worker.run(worker.SweepConfig(**grid, batch=8), LM, tmp_path / "batched", progress=False)
-    worker.run(worker.SweepConfig(**grid, batch=1), LM, tmp_path / "single", progress=False)
-    recs = {}
-    for name in ("batched", "single"):
-        st = Store(f"sqlite:///{tmp_path / name / 'study.db'}", "sweep")
-        st.load()
-        recs[name] = {(r["init"], r["lr"]): r for r in st.records()}
-    assert all(r.get("batched_with") == 4 for r in recs["batched"].values())
-    for key, one in recs["single"].items():
-        many = recs["batched"][key]
+def records(folder):
+    st = Store(f"sqlite:///{folder / 'study.db'}", "sweep")
+    st.load()
+    return {(r["init"], r["lr"]): r for r in st.records()}
+
+
+@pytest.mark.parametrize("cfg, inits", [(LM, ("init_a", "pissa", "lora_one", "eva")), (TINY, ("init_b", "lora_ga"))], ids=["lm", "classify"])
+def test_points_of_every_init_train_batched_and_equal_one_at_a_time(cfg, inits, tmp_path):
+    grid = dict(experiment="finetune", inits=inits, lrs=(1e-3, 1e9), seeds=1)
+    worker.run(worker.SweepConfig(**grid, batch=8), cfg, tmp_path / "batched", progress=False)
+    worker.run(worker.SweepConfig(**grid, batch=1), cfg, tmp_path / "single", progress=False)
+    batched, single = records(tmp_path / "batched"), records(tmp_path / "single")
+    assert all(r.get("batched_with") == 2 * len(inits) for r in batched.values())
+    assert all(r.get("batched_with") == 1 for r in single.values())
+    for key, one in single.items():
+        many = batched[key]
         assert many["state"] == one["state"], key
         if one["state"] == "COMPLETE":
             assert many["value"] == pytest.approx(one["value"], rel=1e-4)
@@ -56,3 +60,17 @@ def test_lm_points_train_batched_and_equal_one_at_a_time(tmp_path):
             assert [h["step"] for h in many["val_history"]] == [h["step"] for h in one["val_history"]] == [0, 2, 4]
         else:
             assert key[1] == 1e9 and many["diverged_step"] == one["diverged_step"] and many["reason"] == one["reason"]
+    # the data-dependent starts were computed once per (init, seed) and shared by both learning rates
+    assert len(list((tmp_path / "batched" / "inits").glob("*.safetensors"))) == len(inits)
+
+
+def test_a_requeued_point_whose_run_finished_is_not_trained_again(tmp_path, monkeypatch):
+    grid = worker.SweepConfig(experiment="finetune", inits=("init_a",), lrs=(1e-3, 2e-3), seeds=1, batch=1)
+    worker.run(grid, LM, tmp_path, progress=False)
+    card = tmp_path / "trials" / "init_a-lr0.001-seed0" / "run_card.json"
+    before = card.read_text()
+    from lorainit.experiments import finetune_run
+
+    monkeypatch.setattr(finetune_run.train, "train", lambda *a, **k: pytest.fail("trained again"))
+    again = runners.RUNNERS["finetune"].run(LM, [{"seed": 0, "init": "init_a", "lr": 1e-3}], tmp_path)
+    assert again[0][0] == records(tmp_path)[("init_a", 1e-3)]["value"] and card.read_text() == before

@@ -1,22 +1,18 @@
-"""Fine-tuning a real pretrained model with a chosen LoRA init (Hayou et al. 2024, Sec. 4 setups).
+"""Fine-tuning a real pretrained model with a chosen LoRA init (Hayou et al. 2024, Sec. 4 setups): the config
+and the data a run trains on.
 
-Batches are a function of the step (``batch_at``), the init comes from the registry through
-``lorainit.apply``, the loop is ``lorainit.train``. Validation is evaluated every ``eval_every`` steps
-(for choosing the LR), the test split once before training (the untuned base) and once at the end.
-A feature monitor logs, per LoRA layer, the mean token norms of Z_A = A z and Z_B = B A z on a fixed
-probe batch (the internal-instability picture of Hayou et al. 2024, Fig. 3, on a real model).
+Batches are a function of the step (``Batches``: epoch-wise permutations seeded by (seed, epoch)), so a
+resumed run sees exactly the data the uninterrupted one would. The runs themselves (K >= 1 on one frozen
+base) are ``finetune_run``; their evaluation and feature monitor ``finetune_eval``.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from .. import lmloss
 from ..seeding import derive_seed
 
 
@@ -63,7 +59,10 @@ class FinetuneConfig:
     init_batches: int = 2
     """training batches given to data-dependent inits"""
     seed: int = 0
-    """seed of the init, data order and dropout"""
+    """seed of the init, the classifier head and the data order"""
+    dropout: bool = False
+    """keep the model's own dropout (off by default: with several runs in one batch, a run's dropout masks would
+    depend on its batch neighbours, and a study's values would depend on how its points were batched)"""
     device: str = "auto"
     """'auto' (cuda if available), 'cpu' or 'cuda'"""
     compile: Literal["auto", "on", "off"] = "auto"
@@ -95,10 +94,9 @@ def validate(cfg: FinetuneConfig) -> None:
 class Batches:
     """Training examples of a task as micro-batches indexed by (step, micro): epoch-wise permutations seeded by (seed, epoch)."""
 
-    def __init__(self, task, tok, cfg: FinetuneConfig, device, rank: int = 0, world: int = 1):
+    def __init__(self, task, tok, cfg: FinetuneConfig, device, rank: int = 0, world: int = 1, items: list | None = None):
         self.task, self.tok, self.cfg, self.device, self.rank, self.world = task, tok, cfg, device, rank, world
-        train = task.splits["train"]
-        self.items = (blocks(tok, train, cfg.seq_len) if task.kind == "lm" else train)[: cfg.max_train or None]
+        self.items = train_items(task, tok, cfg) if items is None else items
         if len(self.items) == 0:
             raise ValueError(f"task {task.name} has no training examples left (max_train={cfg.max_train})")
         self._perm = {}
@@ -124,6 +122,12 @@ class Batches:
         share = len(idx) // self.world
         idx = idx[self.rank * share:(self.rank + 1) * share]
         return collate(self.task, self.tok, [self.items[i] for i in idx], self.cfg.seq_len, self.device)
+
+
+def train_items(task, tok, cfg: FinetuneConfig) -> list:
+    """The training examples a run samples from: LM blocks of ``seq_len`` tokens, or examples; ``max_train`` at most."""
+    train = task.splits["train"]
+    return (blocks(tok, train, cfg.seq_len) if task.kind == "lm" else train)[: cfg.max_train or None]
 
 
 def blocks(tok, examples: list[dict], seq_len: int) -> list[torch.Tensor]:
@@ -154,76 +158,3 @@ def collate(task, tok, items: list, seq_len: int, device) -> dict:
         labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
         batch = {**enc, "labels": labels}
     return {k: v.to(device) for k, v in batch.items()}
-
-
-def loss_fn(model, batch) -> torch.Tensor:
-    """The model's training loss; a causal LM's goes through the chunked frozen-head cross-entropy (same value)."""
-    return lmloss.causal_lm_loss(model, batch)
-
-
-@torch.no_grad()
-def evaluate(model, task, tok, split: str, cfg: FinetuneConfig, device) -> dict:
-    """The task's metric on ``split``: perplexity (lm) or accuracy (classify, choice)."""
-    model.eval()
-    ex = task.splits[split][: cfg.max_eval or None] if task.kind != "lm" else None
-    b = cfg.batch_size
-    if task.kind == "lm":
-        nll, count = 0.0, 0
-        items = blocks(tok, task.splits[split], cfg.seq_len)[: cfg.max_eval or None]
-        for i in range(0, len(items), b):
-            batch = collate(task, tok, items[i:i + b], cfg.seq_len, device)
-            logits = model(input_ids=batch["input_ids"]).logits[:, :-1].float()
-            target = batch["input_ids"][:, 1:]
-            nll += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="sum").item()
-            count += target.numel()
-        return {f"{split}_loss": nll / count, f"{split}_perplexity": math.exp(nll / count)}
-    if task.kind == "classify":
-        right = 0
-        for i in range(0, len(ex), b):
-            batch = collate(task, tok, ex[i:i + b], cfg.seq_len, device)
-            right += (model(**{k: v for k, v in batch.items() if k != "labels"}).logits.argmax(-1) == batch["labels"]).sum().item()
-        return {f"{split}_accuracy": right / len(ex)}
-    right = 0
-    for i in range(0, len(ex), b):  # choice: the option with the highest total log-likelihood given the question
-        chunk = ex[i:i + b]
-        texts, owner, starts = [], [], []
-        for k, e in enumerate(chunk):
-            prompt, _ = choice_text(e)
-            n_prompt = len(tok(prompt)["input_ids"])
-            for o in range(len(e["options"])):
-                texts.append(prompt + choice_text(e, o)[1])
-                owner.append(k)
-                starts.append(n_prompt - 1)  # logp index n predicts token n + 1: options start at n_prompt
-        enc = tok(texts, padding=True, return_tensors="pt").to(device)
-        logp = model(**enc).logits[:, :-1].float().log_softmax(-1).gather(-1, enc["input_ids"][:, 1:, None])[..., 0]
-        mask = enc["attention_mask"][:, 1:].clone()
-        mask[torch.arange(mask.shape[1], device=device)[None, :] < torch.tensor(starts, device=device)[:, None]] = 0
-        score = (logp * mask).sum(1).tolist()  # one total per (example, option)
-        for k, e in enumerate(chunk):
-            mine = [sc for sc, w in zip(score, owner) if w == k]
-            right += int(max(range(len(mine)), key=mine.__getitem__) == e["answer"])
-    return {f"{split}_accuracy": right / len(ex)}
-
-
-class FeatureMonitor:
-    """Mean token norms ||A z|| and ||B A z|| of every LoRA layer on a fixed probe batch."""
-
-    def __init__(self, model, layers: dict, adapter: str = "default"):
-        self.model, self.layers, self.adapter = model, layers, adapter
-
-    @torch.no_grad()
-    def __call__(self, probe: dict) -> dict[str, list[float]]:
-        norms, handles = {}, []
-        for name, layer in self.layers.items():
-            short = name.split("model.", 1)[-1]
-            handles.append(layer.lora_A[self.adapter].register_forward_hook(
-                lambda m, i, o, s=short: norms.setdefault(s, [0.0, 0.0]).__setitem__(0, o.float().norm(dim=-1).mean().item())))
-            handles.append(layer.lora_B[self.adapter].register_forward_hook(
-                lambda m, i, o, s=short: norms.setdefault(s, [0.0, 0.0]).__setitem__(1, o.float().norm(dim=-1).mean().item())))
-        try:
-            self.model.eval()
-            self.model(**{k: v for k, v in probe.items() if k != "labels"})
-        finally:
-            for h in handles:
-                h.remove()
-        return norms

@@ -1,22 +1,155 @@
-"""``lorainit finetune``: one resumable fine-tune, from config to adapter and run card.
+"""``lorainit finetune`` and the finetune sweep: K >= 1 LoRA fine-tunes of one model on one task, one path.
 
-The output folder holds ``config.json``, ``log.jsonl`` (one record per step and per evaluation),
-``checkpoint/`` while the run is unfinished, and at the end ``adapter/`` (PEFT format),
-``run_card.json`` (config, versions, split hash, metrics, timing) and ``features.png`` (the monitor).
-Re-running the same config resumes from the checkpoint; a finished run is not trained again.
+K runs (points: init, lr, seed) train together on one frozen base (``lorainit.multi``): one forward and
+backward per step for all of them, each with its own adapters, classifier head, data order, AdamW groups
+and divergence record (``lorainit.runloss``), through the one loop (``lorainit.train``: warmup/decay
+schedule, gradient accumulation, LoRA+, checkpoints and exact resume, torchrun data parallel).
+``lorainit finetune`` is the case K = 1. Every registered init trains this way: starts come from
+``finetune_setup`` (data passes shared and cached), residual schemes carry a frozen correction.
+
+Folders: ``out`` (the batch) holds config.json (the config and the points), log.jsonl (per step the
+summed loss and each run's, per evaluation each run's metrics and features) and checkpoint/ while
+unfinished. Each run's folder (``run_dirs``; ``out`` itself when K = 1) ends with adapter/ (plain PEFT),
+run_card.json and features.png. Re-running resumes; a batch whose runs all have their cards is not
+trained again.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import math
+import os
 import shutil
+import time
 from pathlib import Path
 
 import torch
 
-from .. import apply, data, io, models, plots, speed, train
+from .. import export, inits, io, models, multi, plots, runloss, speed, train
+from . import finetune_eval, finetune_setup
+from .finetune import Batches, FinetuneConfig, collate, compiles, validate
 from .toy import resolve_device
-from .finetune import Batches, FeatureMonitor, FinetuneConfig, collate, compiles, evaluate, loss_fn, validate
+
+POINT = ("init", "lr", "seed")  # the fields a point sets; the rest of the config is shared by the batch
+
+
+def identity(cfg: FinetuneConfig, points: list[dict]) -> dict:
+    """A batch's config.json: the shared config and its points (execution fields left out)."""
+    return {**io.config_dict(cfg, drop=(*io.EXECUTION, *POINT)), "points": points}
+
+
+def run_identity(cfg: FinetuneConfig, point: dict) -> dict:
+    """One run's config, as its run card records it."""
+    return {**io.config_dict(cfg, drop=(*io.EXECUTION, *POINT)), **{k: point[k] for k in POINT}}
+
+
+def finished(run_dir: Path, cfg: FinetuneConfig, point: dict) -> dict | None:
+    """The run card in ``run_dir`` if it records this very run, else None."""
+    path = Path(run_dir) / "run_card.json"
+    if path.exists():
+        card = io.read_json(path)
+        if card.get("config") == run_identity(cfg, point):
+            return card
+    return None
+
+
+def run(cfg: FinetuneConfig, points: list[dict], out: Path, *, run_dirs: list[Path] | None = None,
+        init_cache: Path | None = None, overwrite: bool = False, progress: bool = True) -> list[dict]:
+    """Train the points (dicts with init, lr, seed) together; returns each run's card (see the module docstring).
+    ``init_cache``: where starts are cached (default: ``out``/inits, removed when the batch is done)."""
+    validate(cfg)
+    for p in points:
+        inits.entry(p["init"])  # a KeyError naming the closest scheme
+        if not p["lr"] > 0:
+            raise ValueError(f"lr must be > 0; got {p['lr']}")
+    out, K = Path(out), len(points)
+    run_dirs = [Path(d) for d in run_dirs] if run_dirs else ([out] if K == 1 else [out / f"run{k}" for k in range(K)])
+    wanted = identity(cfg, points)
+    io.check_folder(out, wanted, overwrite=overwrite)  # read-only: nothing is written before the setup succeeded
+    cards = [None if overwrite else finished(d, cfg, p) for d, p in zip(run_dirs, points)]
+    if all(cards):
+        return cards
+    rank, world, device = _distributed(resolve_device(cfg.device), cfg)
+    t0 = time.perf_counter()
+    loaded = finetune_setup.load(cfg, device)
+    model, task = loaded.model, loaded.task
+    runs = [multi.Run(p["init"], p["lr"], p["seed"], cfg.loraplus_ratio) for p in points]
+    targets = list(cfg.targets or loaded.targets)
+    linears = multi.targets_of(model, targets)
+    for name, lin in linears.items():
+        if cfg.rank > min(lin.weight.shape):
+            raise ValueError(f"rank {cfg.rank} exceeds min(out, in) = {min(lin.weight.shape)} of layer {name}; "
+                             f"choose rank <= {min(lin.weight.shape)} or leave that layer out of the targets")
+    scaling = multi.scaling_of(cfg.rank, cfg.alpha, cfg.rslora)
+    head = models.head_name(model) if loaded.kind == "encoder" else None
+    local_cache = init_cache is None
+    start, corrected, init_cost = finetune_setup.starts_for(loaded, cfg, runs, linears, scaling, device,
+                                                            out / "inits" if local_cache else init_cache, head)
+    heads = [models.seeded_head(model, head, r.seed) for r in runs] if head else None
+    multi.attach(model, runs, start, scaling=scaling, targets=targets, corrected=corrected, head=head, heads=heads)
+    try:
+        if world > 1:  # every process starts from rank 0's parameters
+            for p in [p for m in model.modules() if isinstance(m, (multi.MultiLoRALinear, multi.PerRun)) for p in m.parameters() if p.requires_grad]:
+                torch.distributed.broadcast(p.data, 0)
+        if compiles(cfg, device):
+            torch._dynamo.reset()  # a worker's earlier batch compiled other modules: start the cache afresh
+            speed.compile_blocks(model)
+        if rank == 0:
+            io.claim_folder(out, wanted, overwrite=overwrite, stale=["log.jsonl", "checkpoint", "inits", "run*"])
+        if world > 1:
+            torch.distributed.barrier()
+        setup = time.perf_counter() - t0
+        batches = [Batches(task, loaded.tok, dataclasses.replace(cfg, seed=r.seed), device, rank, world,
+                           items=finetune_setup.items(loaded, cfg)) for r in runs]
+        trained = _train(cfg, model, runs, batches, loaded, out, device, rank, progress)
+        params = {"parameters": sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in model.parameters() if p.requires_grad),
+                  "trainable_per_run": sum(p.numel() for p in model.parameters() if p.requires_grad) // K}
+        layers = {n: m for n, m in model.named_modules() if isinstance(m, multi.MultiLoRALinear)}
+        head_states = [{f"{head}.{k}": v for k, v in h.state_dict().items()} for h in heads] if heads else [None] * K
+    finally:
+        multi.detach(model)
+    if rank:
+        torch.distributed.barrier()
+        return [{"rank": rank}] * K
+    ctx = dict(cfg=cfg, loaded=loaded, device=device, world=world, scaling=scaling, params=params, init_cost=init_cost,
+               setup=setup, wall=time.perf_counter() - t0, trained=trained)
+    cards = [_finish(k, p, d, layers, head_states[k], corrected[k], **ctx) for k, (p, d) in enumerate(zip(points, run_dirs))]
+    shutil.rmtree(out / "checkpoint", ignore_errors=True)
+    if local_cache:
+        shutil.rmtree(out / "inits", ignore_errors=True)
+    if world > 1:
+        torch.distributed.barrier()
+    return cards
+
+
+def _distributed(device: torch.device, cfg: FinetuneConfig) -> tuple[int, int, torch.device]:
+    """Join the process group torchrun describes (NCCL on GPUs, gloo on CPU); (rank, world, device)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, device
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                             device_id=device if device.type == "cuda" else None)
+    return torch.distributed.get_rank(), world, device
+
+
+def _autocast(device) -> torch.dtype | None:
+    return torch.bfloat16 if device.type == "cuda" else None
+
+
+def _evaluating(device):
+    """Evaluation's context: the training's autocast, modules uncompiled (``speed.eager``)."""
+    amp = _autocast(device)
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.autocast(device.type, dtype=amp, enabled=amp is not None))
+    stack.enter_context(speed.eager())
+    return stack
 
 
 def _log_writer(path: Path, resume_step: int):
@@ -34,149 +167,114 @@ def _log_writer(path: Path, resume_step: int):
     return log, f
 
 
-def run(cfg: FinetuneConfig, out: Path, *, overwrite: bool = False, progress: bool = True) -> dict:
-    validate(cfg)
-    out = Path(out)
-    wanted = io.config_dict(cfg, drop=io.EXECUTION)
-    io.check_folder(out, wanted, overwrite=overwrite)  # read-only: nothing is written before the setup succeeded
-    if not overwrite and (out / "run_card.json").exists():
-        return io.read_json(out / "run_card.json")
-    rank, world, device = _distributed(resolve_device(cfg.device), cfg)
-    task = data.load(cfg.task)
-    model, tok, kind, default_targets = models.load(cfg.model, num_labels=len(task.labels) or None,
-                                                    dtype=torch.bfloat16 if device.type == "cuda" else torch.float32)
-    if task.model_kind != kind:
-        need = "an encoder (e.g. minilm-l6)" if task.model_kind == "encoder" else "a causal LM (e.g. smollm2-135m)"
-        raise ValueError(f"task {cfg.task} needs {need}; {cfg.model} is {'an encoder' if kind == 'encoder' else 'a causal LM'}")
-    model.to(device)
-    batches = Batches(task, tok, cfg, device, rank, world)
-    needs_data = bool(apply.inits.entry(cfg.init).needs)
-    applied = apply.apply(model, cfg.init, rank=cfg.rank, alpha=cfg.alpha, targets=list(cfg.targets or default_targets) or None,
-                          data=[batches.full(s) for s in range(cfg.init_batches)] if needs_data else None, seed=cfg.seed,
-                          use_rslora=cfg.rslora, task_type="SEQ_CLS" if kind == "encoder" else None)
-    peft_model = applied.model
-    if _autocast(device) is not None:  # LoRA inputs stay in the autocast dtype (speed.autocast_lora)
-        speed.autocast_lora(peft_model)
-    if compiles(cfg, device):
-        speed.compile_blocks(peft_model)
-    if rank == 0:
-        io.claim_folder(out, wanted, overwrite=overwrite, stale=["log.jsonl", "run_card.json", "checkpoint", "adapter", "*.png"])
-    if world > 1:
-        torch.distributed.barrier()
-        return _train_other_rank(peft_model, batches, cfg, out, device) if rank else _rank0(
-            cfg, out, task, tok, kind, device, applied, batches, wanted, progress, world)
-    return _rank0(cfg, out, task, tok, kind, device, applied, batches, wanted, progress, 1)
-
-
-def _distributed(device: torch.device, cfg: FinetuneConfig) -> tuple[int, int, torch.device]:
-    """Join the process group torchrun describes (NCCL on GPUs, gloo on CPU); (rank, world, device)."""
-    import os
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1, device
-    if cfg.batch_size % world:
-        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
-    if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    return torch.distributed.get_rank(), world, device
-
-
-def _loop(cfg: FinetuneConfig) -> train.LoopConfig:
-    return train.LoopConfig(steps=cfg.steps, lr=cfg.lr, warmup_ratio=cfg.warmup_ratio, grad_accum=cfg.grad_accum,
-                            loraplus_ratio=cfg.loraplus_ratio, eval_every=cfg.eval_every,
-                            checkpoint_every=cfg.checkpoint_every, seed=cfg.seed)
-
-
-def _autocast(device) -> torch.dtype | None:
-    return torch.bfloat16 if device.type == "cuda" else None
-
-
-def _evaluating(device):
-    """Evaluation's context: the training's autocast, modules uncompiled (``speed.eager``)."""
-    amp = _autocast(device)
-    stack = contextlib.ExitStack()
-    stack.enter_context(torch.autocast(device.type, dtype=amp, enabled=amp is not None))
-    stack.enter_context(speed.eager())
-    return stack
-
-
-def _train_other_rank(peft_model, batches, cfg: FinetuneConfig, out: Path, device) -> dict:
-    """A process other than rank 0: trains its shards, evaluates and writes nothing."""
-    result = train.train(peft_model, batches, loss_fn, _loop(cfg), out,
-                         progress=False, autocast=_autocast(device))
-    torch.distributed.barrier()
-    return {"rank": torch.distributed.get_rank(), **result}
-
-
-def _rank0(cfg, out, task, tok, kind, device, applied, batches, wanted, progress, world) -> dict:
-    peft_model = applied.model
-    monitor = FeatureMonitor(peft_model, apply.lora_layers(peft_model))
-    probe = collate(task, tok, (batches.items if task.kind == "lm" else task.splits["val"])[: cfg.batch_size], cfg.seq_len, device)
+def _train(cfg, model, runs, batches, loaded, out: Path, device, rank: int, progress: bool) -> dict:
+    """The loop over K runs; on rank 0 with evaluations and the log. Returns the loop's result, the losses'
+    record, the base (step-0) test metrics and every evaluation."""
+    K, task = len(runs), loaded.task
+    losses = runloss.RunLosses(K, task.kind, grad_accum=cfg.grad_accum)
+    loop = train.LoopConfig(steps=cfg.steps, lr=max(r.lr for r in runs), warmup_ratio=cfg.warmup_ratio, grad_accum=cfg.grad_accum,
+                            eval_every=cfg.eval_every, checkpoint_every=cfg.checkpoint_every, seed=runs[0].seed,
+                            diverge_factor=math.inf)  # each run's divergence is judged by RunLosses
+    step_at = (lambda s, m: batches[0](s, m)) if K == 1 else (lambda s, m: multi.stack_batches([b(s, m) for b in batches]))
+    groups = multi.param_groups(model, runs)
+    if rank:
+        result = train.train(model, step_at, losses, loop, out, progress=False, autocast=_autocast(device), groups=groups)
+        return {"result": result, "losses": losses}
     ckpt = out / "checkpoint"
     resume = json.loads((ckpt / "state.json").read_text())["step"] if ckpt.exists() else 0
     log, logfile = _log_writer(out / "log.jsonl", resume)
-    base = None
-    if not resume:
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line]
+    probe = collate(task, loaded.tok, (finetune_setup.items(loaded, cfg) if task.kind == "lm" else task.splits["val"])[: cfg.batch_size],
+                    cfg.seq_len, device)
+    base = next((r["base"] for r in records if "base" in r), None)
+    if base is None:
         with _evaluating(device):
-            base = evaluate(peft_model, task, tok, "test", cfg, device)
+            base = finetune_eval.evaluate(model, K, task, loaded.tok, "test", cfg, device)
         log({"step": 0, "base": base})
+    evals = [r for r in records if "features" in r]
 
     def evaluate_fn(step: int) -> dict:
         with _evaluating(device):
-            rec = evaluate(peft_model, task, tok, "val", cfg, device)
+            rec = finetune_eval.evaluate(model, K, task, loaded.tok, "val", cfg, device)
             if step == cfg.steps:
-                rec.update(evaluate(peft_model, task, tok, "test", cfg, device))
-            return {**rec, "features": monitor(probe)}
+                rec.update(finetune_eval.evaluate(model, K, task, loaded.tok, "test", cfg, device))
+            rec["features"] = finetune_eval.features(model, K, probe)
+        evals.append({"step": step, **rec})
+        return rec
 
     try:
-        result = train.train(peft_model, batches, loss_fn, _loop(cfg), out, evaluate=evaluate_fn,
-                             progress=progress, log=log, autocast=_autocast(device))
+        result = train.train(model, step_at, losses, loop, out, evaluate=evaluate_fn, progress=progress, log=log,
+                             autocast=_autocast(device), groups=groups)
     finally:
         logfile.close()
-    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line]
-    base = base or next(r["base"] for r in records if "base" in r)
-    evals = [r for r in records if "features" in r]
-    saved = apply.save(applied, out / "adapter", overwrite=True)
+    steps_logged = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line]
+    curves = [[r["run_loss"][k] if "run_loss" in r else r.get("loss") for r in steps_logged if "loss" in r] for k in range(K)]
+    return {"result": result, "losses": losses, "base": base, "evals": evals, "curves": curves}
+
+
+def _finish(k: int, point: dict, run_dir: Path, layers: dict, head_state, corrected: bool, *, cfg, loaded, device, world,
+            scaling, params, init_cost, setup, wall, trained) -> dict:
+    """Run k's adapter, features.png and run card in ``run_dir``."""
     import peft
     import transformers
 
+    task, losses, evals = loaded.task, trained["losses"], trained["evals"]
+    K, metric = losses.K, task.metric
+    dead = losses.diverged_step[k]
+    last = evals[-1] if evals and evals[-1]["step"] == cfg.steps and dead is None else None
+    pick = lambda rec: {key: v[k] for key, v in rec.items() if isinstance(v, list) and key != "features"}  # noqa: E731
+    run_dir.mkdir(parents=True, exist_ok=True)
+    adapter = None
+    if dead is None:
+        factors = {}
+        for name, m in layers.items():
+            A, B = m.lora_A[k].detach(), m.lora_B[k].detach()
+            if corrected:
+                A, B = export.rank_2r(A, B, m.corr_A[k], -m.corr_B[k])
+            factors[name] = (A, B)
+        adapter = export.write_adapter(run_dir / "adapter", factors, rank=cfg.rank * (2 if corrected else 1),
+                                       alpha=export.alpha_2r(cfg.alpha, cfg.rslora) if corrected else cfg.alpha,
+                                       use_rslora=cfg.rslora, task_type="SEQ_CLS" if head_state else None, head=head_state,
+                                       base_model=cfg.model, info={"scheme": point["init"], "converted_for_original_base": corrected})
+        _feature_plot(evals, k, run_dir / "features.png", f"{cfg.model}, {cfg.task}, {point['init']}, lr {point['lr']:g}")
+    result = trained["result"]
     card = {
-        "config": wanted, "provenance": io.provenance(),
+        "config": run_identity(cfg, point), "provenance": io.provenance(),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
-        "task": {"name": task.name, "metric": task.metric, "split_hash": task.split_hash,
-                 "sizes": {k: len(v) for k, v in task.splits.items()}, "max_train": cfg.max_train, "max_eval": cfg.max_eval},
-        "model": {"name": cfg.model, "kind": kind, "parameters": sum(p.numel() for p in peft_model.parameters()),
-                  "trainable": sum(p.numel() for p in peft_model.parameters() if p.requires_grad)},
-        "metrics": {"base_test": base, "final": {k: v for k, v in evals[-1].items() if k not in ("features", "step")},
-                    "val_history": [{k: v for k, v in r.items() if k != "features"} for r in evals]},
-        "execution": {"device": str(device), "compile": compiles(cfg, device), "autocast": str(_autocast(device))},
-        "timing": {**result, "tokens_per_second": result["tokens"] / result["seconds"] if result["seconds"] else None},
-        "adapter": saved,
+        "task": {"name": task.name, "metric": metric, "split_hash": task.split_hash,
+                 "sizes": {s: len(v) for s, v in task.splits.items()}, "max_train": cfg.max_train, "max_eval": cfg.max_eval},
+        "model": {"name": cfg.model, "kind": loaded.kind, **params},
+        "init": {"scheme": point["init"], "corrected": corrected, "scaling": scaling, "starts": init_cost},
+        "metrics": {"base_test": pick(trained["base"]), "final": pick(last) if last else None,
+                    "val_history": [{"step": r["step"], **pick({key: v for key, v in r.items() if key.startswith("val_")})} for r in evals],
+                    "train_loss": trained["curves"][k]},
+        "diverged": None if dead is None else {"step": dead, "reason": losses.reason[k]},
+        "execution": {"device": str(device), "compile": compiles(cfg, device), "autocast": str(_autocast(device)), "processes": world},
+        "timing": {"runs_in_batch": K, "seconds": wall / K, "batch_seconds": wall, "batch_setup_seconds": setup,
+                   "loop_seconds": result["seconds"], "resumed_from": result["resumed_from"],
+                   "tokens_per_second": result["tokens"] / result["seconds"] if result["seconds"] else None},
+        "adapter": adapter,
     }
-    io.write_json(out / "run_card.json", card)
-    _feature_plot(evals, out / "features.png")
-    shutil.rmtree(out / "checkpoint", ignore_errors=True)
-    if world > 1:
-        torch.distributed.barrier()
+    io.write_json(run_dir / "run_card.json", card)
     return card
 
 
-def _feature_plot(evals: list[dict], path: Path) -> None:
+def _feature_plot(evals: list[dict], k: int, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
+    evals = [r for r in evals if "features" in r]
+    if not evals:
+        return
     steps = [r["step"] for r in evals]
-    layers = list(evals[0]["features"])
+    layers = list(evals[0]["features"][k])
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for k, (ax, title) in enumerate(zip(axes, ("|Z_A| = mean ||A z||", "|Z_B| = mean ||B A z||"))):
-        values = np.array([[r["features"][name][k] for name in layers] for r in evals])  # (evals, layers)
+    for j, (ax, name) in enumerate(zip(axes, ("|Z_A| = mean ||A z||", "|Z_B| = mean ||B A z||"))):
+        values = np.array([[r["features"][k][n][j] for n in layers] for r in evals])  # (evals, layers)
         ax.plot(steps, values, color="gray", lw=0.5, alpha=0.5)
         ax.plot(steps, values.mean(1), color="k", lw=2, label=f"mean over {len(layers)} LoRA layers")
-        ax.set(xlabel="step", title=title, yscale="log" if (values > 0).all() else "linear")
-        ax.legend(fontsize=7)
+        ax.set(xlabel="step", ylabel="mean token norm", title=name, yscale="log" if (values > 0).all() else "linear")
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
     fig.tight_layout()
     plots.save(fig, path)

@@ -132,8 +132,11 @@ class MF:
 
 class Finetune:
     """A real fine-tune (``lorainit finetune``); value: the final validation metric, test reported beside it.
-    Claimed points of a language-modelling task with data-free, base-preserving inits train together on one
-    frozen base (``experiments.finetune_multi``); other points run one at a time, each in its own run folder."""
+    A worker's claimed points, whatever their inits, train together as K runs on one frozen base
+    (``experiments.finetune_run``) in a batch folder ``trials/batch-<hash>``; each point's adapter and run card go to
+    ``trials/<point>``, and every batch shares the starts cached in ``inits/``. A point whose run card is already
+    there (its batch finished but the worker died before recording it) is not trained again. A batch that does not
+    fit the GPU's memory is split in two, and again, down to single runs."""
 
     config = finetune.FinetuneConfig
     replaced = ("init", "lr", "seed")
@@ -151,49 +154,54 @@ class Finetune:
         return name, "minimize" if name == "perplexity" else "maximize"
 
     def batch_key(self, point: dict):
-        from ..experiments.finetune_multi import batchable
-
-        # data-free, base-preserving inits can share one frozen base; the rest run one at a time
-        return "shared-base" if batchable(point["init"]) else point_key(point)
+        return "base"  # every init trains on the one frozen base
 
     def run(self, cfg, points: list[dict], out: Path) -> list[tuple]:
-        from .. import data
-
-        task = data.load(cfg.task)  # parsed once here, not once per point
-        if len(points) > 1 and task.kind == "lm":
-            return self._batched(cfg, points, out)
-        metric, _ = self.metric(cfg, task)
-        return [self._one(cfg, p, out, metric) for p in points]
-
-    def _batched(self, cfg, points: list[dict], out: Path) -> list[tuple]:
-        import hashlib
-
-        from ..experiments import finetune_multi
-
-        tag = hashlib.sha256(json.dumps(points, sort_keys=True).encode()).hexdigest()[:12]
-        folder = Path(out) / "trials" / f"batch-{tag}"
-        results = finetune_multi.run(cfg, points, folder)
-        return [(None if r["diverged_step"] is not None else r["val_perplexity"], {
-            "test": r["test_perplexity"], "val_history": r["val_history"], "diverged_step": r["diverged_step"],
-            "reason": r["reason"], "seconds": r["seconds"], "batched_with": len(points), "run": str(folder)}) for r in results]
-
-    def _one(self, cfg, p: dict, out: Path, metric: str) -> tuple:
         from ..experiments import finetune_run
 
-        c = dataclasses.replace(cfg, init=p["init"], lr=p["lr"], seed=p["seed"])
-        folder = Path(out) / "trials" / slug(p)
+        out = Path(out)
+        dirs = [out / "trials" / slug(p) for p in points]
+        cards = {point_key(p): finetune_run.finished(d, cfg, p) for p, d in zip(points, dirs)}
+        todo = [p for p in points if cards[point_key(p)] is None]
+        for p, card in zip(todo, self._batched(cfg, todo, out)):
+            cards[point_key(p)] = card
+        return [self._outcome(cards[point_key(p)], dirs[i]) for i, p in enumerate(points)]
+
+    def _batched(self, cfg, points: list[dict], out: Path) -> list[dict]:
+        """Run cards of ``points`` trained as one batch, or as halves of it where it does not fit the GPU."""
+        import hashlib
+        import shutil
+
+        from ..experiments import finetune_run
+
+        if not points:
+            return []
+        folder = out / "trials" / f"batch-{hashlib.sha256(json.dumps(points, sort_keys=True).encode()).hexdigest()[:12]}"
         try:
-            card = finetune_run.run(c, folder, progress=False)
-        except FloatingPointError as e:
-            logged = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines() if line]
-            div = next((r for r in reversed(logged) if r.get("diverged")), {})
-            return None, {"diverged_step": div.get("step"), "reason": div.get("reason", str(e)), "run": str(folder)}
-        m = card["metrics"]
-        return m["final"][f"val_{metric}"], {
-            "test": m["final"].get(f"test_{metric}"), "base_test": m["base_test"].get(f"test_{metric}"),
+            return finetune_run.run(cfg, points, folder, run_dirs=[out / "trials" / slug(p) for p in points],
+                                    init_cache=out / "inits", progress=False)
+        except torch.OutOfMemoryError:
+            if len(points) == 1:
+                raise
+        import gc
+
+        gc.collect()
+        torch.cuda.empty_cache()
+        shutil.rmtree(folder, ignore_errors=True)
+        half = len(points) // 2
+        return self._batched(cfg, points[:half], out) + self._batched(cfg, points[half:], out)
+
+    @staticmethod
+    def _outcome(card: dict, folder: Path) -> tuple:
+        m, metric = card["metrics"], card["task"]["metric"]
+        div = card["diverged"] or {}
+        value = None if card["diverged"] else m["final"][f"val_{metric}"]
+        return value, {
+            "test": None if card["diverged"] else m["final"].get(f"test_{metric}"), "base_test": m["base_test"].get(f"test_{metric}"),
             "val_history": [{"step": r["step"], "val": r.get(f"val_{metric}")} for r in m["val_history"]],
-            "tokens_per_second": card["timing"]["tokens_per_second"], "seconds": card["timing"]["seconds"],
-            "diverged_step": None, "reason": None, "run": str(folder)}
+            "diverged_step": div.get("step"), "reason": div.get("reason"), "seconds": card["timing"]["seconds"],
+            "tokens_per_second": card["timing"]["tokens_per_second"], "batched_with": card["timing"]["runs_in_batch"],
+            "run": str(folder)}
 
 
 def slug(point: dict) -> str:

@@ -37,8 +37,9 @@ class SweepConfig:
     storage: str = ""
     """Optuna storage URL: sqlite:///PATH or postgresql://USER[:PASSWORD]@HOST/DB (default: sqlite:///OUT/study.db)"""
     batch: int = 0
-    """points a worker claims and trains together where the experiment batches (toy: one width, mf: one mode,
-    finetune: LM tasks with data-free inits); 0: the experiment's default (toy/mf 64, finetune 8)"""
+    """points a worker claims and trains together as one batched program (toy: of one width, mf: of one mode,
+    finetune: any points, K runs on one frozen base; a batch that does not fit the GPU is split); 0: the
+    experiment's default (toy/mf 64, finetune 8)"""
     max_trials: int = 0
     """stop this worker after this many points (0: run until the study is finished)"""
     heartbeat: float = 10.0

@@ -1,0 +1,60 @@
+"""Evaluating K stacked runs gives each run's metric as evaluating it alone; the feature monitor per run."""
+import dataclasses
+
+import pytest
+import torch
+
+from lorainit import data, models, multi, starts
+from lorainit.experiments import finetune, finetune_eval
+
+CFG = finetune.FinetuneConfig(batch_size=3, seq_len=32, max_eval=4, device="cpu")
+
+
+def trained(scheme, W, name, seed):
+    """A start of ``scheme`` with A moved away from it (so that B A != 0 for init_b: a 'trained' adapter)."""
+    f = starts.draw(scheme, W, 2, seed=seed, layer=name, layer_scaling=1.0)
+    moved = f.A + 0.05 * torch.randn(f.A.shape, generator=torch.Generator().manual_seed(seed)) if scheme == "init_b" else f.A
+    return dataclasses.replace(f, A=moved)
+
+
+def with_runs(model, targets, schemes, head=None):
+    linears = multi.targets_of(model, targets)
+    runs = [multi.Run(s, 1e-3, seed=k) for k, s in enumerate(schemes)]
+    fs = [{starts.PEFT_PREFIX + n: trained(s, m.weight, n, k) for n, m in linears.items()} for k, s in enumerate(schemes)]
+    heads = [models.seeded_head(model, head, k) for k in range(len(schemes))] if head else None
+    multi.attach(model, runs, fs, scaling=1.0, targets=targets, head=head, heads=heads)
+    return model
+
+
+@pytest.mark.parametrize("task_name", ["wiki", "mathqa"])
+def test_lm_and_choice_metrics_of_stacked_runs_equal_each_run_alone(task_name):
+    task = data.load(task_name)
+    model, tok, _, _ = models.load("smollm2-135m")
+    both = finetune_eval.evaluate(with_runs(model, ["q_proj"], ["init_b", "init_b"]), 2, task, tok, "val", CFG, "cpu")
+    for k in range(2):
+        single, _, _, _ = models.load("smollm2-135m")
+        linears = multi.targets_of(single, ["q_proj"])
+        f = {starts.PEFT_PREFIX + n: trained("init_b", m.weight, n, k) for n, m in linears.items()}
+        multi.attach(single, [multi.Run("init_b", 1e-3, seed=k)], [f], scaling=1.0, targets=["q_proj"])
+        alone = finetune_eval.evaluate(single, 1, task, tok, "val", CFG, "cpu")
+        for key, v in alone.items():
+            assert both[key][k] == pytest.approx(v[0], rel=1e-5), key
+    if task.kind == "lm":
+        assert both["val_loss"][0] != both["val_loss"][1]  # the two runs differ
+
+
+def test_classification_accuracy_per_run_and_features(tmp_path):
+    f = tmp_path / "d.jsonl"
+    f.write_text("".join('{"text": "word %d", "label": %d}\n' % (i, i % 2) for i in range(60)))
+    task = data.load(str(f))
+    model, tok, _, _ = models.load("minilm-l6", num_labels=2)
+    base = finetune_eval.evaluate(model, 1, task, tok, "test", dataclasses.replace(CFG, task=str(f)), "cpu")
+    with_runs(model, ["query", "value"], ["init_b", "init_b", "init_a"], head="classifier")
+    got = finetune_eval.evaluate(model, 3, task, tok, "test", dataclasses.replace(CFG, task=str(f)), "cpu")
+    assert len(got["test_accuracy"]) == 3 and all(0 <= a <= 1 for a in got["test_accuracy"]) and len(base["test_accuracy"]) == 1
+    probe = finetune.collate(task, tok, task.splits["val"][:3], 32, "cpu")
+    feats = finetune_eval.features(model, 3, probe)
+    assert len(feats) == 3 and len(feats[0]) == 2 * 6  # query and value in 6 layers
+    za, zb = zip(*feats[2].values())
+    assert all(z > 0 for z in za) and all(z == 0 for z in zb)  # init_a: B = 0, so Z_B = B A z = 0 at the start
+    assert all(v[0] > 0 and v[1] > 0 for v in feats[0].values())  # init_b with A moved: both nonzero

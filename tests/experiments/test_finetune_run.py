@@ -1,0 +1,188 @@
+"""K >= 1 real fine-tunes on tiny slices of the package-shipped models and tasks: every kind of init and task in one
+batch, batched == each run alone, saved adapters reload in plain PEFT with the same metric, exact resume, torchrun.
+
+Uses the real assets (downloaded from the package index on first use and cached)."""
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lorainit import apply, data
+from lorainit.experiments import finetune, finetune_eval, finetune_run, finetune_setup
+
+TINY = finetune.FinetuneConfig(steps=4, batch_size=2, seq_len=32, eval_every=2, checkpoint_every=2, max_train=8,
+                               max_eval=4, lr=1e-3, rank=4, device="cpu", targets=("q_proj", "v_proj"))
+ENCODER = dataclasses.replace(TINY, model="minilm-l6", task="nli", targets=("query", "value"))
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+
+def points(*inits, lr=1e-3, seed=0):
+    return [{"init": i, "lr": lr * (1 + k), "seed": (seed + k) % 2} for k, i in enumerate(inits)]
+
+
+@pytest.mark.parametrize("cfg, metric", [
+    (TINY, "perplexity"),
+    (dataclasses.replace(TINY, task="mathqa", max_eval=2), "accuracy"),
+    (ENCODER, "accuracy"),
+    (dataclasses.replace(ENCODER, task="sentiment"), "accuracy"),
+])
+def test_each_model_and_task_trains_a_data_dependent_and_a_residual_init_batched(cfg, metric, tmp_path):
+    pts = points("lora_one", "pissa")
+    cards = finetune_run.run(cfg, pts, tmp_path / "b", run_dirs=[tmp_path / "r0", tmp_path / "r1"], progress=False)
+    for k, card in enumerate(cards):
+        assert card["config"]["init"] == pts[k]["init"] and card["diverged"] is None
+        assert f"test_{metric}" in card["metrics"]["base_test"] and f"val_{metric}" in card["metrics"]["final"]
+        assert [r["step"] for r in card["metrics"]["val_history"]] == [0, 2, 4] and len(card["metrics"]["train_loss"]) == 4
+        assert card["task"]["split_hash"] == data.load(cfg.task).split_hash and card["timing"]["runs_in_batch"] == 2
+        run_dir = tmp_path / f"r{k}"
+        assert (run_dir / "adapter" / "adapter_model.safetensors").exists() and (run_dir / "features.png").exists()
+    assert cards[1]["adapter"]["converted_for_original_base"] and cards[1]["adapter"]["rank"] == 8  # pissa: rank 2r
+    log = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert [len(r["run_loss"]) for r in log if "run_loss" in r] == [2] * 4
+    assert not (tmp_path / "b" / "checkpoint").exists() and not (tmp_path / "b" / "inits").exists()
+
+
+@pytest.mark.parametrize("cfg", [TINY, ENCODER], ids=["lm", "classify"])
+def test_batched_equals_each_run_alone_and_adapters_reload_in_plain_peft(cfg, tmp_path):
+    import peft
+    from lorainit import models
+
+    # hrp here on the encoder only: its 50-step preheat of the whole 135M LM is a quarter minute on 2 cores
+    pts = points("init_a", "lora_ga", "eva", *(["hrp"] if cfg.model == "minilm-l6" else []))
+    together = finetune_run.run(cfg, pts, tmp_path / "all", init_cache=tmp_path / "inits", progress=False)
+    for k, p in enumerate(pts):  # the starts are read from the batch's cache (their own equality is test_multi's)
+        [one] = finetune_run.run(cfg, [p], tmp_path / f"one{k}", init_cache=tmp_path / "inits", progress=False)
+        assert one["init"]["starts"]["computed"] == []
+        assert together[k]["metrics"]["train_loss"] == pytest.approx(one["metrics"]["train_loss"], rel=1e-4)
+        for key, v in one["metrics"]["final"].items():
+            assert together[k]["metrics"]["final"][key] == pytest.approx(v, rel=1e-4), (p, key)
+        # the saved adapter on a fresh base, through plain PEFT and through apply.load: the same validation metric
+        loaded = finetune_setup.load(cfg, torch.device("cpu"))
+        fresh, _, _, _ = models.load(cfg.model, num_labels=len(loaded.task.labels) or None)
+        models.without_dropout(fresh)
+        for model in (peft.PeftModel.from_pretrained(fresh, str(tmp_path / "all" / f"run{k}" / "adapter")),
+                      apply.load(models.load(cfg.model, num_labels=len(loaded.task.labels) or None)[0], tmp_path / "all" / f"run{k}" / "adapter")):
+            models.without_dropout(model)
+            got = finetune_eval.evaluate(model, 1, loaded.task, loaded.tok, "val", cfg, torch.device("cpu"))
+            metric = f"val_{loaded.task.metric}"
+            assert got[metric][0] == pytest.approx(together[k]["metrics"]["final"][metric], rel=1e-4), (p, metric)
+
+
+def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
+    cfg = dataclasses.replace(TINY, steps=6)
+    pts = points("init_b", "lora_one")
+    finetune_run.run(cfg, pts, tmp_path / "a", progress=False)
+    real = finetune_run.train.train
+
+    def crashing(*args, log=lambda r: None, **kw):  # dies after step 4's update is logged: checkpoint at step 4 exists
+        def log_then_crash(rec):
+            log(rec)
+            if rec.get("step") == 4 and "loss" in rec:
+                raise KeyboardInterrupt("simulated crash")
+        return real(*args, log=log_then_crash, **kw)
+
+    monkeypatch.setattr(finetune_run.train, "train", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        finetune_run.run(cfg, pts, tmp_path / "b", progress=False)
+    assert (tmp_path / "b" / "checkpoint").exists() and not (tmp_path / "b" / "run0" / "run_card.json").exists()
+    assert any((tmp_path / "b" / "inits").iterdir())  # the starts are cached: the resumed run reads them
+    monkeypatch.setattr(finetune_run.train, "train", real)
+    cards = finetune_run.run(cfg, pts, tmp_path / "b", progress=False)
+    assert cards[0]["timing"]["resumed_from"] == 4 and cards[0]["init"]["starts"]["computed"] == []
+    for k in range(2):
+        a = load_file(tmp_path / "a" / f"run{k}" / "adapter" / "adapter_model.safetensors")
+        b = load_file(tmp_path / "b" / f"run{k}" / "adapter" / "adapter_model.safetensors")
+        assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
+    la = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    lb = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert [r.get("run_loss") for r in la] == [r.get("run_loss") for r in lb]
+
+
+def test_finished_run_is_not_trained_again_and_another_config_is_refused(tmp_path, monkeypatch):
+    first = finetune_run.run(TINY, points("init_a"), tmp_path / "r", progress=False)
+    monkeypatch.setattr(finetune_run.train, "train", lambda *a, **k: pytest.fail("trained again"))
+    assert finetune_run.run(TINY, points("init_a"), tmp_path / "r", progress=False) == first
+    with pytest.raises(ValueError, match="different config"):
+        finetune_run.run(TINY, points("init_b"), tmp_path / "r", progress=False)
+
+
+@pytest.mark.parametrize("cfg, message", [
+    (dataclasses.replace(TINY, task="nli"), "task nli needs an encoder"),
+    (dataclasses.replace(ENCODER, task="wiki"), "task wiki needs a causal LM \\(e.g. smollm2-135m\\); minilm-l6 is an encoder"),
+])
+def test_wrong_model_kind_for_the_task(cfg, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        finetune_run.run(cfg, points("init_a"), tmp_path / "r", progress=False)
+    assert not (tmp_path / "r").exists()
+
+
+def test_jsonl_task_trains(tmp_path):
+    f = tmp_path / "d.jsonl"
+    f.write_text("".join(json.dumps({"text": f"review {i} is {'good' if i % 2 else 'bad'}", "label": i % 2}) + "\n" for i in range(40)))
+    [card] = finetune_run.run(dataclasses.replace(ENCODER, task=str(f)), points("init_a"), tmp_path / "r", progress=False)
+    assert card["task"]["sizes"] == {"test": 4, "val": 4, "train": 32}
+
+
+CLI = ["--steps", "3", "--batch-size", "4", "--seq-len", "32", "--max-train", "16", "--max-eval", "4", "--eval-every", "3",
+       "--checkpoint-every", "3", "--lr", "1e-3", "--rank", "4", "--no-progress"]
+
+
+@pytest.mark.parametrize("model_args", [["--model", "smollm2-135m", "--task", "wiki", "--targets", "q_proj,v_proj"],
+                                        ["--model", "minilm-l6", "--task", "nli", "--init", "lora_ga"]], ids=["lm", "encoder"])
+def test_two_process_ddp_matches_one_process_on_the_same_global_batch(model_args, tmp_path):
+    """torchrun, 2 CPU processes, gloo: each trains half of every global batch; the averaged loss and the final
+    adapter (and a fresh classifier head, drawn from the seed on both processes) equal a one-process run's."""
+    args = ["finetune", *model_args, *CLI]
+    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, "-m", "lorainit", *args, "--out", str(tmp_path / "one")], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "lorainit", *args, "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert "destroy_process_group" not in two.stderr and "Guessing device" not in two.stderr
+    la = [json.loads(line)["loss"] for line in (tmp_path / "one" / "log.jsonl").read_text().splitlines() if '"loss"' in line]
+    lb = [json.loads(line)["loss"] for line in (tmp_path / "two" / "log.jsonl").read_text().splitlines() if '"loss"' in line]
+    assert len(la) == len(lb) == 3
+    assert lb == pytest.approx(la, rel=1e-5)
+    a = load_file(tmp_path / "one" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "two" / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-4)
+    assert json.loads((tmp_path / "two" / "run_card.json").read_text())["execution"]["processes"] == 2
+
+
+def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path):
+    """A real process killed with SIGKILL after a checkpoint (no clean-up runs) resumes to the same adapter."""
+    args = ["finetune", "--steps", "8", "--batch-size", "2", "--seq-len", "32", "--max-train", "8", "--max-eval", "2",
+            "--eval-every", "4", "--checkpoint-every", "2", "--lr", "1e-3", "--rank", "4", "--targets", "q_proj,v_proj",
+            "--init", "lora_one", "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": SRC}
+    cmd = [sys.executable, "-m", "lorainit", *args]
+    assert subprocess.run([*cmd, "--out", str(tmp_path / "a")], env=env, capture_output=True, timeout=600).returncode == 0
+    proc = subprocess.Popen([*cmd, "--out", str(tmp_path / "b")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "b" / "log.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if log.exists() and '"step": 5, "loss"' in log.read_text():
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (tmp_path / "b" / "checkpoint" / "state.safetensors").exists()
+    again = subprocess.run([*cmd, "--out", str(tmp_path / "b")], env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    card = json.loads((tmp_path / "b" / "run_card.json").read_text())
+    assert card["timing"]["resumed_from"] in (4, 6)
+    a = load_file(tmp_path / "a" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "b" / "adapter" / "adapter_model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
