@@ -4,8 +4,8 @@
 # fine-tune of each task once first): .xfer0 and .xfer1 hold the two halves of SmolLM2's GGUF
 # (make the calls back to back: the machine is released after 30 s idle), .xfer3 the gguf and optuna
 # wheels (for the GPU image's Python 3.12) and the LM/math data, .xfer2 MiniLM (fp16 copy) and the NLI
-# data. Each call carries one folder (the tree is ~9 MB of the 64 MiB). On the GPU: cat the halves into
-# $LORAINIT_CACHE's layout, pip install --no-index from .xfer3, tar x the data.
+# data. A call carries the tree (~9 MB of the 64 MiB) and: .xfer0; then .xfer1 and .xfer3; or .xfer2 (and .xfer3).
+# On the GPU, tools/gpu_unstage.sh unpacks whatever a call carried into /root/stage (kept while the machine is warm).
 set -euo pipefail
 root=$(git rev-parse --show-toplevel)
 cache=${LORAINIT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/lorainit}
@@ -22,6 +22,8 @@ tail -c +50000001 "$cache/$gguf" > "$root/.xfer1/gguf.part1"
 (cd "$cache" && sha256sum "$gguf") > "$root/.xfer1/gguf.sha256"
 python3 -m pip download -q --no-deps -d "$root/.xfer3" gguf==0.19.0
 python3 -m pip download -q --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 -d "$root/.xfer3/wheels" optuna
+# the image has numpy, pyyaml, packaging, typing_extensions and tqdm: carrying them would only shadow its own
+rm -f "$root"/.xfer3/wheels/{numpy,pyyaml,packaging,typing_extensions,tqdm}-*.whl
 (cd "$cache" && tar czf "$root/.xfer3/data.tgz" $wiki/*.bz2 $wiki/.*.done $bb/elementary_math_qa/question_only/task.json $bb/elementary_math_qa/question_only/.task.json.done)
 tmp=$(mktemp -d)
 mkdir -p "$tmp/$minilm" && cp -r "$cache/$minilm/model" "$tmp/$minilm/" && cp "$cache/$minilm/.model.done" "$tmp/$minilm/"
