@@ -81,12 +81,15 @@ def main() -> None:
         a.wait()
     t1 = time.perf_counter()
     b = sweep(args, extra, single_lrs, 1, work / "single", ("1" if gpus > 1 else "0") if gpus else None)
-    ends = {}
-    for name, proc, start in (("batched", a, t0), ("single", b, t1)):
-        proc.wait()
-        ends[name] = time.perf_counter() - start
-        if proc.returncode:
-            raise SystemExit(f"the {name} sweep failed (exit {proc.returncode}); see {work / name}.log")
+    ends, running = {}, {"batched": (a, t0), "single": (b, t1)}
+    while running:  # each side's wall time ends when its own process does
+        for name, (proc, start) in list(running.items()):
+            if proc.poll() is not None:
+                ends[name] = time.perf_counter() - start
+                del running[name]
+                if proc.returncode:
+                    raise SystemExit(f"the {name} sweep failed (exit {proc.returncode}); see {work / name}.log")
+        time.sleep(0.2)
     many, one = records(work / "batched"), records(work / "single")
     rel = []
     pairs = []

@@ -91,6 +91,15 @@ def claim_folder(out: Path, wanted: dict, *, overwrite: bool, stale: list[str]) 
     write_json(cfg_path, wanted)
 
 
+def _host_cpu() -> str:
+    """The host's processor model and core count (launch-bound GPU paths depend on it)."""
+    try:
+        model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
+    except OSError:
+        model = ""
+    return f"{model or platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+
+
 def provenance() -> dict:
     """Where and when a result was produced: date, commit, host, torch and device."""
     import torch
@@ -110,6 +119,7 @@ def provenance() -> dict:
         "commit": commit or None,
         "dirty": dirty,
         "device": device,
+        "host_cpu": _host_cpu(),
         "torch": torch.__version__,
         "python": platform.python_version(),
     }

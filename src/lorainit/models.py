@@ -70,7 +70,11 @@ def _local_folder(name: str, spec: ModelSpec) -> Path:
         plain.to(torch.bfloat16).save_pretrained(tmp)
         tok.save_pretrained(tmp)
         converted.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, converted)
+        try:
+            os.replace(tmp, converted)
+        except OSError:  # another process (a second sweep worker) converted it meanwhile: use theirs
+            if not (converted / "config.json").exists():
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return converted
