@@ -111,7 +111,7 @@ def batched_runs(runs, args, device, compile_: bool = False) -> tuple[float, lis
         speed.compile_blocks(model)
     factors = {n: [(m.lora_A[k].detach().clone(), m.lora_B[k].detach().clone()) for k in range(len(runs))] for n, m in layers.items()}
     model.train()
-    opt = speed.adamw(multi.param_groups(model, runs))  # as lorainit.train builds it: fused on a GPU
+    opt = multi.optimizer(model, runs)  # as lorainit finetune builds it: one AdamW for all runs
     loss_fn = runloss.RunLosses(len(runs), "lm")
 
     def step(s):

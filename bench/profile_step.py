@@ -36,7 +36,7 @@ def main() -> None:
         multi_run.attach_runs(model, runs, args.rank)
         if args.compile:
             speed.compile_blocks(model)
-        opt = speed.adamw(multi.param_groups(model, runs), lr=1e-4)
+        opt = multi.optimizer(model, runs)
         loss_fn = runloss.RunLosses(K, "lm")
     else:
         from peft import LoraConfig, get_peft_model

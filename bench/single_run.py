@@ -56,7 +56,7 @@ def lorainit_run(args, device, compile_: bool) -> dict:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         train.train(model, lambda s, m: batch(0, s, args.batch, args.seq, device), runloss.RunLosses(1, "lm"), cfg, Path(tmp),
-                    progress=False, autocast=torch.bfloat16, log=log, groups=multi.param_groups(model, runs))
+                    progress=False, autocast=torch.bfloat16, log=log, optimizer=multi.optimizer(model, runs, eps=cfg.eps, weight_decay=cfg.weight_decay))
     torch.cuda.synchronize(device) if device.type == "cuda" else None
     sec = stamps[-1] - stamps[args.warmup - 1]
     return {"seconds": sec, "tokens_per_s": args.steps * args.batch * args.seq / sec, "warmup_s": stamps[args.warmup - 1] - t0,

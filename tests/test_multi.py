@@ -63,7 +63,7 @@ def batched(make, kind, runs, tmp_path, steps=STEPS, checkpoint_every=10**9, los
     (tmp_path / "multi").mkdir(parents=True, exist_ok=True)
     train.train(model, lambda s, m: multi.stack_batches([d(s, m) for d in datas]), loss,
                 loop(steps=steps, checkpoint_every=checkpoint_every), tmp_path / "multi", progress=False,
-                groups=multi.param_groups(model, runs))
+                optimizer=multi.optimizer(model, runs, eps=1e-6))
     return loss, model
 
 

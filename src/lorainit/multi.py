@@ -14,8 +14,9 @@ rank-2r adapter [A; A0], [B, -B0] that ``lorainit.export`` saves. A task head th
 
 Rows never mix (attention and normalization act within a sequence), so run k's loss depends on its own
 adapter, head and data only, and the sum of the runs' losses gives each adapter exactly its own
-gradient. Each run has its own AdamW parameter groups (its LR; lr x LoRA+ ratio for lora_B), so the
-optimizer arithmetic is that of K separate runs. Initial factors come from ``lorainit.starts``, the
+gradient. A layer's K adapters are one tensor with a leading run dimension (``lora_A[k]`` is run k's), and
+``optimizer`` gives the runs one AdamW with per-run learning rates (``lorainit.runopt``: its LR, and lr x
+LoRA+ ratio for lora_B), so the optimizer arithmetic is that of K separate runs. Initial factors come from ``lorainit.starts``, the
 draw a PEFT run of the same scheme and seed gets. Per-run losses and divergence: ``lorainit.runloss``.
 """
 from __future__ import annotations
@@ -41,28 +42,30 @@ class Run:
 
 
 class MultiLoRALinear(nn.Module):
-    """A frozen linear layer with K LoRA adapters, one per run, applied to the run's rows of the input;
+    """A frozen linear layer with K LoRA adapters, one per run (``lora_A`` (K, r, in), ``lora_B`` (K, out, r)),
+    applied to the run's rows of the input;
     ``corrections[k]`` (or None) is run k's frozen (A0, B0), subtracted as s B0 A0 x."""
 
     def __init__(self, base: nn.Linear, A: list[torch.Tensor], B: list[torch.Tensor], scaling: float,
                  corrections: list[Factors | None] | None = None):
         super().__init__()
         self.base = base
-        self.lora_A = nn.ParameterList([nn.Parameter(a.detach().clone().float()) for a in A])  # K x (r, in)
-        self.lora_B = nn.ParameterList([nn.Parameter(b.detach().clone().float()) for b in B])  # K x (out, r)
+        device = base.weight.device
+        self.lora_A = nn.Parameter(torch.stack([a.detach().float() for a in A]).to(device))  # (K, r, in): lora_A[k] is run k's
+        self.lora_B = nn.Parameter(torch.stack([b.detach().float() for b in B]).to(device))  # (K, out, r)
         self.scaling = scaling
         corr_A = corr_B = None
         if corrections is not None and any(c is not None for c in corrections):
             zero = Factors(A=torch.zeros_like(self.lora_A[0]), B=torch.zeros_like(self.lora_B[0]))
             cs = [zero if c is None else c for c in corrections]
-            corr_A = torch.stack([c.A.float() for c in cs]).to(self.lora_A[0].device)  # (K, r, in)
-            corr_B = -torch.stack([c.B.float() for c in cs]).to(self.lora_A[0].device)  # (K, out, r): -B0
+            corr_A = torch.stack([c.A.float() for c in cs]).to(device)  # (K, r, in)
+            corr_B = -torch.stack([c.B.float() for c in cs]).to(device)  # (K, out, r): -B0
         self.register_buffer("corr_A", corr_A, persistent=False)
         self.register_buffer("corr_B", corr_B, persistent=False)
 
     def factors(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """Every run's (A (K, r', in), B (K, out, r')) in ``dtype``; r' = 2r with the frozen corrections."""
-        A, B = torch.stack(list(self.lora_A)), torch.stack(list(self.lora_B))
+        A, B = self.lora_A, self.lora_B
         if self.corr_A is not None:  # rank 2r: [A; A0] and [B, -B0]
             A, B = torch.cat([A, self.corr_A], 1), torch.cat([B, self.corr_B], 2)
         return A.to(dtype), B.to(dtype)
@@ -82,8 +85,8 @@ class MultiLoRALinear(nn.Module):
         (Hayou et al. 2024, Fig. 3) over run k's rows of the input ``x``."""
         K = len(self.lora_A)
         xs = x.reshape(K, -1, x.shape[-1]).float()  # (K, rows_k, in)
-        za = torch.bmm(xs, torch.stack(list(self.lora_A)).transpose(1, 2))  # (K, rows_k, r)
-        zb = torch.bmm(za, torch.stack(list(self.lora_B)).transpose(1, 2))  # (K, rows_k, out)
+        za = torch.bmm(xs, self.lora_A.transpose(1, 2))  # (K, rows_k, r)
+        zb = torch.bmm(za, self.lora_B.transpose(1, 2))  # (K, rows_k, out)
         return za.norm(dim=-1).mean(1).tolist(), zb.norm(dim=-1).mean(1).tolist()
 
 
@@ -155,20 +158,16 @@ def detach(model: nn.Module) -> nn.Module:
     return model
 
 
-def param_groups(model: nn.Module, runs: list[Run]) -> list[dict]:
-    """Two AdamW groups per run: its lora_A tensors and head at lr, its lora_B tensors at lr x loraplus_ratio."""
-    layers = {n: m for n, m in model.named_modules() if isinstance(m, MultiLoRALinear)}
-    heads = next(((n, m) for n, m in model.named_modules() if isinstance(m, PerRun)), None)
-    groups = []
-    for k, r in enumerate(runs):
-        for kind, lr in (("lora_A", r.lr), ("lora_B", r.lr * r.loraplus_ratio)):
-            params = [getattr(m, kind)[k] for m in layers.values()]
-            names = [f"run{k}.{n}.{kind}" for n in layers]
-            if kind == "lora_A" and heads is not None:
-                named = [(f"run{k}.{heads[0]}.{pn}", p) for pn, p in heads[1].runs[k].named_parameters()]
-                params, names = params + [p for _, p in named], names + [n for n, _ in named]
-            groups.append({"params": params, "names": names, "lr": lr, "base_lr": lr})
-    return groups
+def optimizer(model: nn.Module, runs: list[Run], *, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
+    """The runs' AdamW (``lorainit.runopt``): lora_A and the heads of run k at its lr, lora_B at lr x its LoRA+ ratio."""
+    from .runopt import RunAdamW
+
+    layers = [m for m in model.modules() if isinstance(m, MultiLoRALinear)]
+    heads = next((m for m in model.modules() if isinstance(m, PerRun)), None)
+    params = {"lora_A": [m.lora_A for m in layers], "lora_B": [m.lora_B for m in layers],
+              "head": [] if heads is None else [list(ps) for ps in zip(*(h.parameters() for h in heads.runs))]}
+    lrs = {"lora_A": [r.lr for r in runs], "lora_B": [r.lr * r.loraplus_ratio for r in runs], "head": [r.lr for r in runs]}
+    return RunAdamW(params, lrs, betas=betas, eps=eps, weight_decay=weight_decay)
 
 
 def stack_batches(batches: list[dict]) -> dict:

@@ -70,17 +70,11 @@ def lr_factor(step: int, cfg: LoopConfig) -> float:
     return max(0.0, (cfg.steps - step) / max(1, cfg.steps - warm))
 
 
-def save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, step: int, extra: dict) -> None:
+def save_checkpoint(path: Path, model: nn.Module, opt, step: int, extra: dict) -> None:
+    """The optimizer's parameters and moments (``opt.state_tensors()`` where it has them, else per named tensor)."""
     from safetensors.torch import save_file
 
-    tensors = {f"param.{n}": p.detach().contiguous().cpu() for g in opt.param_groups for n, p in zip(g["names"], g["params"])}
-    for g in opt.param_groups:
-        for n, p in zip(g["names"], g["params"]):
-            st = opt.state.get(p)
-            if st:
-                tensors[f"exp_avg.{n}"] = st["exp_avg"].contiguous().cpu()
-                tensors[f"exp_avg_sq.{n}"] = st["exp_avg_sq"].contiguous().cpu()
-                tensors[f"step.{n}"] = torch.as_tensor(st["step"]).reshape(1).float().cpu()
+    tensors = {k: v.contiguous() for k, v in opt.state_tensors().items()} if hasattr(opt, "state_tensors") else _named_state(opt)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=".checkpoint."))
     try:
         save_file(tensors, tmp / "state.safetensors")
@@ -94,10 +88,26 @@ def save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, st
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def load_checkpoint(path: Path, opt: torch.optim.Optimizer) -> dict:
+def _named_state(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """A torch optimizer's trainable tensors and AdamW moments, by the names its groups carry."""
+    tensors = {f"param.{n}": p.detach().contiguous().cpu() for g in opt.param_groups for n, p in zip(g["names"], g["params"])}
+    for g in opt.param_groups:
+        for n, p in zip(g["names"], g["params"]):
+            st = opt.state.get(p)
+            if st:
+                tensors[f"exp_avg.{n}"] = st["exp_avg"].contiguous().cpu()
+                tensors[f"exp_avg_sq.{n}"] = st["exp_avg_sq"].contiguous().cpu()
+                tensors[f"step.{n}"] = torch.as_tensor(st["step"]).reshape(1).float().cpu()
+    return tensors
+
+
+def load_checkpoint(path: Path, opt) -> dict:
     from safetensors.torch import load_file
 
     tensors = load_file(path / "state.safetensors")
+    if hasattr(opt, "load_state_tensors"):
+        opt.load_state_tensors(tensors)
+        return json.loads((path / "state.json").read_text())
     with torch.no_grad():
         for g in opt.param_groups:
             for n, p in zip(g["names"], g["params"]):
@@ -110,13 +120,22 @@ def load_checkpoint(path: Path, opt: torch.optim.Optimizer) -> dict:
     return json.loads((path / "state.json").read_text())
 
 
-def average_gradients(params: list[torch.Tensor], world: int) -> None:
-    """Average ``params``' gradients over the ``world`` processes: one all-reduce per dtype over the flattened
-    gradients (a missing gradient counts as zeros, so every process sends the same tensors)."""
-    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+def gradients_of(opt) -> list[torch.Tensor]:
+    """The gradients an optimizer steps on: its buffers (``opt.gradients()``), else each parameter's (zeros where
+    missing, so that every process of a data-parallel run sends the same tensors)."""
+    if hasattr(opt, "gradients"):
+        return opt.gradients()
+    params = [p for g in opt.param_groups for p in g["params"]]
     for p in params:
         p.grad = torch.zeros_like(p) if p.grad is None else p.grad
-        by_dtype.setdefault(p.grad.dtype, []).append(p.grad)
+    return [p.grad for p in params]
+
+
+def average_gradients(grads: list[torch.Tensor], world: int) -> None:
+    """Average ``grads`` over the ``world`` processes: one all-reduce per dtype over the flattened gradients."""
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for g in grads:
+        by_dtype.setdefault(g.dtype, []).append(g)
     for grads in by_dtype.values():
         flat = torch.cat([g.reshape(-1) for g in grads])  # (sum of numels,)
         torch.distributed.all_reduce(flat)
@@ -128,17 +147,21 @@ def average_gradients(params: list[torch.Tensor], world: int) -> None:
 def train(model: nn.Module, batch_at: Callable[[int, int], object], loss_fn: Callable[[nn.Module, object], torch.Tensor],
           cfg: LoopConfig, out: Path, *, evaluate: Callable[[int], dict] | None = None, progress: bool = True,
           autocast: torch.dtype | None = None, log: Callable[[dict], None] = lambda rec: None,
-          groups: list[dict] | None = None) -> dict:
+          groups: list[dict] | None = None, optimizer=None) -> dict:
     """Run (or resume) the loop; ``batch_at(step, micro)`` gives micro-batch ``micro`` of step ``step``.
     A ``loss_fn`` with state (``runloss.RunLosses``: each run's divergence record) offers ``checkpoint_state()``
     (JSON-ready) and ``load_checkpoint_state(state)``, and that state is checkpointed with the loop; its
     ``record()`` is logged with each step, and once its ``all_diverged`` is true the loop stops.
-    Returns {"steps", "seconds", "tokens", "resumed_from"}; every record also goes to ``log``."""
+    ``optimizer``: an optimizer built by the caller (with ``param_groups`` holding "lr" and "base_lr"), instead of
+    AdamW over ``groups``. Returns {"steps", "seconds", "tokens", "resumed_from"}; every record also goes to ``log``."""
     core = getattr(model, "module", model)  # a DistributedDataParallel wrapper trains its module
     dist = torch.distributed.is_available() and torch.distributed.is_initialized()
     rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if dist else (0, 1)
-    groups = param_groups(core, cfg) if groups is None else groups  # each: {"params", "names", "lr", "base_lr"}
-    opt = speed.adamw(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay)
+    if optimizer is not None:  # built by the caller (lorainit.multi's runs: one AdamW with per-run learning rates)
+        opt = optimizer
+    else:
+        groups = param_groups(core, cfg) if groups is None else groups  # each: {"params", "names", "lr", "base_lr"}
+        opt = speed.adamw(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay)
     ckpt = Path(out) / "checkpoint"
     start, first = 0, None
     if ckpt.exists():
@@ -146,7 +169,7 @@ def train(model: nn.Module, batch_at: Callable[[int, int], object], loss_fn: Cal
         start, first = state["step"], state.get("first_loss")
         if "loss_state" in state:
             loss_fn.load_checkpoint_state(state["loss_state"])
-    device = next(p for g in groups for p in g["params"]).device
+    device = next(p for p in core.parameters() if p.requires_grad).device
     model.train()
     t0, tokens = time.perf_counter(), 0
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="finetune", unit="step", disable=not progress, mininterval=2.0)
@@ -167,7 +190,7 @@ def train(model: nn.Module, batch_at: Callable[[int, int], object], loss_fn: Cal
             total += loss.item()
             tokens += int(batch["attention_mask"].sum()) if isinstance(batch, dict) and "attention_mask" in batch else 0
         if dist and core is model:  # a plain model under torchrun: average the gradients here (DDP would have)
-            average_gradients([p for g in opt.param_groups for p in g["params"]], world)
+            average_gradients(gradients_of(opt), world)
         if dist:  # the logged loss is the mean over the processes' shards of the global batch
             t = torch.tensor([total, float(tokens)], dtype=torch.float64, device=device)
             torch.distributed.all_reduce(t)

@@ -89,9 +89,11 @@ def run(cfg: FinetuneConfig, points: list[dict], out: Path, *, run_dirs: list[Pa
     heads = [models.seeded_head(model, head, r.seed) for r in runs] if head else None
     multi.attach(model, runs, start, scaling=scaling, targets=targets, corrected=corrected, head=head, heads=heads)
     try:
+        loop = _loop(cfg, runs)
+        opt = multi.optimizer(model, runs, betas=(loop.beta1, loop.beta2), eps=loop.eps, weight_decay=loop.weight_decay)
         if world > 1:  # every process starts from rank 0's parameters
-            for p in [p for m in model.modules() if isinstance(m, (multi.MultiLoRALinear, multi.PerRun)) for p in m.parameters() if p.requires_grad]:
-                torch.distributed.broadcast(p.data, 0)
+            for buffers in opt.buffers.values():
+                torch.distributed.broadcast(buffers["param"], 0)
         if compiles(cfg, device):
             torch._dynamo.reset()  # a worker's earlier batch compiled other modules: start the cache afresh
             speed.compile_blocks(model)
@@ -102,7 +104,7 @@ def run(cfg: FinetuneConfig, points: list[dict], out: Path, *, run_dirs: list[Pa
         setup = time.perf_counter() - t0
         batches = [Batches(task, loaded.tok, dataclasses.replace(cfg, seed=r.seed), device, rank, world,
                            items=finetune_setup.items(loaded, cfg)) for r in runs]
-        trained = _train(cfg, model, runs, batches, loaded, out, device, rank, progress)
+        trained = _train(cfg, model, runs, batches, loaded, out, device, rank, progress, loop, opt)
         params = {"parameters": sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in model.parameters() if p.requires_grad),
                   "trainable_per_run": sum(p.numel() for p in model.parameters() if p.requires_grad) // K}
         layers = {n: m for n, m in model.named_modules() if isinstance(m, multi.MultiLoRALinear)}
@@ -167,18 +169,20 @@ def _log_writer(path: Path, resume_step: int):
     return log, f
 
 
-def _train(cfg, model, runs, batches, loaded, out: Path, device, rank: int, progress: bool) -> dict:
+def _loop(cfg: FinetuneConfig, runs: list) -> train.LoopConfig:
+    return train.LoopConfig(steps=cfg.steps, lr=max(r.lr for r in runs), warmup_ratio=cfg.warmup_ratio, grad_accum=cfg.grad_accum,
+                            eval_every=cfg.eval_every, checkpoint_every=cfg.checkpoint_every, seed=runs[0].seed,
+                            diverge_factor=math.inf)  # each run's divergence is judged by RunLosses
+
+
+def _train(cfg, model, runs, batches, loaded, out: Path, device, rank: int, progress: bool, loop, opt) -> dict:
     """The loop over K runs; on rank 0 with evaluations and the log. Returns the loop's result, the losses'
     record, the base (step-0) test metrics and every evaluation."""
     K, task = len(runs), loaded.task
     losses = runloss.RunLosses(K, task.kind, grad_accum=cfg.grad_accum)
-    loop = train.LoopConfig(steps=cfg.steps, lr=max(r.lr for r in runs), warmup_ratio=cfg.warmup_ratio, grad_accum=cfg.grad_accum,
-                            eval_every=cfg.eval_every, checkpoint_every=cfg.checkpoint_every, seed=runs[0].seed,
-                            diverge_factor=math.inf)  # each run's divergence is judged by RunLosses
     step_at = (lambda s, m: batches[0](s, m)) if K == 1 else (lambda s, m: multi.stack_batches([b(s, m) for b in batches]))
-    groups = multi.param_groups(model, runs)
     if rank:
-        result = train.train(model, step_at, losses, loop, out, progress=False, autocast=_autocast(device), groups=groups)
+        result = train.train(model, step_at, losses, loop, out, progress=False, autocast=_autocast(device), optimizer=opt)
         return {"result": result, "losses": losses}
     ckpt = out / "checkpoint"
     resume = json.loads((ckpt / "state.json").read_text())["step"] if ckpt.exists() else 0
@@ -204,7 +208,7 @@ def _train(cfg, model, runs, batches, loaded, out: Path, device, rank: int, prog
 
     try:
         result = train.train(model, step_at, losses, loop, out, evaluate=evaluate_fn, progress=progress, log=log,
-                             autocast=_autocast(device), groups=groups)
+                             autocast=_autocast(device), optimizer=opt)
     finally:
         logfile.close()
     steps_logged = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line]
