@@ -51,39 +51,45 @@ def init_rows(d: dict) -> list[str]:
 
 
 def multi_rows(d: dict) -> list[str]:
-    prov, c = d["provenance"], d["config"]
-    comp = d.get("batched_compiled")
+    prov, c, mfu = d["provenance"], d["config"], d["mfu"]
+    comp, sc = d.get("batched_compiled"), d.get("stock_compiled")
+    stock = d["stock_sequential_tokens_per_s"]
+    pct = lambda key: f"{100 * mfu[key]:.1f}%" if mfu.get(key) is not None else "-"  # noqa: E731
     rows = [f"Real-model sweep step: {c['runs']} LoRA runs (LRs {c['lrs'][0]:.0e}..{c['lrs'][-1]:.0e}) on {c['model']}, r={c['rank']} "
             f"all projections, batch {c['batch']} x {c['seq']} per run, {c['steps']} timed steps ({prov['device']}, "
-            f"{prov['date'][:10]}, commit {(prov['commit'] or '?')[:10]}):", "",
-            "| path | adapter tokens/s | vs stock sequential | MFU |", "|---|---:|---:|---:|",
-            f"| stock PEFT, {c['runs']} runs one after another | {d['stock_sequential_tokens_per_s']:,.0f} | 1.00x | "
-            f"{100 * d['mfu']['stock_single']:.1f}% |",
-            f"| lorainit.multi, {c['runs']} runs in one pass | {d['batched_tokens_per_s']:,.0f} | **{d['speedup_batched_vs_stock']:.2f}x** | "
-            f"{100 * d['mfu']['batched']:.1f}% |"]
-    if comp:
-        rows.append(f"| ... with each block under torch.compile | {comp['tokens_per_s']:,.0f} | **{d['speedup_batched_compiled_vs_stock']:.2f}x** | "
-                    f"{100 * d['mfu']['batched'] * d['speedup_batched_compiled_vs_stock'] / d['speedup_batched_vs_stock']:.1f}% |")
+            f"{prov.get('host_cpu', 'host CPU not recorded')}, {prov['date'][:10]}, commit {(prov['commit'] or '?')[:10]}):", "",
+            "| path | adapter tokens/s | vs stock eager | vs stock compiled | MFU |", "|---|---:|---:|---:|---:|"]
+    paths = [(f"stock PEFT, {c['runs']} runs one after another", stock, "stock_sequential")]
+    if sc:
+        paths.append((f"stock PEFT, each block under torch.compile ({sc['runs_timed']} run timed; runs are sequential)", sc["tokens_per_s"], "stock_compiled"))
+    paths.append((f"lorainit.multi, {c['runs']} runs in one pass", d["batched_tokens_per_s"], "batched"))
+    if comp and "tokens_per_s" in comp:
+        paths.append(("... with each block under torch.compile", comp["tokens_per_s"], "batched_compiled"))
+    for label, rate, key in paths:
+        vs_sc = f"{rate / sc['tokens_per_s']:.2f}x" if sc else "-"
+        bold = "**" if key.startswith("batched") else ""
+        rows.append(f"| {label} | {rate:,.0f} | {bold}{rate / stock:.2f}x{bold} | {bold}{vs_sc}{bold} | {pct(key)} |")
     s1 = d["single_run"]
-    rows += ["", f"One run: lorainit.multi (K=1) {s1['lorainit_multi_k1_tokens_per_s']:,.0f} vs stock PEFT {s1['stock_tokens_per_s']:,.0f} "
-                 f"tokens/s ({s1['ratio']:.2f}x). Loss curves batched vs stock: median relative difference "
+    rows += ["", f"One run (what `lorainit finetune` runs, K=1, eager): {s1['lorainit_multi_k1_tokens_per_s']:,.0f} vs stock PEFT "
+                 f"{s1['stock_tokens_per_s']:,.0f} tokens/s ({s1['ratio']:.2f}x). Loss curves batched vs stock: median relative difference "
                  f"{d['loss_agreement']['median_rel_diff']:.1e}, max {d['loss_agreement']['max_rel_diff']:.1e} (bf16). "
-                 f"MFU = 4 x base parameters x tokens/s over the measured bf16 matmul rate ({d['mfu']['matmul_bf16_tflops']:.0f} TFLOP/s)."]
+                 f"MFU = 4 x base parameters x tokens/s over the measured bf16 matmul rate ({mfu['matmul_bf16_tflops']:.0f} TFLOP/s)."]
     return rows
 
 
-def single_rows(d: dict) -> list[str]:
-    prov, c = d["provenance"], d["config"]
-    rows = [f"One fine-tune, {c['model']}, r={c['rank']} all projections, batch {c['batch']} x {c['seq']}, {c['steps']} timed steps "
-            f"({prov['device']}, {prov['date'][:10]}, commit {(prov['commit'] or '?')[:10]}):", "",
-            "| path | tokens/s | vs stock PEFT | MFU | loss vs stock (median rel. diff) |", "|---|---:|---:|---:|---:|",
-            f"| stock PEFT (get_peft_model, AdamW, model(**batch).loss) | {d['stock']['tokens_per_s']:,.0f} | 1.00x | {100 * d['stock']['mfu']:.1f}% | |"]
-    for key, label in (("lorainit", "lorainit finetune's path, eager"), ("lorainit_compiled", "... with each block under torch.compile")):
-        r = d.get(key)
-        if r:
-            rows.append(f"| {label} | {r['tokens_per_s']:,.0f} | **{r['speedup_vs_stock']:.2f}x** | {100 * r['mfu']:.1f}% | "
-                        f"{r['loss_vs_stock']['median_rel_diff']:.1e} |")
-    return rows
+def e2e_rows(d: dict) -> list[str]:
+    prov, c, b, s = d["provenance"], d["config"], d["batched"], d["single"]
+    a = d["agreement"]
+    where = "side by side on two GPUs of one host" if d["side_by_side"] else "one after the other"
+    return [f"`lorainit sweep --experiment finetune --model {c['model']} --task {c['task']}`, {len(c['inits'].split(','))} inits "
+            f"({c['inits']}) x {b['points'] // len(c['inits'].split(','))} LRs, {c['steps']} steps, batch {c['batch_size']} x {c['seq_len']} "
+            f"({prov['device']}, {prov['date'][:10]}, commit {(prov['commit'] or '?')[:10]}; {where}): --batch {c['batch']} ran all "
+            f"{b['points']} points in {b['wall_s']:.0f} s ({b['per_point_s']:.1f} s a point); --batch 1 ran {s['points']} of them "
+            f"(LR {s['lrs']} of each init) in {s['wall_s']:.0f} s ({s['per_point_s']:.1f} s a point): **{d['speedup_per_point']:.1f}x per point**; "
+            f"for the whole grid --batch 1 would take about {s['estimated_wall_s_for_the_whole_grid']:.0f} s (each further point at the "
+            f"median {s['median_point_s_without_data_pass']:.1f} s without its init's cached data pass): **{d['speedup_whole_grid_estimated']:.1f}x**. "
+            f"Validation metric batched vs alone on the {a['points_compared']} shared points: median relative difference "
+            f"{a['median_rel_diff_val_metric']:.1e}, max {a['max_rel_diff_val_metric']:.1e}."]
 
 
 def main() -> None:
@@ -91,11 +97,11 @@ def main() -> None:
     for path in sorted(root.glob("toy_batched_*.json")):
         print("\n".join(toy_rows(json.loads(path.read_text()))))
         print()
-    for path in sorted(root.glob("multi_run_h100.json")):
-        print("\n".join(multi_rows(json.loads(path.read_text()))))
+    for path in sorted(root.glob("sweep_e2e_*.json")):
+        print("\n".join(e2e_rows(json.loads(path.read_text()))))
         print()
-    for path in sorted(root.glob("single_run_h100.json")):
-        print("\n".join(single_rows(json.loads(path.read_text()))))
+    for path in sorted(root.glob("multi_run_h200.json")):  # the current code (multi_run_h100.json, single_run_h100.json: before it)
+        print("\n".join(multi_rows(json.loads(path.read_text()))))
         print()
     for path in sorted(root.glob("init_cost_*.json")):  # (eva_memory_h100.json: the EVA-only run before the full re-run)
         print("\n".join(init_rows(json.loads(path.read_text()))))

@@ -74,3 +74,33 @@ def test_a_requeued_point_whose_run_finished_is_not_trained_again(tmp_path, monk
     monkeypatch.setattr(finetune_run.train, "train", lambda *a, **k: pytest.fail("trained again"))
     again = runners.RUNNERS["finetune"].run(LM, [{"seed": 0, "init": "init_a", "lr": 1e-3}], tmp_path)
     assert again[0][0] == records(tmp_path)[("init_a", 1e-3)]["value"] and card.read_text() == before
+
+
+def test_a_batch_that_does_not_fit_is_split_until_it_does(tmp_path, monkeypatch):
+    """A CUDA out-of-memory error (simulated: more than 2 runs 'do not fit') splits the batch in halves; every
+    point still finishes once, with the values of an unsplit batch."""
+    import torch
+
+    from lorainit.experiments import finetune_run
+
+    real = finetune_run.run
+    sizes = []
+
+    def small_card(cfg, points, out, **kw):
+        sizes.append(len(points))
+        if len(points) > 2:
+            (out / "config.json").parent.mkdir(parents=True, exist_ok=True)
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(cfg, points, out, **kw)
+
+    grid = dict(experiment="finetune", inits=("init_a", "init_b"), lrs=(1e-3, 3e-3), seeds=1)
+    monkeypatch.setattr(finetune_run, "run", small_card)
+    res = worker.run(worker.SweepConfig(**grid, batch=4), TINY, tmp_path / "split", progress=False)
+    assert (res["done"], res["total"]) == (4, 4) and sizes == [4, 2, 2]
+    monkeypatch.setattr(finetune_run, "run", real)
+    worker.run(worker.SweepConfig(**grid, batch=4), TINY, tmp_path / "whole", progress=False)
+    split, whole = records(tmp_path / "split"), records(tmp_path / "whole")
+    assert {k: r["value"] for k, r in split.items()} == pytest.approx({k: r["value"] for k, r in whole.items()}, rel=1e-5)
+    assert [d.name for d in (tmp_path / "split" / "trials").iterdir() if d.name.startswith("batch-")] == \
+        [d.name for d in (tmp_path / "split" / "trials").iterdir() if d.name.startswith("batch-") and (d / "log.jsonl").exists()]
+    assert len([d for d in (tmp_path / "split" / "trials").iterdir() if d.name.startswith("batch-")]) == 2  # the failed one is gone

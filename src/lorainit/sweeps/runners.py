@@ -3,7 +3,7 @@
 A runner knows its experiment's config class, which of its fields the sweep's grid replaces, the extra
 grid dimension it contributes (toy: width, mf: mode), the metric and its direction, and how to run a
 batch of points: toy and mf train all claimed points of one width / mode as one batched program
-(``lorainit.batched``); finetune runs them one after another, each in its own resumable run folder.
+(``lorainit.batched``); finetune trains any claimed points as K runs on one frozen base (``lorainit.multi``).
 An outcome is (value, attrs): value is the validation metric (None for a diverged run), attrs the test
 metric, curves and divergence step and reason.
 """
