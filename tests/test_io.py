@@ -40,3 +40,29 @@ def test_files_follow_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "r.txt").stat().st_mode & 0o777 == 0o644
+
+
+def test_replace_folder_is_complete_or_leaves_the_old_one(tmp_path):
+    from lorainit import io
+
+    target = tmp_path / "out"
+    io.replace_folder(target, lambda tmp: (tmp / "a.txt").write_text("one") and None)
+    assert (target / "a.txt").read_text() == "one"
+
+    def broken(tmp):
+        (tmp / "b.txt").write_text("half")
+        raise OSError("disk full")
+
+    import pytest
+
+    with pytest.raises(OSError, match="disk full"):
+        io.replace_folder(target, broken)
+    assert [p.name for p in tmp_path.iterdir()] == ["out"] and [p.name for p in target.iterdir()] == ["a.txt"]
+
+    def nested(tmp):
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "c.txt").write_text("two")
+        return tmp / "sub"
+
+    io.replace_folder(target, nested)
+    assert [p.name for p in target.iterdir()] == ["c.txt"] and [p.name for p in tmp_path.iterdir()] == ["out"]

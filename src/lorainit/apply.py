@@ -18,16 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from . import export, inits, starts, stats
+from . import export, inits, io, starts, stats
 from .inits import Factors
 
 
@@ -134,12 +131,13 @@ def save(applied: Applied, path: str | Path, *, overwrite: bool = False) -> dict
         raise FileExistsError(f"{path} exists; choose another folder or pass overwrite=True")
     model, adapter = applied.model, applied.adapter
     cfg = model.peft_config[adapter]
-    tmp = Path(tempfile.mkdtemp(dir=path.parent if path.parent.exists() else None, prefix=f".{path.name}."))
-    try:
+    info = {}
+
+    def fill(tmp: Path) -> Path:
         if not applied.initial:
             model.save_pretrained(tmp, selected_adapters=[adapter])
             src = tmp / adapter if adapter != "default" else tmp
-            info = {"rank": cfg.r, "lora_alpha": cfg.lora_alpha, "converted_for_original_base": False}
+            info.update(rank=cfg.r, lora_alpha=cfg.lora_alpha, converted_for_original_base=False)
         else:
             src = tmp
             state = get_peft_model_state_dict(model, adapter_name=adapter)
@@ -151,14 +149,12 @@ def save(applied: Applied, path: str | Path, *, overwrite: bool = False) -> dict
             new = dataclasses.replace(cfg, r=2 * cfg.r, lora_alpha=export.alpha_2r(cfg.lora_alpha, cfg.use_rslora), init_lora_weights=True)
             new.save_pretrained(tmp)
             save_file(state, tmp / "adapter_model.safetensors")
-            info = {"rank": new.r, "lora_alpha": new.lora_alpha, "converted_for_original_base": True}
+            info.update(rank=new.r, lora_alpha=new.lora_alpha, converted_for_original_base=True)
         (src / "lorainit.json").write_text(json.dumps({"scheme": applied.scheme, **info}, indent=1) + "\n")
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(src, path)
-        return info
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        return src
+
+    io.replace_folder(path, fill)
+    return info
 
 
 def load(model, path: str | Path, *, adapter: str = "default"):

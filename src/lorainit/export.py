@@ -12,13 +12,11 @@ PeftModel whose base was replaced by the residual). A trained task head is saved
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
+from . import io
 from .starts import PEFT_PREFIX
 
 
@@ -52,17 +50,12 @@ def write_adapter(path: Path, factors: dict[str, tuple[torch.Tensor, torch.Tenso
     targets = sorted({n.rsplit(".", 1)[-1] for n in factors})
     cfg = LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, lora_dropout=0.0, use_rslora=use_rslora,
                      task_type=task_type, modules_to_save=list(HEADS) if head else None, base_model_name_or_path=base_model)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
-    try:
+    info = {"rank": rank, "lora_alpha": alpha, **(info or {})}
+
+    def fill(tmp: Path) -> None:
         cfg.save_pretrained(tmp)
         save_file(state, tmp / "adapter_model.safetensors")
-        info = {"rank": rank, "lora_alpha": alpha, **(info or {})}
         (tmp / "lorainit.json").write_text(json.dumps(info, indent=1) + "\n")
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-        return info
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    io.replace_folder(path, fill)
+    return info

@@ -49,6 +49,21 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def replace_folder(path: Path, fill) -> None:
+    """Make ``path`` a complete folder, or leave it as it was: ``fill(tmp)`` writes into a temporary folder beside
+    it (and may return the subfolder of ``tmp`` that holds the result), which then replaces ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    try:
+        src = fill(tmp) or tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(src, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -19,7 +19,6 @@ schedule sets; ``state_tensors`` / ``load_state_tensors`` are its checkpoint.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 
 class RunAdamW:

@@ -1,6 +1,5 @@
 """Sweeps end to end: batched trials equal the experiments' own runs, resume, many workers, SIGKILL."""
 import dataclasses
-import json
 import os
 import signal
 import sqlite3
@@ -10,7 +9,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import optuna
 import pytest
 
 from lorainit.experiments import mf, toy
