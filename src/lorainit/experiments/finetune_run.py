@@ -98,7 +98,9 @@ def run(cfg: FinetuneConfig, points: list[dict], out: Path, *, run_dirs: list[Pa
             torch._dynamo.reset()  # a worker's earlier batch compiled other modules: start the cache afresh
             speed.compile_blocks(model)
         if rank == 0:
-            io.claim_folder(out, wanted, overwrite=overwrite, stale=["log.jsonl", "checkpoint", "inits", "run*"])
+            # (the cached starts in inits/ are keyed by everything they depend on: never stale)
+            io.claim_folder(out, wanted, overwrite=overwrite,
+                            stale=["log.jsonl", "checkpoint", "run[0-9]*", "adapter", "run_card.json", "features.png"])
         if world > 1:
             torch.distributed.barrier()
         setup = time.perf_counter() - t0
@@ -110,7 +112,7 @@ def run(cfg: FinetuneConfig, points: list[dict], out: Path, *, run_dirs: list[Pa
         layers = {n: m for n, m in model.named_modules() if isinstance(m, multi.MultiLoRALinear)}
         head_states = [{f"{head}.{k}": v for k, v in h.state_dict().items()} for h in heads] if heads else [None] * K
     finally:
-        multi.detach(model)
+        multi.detach(model).eval()  # the base as loaded, for the process's next batch
     if rank:
         torch.distributed.barrier()
         return [{"rank": rank}] * K

@@ -58,6 +58,7 @@ def load(cfg: FinetuneConfig, device: torch.device) -> Loaded:
             _refuse(cfg, task, kind)
         if not cfg.dropout:
             models.without_dropout(model)
+        model.requires_grad_(False)  # the base is frozen from the start: every data pass sees it as training will
         _LOADED[key] = Loaded(model.to(device).eval(), tok, kind, targets, task, {})
     return _LOADED[key]
 
