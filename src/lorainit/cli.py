@@ -212,9 +212,26 @@ def _sweep(argv: list[str]) -> int:
         sweep = worker.SweepConfig(**cliargs.given(args, worker.SweepConfig))
         cfg = runner.config(**cliargs.given(args, runner.config))
         runner.validate(cfg)
-        res = worker.run(sweep, cfg, out, progress=args.progress)
+        from .sweeps import gpus
+
+        visible = gpus.visible() if sweep.gpus != "none" else []
+        chosen = gpus.resolve(sweep.gpus, visible)
+        if len(chosen) > 1 or (chosen and chosen != visible):  # one worker process per GPU, each pinned to it
+            res = worker.run_on_gpus(sweep, cfg, out, argv, chosen, progress=args.progress)
+        else:
+            res = worker.run(sweep, cfg, out, progress=args.progress)
     except (ValueError, KeyError, FileExistsError) as e:
         cliargs.fail(p.prog, e.args[0] if e.args else str(e))
+    if "workers" in res:
+        failed = {g: c for g, c in res["workers"].items() if c}
+        print(f"study {res['study']!r} in {res['storage']}: {res['done']}/{res['total']} points finished by "
+              f"{len(res['workers'])} workers (GPUs {', '.join(res['workers'])}; their logs in {res['logs']})")
+        if failed:
+            cliargs.fail(p.prog, f"the workers on GPU {', '.join(failed)} exited with {', '.join(map(str, failed.values()))}; "
+                                 f"see {res['logs']}; re-run the command to resume")
+        if res["done"] >= res["total"]:
+            print(f"next: lorainit report {out}")
+        return 0
     print(f"study {res['study']!r} in {res['storage']}: {res['done']}/{res['total']} points finished; this worker ran "
           f"{res['ran']} ({res['diverged']} diverged, {res['lost']} lost to re-queueing)")
     if res["done"] >= res["total"]:

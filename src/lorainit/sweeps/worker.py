@@ -46,6 +46,9 @@ class SweepConfig:
     """seconds between a worker's heartbeats on its running trials"""
     grace: float = 120.0
     """a running trial of a worker on another host with no heartbeat for this long is re-queued"""
+    gpus: str = "all"
+    """GPUs to run workers on, one worker process each: 'all' (every visible GPU), N (the first N), a list such as
+    0,2, or 'none' (this process alone, as on a host without GPUs)"""
 
 
 def grid_for(sweep: SweepConfig, cfg) -> Grid:
@@ -80,16 +83,36 @@ def validate(sweep: SweepConfig) -> None:
         raise ValueError("need max_trials >= 0, heartbeat > 0 and grace > heartbeat")
 
 
-def run(sweep: SweepConfig, cfg, out: Path, *, progress: bool = True) -> dict:
-    """Work on the study until it is finished (or ``max_trials``); returns {"ran", "done", "total", ...}."""
-    validate(sweep)
-    runner = runners.RUNNERS[sweep.experiment]
-    out = Path(out)
+def _open(sweep: SweepConfig, cfg, out: Path) -> Store:
+    """The study of this sweep, created (its points queued) if new; sweep.json names it."""
     grid = grid_for(sweep, cfg)
     url = sweep.storage or f"sqlite:///{out / 'study.db'}"
     store = Store(url, sweep.study, heartbeat=sweep.heartbeat, grace=sweep.grace)
     store.open(grid)
     io.write_json(out / "sweep.json", {"storage": store.shown, "study": sweep.study, "grid": grid.signature()})
+    return store
+
+
+def run_on_gpus(sweep: SweepConfig, cfg, out: Path, argv: list[str], ids: list[str], *, progress: bool = True) -> dict:
+    """One worker process per GPU in ``ids`` on this sweep (``argv``: its command-line flags; ``sweeps.gpus``);
+    returns {"done", "total", "running", "workers": exit codes, ...} once they have all exited."""
+    from . import gpus
+
+    validate(sweep)
+    out = Path(out)
+    store = _open(sweep, cfg, out)
+    codes = gpus.run_workers(argv, ids, out / "workers", store.progress, progress=progress)
+    done, running, total = store.progress()
+    return {"done": done, "total": total, "running": running, "workers": dict(zip(ids, codes)), "logs": str(out / "workers"),
+            "storage": store.shown, "study": sweep.study}
+
+
+def run(sweep: SweepConfig, cfg, out: Path, *, progress: bool = True) -> dict:
+    """Work on the study until it is finished (or ``max_trials``); returns {"ran", "done", "total", ...}."""
+    validate(sweep)
+    runner = runners.RUNNERS[sweep.experiment]
+    out = Path(out)
+    store = _open(sweep, cfg, out)
     done, _, total = store.progress()
     bar = tqdm(total=total, initial=done, desc=f"sweep {sweep.experiment}", unit="trial", disable=not progress)
     ran, lost, diverged = 0, 0, 0
