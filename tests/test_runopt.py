@@ -61,3 +61,44 @@ def test_parameters_and_gradients_live_in_the_buffers_and_the_state_round_trips(
     assert other.t == 1 and torch.equal(other.buffers["a"]["param"], opt.buffers["a"]["param"])
     with pytest.raises(ValueError, match="resume with the same runs"):
         RunAdamW({"a": [torch.nn.Parameter(torch.zeros(K, 3, 5))]}, {"a": [1e-2, 1e-1]}).load_state_tensors(saved)
+
+
+def _bucketed_worker(rank, world, init_file, out):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    layers = [torch.nn.Parameter(torch.randn(2, 3, 5)) for _ in range(4)]  # K = 2 runs, 4 'layers'
+    head = [torch.nn.Parameter(torch.randn(3)) for _ in range(2)]
+    opt = RunAdamW({"a": layers, "head": [head]}, {"a": [1e-2, 1e-1], "head": [1e-2, 1e-1]})
+    sync = opt.gradient_sync(world, bucket_mb=2 * 3 * 5 * 4 / 2**20)  # one layer a bucket: 4 + 1 buckets
+    assert len(sync.buckets) == 5
+    x = torch.randn(7, 5, generator=torch.Generator().manual_seed(rank))  # each process its own data
+    for micro in range(2):  # gradient accumulation: the all-reduce runs in the last micro-batch's backward only
+        if micro == 1:
+            sync.arm()
+        loss = sum((x @ p[k].T).tanh().sum() * (i + 1) for i, p in enumerate(layers) for k in range(2)) + sum(h.sum() ** 2 for h in head)
+        loss.backward()
+    sync.finish()
+    torch.save({k: b["grad"].clone() for k, b in opt.buffers.items()}, f"{out}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_bucketed_all_reduce_averages_the_gradients_over_processes(tmp_path):
+    torch.multiprocessing.spawn(_bucketed_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    a, b = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k])  # every process ends with the same (averaged) gradient
+    torch.manual_seed(0)
+    layers = [torch.randn(2, 3, 5) for _ in range(4)]
+    head = [torch.randn(3) for _ in range(2)]
+    want = []
+    for rank in range(2):
+        ps = [p.clone().requires_grad_() for p in layers]
+        x = torch.randn(7, 5, generator=torch.Generator().manual_seed(rank))
+        for _ in range(2):
+            sum((x @ p[k].T).tanh().sum() * (i + 1) for i, p in enumerate(ps) for k in range(2)).backward()
+        want.append(torch.cat([p.grad.reshape(-1) for p in ps]))
+    torch.testing.assert_close(a["a"], (want[0] + want[1]) / 2)
+    # d/dh (sum h)^2 = 2 sum(h) in every element, in both micro-batches, the same on both processes
+    torch.testing.assert_close(a["head"], torch.cat([4 * h.sum() * torch.ones(3) for h in head]))

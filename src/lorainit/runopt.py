@@ -29,6 +29,7 @@ class RunAdamW:
                  eps: float = 1e-8, weight_decay: float = 0.0):
         self.betas, self.eps, self.weight_decay, self.t = betas, eps, weight_decay, 0
         self.buffers: dict[str, dict[str, torch.Tensor]] = {}
+        self.leaves: list[tuple[torch.Tensor, str, int, int]] = []  # (parameter, kind, start, end) of its block
         self.segments: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.param_groups: list[dict] = []
         for kind, entries in params.items():
@@ -43,6 +44,7 @@ class RunAdamW:
             for e in entries:
                 for k, q in enumerate(e if isinstance(e, (list, tuple)) else [e]):
                     n = q.numel()
+                    self.leaves.append((q, kind, off, off + n))
                     P[off:off + n].copy_(q.detach().reshape(-1))
                     q.data = P[off:off + n].view(q.shape)  # the parameter now lives in its block of P ...
                     q.grad = G[off:off + n].view(q.shape)  # ... and autograd adds its gradient into G in place
@@ -64,6 +66,10 @@ class RunAdamW:
     def gradients(self) -> list[torch.Tensor]:
         """The gradient buffers (what data parallel averages over processes)."""
         return [b["grad"] for b in self.buffers.values()]
+
+    def gradient_sync(self, world: int, bucket_mb: float = 25.0) -> "BucketedAllReduce":
+        """An all-reduce of the gradient buffers that runs during the backward (data parallel)."""
+        return BucketedAllReduce(self, world, bucket_mb)
 
     def _lr(self, kind: str) -> torch.Tensor:
         """Each element's learning rate (N,): its run's, from the segments (run, length) the buffer is made of."""
@@ -101,3 +107,55 @@ class RunAdamW:
                                      "resume with the same runs and adapters, or start in a new folder")
                 b[name].copy_(saved)
         self.t = int(tensors["step"].item())
+
+
+class BucketedAllReduce:
+    """Average ``RunAdamW``'s gradient buffers over the ``world`` processes while the backward still runs, as
+    DistributedDataParallel does: each buffer is cut into buckets of about ``bucket_mb`` (consecutive parameter
+    blocks, the last layers' first, as the backward produces them); once every parameter of a bucket has its
+    gradient (``register_post_accumulate_grad_hook``), its asynchronous all-reduce starts. Buckets start in one
+    fixed order on every process (a ready bucket waits for those before it), so the collectives match.
+    ``arm()`` before the last micro-batch's backward, ``finish()`` after it (waits, then divides by ``world``)."""
+
+    def __init__(self, opt: RunAdamW, world: int, bucket_mb: float = 25.0):
+        self.world, self.armed, self.handles = world, False, []
+        self.buckets: list[tuple[torch.Tensor, int]] = []  # (gradient view, how many parameters fill it)
+        self.bucket_of: dict[int, int] = {}
+        for kind, b in opt.buffers.items():
+            leaves = sorted((x for x in opt.leaves if x[1] == kind), key=lambda x: -x[2])  # the last blocks first
+            limit = max(1, int(bucket_mb * 2**20 / b["grad"].element_size()))
+            group: list = []
+            for leaf in leaves + [None]:
+                if group and (leaf is None or group[0][3] - leaf[2] > limit):
+                    lo, hi = group[-1][2], group[0][3]
+                    for q, *_ in group:
+                        self.bucket_of[id(q)] = len(self.buckets)
+                    self.buckets.append((b["grad"][lo:hi], len(group)))
+                    group = []
+                if leaf is not None:
+                    group.append(leaf)
+        for q, *_ in opt.leaves:
+            q.register_post_accumulate_grad_hook(self._ready)
+
+    def arm(self) -> None:
+        self.armed, self.handles, self.next = True, [], 0
+        self.pending = [n for _, n in self.buckets]
+
+    def _ready(self, param: torch.Tensor) -> None:
+        if not self.armed:
+            return
+        self.pending[self.bucket_of[id(param)]] -= 1
+        self._launch(only_ready=True)
+
+    def _launch(self, only_ready: bool) -> None:
+        while self.next < len(self.buckets) and (not only_ready or self.pending[self.next] == 0):
+            self.handles.append(torch.distributed.all_reduce(self.buckets[self.next][0], async_op=True))
+            self.next += 1
+
+    def finish(self) -> None:
+        self._launch(only_ready=False)  # buckets some parameter of which got no gradient this step: now, in order
+        for h in self.handles:
+            h.wait()
+        for grad, _ in self.buckets:
+            grad.div_(self.world)
+        self.armed = False

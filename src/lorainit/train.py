@@ -12,8 +12,9 @@ only, so a run resumed from a checkpoint continues exactly as if it had never st
 are safetensors (trainable tensors, AdamW moments) plus JSON, written to a temporary folder and
 renamed: a crash leaves the previous checkpoint intact. Under torch.distributed (each process on its
 shard of every global batch) the gradients are averaged over the processes, by DistributedDataParallel
-where ``model`` is wrapped in it, else here after the backward (LoRA gradients are small: one all-reduce
-per dtype); the logged loss is averaged over processes, and only rank 0 writes checkpoints.
+where ``model`` is wrapped in it, else here: in buckets during the backward where the optimizer offers it
+(``runopt.RunAdamW``), or after the backward (one all-reduce per dtype); the logged loss is averaged over
+processes, and only rank 0 writes checkpoints.
 """
 from __future__ import annotations
 
@@ -172,6 +173,9 @@ def train(model: nn.Module, batch_at: Callable[[int, int], object], loss_fn: Cal
     device = next(p for p in core.parameters() if p.requires_grad).device
     model.train()
     t0, tokens = time.perf_counter(), 0
+    # a plain model under torchrun: its gradients are averaged here (DDP would have), during the last micro-batch's
+    # backward where the optimizer offers it (``runopt.BucketedAllReduce``), else after it
+    sync = opt.gradient_sync(world) if dist and core is model and hasattr(opt, "gradient_sync") else None
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="finetune", unit="step", disable=not progress, mininterval=2.0)
     for step in bar:
         if evaluate is not None and step % cfg.eval_every == 0:
@@ -182,6 +186,8 @@ def train(model: nn.Module, batch_at: Callable[[int, int], object], loss_fn: Cal
         opt.zero_grad(set_to_none=True)
         total = 0.0
         for micro in range(cfg.grad_accum):
+            if sync is not None and micro == cfg.grad_accum - 1:
+                sync.arm()
             torch.manual_seed(derive_seed("dropout", cfg.seed, step, micro))  # dropout masks depend on the step only
             batch = batch_at(step, micro)
             with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
@@ -189,7 +195,9 @@ def train(model: nn.Module, batch_at: Callable[[int, int], object], loss_fn: Cal
             loss.backward()
             total += loss.item()
             tokens += int(batch["attention_mask"].sum()) if isinstance(batch, dict) and "attention_mask" in batch else 0
-        if dist and core is model:  # a plain model under torchrun: average the gradients here (DDP would have)
+        if sync is not None:
+            sync.finish()
+        elif dist and core is model:
             average_gradients(gradients_of(opt), world)
         if dist:  # the logged loss is the mean over the processes' shards of the global batch
             t = torch.tensor([total, float(tokens)], dtype=torch.float64, device=device)
@@ -208,7 +216,7 @@ def train(model: nn.Module, batch_at: Callable[[int, int], object], loss_fn: Cal
             break
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps and rank == 0:
             stateful = {"loss_state": loss_fn.checkpoint_state()} if hasattr(loss_fn, "checkpoint_state") else {}
-            save_checkpoint(ckpt, core, opt, step + 1, {"first_loss": first, **stateful})
+            save_checkpoint(ckpt, core, opt, step + 1, {"first_loss": first, "processes": world, **stateful})
     bar.close()
     if evaluate is not None and not getattr(loss_fn, "all_diverged", False):
         log({"step": cfg.steps, **evaluate(cfg.steps)})

@@ -135,18 +135,24 @@ CLI = ["--steps", "3", "--batch-size", "4", "--seq-len", "32", "--max-train", "1
        "--checkpoint-every", "3", "--lr", "1e-3", "--rank", "4", "--no-progress"]
 
 
-@pytest.mark.parametrize("model_args", [["--model", "smollm2-135m", "--task", "wiki", "--targets", "q_proj,v_proj"],
-                                        ["--model", "minilm-l6", "--task", "nli", "--init", "lora_ga"]], ids=["lm", "encoder"])
-def test_two_process_ddp_matches_one_process_on_the_same_global_batch(model_args, tmp_path):
-    """torchrun, 2 CPU processes, gloo: each trains half of every global batch; the averaged loss and the final
-    adapter (and a fresh classifier head, drawn from the seed on both processes) equal a one-process run's."""
+LM_ARGS = ["--model", "smollm2-135m", "--task", "wiki", "--targets", "q_proj,v_proj"]
+
+
+@pytest.mark.parametrize("model_args, per_process", [(LM_ARGS, False), (["--model", "minilm-l6", "--task", "nli", "--init", "lora_ga"], False),
+                                                     (LM_ARGS, True)], ids=["lm", "encoder", "lm-batch-per-process"])
+def test_two_process_ddp_matches_one_process_on_the_same_global_batch(model_args, per_process, tmp_path):
+    """torchrun, 2 CPU processes, gloo: each trains half of every global batch (or, with --batch-per-process, a
+    batch of --batch-size of its own); the averaged loss and the final adapter (and a fresh classifier head, drawn
+    from the seed on both processes) equal a one-process run's on the same global batch. The gradients are averaged
+    in buckets during the backward (runopt.BucketedAllReduce)."""
     args = ["finetune", *model_args, *CLI]
     env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
     one = subprocess.run([sys.executable, "-m", "lorainit", *args, "--out", str(tmp_path / "one")], env=env,
                          capture_output=True, text=True, timeout=600)
     assert one.returncode == 0, one.stderr[-2000:]
+    two_args = [*args, "--batch-size", "2", "--batch-per-process"] if per_process else args  # 2 x 2 = the 4 of one process
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "lorainit", *args, "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=600)
+                          "-m", "lorainit", *two_args, "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=600)
     assert two.returncode == 0, two.stderr[-2000:]
     assert "destroy_process_group" not in two.stderr and "Guessing device" not in two.stderr
     la = [json.loads(line)["loss"] for line in (tmp_path / "one" / "log.jsonl").read_text().splitlines() if '"loss"' in line]

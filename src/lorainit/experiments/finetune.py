@@ -41,7 +41,10 @@ class FinetuneConfig:
     steps: int = 200
     """optimizer steps"""
     batch_size: int = 8
-    """sequences per micro-batch, over all processes under torchrun"""
+    """sequences per micro-batch, over all processes under torchrun (see --batch-per-process)"""
+    batch_per_process: bool = False
+    """under torchrun, --batch-size counts each process's sequences (weak scaling: the global batch is batch_size x
+    processes, and a resumed run must use as many processes)"""
     grad_accum: int = 1
     """micro-batches per optimizer step"""
     seq_len: int = 256

@@ -71,6 +71,10 @@ def run(cfg: FinetuneConfig, points: list[dict], out: Path, *, run_dirs: list[Pa
     if all(cards):
         return cards
     rank, world, device = _distributed(resolve_device(cfg.device), cfg)
+    data_cfg = cfg  # what the data order and the starts follow: the global batch
+    if cfg.batch_per_process:
+        _same_processes(out, world)
+        data_cfg = dataclasses.replace(cfg, batch_size=cfg.batch_size * world, batch_per_process=False)
     t0 = time.perf_counter()
     loaded = finetune_setup.load(cfg, device)
     model, task = loaded.model, loaded.task
@@ -84,7 +88,7 @@ def run(cfg: FinetuneConfig, points: list[dict], out: Path, *, run_dirs: list[Pa
     scaling = multi.scaling_of(cfg.rank, cfg.alpha, cfg.rslora)
     head = models.head_name(model) if loaded.kind == "encoder" else None
     local_cache = init_cache is None
-    start, corrected, init_cost = finetune_setup.starts_for(loaded, cfg, runs, linears, scaling, device,
+    start, corrected, init_cost = finetune_setup.starts_for(loaded, data_cfg, runs, linears, scaling, device,
                                                             out / "inits" if local_cache else init_cache, head)
     heads = [models.seeded_head(model, head, r.seed) for r in runs] if head else None
     multi.attach(model, runs, start, scaling=scaling, targets=targets, corrected=corrected, head=head, heads=heads)
@@ -104,7 +108,7 @@ def run(cfg: FinetuneConfig, points: list[dict], out: Path, *, run_dirs: list[Pa
         if world > 1:
             torch.distributed.barrier()
         setup = time.perf_counter() - t0
-        batches = [Batches(task, loaded.tok, dataclasses.replace(cfg, seed=r.seed), device, rank, world,
+        batches = [Batches(task, loaded.tok, dataclasses.replace(data_cfg, seed=r.seed), device, rank, world,
                            items=finetune_setup.items(loaded, cfg)) for r in runs]
         trained = _train(cfg, model, runs, batches, loaded, out, device, rank, progress, loop, opt)
         params = {"parameters": sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in model.parameters() if p.requires_grad),
@@ -127,12 +131,21 @@ def run(cfg: FinetuneConfig, points: list[dict], out: Path, *, run_dirs: list[Pa
     return cards
 
 
+def _same_processes(out: Path, world: int) -> None:
+    """With --batch-per-process the global batch depends on the number of processes: resume only with as many."""
+    state = Path(out) / "checkpoint" / "state.json"
+    if state.exists() and json.loads(state.read_text()).get("processes", world) != world:
+        was = json.loads(state.read_text())["processes"]
+        raise ValueError(f"{out} was checkpointed by {was} processes with --batch-per-process; resume it with "
+                         f"--nproc_per_node {was} (this is {world}) or start in a new folder")
+
+
 def _distributed(device: torch.device, cfg: FinetuneConfig) -> tuple[int, int, torch.device]:
     """Join the process group torchrun describes (NCCL on GPUs, gloo on CPU); (rank, world, device)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return 0, 1, device
-    if cfg.batch_size % world:
+    if cfg.batch_size % world and not cfg.batch_per_process:
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
