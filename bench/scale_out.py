@@ -1,0 +1,101 @@
+"""Benchmark: a host's GPUs on one sweep (``--gpus``) and one data-parallel fine-tune (torchrun), vs one GPU.
+
+1. The same ``lorainit sweep --experiment finetune`` on one GPU (``--gpus 1``) and on ``--gpus N``, one after
+   the other: wall time ratio, and the validation metric of every point on both (each point trains as the same
+   batches either way, so they must agree up to float rounding).
+2. ``lorainit finetune`` in one process at B x T, and under ``torchrun --nproc_per_node N`` with
+   ``--batch-per-process`` at B x T per process: tokens/s ratio (weak scaling); and at an equal global batch
+   (N processes at B/N each) the loss curve against the one-process run's (median relative difference).
+Every run is a real CLI process; results in one JSON with device, host CPU, date and commit.
+
+    python bench/scale_out.py --gpus 2 --out bench/results/scale_out_h100x2.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+from lorainit import io  # noqa: E402
+from lorainit.sweeps.store import Store  # noqa: E402
+
+ENV = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{os.environ.get('PYTHONPATH', '')}"}
+
+
+def timed(cmd: list[str], log: Path) -> float:
+    t0 = time.perf_counter()
+    with open(log, "w") as f:
+        r = subprocess.run(cmd, env=ENV, stdout=f, stderr=subprocess.STDOUT)
+    if r.returncode:
+        raise SystemExit(f"{' '.join(cmd[:6])} ... failed (exit {r.returncode}); see {log}")
+    return time.perf_counter() - t0
+
+
+def values(folder: Path) -> dict:
+    st = Store(f"sqlite:///{folder / 'study.db'}", "sweep")
+    st.load()
+    return {(r["init"], r["lr"], r["seed"]): r["value"] for r in st.records()}
+
+
+def losses(folder: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (folder / "log.jsonl").read_text().splitlines() if '"loss"' in line]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--gpus", type=int, default=2)
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--task", default="wiki")
+    ap.add_argument("--inits", default="init_a,init_b")
+    ap.add_argument("--lrs", default="1e-4:1e-2:8")
+    ap.add_argument("--sweep-steps", type=int, default=200)
+    ap.add_argument("--sweep-batch-size", type=int, default=16)
+    ap.add_argument("--sweep-seq-len", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=150, help="steps of the data-parallel runs")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--seq-len", type=int, default=512)
+    ap.add_argument("--extra", default="", help="more flags for every command, space-separated (e.g. --device cpu)")
+    ap.add_argument("--work", type=Path, default=None)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="scale_out."))
+    work.mkdir(parents=True, exist_ok=True)
+    extra, lorainit = args.extra.split(), [sys.executable, "-m", "lorainit"]
+    sweep = [*lorainit, "sweep", "--experiment", "finetune", "--model", args.model, "--task", args.task, "--inits", args.inits,
+             "--lrs", args.lrs, "--steps", str(args.sweep_steps), "--batch-size", str(args.sweep_batch_size), "--seq-len",
+             str(args.sweep_seq_len), "--no-progress", *extra]
+    one = timed([*sweep, "--gpus", "1", "--out", str(work / "sweep1")], work / "sweep1.log")
+    many = timed([*sweep, "--gpus", str(args.gpus), "--out", str(work / f"sweep{args.gpus}")], work / f"sweep{args.gpus}.log")
+    v1, vn = values(work / "sweep1"), values(work / f"sweep{args.gpus}")
+    rel = [abs(vn[k] - v) / abs(v) for k, v in v1.items() if v is not None and vn.get(k) is not None]
+    ft = [*lorainit, "finetune", "--model", args.model, "--task", args.task, "--steps", str(args.steps), "--seq-len",
+          str(args.seq_len), "--eval-every", str(args.steps), "--checkpoint-every", str(args.steps), "--max-eval", "32",
+          "--no-progress", *extra]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(args.gpus), "-m", "lorainit"]
+    timed([*ft, "--batch-size", str(args.batch_size), "--out", str(work / "ft1")], work / "ft1.log")
+    timed([*torchrun, *ft[3:], "--batch-size", str(args.batch_size), "--batch-per-process", "--out", str(work / "ftn")], work / "ftn.log")
+    timed([*torchrun, *ft[3:], "--batch-size", str(args.batch_size), "--out", str(work / "ftn_same")], work / "ftn_same.log")
+    card = lambda f: json.loads((work / f / "run_card.json").read_text())  # noqa: E731
+    t1, tn = card("ft1")["timing"]["tokens_per_second"], card("ftn")["timing"]["tokens_per_second"]
+    curve = [abs(a - b) / abs(b) for a, b in zip(losses(work / "ftn_same"), losses(work / "ft1"))]
+    res = {"benchmark": "scale_out", "provenance": io.provenance(), "config": vars(args) | {"out": str(args.out), "work": str(work)},
+           "sweep": {"wall_s_1_gpu": one, f"wall_s_{args.gpus}_gpus": many, "speedup": one / many, "points": len(v1),
+                     "median_rel_diff_val_metric": statistics.median(rel) if rel else None, "max_rel_diff_val_metric": max(rel) if rel else None},
+           "data_parallel": {"tokens_per_s_1_process": t1, f"tokens_per_s_{args.gpus}_processes_batch_per_process": tn,
+                             "speedup_weak_scaling": tn / t1,
+                             "equal_global_batch_loss_median_rel_diff": statistics.median(curve), "equal_global_batch_loss_max_rel_diff": max(curve)}}
+    print(json.dumps({k: res[k] for k in ("sweep", "data_parallel")}, indent=1))
+    if args.out:
+        io.write_json(args.out, res)
+
+
+if __name__ == "__main__":
+    main()
