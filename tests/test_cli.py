@@ -41,7 +41,8 @@ def test_mf_smoke(tmp_path):
     assert "asymmetric" in r.stdout and "preheat   10 steps" in r.stdout
     assert (tmp_path / "mf" / "mf_loss_curves.png").stat().st_size > 10_000
     again = lorainit("mf", "--seeds", "3", "--out", str(tmp_path / "mf"))
-    assert again.returncode == 2 and "different config (preheat_sweep, seeds, steps)" in again.stderr
+    assert again.returncode == 2 and "different config (preheat_sweep: [10] there, [10, 30, 100, 300] now, seeds: 2 there, 3 now, " \
+        "steps: 60 there, 1500 now)" in again.stderr
 
 
 @pytest.mark.parametrize("args, message", [
@@ -56,6 +57,7 @@ def test_mf_smoke(tmp_path):
     (["toy", "--select-on", "val"], "invalid choice"),
     (["theory", "--inits", "pissa"], "no width theory for init 'pissa'"),
     (["theory", "--study", "/nonexistent"], "no study results"),
+    (["finetune", "--model", "minilm-l6", "--task", "wiki"], "task wiki needs a causal LM (e.g. smollm2-135m); minilm-l6 is an encoder"),
     (["frobnicate"], "unknown command 'frobnicate'"),
     (["mf", "--rank", "0"], "rank must be a positive integer"),
     (["finetune", "--model", "smollm2-13m"], "unknown model 'smollm2-13m'; did you mean 'smollm2-135m'?"),
@@ -78,6 +80,41 @@ def test_help_shows_field_docs():
     r = lorainit("toy", "--help")
     assert r.returncode == 0
     assert "student LoRA rank r (default: 4)" in r.stdout and "LO:HI:N" in r.stdout
+
+
+def test_top_level_help_version_and_init_names():
+    top = lorainit("--help")
+    assert top.returncode == 0 and top.stdout.startswith("lorainit: choose a LoRA adapter's initialization")
+    assert all(f"\n  {c} " in top.stdout for c in ("toy", "theory", "mf", "finetune", "sweep", "report"))
+    assert lorainit().returncode == 2
+    v = lorainit("--version")
+    assert v.returncode == 0 and v.stdout.startswith("lorainit 0.")
+    for command in (["finetune", "--help"], ["sweep", "--experiment", "finetune", "--help"]):
+        h = " ".join(lorainit(*command).stdout.split())
+        assert "one of: eva, gaussian, hrp, init_a, init_b, lora_ga, lora_one, orthogonal, pissa" in h
+        assert "(default: )" not in h and not any(part.count("(default") > 1 for part in h.split(" --"))
+
+
+def test_theory_with_a_missing_study_prints_no_table(tmp_path):
+    r = lorainit("theory", "--study", str(tmp_path / "none"))
+    assert r.returncode == 2 and r.stdout == "" and "no study results" in r.stderr
+
+
+def test_ctrl_c_is_one_line_and_exit_130(tmp_path):
+    import signal
+    import time
+
+    env = {**os.environ, "PYTHONPATH": os.path.join(os.path.dirname(__file__), "..", "src")}
+    p = subprocess.Popen([sys.executable, "-m", "lorainit", "toy", "--widths", "16,32,64,128", "--steps", "4000", "--seeds", "4",
+                          "--no-progress", "--out", str(tmp_path / "t")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (tmp_path / "t" / "config.json").exists():
+        time.sleep(0.1)
+    time.sleep(1.0)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    assert err.strip() == "lorainit toy: interrupted; re-run the same command to resume"
 
 
 def test_finetune_bad_data_file_and_nothing_overwritten(tmp_path):

@@ -1,12 +1,4 @@
-"""``lorainit <command>``: the command line. Each command's flags come from a dataclass config.
-
-    lorainit toy --preset quick --out runs/toy-quick      teacher-student study (Hayou et al. 2024, Sec. 3.7)
-    lorainit theory --gammas -1.5:0:7                     gamma-operator table (Lemma 1, Theorems 1-2)
-    lorainit mf --out runs/mf                             matrix factorization, HRP Fig. 1 (Chen et al. 2025)
-    lorainit finetune --model smollm2-135m --task wiki    LoRA fine-tune of a real model with any init
-    lorainit sweep --experiment toy --lrs 1e-4:1e-1:7     init x LR study on Optuna, resumable, many workers
-    lorainit report runs/sweep-toy                        report of a sweep: heatmaps, curves, CSV/JSON
-"""
+"""``lorainit <command>``: the command line. Each command's flags come from a dataclass config (``cliargs``)."""
 from __future__ import annotations
 
 import argparse
@@ -74,6 +66,8 @@ def _theory(argv: list[str]) -> int:
     cliargs.add_dataclass(p, TheoryConfig)
     cfg = TheoryConfig(**cliargs.given(p.parse_args(argv), TheoryConfig))
     try:
+        if cfg.study:  # a missing study is refused before anything is printed
+            _study_results(Path(cfg.study))
         rows = theory.table(list(cfg.inits), list(cfg.gammas), cfg.steps)
         print(theory.format_table(rows))
         print()
@@ -89,14 +83,20 @@ def _theory(argv: list[str]) -> int:
     return 0
 
 
-def _print_measured(path: Path) -> None:
-    from . import io
-    from .experiments.toy_study import THEORY_SLOPE
-
+def _study_results(path: Path) -> Path:
+    """A toy study's results.json (``path`` is it or its folder); a ValueError where there is none."""
     if path.is_dir():
         path = path / "results.json"
     if not path.exists():
         raise ValueError(f"no study results at {path}: run 'lorainit toy' first or point --study at its folder")
+    return path
+
+
+def _print_measured(path: Path) -> None:
+    from . import io
+    from .experiments.toy_study import THEORY_SLOPE
+
+    path = _study_results(path)
     slopes = io.read_json(path)["analysis"]["slopes"]
     print(f"\nmeasured in {path}:")
     for init, s in slopes.items():
@@ -144,6 +144,15 @@ after the first use. Writes log.jsonl, a resumable checkpoint, and at the end ad
 run_card.json and features.png (|Z_A|, |Z_B| per LoRA layer) into --out; re-running resumes."""
 
 
+def _name_the_inits(parser: argparse.ArgumentParser) -> None:
+    """Let --init / --inits say which schemes exist (the registry, so a registered scheme shows up too)."""
+    from . import inits
+
+    for action in parser._actions:
+        if action.dest in ("init", "inits"):
+            action.help = f"{action.help}; one of: {', '.join(inits.names())}"
+
+
 def _finetune(argv: list[str]) -> int:
     from .experiments import finetune, finetune_run
 
@@ -152,6 +161,7 @@ def _finetune(argv: list[str]) -> int:
     p.add_argument("--overwrite", action="store_true", help="discard a run already in --out, even with another config")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar (default: on)")
     cliargs.add_dataclass(p, finetune.FinetuneConfig)
+    _name_the_inits(p)
     args = p.parse_args(argv)
     try:
         cfg = finetune.FinetuneConfig(**cliargs.given(args, finetune.FinetuneConfig))
@@ -206,6 +216,7 @@ def _sweep(argv: list[str]) -> int:
     cliargs.add_dataclass(p, worker.SweepConfig)
     cliargs.add_dataclass(p.add_argument_group(f"{exp} experiment"), runner.config,
                           exclude=tuple(f for f in runner.replaced if f not in runner.from_config))
+    _name_the_inits(p)
     args = p.parse_args(argv)
     out = args.out or Path("runs") / f"sweep-{exp}"
     try:
@@ -250,27 +261,36 @@ def _report(argv: list[str]) -> int:
     from .sweeps import report, store
 
     p = cliargs.Parser(prog="lorainit report", description=REPORT_HELP)
-    p.add_argument("study", type=Path, help="the sweep folder (its sweep.json names the storage and study)")
+    p.add_argument("folder", type=Path, metavar="STUDY", help="the sweep folder (its sweep.json names the storage and study)")
     p.add_argument("--storage", default="", help="storage URL (default: the one in STUDY/sweep.json; needed for a PostgreSQL password)")
-    p.add_argument("--study-name", default="", help="study name (default: the one in STUDY/sweep.json)")
+    p.add_argument("--study", "--study-name", dest="study_name", default="",
+                   help="study name inside the storage, as sweep's --study (default: the one in STUDY/sweep.json)")
     p.add_argument("--out", type=Path, default=None, help="where to write the report (default: the sweep folder)")
+    p.add_argument("--export-best", type=Path, default=None, metavar="DIR",
+                   help="also copy the winning run's adapter (a plain PEFT folder, with its run card) to DIR (a new folder)")
     args = p.parse_args(argv)
     try:
-        meta = io.read_json(args.study / "sweep.json") if (args.study / "sweep.json").exists() else {}
-        local = args.study / "study.db"  # a copied sweep folder: its own database, wherever it was made
+        meta = io.read_json(args.folder / "sweep.json") if (args.folder / "sweep.json").exists() else {}
+        local = args.folder / "study.db"  # a copied sweep folder: its own database, wherever it was made
         url = args.storage or (f"sqlite:///{local}" if local.exists() else meta.get("storage")) or f"sqlite:///{local}"
-        if not args.storage and not meta and not (args.study / "study.db").exists():
-            raise ValueError(f"{args.study} is not a sweep folder (no sweep.json or study.db); give the folder 'lorainit sweep --out' wrote")
+        if not args.storage and not meta and not (args.folder / "study.db").exists():
+            raise ValueError(f"{args.folder} is not a sweep folder (no sweep.json or study.db); give the folder 'lorainit sweep --out' wrote")
         if "***" in url:
-            raise ValueError(f"the storage password is not stored in {args.study / 'sweep.json'}; pass --storage with it")
+            raise ValueError(f"the storage password is not stored in {args.folder / 'sweep.json'}; pass --storage with it")
         st = store.Store(url, args.study_name or meta.get("study", "sweep"), must_exist=True)
         st.load()
-        out = args.out or args.study
+        out = args.out or args.folder
         summary = report.write(st, out)
+        exported = report.export_best(summary, args.export_best) if args.export_best else None
     except (ValueError, KeyError) as e:
         cliargs.fail(p.prog, e.args[0] if e.args else str(e))
     integ = summary["integrity"]
     print(f"{integ['finished_points']}/{integ['points']} points finished; wrote {out / 'report.md'}, summary.json, trials.csv and figures")
+    for line in report.answer_lines(summary)[2:]:
+        if line:
+            print(line.replace("**", ""))
+    if exported:
+        print(f"exported the winning adapter to {exported} (loads with peft.PeftModel.from_pretrained)")
     for g in summary["groups"]:
         title = ", ".join(f"{k} {v}" for k, v in g["group"].items())
         for init, s in g["inits"].items():
@@ -295,17 +315,42 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
 
 
+USAGE = """lorainit: choose a LoRA adapter's initialization and its learning rate by measurement.
+
+usage: lorainit COMMAND [options]        (lorainit COMMAND --help lists a command's options)
+
+  toy       teacher-student study of Hayou et al. 2024: optimal and max-stable LR vs width, Init[A] vs Init[B]
+  theory    the gamma-operator table of Hayou et al. 2024 (Lemma 1, Theorems 1-2), optionally beside a toy study
+  mf        matrix factorization of Chen et al. 2025 (HRP, Fig. 1): HRP vs random inits
+  finetune  one LoRA fine-tune of a real model with any init (resumable; torchrun for data parallel)
+  sweep     init x learning-rate x seed study, every init at its own LR, batched, resumable, many workers
+  report    a sweep's answer: the best init and LR, per-init tables, heatmaps, curves, CSV/JSON
+
+examples:
+  lorainit toy --preset quick
+  lorainit sweep --experiment finetune --model minilm-l6 --task nli --inits init_a,pissa,hrp --lrs 1e-5:3e-3:8
+  lorainit report runs/sweep-finetune
+"""
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     _quiet_libraries()
     if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__.strip())
-        print("\ncommands: " + ", ".join(COMMANDS) + "   ('lorainit COMMAND --help' for its options)")
+        print(USAGE.rstrip())
         return 0 if argv else 2
+    if argv[0] == "--version":
+        from . import __version__
+
+        print(f"lorainit {__version__}")
+        return 0
     if argv[0] not in COMMANDS:
-        cliargs.fail("lorainit", f"unknown command {argv[0]!r}; choose one of {', '.join(COMMANDS)}")
+        cliargs.fail("lorainit", f"unknown command {argv[0]!r}; choose one of {', '.join(COMMANDS)} (lorainit --help)")
     try:
         return COMMANDS[argv[0]](argv[1:])
+    except KeyboardInterrupt:  # Ctrl-C: every result is written atomically and fine-tunes and sweeps checkpoint
+        print(f"lorainit {argv[0]}: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
     except OSError as e:  # unwritable or missing path, full disk: files are written atomically, so nothing half-written
         where = f" ({e.filename})" if getattr(e, "filename", None) else ""
         cliargs.fail(f"lorainit {argv[0]}", f"{e.strerror or e}{where}; check the path, its permissions and free disk space")

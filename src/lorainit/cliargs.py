@@ -83,7 +83,7 @@ def add_dataclass(parser: argparse.ArgumentParser, cls: type, exclude: tuple[str
         help_ = docs.get(f.name, "")
         if tp is bool:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                                help=f"{help_} (default: {default})")
+                                help=_with_default(help_, "on" if default else "off"))
             continue
         kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
         origin = typing.get_origin(tp)
@@ -98,7 +98,14 @@ def add_dataclass(parser: argparse.ArgumentParser, cls: type, exclude: tuple[str
         else:
             kw["type"] = tp
             shown = default
-        parser.add_argument(flag, help=f"{help_} (default: {shown})", **kw)
+        parser.add_argument(flag, help=_with_default(help_, shown), **kw)
+
+
+def _with_default(help_: str, shown) -> str:
+    """The help text with its default, unless the text already says what the default is (or it is empty)."""
+    if "(default" in help_ or shown in ("", None):
+        return help_
+    return f"{help_} (default: {shown})"
 
 
 def _tuple_type(elem: type, spacing: str):

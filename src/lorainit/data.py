@@ -141,8 +141,14 @@ def jsonl(path: str) -> Task:
     if not rows:
         raise ValueError(f"{path} holds no records")
     if all("label" in r for r in rows):
-        labels = sorted({str(r["label"]) for r in rows})
-        ex = [{"text": r["text"], "label": labels.index(str(r["label"]))} for r in rows]
+        kinds = {type(r["label"]).__name__ for r in rows}
+        if len(kinds) > 1 or not kinds <= {"str", "int"}:  # 1, "1" and True would otherwise merge into one class
+            raise ValueError(f"{path}: labels must all be strings or all integers; found {', '.join(sorted(kinds))}")
+        labels = sorted({r["label"] for r in rows})
+        if len(labels) < 2:
+            raise ValueError(f"{path}: every record has the label {labels[0]!r}; a classification task needs two labels or more")
+        ex = [{"text": r["text"], "label": labels.index(r["label"])} for r in rows]
+        labels = [str(v) for v in labels]
         kind, model_kind = "classify", "encoder"
     elif any("label" in r for r in rows):
         first = next(n for n, r in enumerate(rows, 1) if "label" not in r)

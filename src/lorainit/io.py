@@ -83,22 +83,24 @@ def read_json(path: Path) -> Any:
         return json.load(f)
 
 
-def check_folder(out: Path, wanted: dict, *, overwrite: bool) -> None:
-    """Refuse (read-only) a folder whose config.json differs from ``wanted`` unless ``overwrite``."""
+def check_folder(out: Path, wanted: dict, *, overwrite: bool, what: str = "a study") -> None:
+    """Refuse (read-only) a folder whose config.json differs from ``wanted`` unless ``overwrite``; ``what`` names
+    what the folder holds in the message (a study, a fine-tune run, ...)."""
     cfg_path = Path(out) / "config.json"
     if cfg_path.exists() and not overwrite:
         have = read_json(cfg_path)
         if have != wanted:
             diff = sorted(k for k in set(have) | set(wanted) if have.get(k) != wanted.get(k))
-            raise ValueError(f"{out} holds a study with a different config ({', '.join(diff)}); use another --out or --overwrite")
+            shown = ", ".join(f"{k}: {have.get(k)!r} there, {wanted.get(k)!r} now" if k != "points" else k for k in diff)
+            raise ValueError(f"{out} holds {what} with a different config ({shown}); use another --out or --overwrite")
 
 
-def claim_folder(out: Path, wanted: dict, *, overwrite: bool, stale: list[str]) -> None:
+def claim_folder(out: Path, wanted: dict, *, overwrite: bool, stale: list[str], what: str = "a study") -> None:
     """Make ``out`` hold the study ``wanted`` (its config.json): refuse a folder holding another config
     unless ``overwrite``, in which case the ``stale`` glob patterns are removed first."""
     out = Path(out)
     cfg_path = out / "config.json"
-    check_folder(out, wanted, overwrite=overwrite)
+    check_folder(out, wanted, overwrite=overwrite, what=what)
     if overwrite:
         for pattern in stale:
             for old in out.glob(pattern):

@@ -35,6 +35,8 @@ def test_batches_depend_on_seed_and_step_only(tmp_path):
     ('{"text": "a", "label": 1}\n{"text": "b"}\n', "record 2 has no 'label'"),
     ('{"text": "a"}\n{"text": "' + "x" * (1 << 20) + '"}\n', ":2: line longer than 1048576 bytes"),
     ("\n\n", "holds no records"),
+    ('{"text": "a", "label": "x"}\n{"text": "b", "label": "x"}\n', "every record has the label 'x'; a classification task needs two"),
+    ('{"text": "a", "label": 1}\n{"text": "b", "label": "1"}\n{"text": "c", "label": true}\n', "labels must all be strings or all integers"),
 ])
 def test_bad_data_files(tmp_path, content, message):
     f = tmp_path / "d.jsonl"

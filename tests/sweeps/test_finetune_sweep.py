@@ -104,3 +104,31 @@ def test_a_batch_that_does_not_fit_is_split_until_it_does(tmp_path, monkeypatch)
     assert [d.name for d in (tmp_path / "split" / "trials").iterdir() if d.name.startswith("batch-")] == \
         [d.name for d in (tmp_path / "split" / "trials").iterdir() if d.name.startswith("batch-") and (d / "log.jsonl").exists()]
     assert len([d for d in (tmp_path / "split" / "trials").iterdir() if d.name.startswith("batch-")]) == 2  # the failed one is gone
+
+
+def test_the_report_names_one_answer_and_exports_its_adapter(tmp_path):
+    import peft
+
+    from lorainit import models
+
+    worker.run(worker.SweepConfig(experiment="finetune", inits=("init_a", "init_b"), lrs=(1e-3, 3e-3), seeds=2, batch=8), LM,
+               tmp_path, progress=False)
+    st = Store(f"sqlite:///{tmp_path / 'study.db'}", "sweep")
+    st.load()
+    summary = report.write(st, tmp_path)
+    best, inits = summary["groups"][0]["best"], summary["groups"][0]["inits"]
+    vals = {i: s["val_at_selected"][0] for i, s in inits.items()}
+    assert best["init"] == min(vals, key=vals.get) and best["val"][0] == min(vals.values())  # perplexity: minimized
+    r = best["runner_up"]
+    assert r["init"] != best["init"] and r["margin"] == pytest.approx(abs(vals["init_a"] - vals["init_b"]))
+    assert r["margin_se"] is not None and r["exceeds_se"] == (r["margin"] > r["margin_se"])
+    md = (tmp_path / "report.md").read_text()
+    assert md.index("## Answer") < md.index("## all") and f"**{best['init']}** at LR" in md
+    winner = next(x for x in st.records() if x["number"] == best["trial"]["number"])
+    assert (winner["init"], winner["lr"]) == (best["init"], best["lr"])
+    dest = report.export_best(summary, tmp_path / "best")
+    assert (dest / "adapter_model.safetensors").exists() and (dest / "run_card.json").exists()
+    model, _, _, _ = models.load("smollm2-135m")
+    peft.PeftModel.from_pretrained(model, str(dest))  # a plain PEFT adapter folder
+    with pytest.raises(ValueError, match="exists; give --export-best a new folder"):
+        report.export_best(summary, tmp_path / "best")

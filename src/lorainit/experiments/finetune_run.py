@@ -66,7 +66,8 @@ def run(cfg: FinetuneConfig, points: list[dict], out: Path, *, run_dirs: list[Pa
     out, K = Path(out), len(points)
     run_dirs = [Path(d) for d in run_dirs] if run_dirs else ([out] if K == 1 else [out / f"run{k}" for k in range(K)])
     wanted = identity(cfg, points)
-    io.check_folder(out, wanted, overwrite=overwrite)  # read-only: nothing is written before the setup succeeded
+    what = "a fine-tune run" if K == 1 else "a batch of fine-tune runs"
+    io.check_folder(out, wanted, overwrite=overwrite, what=what)  # read-only: nothing is written before the setup succeeded
     cards = [None if overwrite else finished(d, cfg, p) for d, p in zip(run_dirs, points)]
     if all(cards):
         return cards
@@ -103,7 +104,7 @@ def run(cfg: FinetuneConfig, points: list[dict], out: Path, *, run_dirs: list[Pa
             speed.compile_blocks(model)
         if rank == 0:
             # (the cached starts in inits/ are keyed by everything they depend on: never stale)
-            io.claim_folder(out, wanted, overwrite=overwrite,
+            io.claim_folder(out, wanted, overwrite=overwrite, what=what,
                             stale=["log.jsonl", "checkpoint", "run[0-9]*", "adapter", "run_card.json", "features.png"])
         if world > 1:
             torch.distributed.barrier()

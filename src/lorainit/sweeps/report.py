@@ -83,7 +83,7 @@ def summarize(grid: dict, records: list[dict]) -> dict:
                 "first_diverging_lr": first_div,
                 "max_stable_lr": max(below) if below else None,
             }
-        groups.append({"group": gpoint, "inits": per_init})
+        groups.append({"group": gpoint, "inits": per_init, "best": _best(per_init, points, gpoint, sign)})
     states = defaultdict(int)
     for r in records:
         states[r["state"]] += 1
@@ -91,6 +91,88 @@ def summarize(grid: dict, records: list[dict]) -> dict:
     return {"metric": grid["metric"], "direction": grid["direction"], "groups": groups,
             "integrity": {"points": total, "finished_points": len(points), "points_finished_twice": duplicates,
                           "trial_states": dict(states)}}
+
+
+def _best(per_init: dict, points: dict, gpoint: dict, sign: int) -> dict | None:
+    """The answer of a group: the init whose validation metric at its own selected LR is best, its margin over the
+    runner-up in standard errors (over seeds; sqrt(se_1^2 + se_2^2)), and the winning trial (the best seed there)."""
+    ranked = sorted(((sign * s["val_at_selected"][0], init) for init, s in per_init.items() if s["selected_lr"] is not None))
+    if not ranked:
+        return None
+    init = ranked[0][1]
+    s = per_init[init]
+    seeds = [r for r in points.values() if r["state"] == "COMPLETE" and r["init"] == init and r["lr"] == s["selected_lr"]
+             and all(r.get(k) == v for k, v in gpoint.items())]
+    trial = min(seeds, key=lambda r: sign * r["value"])
+    out = {"init": init, "lr": s["selected_lr"], "val": s["val_at_selected"], "test": s["test_at_selected"],
+           "trial": {"number": trial["number"], "seed": trial["seed"], "run": trial.get("run")}, "runner_up": None}
+    if len(ranked) > 1:
+        other = per_init[ranked[1][1]]
+        margin = abs(s["val_at_selected"][0] - other["val_at_selected"][0])
+        ses = (s["val_at_selected"][1], other["val_at_selected"][1])
+        se = math.hypot(*ses) if None not in ses else None
+        out["runner_up"] = {"init": ranked[1][1], "lr": other["selected_lr"], "val": other["val_at_selected"],
+                            "test": other["test_at_selected"], "margin": margin, "margin_se": se,
+                            "margin_in_se": None if se is None else margin / se if se else (math.inf if margin else 0.0),
+                            "exceeds_se": None if se is None else margin > se}
+    return out
+
+
+def answer_lines(summary: dict) -> list[str]:
+    """The report's first section: per group, the best init at its own LR and how sure that is."""
+    lines = ["## Answer", ""]
+    for g in summary["groups"]:
+        title = ", ".join(f"{k} {v}" for k, v in g["group"].items())
+        b = g["best"]
+        if b is None:
+            lines += [f"- {title + ': ' if title else ''}no init has a finished, non-diverged LR yet.", ""]
+            continue
+        edge = " (at the grid's edge: the optimum may lie outside; widen --lrs)" if g["inits"][b["init"]]["selected_at_edge"] else ""
+        text = (f"**{b['init']}** at LR {b['lr']:.3g}{edge}: validation {summary['metric']} {_fmt(*b['val'])}, "
+                f"test {_fmt(*b['test'])}")
+        r = b["runner_up"]
+        if r is not None:
+            text += f"; runner-up {r['init']} at LR {r['lr']:.3g} (validation {_fmt(*r['val'])}, test {_fmt(*r['test'])})"
+            if r["margin_se"] is None:
+                text += f", margin {r['margin']:.3g}: with one seed there is no standard error to judge it by (run --seeds 3 or more)"
+            elif r["margin"] == 0:
+                text += ": a tie (the order of the two is arbitrary)"
+            else:
+                verdict = "exceeds" if r["exceeds_se"] else "is within"
+                text += f", margin {r['margin']:.3g} = {r['margin_in_se']:.1f} standard errors: it {verdict} the seeds' noise"
+        lines.append(f"- {title + ': ' if title else ''}{text}.")
+        run = b["trial"]["run"]
+        if run:
+            lines.append(f"  Winning run: trial {b['trial']['number']} (seed {b['trial']['seed']}), `{run}`; its adapter: "
+                         "`lorainit report STUDY --export-best DIR`.")
+        lines.append("")
+    return lines
+
+
+def export_best(summary: dict, dest: Path) -> Path:
+    """Copy the winning run's adapter (a plain PEFT folder) and its run card to ``dest``; refuses an existing ``dest``."""
+    import shutil
+
+    dest = Path(dest)
+    if dest.exists():
+        raise ValueError(f"{dest} exists; give --export-best a new folder")
+    bests = [g["best"] for g in summary["groups"] if g["best"] is not None]
+    if not bests:
+        raise ValueError("no finished, non-diverged point yet: nothing to export")
+    if len(bests) > 1:
+        raise ValueError("this study has one answer per group (width or mode), and none of them has an adapter to export")
+    run = bests[0]["trial"]["run"]
+    if not run or not (Path(run) / "adapter" / "adapter_config.json").exists():
+        raise ValueError(f"the winning trial {bests[0]['trial']['number']} has no saved adapter "
+                         f"({'toy and mf runs save none' if not run else f'none in {run}'})")
+
+    def fill(tmp: Path) -> None:
+        for f in (Path(run) / "adapter").iterdir():
+            shutil.copy2(f, tmp / f.name)
+        shutil.copy2(Path(run) / "run_card.json", tmp / "run_card.json")
+
+    io.replace_folder(dest, fill)
+    return dest
 
 
 def _fmt(mean, se, spec=".4g") -> str:
@@ -107,7 +189,7 @@ def markdown(grid: dict, summary: dict, figures: list[str], extra: str = "") -> 
              + "".join(f" x {len(grid['dims'][g])} {g}s" for g in _group_names(grid)) + f" = {integ['points']} points; "
              f"finished {integ['finished_points']}, finished twice {integ['points_finished_twice']}; "
              f"trial states {', '.join(f'{k} {v}' for k, v in sorted(integ['trial_states'].items()))} "
-             "(PRUNED = diverged, FAIL = an attempt lost with its worker, re-queued).", ""]
+             "(PRUNED = diverged, FAIL = an attempt lost with its worker, re-queued).", "", *answer_lines(summary)]
     if grid["experiment"] == "toy":
         lines += [f"Toy: 'validation' is the final loss on the {grid['config']['select_on']} set (the paper selects on train), "
                   "'test' the held-out test loss.", ""]
@@ -119,8 +201,10 @@ def markdown(grid: dict, summary: dict, figures: list[str], extra: str = "") -> 
                   "|---|---|---|---|---|---|"]
         for init, s in g["inits"].items():
             sel = "-" if s["selected_lr"] is None else f"{s['selected_lr']:.3g}" + ("*" if s["selected_at_edge"] else "")
-            lines.append(f"| {init} | {sel} | {_fmt(*s['val_at_selected'])} | {_fmt(*s['test_at_selected'])} | "
-                         f"{'-' if s['max_stable_lr'] is None else format(s['max_stable_lr'], '.3g')} | "
+            stable = "-" if s["max_stable_lr"] is None else format(s["max_stable_lr"], ".3g")
+            if s["max_stable_lr"] is not None and s["first_diverging_lr"] is None:
+                stable = f">= {stable} (none diverged: the grid's top is a lower bound)"
+            lines.append(f"| {init} | {sel} | {_fmt(*s['val_at_selected'])} | {_fmt(*s['test_at_selected'])} | {stable} | "
                          f"{'none' if s['first_diverging_lr'] is None else format(s['first_diverging_lr'], '.3g')} |")
         lrs = [r["lr"] for r in next(iter(g["inits"].values()))["rows"]]
         lines += ["", "Validation metric by LR (mean ± s.e. over seeds; div = a seed diverged):", "",
