@@ -162,20 +162,22 @@ def test_sweep_bad_input_one_line_nothing_written(tmp_path, args, message):
     assert not (tmp_path / "s").exists()
 
 
-def test_sweep_then_report_and_a_different_grid_is_refused_untouched(tmp_path):
+def test_sweep_grows_a_study_refuses_another_setup_untouched_then_reports(tmp_path):
     import hashlib
 
     out = tmp_path / "s"
     r = lorainit(*SWEEP, "--out", str(out))
     assert r.returncode == 0, r.stderr
     assert "4/4 points finished" in r.stdout and f"lorainit report {out}" in r.stdout
+    grown = lorainit(*SWEEP[:-5], "--seeds", "2", "--device", "cpu", "--no-progress", "--out", str(out))
+    assert grown.returncode == 0 and "8/8 points finished; this worker ran 4" in grown.stdout, grown.stderr
     db = hashlib.sha256((out / "study.db").read_bytes()).hexdigest()
-    again = lorainit(*SWEEP[:-5], "--seeds", "2", "--device", "cpu", "--no-progress", "--out", str(out))
-    assert again.returncode == 2 and "exists with a different grid (differs in: dims)" in again.stderr
+    other = lorainit(*[a if a != "4" else "5" for a in SWEEP], "--out", str(out))  # --steps 5
+    assert other.returncode == 2 and "different setup (config.steps: 4 there, 5 now)" in other.stderr
     assert hashlib.sha256((out / "study.db").read_bytes()).hexdigest() == db
     rep = lorainit("report", str(out))
     assert rep.returncode == 0, rep.stderr
-    assert "4/4 points finished" in rep.stdout and "width 16: init_a: selected LR" in rep.stdout
+    assert "8/8 points finished" in rep.stdout and "width 16: init_a: selected LR" in rep.stdout
     assert (out / "report.md").exists() and (out / "heatmap_width16.png").exists()
     missing = lorainit("report", str(tmp_path / "nothing"))
     assert missing.returncode == 2 and "is not a sweep folder" in missing.stderr

@@ -60,9 +60,30 @@ def test_signature_mismatch_is_refused_and_the_file_untouched(tmp_path):
     db = tmp_path / "study.db"
     before = hashlib.sha256(db.read_bytes()).hexdigest()
     other = Grid("toy", {**GRID.dims, "lr": [0.1, 0.02]}, {"steps": 4}, "final loss", "minimize")
-    with pytest.raises(ValueError, match=r"exists with a different grid \(differs in: dims, config.steps\)"):
+    with pytest.raises(ValueError, match=r"exists with a different setup \(config.steps: 3 there, 4 now\): a study grows"):
         Store(sqlite(tmp_path), "s").open(other)
+    renamed = Grid("toy", {"width": [8], "seed": [0], "init": ["init_a"], "rate": [0.1]}, {"steps": 3}, "final loss", "minimize")
+    with pytest.raises(ValueError, match=r"dimensions: width, seed, init, lr there, width, seed, init, rate now"):
+        Store(sqlite(tmp_path), "s").open(renamed)
     assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+
+
+def test_a_study_grows_by_new_values_and_keeps_its_finished_points(tmp_path):
+    s = Store(sqlite(tmp_path), "s")
+    s.open(GRID)
+    claims = s.claim(16, lambda p: 0)
+    for c in claims:
+        assert s.finish(c, 1.0, {})
+    grown = Grid("toy", {**GRID.dims, "lr": [0.001, 0.1], "init": ["init_a", "gaussian"]}, {"steps": 3}, "final loss", "minimize")
+    s2 = Store(sqlite(tmp_path), "s")
+    s2.open(grown)
+    assert s2.grid.dims["lr"] == [0.1, 0.01, 0.001] and s2.grid.dims["init"] == ["init_a", "init_b", "gaussian"]
+    done, _, total = s2.progress()
+    assert (done, total) == (16, 2 * 2 * 3 * 3)
+    new = s2.claim(100, lambda p: 0)
+    assert len(new) == total - 16 and all(c.point["lr"] == 0.001 or c.point["init"] == "gaussian" for c in new)
+    assert all(s2.finish(c, 2.0, {}) for c in new)
+    assert s2.progress()[0] == total and len([r for r in s2.records() if r["state"] == "COMPLETE"]) == total
 
 
 def _dead_pid() -> int:

@@ -2,7 +2,8 @@
 
 Protocol (every step through Optuna's public storage API):
 - The grid (experiment, fixed config, dimensions, direction) is the study's ``lorainit`` user attribute;
-  opening a study that exists with another grid is refused before anything is written.
+  opening a study with new values of its dimensions grows the grid (finished points are kept, new ones
+  queued); one with another experiment or fixed config is refused before anything is written.
 - Points are queued as WAITING trials (``enqueue_trial``) carrying their key as the ``point`` attribute.
 - Claiming (WAITING -> RUNNING) and repairing the queue run under a study-wide lock: a file lock beside
   a SQLite file (Optuna's SQLite transactions do not lock on read, so two processes could both pop one
@@ -174,20 +175,29 @@ class Store:
         want = grid.signature()
         with self.lock():
             have = self.existing()
-            if have is not None and have != want:
-                diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
-                if "config" in diff:
-                    diff.remove("config")
-                    diff += [f"config.{k}" for k in sorted(set(have.get("config", {})) | set(want["config"]))
-                             if have.get("config", {}).get(k) != want["config"].get(k)]
-                raise ValueError(f"study {self.study_name!r} in {self.shown} exists with a different grid "
-                                 f"(differs in: {', '.join(diff) or 'not made by lorainit'}); use another --study or --out")
+            merged = want if have is None else self._grown(have, want)
             self.study = optuna.create_study(study_name=self.study_name, storage=self.storage, direction=grid.direction,
                                              load_if_exists=True)
-            if have is None:
-                self.study.set_user_attr("lorainit", want)
-            self.grid = grid
+            if merged != have:
+                self.study.set_user_attr("lorainit", merged)
+            self.grid = Grid(**merged)
             self._repair()
+
+    def _grown(self, have: dict, want: dict) -> dict:
+        """The study's grid grown by ``want``'s new values (more LRs, seeds, inits, widths, modes: finished points keep
+        their meaning); anything else that differs (the experiment, its fixed config) is refused, naming each field."""
+        diff = [f"{k}: {have.get(k)!r} there, {want.get(k)!r} now" for k in ("experiment", "metric", "direction")
+                if have.get(k) != want.get(k)]
+        hc, wc = have.get("config", {}), want.get("config", {})
+        diff += [f"config.{k}: {hc.get(k)!r} there, {wc.get(k)!r} now" for k in sorted(set(hc) | set(wc)) if hc.get(k) != wc.get(k)]
+        if list(have.get("dims", {})) != list(want["dims"]):
+            diff.append(f"dimensions: {', '.join(have.get('dims', {})) or 'none'} there, {', '.join(want['dims'])} now")
+        if diff:
+            raise ValueError(f"study {self.study_name!r} in {self.shown} exists with a different setup ({'; '.join(diff)}): "
+                             "a study grows by more LRs, seeds or inits, not by a change to what its finished points mean; "
+                             "use another --study or --out")
+        dims = {k: list(v) + [x for x in want["dims"][k] if x not in v] for k, v in have["dims"].items()}
+        return {**have, "dims": dims}
 
     def _stale(self, t, now: float) -> str | None:
         w = t.user_attrs.get("worker")
@@ -246,9 +256,12 @@ class Store:
                     continue
                 self.storage.set_trial_user_attr(t._trial_id, "worker", {"host": self.host, "pid": os.getpid()})
                 self.storage.set_trial_user_attr(t._trial_id, "heartbeat", time.time())
-                for name, values in self.grid.dims.items():
-                    dist = CategoricalDistribution(values)
-                    self.storage.set_trial_param(t._trial_id, name, dist.to_internal_repr(point[name]), dist)
+                try:  # visible to Optuna's own tools ...
+                    for name, values in self.grid.dims.items():
+                        dist = CategoricalDistribution(values)
+                        self.storage.set_trial_param(t._trial_id, name, dist.to_internal_repr(point[name]), dist)
+                except ValueError:  # ... unless the grid grew: Optuna's categorical choices cannot (the point attribute stays)
+                    pass
                 claims.append(Claim(t._trial_id, t.number, point))
                 busy.add(key)
                 if len(claims) == batch:

@@ -88,8 +88,8 @@ def _open(sweep: SweepConfig, cfg, out: Path) -> Store:
     grid = grid_for(sweep, cfg)
     url = sweep.storage or f"sqlite:///{out / 'study.db'}"
     store = Store(url, sweep.study, heartbeat=sweep.heartbeat, grace=sweep.grace)
-    store.open(grid)
-    io.write_json(out / "sweep.json", {"storage": store.shown, "study": sweep.study, "grid": grid.signature()})
+    store.open(grid)  # (a study that exists grows by the new values of its dimensions)
+    io.write_json(out / "sweep.json", {"storage": store.shown, "study": sweep.study, "grid": store.grid.signature()})
     return store
 
 
