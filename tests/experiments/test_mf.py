@@ -60,3 +60,21 @@ def test_runs_are_deterministic():
 def test_validation(change, message):
     with pytest.raises((ValueError, KeyError), match=message):
         mf.validate(dataclasses.replace(SMALL, **change))
+
+
+def test_a_target_with_distinct_singular_values(tmp_path):
+    cfg = mf.MFConfig(n=8, singular_values=(5.0, 4.0, 3.0, 2.0, 1.0), rank=2, seeds=2, steps=300, lr=0.02, preheat_steps=50,
+                      preheat_lr=0.02, preheat_sweep=(), modes=("asymmetric",), inits=("gaussian", "target"))
+    M = mf.target_matrix(cfg)
+    assert torch.equal(torch.diag(M), torch.tensor([5.0, 4, 3, 2, 1, 0, 0, 0], dtype=torch.float64))
+    assert mf.optimal_loss(M, 2) == pytest.approx(0.5 * (9 + 4 + 1))
+    res = mf.run(cfg)
+    s = res["summary"]["asymmetric"]
+    assert s["target"]["final_loss_mean"] == pytest.approx(res["optimal_loss"], rel=1e-3)  # A spans M's top-2 directions
+    assert s["gaussian"]["final_loss_mean"] > 1.05 * res["optimal_loss"]  # a random A does not
+    from lorainit.experiments import mf_report
+
+    assert "toward diag(5, 4, 3, 2, 1, 0_3), rank 2" in mf_report.findings(res, dataclasses.asdict(cfg))
+    for bad in ((-1.0, 2.0), (0.0, 0.0), tuple([1.0] * 9)):
+        with pytest.raises(ValueError, match="singular_values must be"):
+            mf.validate(dataclasses.replace(cfg, singular_values=bad))

@@ -1,6 +1,7 @@
 r"""Low-rank matrix factorization with LoRA: Chen et al. 2025 (HRP), Figure 1.
 
-Pretrained weight W = 0, target update M (default diag(I_12, 0_20), a 32 x 32 matrix); a rank-r
+Pretrained weight W = 0, target update M (default diag(I_12, 0_20), a 32 x 32 matrix; ``singular_values``
+gives it distinct singular values instead); a rank-r
 adapter minimizes L(A, B) = 1/2 ||B A - M||_F^2 by gradient descent (the paper's analysis is gradient
 flow). Classic LoRA trains A and B; asymmetric LoRA freezes A after initialization and trains B.
 
@@ -38,6 +39,9 @@ class MFConfig:
     """size of the square target M"""
     ones: int = 12
     """number of unit singular values of M (the rest are 0)"""
+    singular_values: tuple[float, ...] = ()
+    """M's nonzero singular values instead, e.g. 5,4,3,2,1 (M = diag(values, 0, ...)); distinct values give M distinct
+    top directions, which the paper's diag(I_12, 0) cannot tell apart (empty: --ones unit values)"""
     rank: int = 2
     """LoRA rank r"""
     inits: tuple[str, ...] = ("gaussian", "orthogonal", "hrp", "target")
@@ -66,8 +70,11 @@ def validate(cfg: MFConfig) -> None:
     for name in ("n", "rank", "seeds", "steps", "preheat_rank", "preheat_steps"):
         if getattr(cfg, name) <= 0:
             raise ValueError(f"{name} must be a positive integer; got {getattr(cfg, name)}")
-    if not 0 < cfg.ones <= cfg.n:
+    if not cfg.singular_values and not 0 < cfg.ones <= cfg.n:  # (--singular-values replaces --ones)
         raise ValueError(f"ones must be in 1..n={cfg.n}; got {cfg.ones}")
+    if cfg.singular_values and (len(cfg.singular_values) > cfg.n or min(cfg.singular_values) < 0 or max(cfg.singular_values) <= 0):
+        raise ValueError(f"singular_values must be at most n={cfg.n} values >= 0, one of them > 0; got "
+                         f"{','.join(f'{v:g}' for v in cfg.singular_values)}")
     if cfg.rank > cfg.n:
         raise ValueError(f"rank {cfg.rank} exceeds n = {cfg.n}")
     if "hrp" in cfg.inits and cfg.preheat_rank < cfg.rank:
@@ -85,7 +92,9 @@ def validate(cfg: MFConfig) -> None:
 
 
 def target_matrix(cfg: MFConfig) -> Tensor:
-    return torch.diag(torch.cat([torch.ones(cfg.ones), torch.zeros(cfg.n - cfg.ones)])).double()
+    """M = diag(s_1, ..., s_k, 0, ..., 0) (n x n): ``singular_values`` where given, else ``ones`` ones."""
+    values = torch.tensor(cfg.singular_values, dtype=torch.float64) if cfg.singular_values else torch.ones(cfg.ones, dtype=torch.float64)
+    return torch.diag(torch.cat([values, torch.zeros(cfg.n - len(values), dtype=torch.float64)]))
 
 
 def optimal_loss(M: Tensor, rank: int) -> float:

@@ -13,9 +13,17 @@ def _f(x, spec=".4g") -> str:
     return "-" if x is None else format(x, spec)
 
 
+def target_text(cfg: dict) -> str:
+    """M as a formula: diag(I_12, 0_20), or diag(5, 4, 3, 0_29) with --singular-values."""
+    sv = cfg.get("singular_values") or []
+    if sv:
+        return f"diag({', '.join(f'{v:g}' for v in sv)}" + (f", 0_{cfg['n'] - len(sv)})" if cfg["n"] > len(sv) else ")")
+    return f"diag(I_{cfg['ones']}, 0_{cfg['n'] - cfg['ones']})"
+
+
 def findings(res: dict, cfg: dict) -> str:
     best, rand = res["optimal_loss"], res["expected_random_asymmetric_loss"]
-    lines = [f"Matrix factorization toward diag(I_{cfg['ones']}, 0_{cfg['n'] - cfg['ones']}), rank {cfg['rank']}, "
+    lines = [f"Matrix factorization toward {target_text(cfg)}, rank {cfg['rank']}, "
              f"{cfg['seeds']} seeds, {cfg['steps']} GD steps (lr {cfg['lr']:g}); HRP preheat: rank {cfg['preheat_rank']}, "
              f"{cfg['preheat_steps']} steps. Optimal rank-{cfg['rank']} loss L* = {best:.4g}; "
              f"expected asymmetric loss of an isotropic random A = {rand:.4g}.", "",
@@ -51,7 +59,7 @@ def figure(res: dict, cfg: dict, path: Path) -> Path:
         if mode == "asymmetric":
             ax.axhline(res["expected_random_asymmetric_loss"], color="gray", ls="--", lw=0.8,
                        label=f"expected, random A: {res['expected_random_asymmetric_loss']:.4g}")
-        ax.set(xscale="log", xlabel="step + 1", ylabel="1/2 ||BA - M||²", title=f"{mode} LoRA")
+        ax.set(xscale="log", xlabel="step + 1", ylabel="1/2 ||BA - M||²", title=f"{mode} LoRA toward M = {target_text(cfg)}")
         ax.legend(fontsize=7)
     fig.tight_layout()
     plots.save(fig, path)
