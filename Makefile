@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test bench clean
+.PHONY: demo test test-fast bench clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ demo: $(VENV)/.installed  ## the quick teacher-student study: findings printed, 
 
 test: $(VENV)/.installed  ## the test suite
 	$(PY) -m pytest -q tests
+
+test-fast: $(VENV)/.installed  ## the suite without the slow tests (real models, several processes): a couple of minutes
+	$(PY) -m pytest -q -m "not slow" tests
 
 bench: $(VENV)/.installed  ## toy benchmark on this machine (the committed results come from the GPU)
 	$(PY) bench/toy_batched.py --out bench/results/toy_batched_$$(hostname).json

@@ -5,6 +5,7 @@ import io
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -31,6 +32,7 @@ def run(argv):
     return code, err.getvalue()
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(command=st.sampled_from(["toy", "sweep"]), given_flags=flags)
 def test_random_command_lines_run_or_fail_in_one_line(command, given_flags):

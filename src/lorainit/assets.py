@@ -77,7 +77,7 @@ def fetch(dist: Dist) -> Path:
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{dist.filename}.")
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=600) as resp:
-            shutil.copyfileobj(resp, out, 1 << 20)
+            _copy_with_progress(resp, out, int(resp.headers.get("Content-Length") or 0), f"downloading {dist.filename}")
         got = sha256(Path(tmp))
         if got != dist.sha256:
             raise RuntimeError(f"sha256 mismatch for {dist.filename}: expected {dist.sha256}, got {got}; not used")
@@ -85,6 +85,17 @@ def fetch(dist: Dist) -> Path:
     finally:
         Path(tmp).unlink(missing_ok=True)
     return target
+
+
+def _copy_with_progress(src, dst, total: int, desc: str) -> None:
+    """Copy a stream in 1 MiB blocks with a progress bar on stderr (silent where stderr is not a terminal)."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total or None, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, mininterval=1.0, leave=False,
+              disable=None) as bar:
+        for block in iter(lambda: src.read(1 << 20), b""):
+            dst.write(block)
+            bar.update(len(block))
 
 
 def extract(dist: Dist, member: str) -> Path:

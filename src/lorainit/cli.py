@@ -48,6 +48,9 @@ def _toy(argv: list[str]) -> int:
     out = args.out or Path("runs") / f"toy-{args.preset}"
     try:
         cfg = toy_study.preset(args.preset, **cliargs.given(args, toy.ToyConfig))
+        if max(cfg.widths) >= 4096 and toy.resolve_device(cfg.device).type == "cpu":
+            print(f"lorainit toy: warning: widths up to {max(cfg.widths)} on a CPU take hours (the paper preset is meant for a "
+                  "GPU: 16 s on an H100); --preset quick or smaller --widths run in minutes", file=sys.stderr)
         study = toy_study.run_study(cfg, out, overwrite=args.overwrite, progress=args.progress)
     except (ValueError, KeyError) as e:
         cliargs.fail(p.prog, e.args[0] if e.args else str(e))

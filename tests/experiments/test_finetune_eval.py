@@ -7,6 +7,8 @@ import torch
 from lorainit import data, models, multi, starts
 from lorainit.experiments import finetune, finetune_eval
 
+pytestmark = pytest.mark.slow  # real models on CPU
+
 CFG = finetune.FinetuneConfig(batch_size=3, seq_len=32, max_eval=4, device="cpu")
 
 

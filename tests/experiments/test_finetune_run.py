@@ -18,6 +18,8 @@ from safetensors.torch import load_file
 from lorainit import apply, data
 from lorainit.experiments import finetune, finetune_eval, finetune_run, finetune_setup
 
+pytestmark = pytest.mark.slow  # real models on CPU, torchrun and SIGKILL subprocesses
+
 TINY = finetune.FinetuneConfig(steps=4, batch_size=2, seq_len=32, eval_every=2, checkpoint_every=2, max_train=8,
                                max_eval=4, lr=1e-3, rank=4, device="cpu", targets=("q_proj", "v_proj"))
 ENCODER = dataclasses.replace(TINY, model="minilm-l6", task="nli", targets=("query", "value"))

@@ -1,10 +1,13 @@
 """The model is loaded once per process; starts are computed once per (init, seed) and read back from the cache."""
 import dataclasses
 
+import pytest
 import torch
 
 from lorainit import multi
 from lorainit.experiments import finetune, finetune_setup
+
+pytestmark = pytest.mark.slow  # a real model on CPU
 
 CFG = finetune.FinetuneConfig(batch_size=2, seq_len=32, max_train=8, rank=4, device="cpu", targets=("q_proj",), init_batches=1)
 

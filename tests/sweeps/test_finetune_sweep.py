@@ -8,6 +8,8 @@ from lorainit.experiments import finetune
 from lorainit.sweeps import report, runners, worker
 from lorainit.sweeps.store import Store
 
+pytestmark = pytest.mark.slow  # real models on CPU
+
 TINY = finetune.FinetuneConfig(model="minilm-l6", task="nli", steps=4, batch_size=4, seq_len=32, eval_every=2,
                                checkpoint_every=2, max_train=16, max_eval=8, rank=4, device="cpu")
 

@@ -45,6 +45,7 @@ def test_pinned_argv_replaces_gpus_and_progress():
     assert gpus.pinned_argv(argv, "3") == ["--experiment", "toy", "--out", "x", "--gpus", "3", "--no-progress"]
 
 
+@pytest.mark.slow
 def test_a_sweep_on_two_fake_gpus_runs_two_pinned_workers_and_every_point_once(tmp_path):
     env = {**os.environ, "PYTHONPATH": SRC, "CUDA_VISIBLE_DEVICES": "0,1", "OMP_NUM_THREADS": "1"}
     args = ["--experiment", "toy", "--widths", "16,24,32", "--rank", "2", "--teacher-width", "40", "--n-train", "60",

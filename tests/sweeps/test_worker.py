@@ -83,6 +83,7 @@ TOY_ARGS = ["--widths", "16,32", "--rank", "2", "--teacher-width", "40", "--n-tr
             "--device", "cpu", "--no-progress"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_two_worker_processes_share_one_study(tmp_path, backend, request):
     url = f"sqlite:///{tmp_path / 'shared.db'}" if backend == "sqlite" else request.getfixturevalue("postgres_url")
@@ -98,6 +99,7 @@ def test_two_worker_processes_share_one_study(tmp_path, backend, request):
     assert len(counts) == 32 and set(counts.values()) == {1} and len(trials) == 32
 
 
+@pytest.mark.slow
 def test_sigkill_mid_trial_then_resume_completes_each_point_once(tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
     args = [*TOY_ARGS, "--steps", "600", "--lrs", "1e-3:1e-1:3", "--seeds", "1", "--batch", "1", "--out", str(tmp_path)]

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from .. import export, inits, io, models, multi, plots, runloss, speed, train
 from . import finetune_eval, finetune_setup
@@ -207,17 +208,23 @@ def _train(cfg, model, runs, batches, loaded, out: Path, device, rank: int, prog
     probe = collate(task, loaded.tok, (finetune_setup.items(loaded, cfg) if task.kind == "lm" else task.splits["val"])[: cfg.batch_size],
                     cfg.seq_len, device)
     base = next((r["base"] for r in records if "base" in r), None)
+
+    def evaluate(split: str, what: str) -> dict:
+        size = min(len(task.splits[split]), cfg.max_eval or len(task.splits[split])) if task.kind != "lm" else None
+        with _evaluating(device), tqdm(total=size, desc=f"{what}: {split}", unit="block" if size is None else "example",
+                                       leave=False, disable=not progress) as bar:
+            return finetune_eval.evaluate(model, K, task, loaded.tok, split, cfg, device, progress=bar.update)
+
     if base is None:
-        with _evaluating(device):
-            base = finetune_eval.evaluate(model, K, task, loaded.tok, "test", cfg, device)
+        base = evaluate("test", "the start")
         log({"step": 0, "base": base})
     evals = [r for r in records if "features" in r]
 
     def evaluate_fn(step: int) -> dict:
+        rec = evaluate("val", f"step {step}")
+        if step == cfg.steps:
+            rec.update(evaluate("test", f"step {step}"))
         with _evaluating(device):
-            rec = finetune_eval.evaluate(model, K, task, loaded.tok, "val", cfg, device)
-            if step == cfg.steps:
-                rec.update(finetune_eval.evaluate(model, K, task, loaded.tok, "test", cfg, device))
             rec["features"] = finetune_eval.features(model, K, probe)
         evals.append({"step": step, **rec})
         return rec

@@ -44,15 +44,17 @@ def run_study(cfg: ToyConfig, out: Path, *, overwrite: bool = False, progress: b
     io.claim_folder(out, wanted, overwrite=overwrite, stale=["widths/width_*.json", "results.json"])
     data = teacher_data(cfg)
     results = []
-    bar = tqdm(total=len(cfg.widths) * cfg.steps, desc="toy", unit="step", disable=not progress, mininterval=2.0)
+    # the bar counts work, not steps: a step of width n costs about n times a step of width 1 (N x n per run)
+    bar = tqdm(total=sum(cfg.widths) * cfg.steps, desc="toy", disable=not progress, mininterval=2.0,
+               bar_format="{l_bar}{bar}| {elapsed}<{remaining}{postfix}")
     for width in cfg.widths:
         path = out / "widths" / f"width_{width:05d}.json"
         if path.exists():
             results.append(io.read_json(path))
-            bar.update(cfg.steps)
+            bar.update(width * cfg.steps)
             continue
         bar.set_postfix(width=width, runs=cfg.seeds * len(cfg.inits) * len(cfg.lrs))
-        res = train_width(cfg, width, data, device, on_step=lambda _t: bar.update(1))
+        res = train_width(cfg, width, data, device, on_step=lambda _t, w=width: bar.update(w))
         res["provenance"] = io.provenance()
         io.write_json(path, res)
         results.append(res)
