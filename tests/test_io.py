@@ -66,3 +66,16 @@ def test_replace_folder_is_complete_or_leaves_the_old_one(tmp_path):
 
     io.replace_folder(target, nested)
     assert [p.name for p in target.iterdir()] == ["c.txt"] and [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_check_folder_takes_a_field_added_at_an_empty_default_as_the_same_config(tmp_path):
+    import pytest
+
+    from lorainit import io
+
+    io.write_json(tmp_path / "config.json", {"steps": 3})
+    io.check_folder(tmp_path, {"steps": 3, "singular_values": []}, overwrite=False)  # added since, at its empty default
+    with pytest.raises(ValueError, match=r"different config \(singular_values: None there, \[5\] now\)"):
+        io.check_folder(tmp_path, {"steps": 3, "singular_values": [5]}, overwrite=False)
+    with pytest.raises(ValueError, match=r"holds a fine-tune run with a different config \(steps: 3 there, 4 now\)"):
+        io.check_folder(tmp_path, {"steps": 4}, overwrite=False, what="a fine-tune run")

@@ -89,8 +89,11 @@ def check_folder(out: Path, wanted: dict, *, overwrite: bool, what: str = "a stu
     cfg_path = Path(out) / "config.json"
     if cfg_path.exists() and not overwrite:
         have = read_json(cfg_path)
-        if have != wanted:
-            diff = sorted(k for k in set(have) | set(wanted) if have.get(k) != wanted.get(k))
+        # a field added since the folder was made, at an empty or off default (--singular-values ...), asks for what
+        # the folder's run did: not a difference
+        diff = sorted(k for k in set(have) | set(wanted) if have.get(k) != wanted.get(k)
+                      and not (k not in have and wanted.get(k) in (None, False, [], "", {})))
+        if diff:
             shown = ", ".join(f"{k}: {have.get(k)!r} there, {wanted.get(k)!r} now" if k != "points" else k for k in diff)
             raise ValueError(f"{out} holds {what} with a different config ({shown}); use another --out or --overwrite")
 

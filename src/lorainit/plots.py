@@ -34,6 +34,36 @@ def save(fig, path: Path) -> None:
     write_atomic(Path(path), buf.getvalue())
 
 
+def plain(v: float) -> str:
+    """A tick value as people write it: 1000, 20, 2.5, 0.02, 0.0003; 1e-5 below 1e-4."""
+    if v >= 1 and abs(v - round(v)) <= 1e-9 * v:
+        return f"{round(v):d}"
+    return f"{v:.2g}" if v >= 1e-4 else f"{v:.0e}".replace("e-0", "e-")
+
+
+def tidy_log_axis(axis) -> None:
+    """Plain-number tick labels on a log axis (0.02, not 2x10^-2); under two decades, also the 2s and 5s in between,
+    so that a narrow range still has a few labels and none overlap. Call once the data are plotted."""
+    fmt = matplotlib.ticker.FuncFormatter(lambda v, _: plain(v))
+    axis.set_major_formatter(fmt)
+    lo, hi = sorted(axis.get_view_interval())
+    if lo > 0 and hi / lo < 100:
+        axis.set_minor_locator(matplotlib.ticker.LogLocator(subs=(2.0, 5.0)))
+        axis.set_minor_formatter(fmt)
+    else:
+        axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
+def caption(fig, text: str) -> None:
+    """A line under everything the figure shows (axes, tick labels, legends) saying what its bands, bars and markers are."""
+    fig.canvas.draw()  # the layout, so that the caption goes below all of it
+    renderer = fig.canvas.get_renderer()
+    to_fig = fig.transFigure.inverted()
+    boxes = [a.get_tightbbox(renderer) for a in fig.axes] + [leg.get_window_extent(renderer) for leg in fig.legends]
+    bottom = min(b.transformed(to_fig).y0 for b in boxes if b is not None)
+    fig.text(0.5, bottom - 0.02, text, ha="center", va="top", fontsize=8, wrap=True)
+
+
 def reference_lines(ax, widths, anchor: float) -> None:
     """C1 n^-1 and C2 n^-1/2 through ``anchor`` at the smallest width (constants only for visualization)."""
     w = np.array(sorted(widths), dtype=float)
@@ -65,4 +95,5 @@ def lr_vs_width(ax, series: dict[str, dict], title: str) -> None:
     ax.set(xscale="log", yscale="log", xlabel="width n", ylabel="learning rate", title=title)
     ax.set_xticks(all_w, [str(w) for w in all_w])
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.legend(fontsize=7)
+    tidy_log_axis(ax.yaxis)
+    ax.legend(fontsize=8)

@@ -304,4 +304,6 @@ def _feature_plot(evals: list[dict], k: int, path: Path, title: str) -> None:
         ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
+    plots.caption(fig, "Grey: each LoRA layer; black: their mean. z: a layer's input tokens on a fixed probe batch "
+                       "(Hayou et al. 2024, Fig. 3: under Init[A], |Z_A| grows with width).")
     plots.save(fig, path)

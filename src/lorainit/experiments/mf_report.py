@@ -51,16 +51,22 @@ def figure(res: dict, cfg: dict, path: Path) -> Path:
             y = np.array(per_seed)  # (seeds, steps+1)
             x = np.arange(y.shape[1]) + 1  # step + 1, for the log axis
             c = plots.color(name, i)
-            ax.plot(x, y.mean(0), "--" if name == "target" else "-", color=c, label=name, lw=2 if name == "hrp" else 1.2)
-            ax.fill_between(x, y.min(0), y.max(0), color=c, alpha=0.2)
+            if name == "target":  # dashed and on top: it coincides with hrp where HRP finds M's directions
+                ax.plot(x, y.mean(0), "--", color="black", lw=1.5, zorder=4, label=name)
+            else:
+                ax.plot(x, y.mean(0), "-", color=c, label=name, lw=4 if name == "hrp" else 1.2, alpha=0.6 if name == "hrp" else 1)
+                ax.fill_between(x, y.min(0), y.max(0), color=c, alpha=0.2)
             if name == "hrp":
                 ax.plot(x + cfg["preheat_steps"], y.mean(0), ":", color=c, label=f"hrp, x shifted by {cfg['preheat_steps']} preheat steps")
-        ax.axhline(res["optimal_loss"], color="k", lw=0.8, label=f"optimal rank-{cfg['rank']} loss {res['optimal_loss']:.3g}")
+        ax.axhline(res["optimal_loss"], color="gray", lw=0.8, label=f"optimal rank-{cfg['rank']} loss {res['optimal_loss']:.3g}")
         if mode == "asymmetric":
             ax.axhline(res["expected_random_asymmetric_loss"], color="gray", ls="--", lw=0.8,
                        label=f"expected, random A: {res['expected_random_asymmetric_loss']:.4g}")
         ax.set(xscale="log", xlabel="step + 1", ylabel="1/2 ||BA - M||²", title=f"{mode} LoRA toward M = {target_text(cfg)}")
-        ax.legend(fontsize=7)
+    handles = {h.get_label(): h for ax in axes[0] for h in ax.get_lines()}  # one legend for both panels, below them
+    fig.legend(list(handles.values()), list(handles), loc="upper center", bbox_to_anchor=(0.5, 0.02), ncol=4, fontsize=8, frameon=False)
     fig.tight_layout()
+    plots.caption(fig, f"Lines: the mean over {cfg['seeds']} seeds; bands: their min to max. hrp's own steps start after its "
+                       "preheat (dotted: the same curve moved right by the preheat's steps).")
     plots.save(fig, path)
     return path

@@ -69,6 +69,10 @@ def figures(study: dict, out: Path) -> list[Path]:
                 s["censored"] = [r["max_stable_censored"] for r in rows]
             series[i] = s
         plots.lr_vs_width(ax, series, title)
+    fig.tight_layout(w_pad=3)
+    plots.caption(fig, "Optimal LR: the grid LR with the lowest seed-mean loss; bars span the per-seed optima. Max-stable LR: "
+                       "the largest LR at which every seed stays stable; open triangles: stable at the grid's top (a lower "
+                       "bound). Grey lines: n^-1 and n^-1/2 through the first point, for slope only.")
     plots.save(fig, paths[0])
     plots.save(_feature_figure(study), paths[1])
     plots.save(_loss_figure(study), paths[2])
@@ -92,8 +96,11 @@ def _feature_figure(study: dict):
                                         label=f"{plots.label(name)} lr={lr:.2g} seed {run['seed']} loss={_fmt(run['train_loss'][-1], '.3g')}")
         for row, key in enumerate(("|Z_A|", "|Z_B|")):
             axes[row, col].set(title=f"{key}, width {res['width']}", xlabel="step", ylabel=f"mean {key} over train data", yscale="log")
-            axes[row, col].legend(fontsize=6)
+            plots.tidy_log_axis(axes[row, col].yaxis)
+            axes[row, col].legend(fontsize=8)
     fig.tight_layout()
+    plots.caption(fig, "Each init at its optimal LR of that width; one line per seed (solid, dashed, dotted). Z_A = A z and "
+                       "Z_B = B A z for the hidden features z of the training inputs (Hayou et al. 2024, Fig. 3).")
     return fig
 
 
@@ -107,18 +114,26 @@ def _loss_figure(study: dict):
         for i, (name, rows) in enumerate(an["per_width"].items()):
             r = rows[k]
             lrs = np.array(r["loss_by_lr"]["lrs"])
-            per_seed = np.array(r["loss_by_lr"]["per_seed"], float)
-            per_seed[~np.isfinite(per_seed)] = np.nan  # diverged runs: gaps in the curve
+            per_seed = np.array(r["loss_by_lr"]["per_seed"], float)  # (seeds, lrs)
+            per_seed[~np.isfinite(per_seed)] = np.nan
+            whole = ~np.isnan(per_seed).any(0)  # every seed finished: the mean is a mean over all of them
             c = plots.color(name, i)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # an LR where every seed diverged
-                ax.plot(lrs, np.nanmean(per_seed, 0), "o-", ms=3, color=c, label=plots.label(name))
-                ax.fill_between(lrs, np.nanmin(per_seed, 0), np.nanmax(per_seed, 0), color=c, alpha=0.2)
+                mean = np.nanmean(per_seed, 0)
+                ax.plot(lrs[whole], mean[whole], "o-", ms=3, color=c, label=plots.label(name))
+                ax.fill_between(lrs[whole], np.nanmin(per_seed, 0)[whole], np.nanmax(per_seed, 0)[whole], color=c, alpha=0.2)
+            part = ~whole & ~np.isnan(mean)
+            if part.any():  # some seeds diverged: the survivors' mean, marked
+                ax.plot(lrs[part], mean[part], "x", ms=7, mew=2, color=c, label=f"{plots.label(name)}: a seed diverged")
             if r["opt_lr"] is not None:
                 ax.plot([r["opt_lr"]], [r["opt_loss_mean"]], "*", ms=12, color=c)
         ax.set(xscale="log", yscale="log", title=f"width {rows[k]['width']}", xlabel="learning rate", ylabel=f"final {an['select_on']} loss")
-        ax.legend(fontsize=7)
+        plots.tidy_log_axis(ax.yaxis)
+        ax.legend(fontsize=8)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     fig.tight_layout()
+    plots.caption(fig, "Line: the mean over seeds where every seed finished; band: their min to max; x: LRs where a seed "
+                       "diverged (the mean of the others); star: the optimal LR.")
     return fig

@@ -17,6 +17,15 @@ def _tag(group: dict) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", "_".join(f"{k}{v}" for k, v in group.items())) or "all"
 
 
+def selection_label(grid: dict) -> str:
+    """What a trial's value is: the toy's final loss on its selection split, mf's final loss, else validation."""
+    if grid["experiment"] == "toy":
+        return f"final {grid['config'].get('select_on', 'train')} loss"
+    if grid["experiment"] == "mf":
+        return "final loss"
+    return f"validation {grid['metric']}"
+
+
 def heatmap(group: dict, grid: dict, path: Path) -> Path:
     inits = list(group["inits"])
     lrs = [r["lr"] for r in group["inits"][inits[0]]["rows"]]
@@ -47,8 +56,11 @@ def heatmap(group: dict, grid: dict, path: Path) -> Path:
     ax.set_xticks(range(len(lrs)), [f"{lr:.2g}" for lr in lrs], rotation=45, fontsize=7)
     ax.set_yticks(range(len(inits)), [plots.label(i) for i in inits], fontsize=8)
     title = ", ".join(f"{k} {v}" for k, v in group["group"].items())
-    ax.set(xlabel="learning rate", title=f"{grid['metric']} (validation){': ' + title if title else ''}; bold = selected")
-    fig.colorbar(im, ax=ax, fraction=0.04)
+    ax.set(xlabel="learning rate", title=f"{selection_label(grid)}{': ' + title if title else ''}; bold = selected LR")
+    bar = fig.colorbar(im, ax=ax, fraction=0.04)
+    if log:
+        plots.tidy_log_axis(bar.ax.yaxis)
+    plots.caption(fig, "Each cell: mean ± standard error over seeds; grey 'div k/n': k of n seeds diverged.")
     plots.save(fig, path)
     return path
 
@@ -67,13 +79,16 @@ def curves(group: dict, grid: dict, path: Path) -> Path:
         if s["first_diverging_lr"] is not None:
             ax.axvline(s["first_diverging_lr"], color=c, ls=":", lw=1)
     title = ", ".join(f"{k} {v}" for k, v in group["group"].items())
-    ax.set(xscale="log", xlabel="learning rate", ylabel=f"{grid['metric']} (validation)",
-           title=(title + ": " if title else "") + "mean ± s.e. over seeds; * selected, dotted: first diverging LR")
+    ax.set(xscale="log", xlabel="learning rate", ylabel=selection_label(grid), title=title or None)
     plotted = [v for line in ax.get_lines() for v in line.get_ydata()]
     if (grid["metric"].endswith("loss") or grid["metric"] == "perplexity") and any(v > 0 for v in plotted):
         ax.set_yscale("log")  # (not with nothing finished yet: an empty log axis is an error)
+        plots.tidy_log_axis(ax.yaxis)
+    if plotted:
+        plots.tidy_log_axis(ax.xaxis)
     ax.legend(fontsize=8)
-    ax.title.set_fontsize(8)
+    plots.caption(fig, "Mean ± standard error over seeds at LRs where no seed diverged; star: the selected LR; dotted: the "
+                       "init's first LR where a seed diverged.")
     plots.save(fig, path)
     return path
 
