@@ -214,3 +214,36 @@ def test_sweep_refuses_a_repeated_grid_value(tmp_path, flag, value, message):
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert message in r.stderr
     assert not (tmp_path / "s").exists()
+
+
+def test_input_edge_cases_are_one_line_and_write_nothing(tmp_path):
+    """Issue 'Reliability', item 7: a lone surrogate, a pickle-only model folder, an empty study.db."""
+    bad = tmp_path / "s.jsonl"
+    bad.write_text('{"text": "ok", "label": 0}\n{"text": "\\ud800", "label": 1}\n')
+    r = lorainit("finetune", "--model", "minilm-l6", "--task", str(bad), "--out", str(tmp_path / "r"))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "s.jsonl:2: the text holds an unpaired surrogate" in r.stderr
+    assert not (tmp_path / "r").exists()
+    pickled = tmp_path / "model"
+    pickled.mkdir()
+    (pickled / "config.json").write_text('{"architectures": ["LlamaForCausalLM"], "model_type": "llama"}')
+    (pickled / "pytorch_model.bin").write_bytes(b"not loaded")
+    r = lorainit("finetune", "--model", str(pickled), "--task", "wiki", "--out", str(tmp_path / "r"))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "holds only pytorch_model.bin (pickled weights, which lorainit does not load)" in r.stderr
+    empty = tmp_path / "sw"
+    empty.mkdir()
+    (empty / "study.db").write_bytes(b"")
+    r = lorainit("report", str(empty))
+    assert r.returncode == 2 and "(an empty file)" in r.stderr and (empty / "study.db").stat().st_size == 0
+
+
+def test_sweep_folder_names_with_a_question_mark_and_another_study_in_a_folder(tmp_path):
+    out = tmp_path / "what?now"
+    r = lorainit(*SWEEP, "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert (out / "study.db").stat().st_size > 0 and not (tmp_path / "what").exists()
+    other = lorainit(*SWEEP, "--study", "other", "--out", str(out))
+    assert other.returncode == 2 and "holds the sweep of study 'sweep'" in other.stderr
+    assert json.loads((out / "sweep.json").read_text())["study"] == "sweep"
+    rep = lorainit("report", str(out))
+    assert rep.returncode == 0 and "4/4 points finished" in rep.stdout

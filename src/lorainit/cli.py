@@ -275,7 +275,7 @@ def _report(argv: list[str]) -> int:
     try:
         meta = io.read_json(args.folder / "sweep.json") if (args.folder / "sweep.json").exists() else {}
         local = args.folder / "study.db"  # a copied sweep folder: its own database, wherever it was made
-        url = args.storage or (f"sqlite:///{local}" if local.exists() else meta.get("storage")) or f"sqlite:///{local}"
+        url = args.storage or (store.sqlite_url(local) if local.exists() else meta.get("storage")) or store.sqlite_url(local)
         if not args.storage and not meta and not (args.folder / "study.db").exists():
             raise ValueError(f"{args.folder} is not a sweep folder (no sweep.json or study.db); give the folder 'lorainit sweep --out' wrote")
         if "***" in url:

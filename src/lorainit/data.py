@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bz2
 import hashlib
+import itertools
 import json
 import re
 from dataclasses import dataclass, field
@@ -126,7 +127,10 @@ def jsonl(path: str) -> Task:
         raise ValueError(f"data file {path} does not exist")
     rows = []
     with open(p, "rb") as f:
-        for n, line in enumerate(f, 1):
+        for n in itertools.count(1):
+            line = f.readline(MAX_LINE + 1)  # bounded: a huge line is refused without being held
+            if not line:
+                break
             if len(line) > MAX_LINE:
                 raise ValueError(f"{path}:{n}: line longer than {MAX_LINE} bytes; split the record")
             if not line.strip():
@@ -137,6 +141,11 @@ def jsonl(path: str) -> Task:
                 raise ValueError(f"{path}:{n}: not valid JSON ({e.msg if hasattr(e, 'msg') else e}); one JSON object per line") from None
             if not isinstance(row, dict) or not isinstance(row.get("text"), str):
                 raise ValueError(f"{path}:{n}: missing field 'text' (a string); lines look like {{\"text\": ..., \"label\": ...}}")
+            try:
+                row["text"].encode("utf-8")
+            except UnicodeEncodeError as e:  # JSON can carry a lone surrogate (\ud800) that no tokenizer takes
+                raise ValueError(f"{path}:{n}: the text holds an unpaired surrogate ({row['text'][e.start]!r}); "
+                                 "write it as valid UTF-8") from None
             rows.append(row)
     if not rows:
         raise ValueError(f"{path} holds no records")

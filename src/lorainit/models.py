@@ -86,19 +86,25 @@ def load(name: str, *, num_labels: int | None = None, dtype=None):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     where, kind, targets = resolve(name)
+    folder = Path(where)
+    if folder.is_dir() and not any(folder.glob("*.safetensors")):
+        pickles = sorted(p.name for p in folder.glob("*.bin")) or sorted(p.name for p in folder.glob("*.pt"))
+        what = f"only {', '.join(pickles)} (pickled weights, which lorainit does not load)" if pickles else "no *.safetensors weights"
+        raise ValueError(f"model folder {where} holds {what}; save it as safetensors first: "
+                         "AutoModel.from_pretrained(DIR).save_pretrained(NEW_DIR)")
     if not kind:
         arch = " ".join(AutoConfig.from_pretrained(where).architectures or [])
         kind = "causal" if "CausalLM" in arch else "encoder"
     dtype = dtype or torch.float32
     tok = AutoTokenizer.from_pretrained(where)
     if kind == "causal":
-        model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, use_safetensors=True)
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
     else:
         if num_labels is None:
             raise ValueError("an encoder needs num_labels (the task's number of classes)")
-        model = AutoModelForSequenceClassification.from_pretrained(where, num_labels=num_labels, dtype=dtype)
+        model = AutoModelForSequenceClassification.from_pretrained(where, num_labels=num_labels, dtype=dtype, use_safetensors=True)
     return model, tok, kind, targets
 
 

@@ -41,6 +41,13 @@ def point_key(point: dict) -> str:
     return json.dumps(point, sort_keys=True)
 
 
+def sqlite_url(path: Path) -> str:
+    """The SQLite URL of a database file, its path quoted (a folder named 'a?b' would otherwise end the path at '?')."""
+    from urllib.parse import quote
+
+    return f"sqlite:///{quote(str(path))}"
+
+
 def redact(url: str) -> str:
     """The storage URL with any password replaced by ***, for messages and files."""
     import sqlalchemy
@@ -91,11 +98,12 @@ class Store:
         self.kind = scheme
         kwargs = {}
         if scheme == "sqlite":
-            path = url.split(":///", 1)[1] if ":///" in url else ""
+            path = (sqlalchemy.engine.make_url(url).database or "") if ":///" in url else ""  # unquoted: a folder may hold '?'
             if not path or path.startswith(":memory:"):
                 raise ValueError(f"storage {self.shown!r} is not a file: write sqlite:///PATH/study.db")
-            if must_exist and not Path(path).exists():
-                raise ValueError(f"no study database at {path}; check the sweep folder or --storage")
+            if must_exist and not (Path(path).exists() and Path(path).stat().st_size > 0):
+                what = "an empty file" if Path(path).exists() else "no such file"
+                raise ValueError(f"no study database at {path} ({what}); check the sweep folder or --storage")
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             self.lock_path = Path(path + ".lock")
             kwargs = {"connect_args": {"timeout": 120}}

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from .. import inits, io
 from . import runners
 from .liveness import Heartbeat
-from .store import Grid, Store
+from .store import Grid, Store, sqlite_url
 
 
 @dataclass(frozen=True)
@@ -84,10 +84,15 @@ def validate(sweep: SweepConfig) -> None:
 
 
 def _open(sweep: SweepConfig, cfg, out: Path) -> Store:
-    """The study of this sweep, created (its points queued) if new; sweep.json names it."""
+    """The study of this sweep, created (its points queued) if new; sweep.json names it, and a folder whose
+    sweep.json names another study is refused (it would be repointed silently)."""
     grid = grid_for(sweep, cfg)
-    url = sweep.storage or f"sqlite:///{out / 'study.db'}"
+    url = sweep.storage or sqlite_url(out / "study.db")
     store = Store(url, sweep.study, heartbeat=sweep.heartbeat, grace=sweep.grace)
+    meta = io.read_json(out / "sweep.json") if (out / "sweep.json").exists() else None
+    if meta is not None and (meta.get("study"), meta.get("storage")) != (sweep.study, store.shown):
+        raise ValueError(f"{out} holds the sweep of study {meta.get('study')!r} in {meta.get('storage')}; give that --study "
+                         f"(and --storage) to work on it, or another --out for study {sweep.study!r}")
     store.open(grid)  # (a study that exists grows by the new values of its dimensions)
     io.write_json(out / "sweep.json", {"storage": store.shown, "study": sweep.study, "grid": store.grid.signature()})
     return store
