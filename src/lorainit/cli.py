@@ -191,7 +191,7 @@ def _finetune(argv: list[str]) -> int:
     m = card["metrics"]
     print(f"{cfg.model} on {cfg.task}, init {cfg.init}, lr {cfg.lr:g}: base test {m['base_test']}")
     print(f"final {m['final']}")
-    print(f"wrote {out / 'run_card.json'}, {out / 'adapter'}, {out / 'features.png'}")
+    print("wrote " + ", ".join(str(out / f) for f in ("run_card.json", "adapter", "features.png") if (out / f).exists()))
     return 0
 
 

@@ -49,6 +49,19 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+TEMPORARIES = (".checkpoint.*", ".adapter.*", ".*.tmp")  # what an atomic write leaves behind when it is killed midway
+
+
+def clean_temporaries(folder: Path) -> list[str]:
+    """Remove the half-written temporaries a killed process left in ``folder``; returns their names."""
+    gone = []
+    for pattern in TEMPORARIES:
+        for p in Path(folder).glob(pattern):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            gone.append(p.name)
+    return gone
+
+
 def replace_folder(path: Path, fill) -> None:
     """Make ``path`` a complete folder, or leave it as it was: ``fill(tmp)`` writes into a temporary folder beside
     it (and may return the subfolder of ``tmp`` that holds the result), which then replaces ``path``."""

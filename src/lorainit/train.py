@@ -102,6 +102,16 @@ def _named_state(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def recover_checkpoint(path: Path) -> None:
+    """Undo a save killed between its two renames: the previous checkpoint, moved aside to .checkpoint.old, comes back."""
+    old = Path(path).parent / ".checkpoint.old"
+    if old.is_dir() and (old / "state.json").exists():
+        if Path(path).exists():
+            shutil.rmtree(old)  # the new one landed: the old one is what was left to delete
+        else:
+            os.replace(old, path)
+
+
 def load_checkpoint(path: Path, opt) -> dict:
     from safetensors.torch import load_file
 
@@ -164,6 +174,7 @@ def train(model: nn.Module, batch_at: Callable[[int, int], object], loss_fn: Cal
         groups = param_groups(core, cfg) if groups is None else groups  # each: {"params", "names", "lr", "base_lr"}
         opt = speed.adamw(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay)
     ckpt = Path(out) / "checkpoint"
+    recover_checkpoint(ckpt)
     start, first = 0, None
     if ckpt.exists():
         state = load_checkpoint(ckpt, opt)

@@ -194,3 +194,34 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path):
     a = load_file(tmp_path / "a" / "adapter" / "adapter_model.safetensors")
     b = load_file(tmp_path / "b" / "adapter" / "adapter_model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_leftovers_of_a_killed_run_are_recovered_or_cleaned(tmp_path, monkeypatch):
+    """A save killed between its renames (only .checkpoint.old), half-written temporaries, and a run killed after its
+    last card: the run resumes from the old checkpoint, and nothing half-written stays."""
+    cfg = dataclasses.replace(TINY, steps=6)
+    whole = finetune_run.run(cfg, points("init_a"), tmp_path / "a", progress=False)
+    real = finetune_run.train.train
+
+    def stop_after_step_4(*args, log=lambda r: None, **kw):
+        def log_then_crash(rec):
+            log(rec)
+            if rec.get("step") == 4 and "loss" in rec:
+                raise KeyboardInterrupt
+        return real(*args, log=log_then_crash, **kw)
+
+    monkeypatch.setattr(finetune_run.train, "train", stop_after_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        finetune_run.run(cfg, points("init_a"), tmp_path / "b", progress=False)
+    monkeypatch.setattr(finetune_run.train, "train", real)
+    b = tmp_path / "b"
+    os.replace(b / "checkpoint", b / ".checkpoint.old")  # killed between the save's two renames
+    (b / ".checkpoint.x1y2").mkdir()
+    (b / ".adapter.z9").mkdir()
+    (b / ".run_card.json.abc.tmp").write_text("{")
+    [card] = finetune_run.run(cfg, points("init_a"), b, progress=False)
+    assert card["timing"]["resumed_from"] == 4 and card["metrics"]["final"] == whole[0]["metrics"]["final"]
+    assert sorted(p.name for p in b.iterdir() if p.name.startswith(".")) == []
+    (b / "checkpoint").mkdir()  # as if killed after the card, before the checkpoint went
+    finetune_run.run(cfg, points("init_a"), b, progress=False)
+    assert not (b / "checkpoint").exists()

@@ -70,9 +70,12 @@ def run(cfg: FinetuneConfig, points: list[dict], out: Path, *, run_dirs: list[Pa
     what = "a fine-tune run" if K == 1 else "a batch of fine-tune runs"
     io.check_folder(out, wanted, overwrite=overwrite, what=what)  # read-only: nothing is written before the setup succeeded
     cards = [None if overwrite else finished(d, cfg, p) for d, p in zip(run_dirs, points)]
-    if all(cards):
+    if all(cards):  # (killed after its last card: what it had not yet removed goes now)
+        _tidy(out, run_dirs)
         return cards
     rank, world, device = _distributed(resolve_device(cfg.device), cfg)
+    if rank == 0:
+        train.recover_checkpoint(out / "checkpoint")  # (before the temporaries, .checkpoint.old among them, are cleaned)
     data_cfg = cfg  # what the data order and the starts follow: the global batch
     if cfg.batch_per_process:
         _same_processes(out, world)
@@ -104,6 +107,8 @@ def run(cfg: FinetuneConfig, points: list[dict], out: Path, *, run_dirs: list[Pa
             torch._dynamo.reset()  # a worker's earlier batch compiled other modules: start the cache afresh
             speed.compile_blocks(model)
         if rank == 0:
+            for folder in (out, *run_dirs):
+                io.clean_temporaries(folder)
             # (the cached starts in inits/ are keyed by everything they depend on: never stale)
             io.claim_folder(out, wanted, overwrite=overwrite, what=what,
                             stale=["log.jsonl", "checkpoint", "run[0-9]*", "adapter", "run_card.json", "features.png"])
@@ -125,12 +130,20 @@ def run(cfg: FinetuneConfig, points: list[dict], out: Path, *, run_dirs: list[Pa
     ctx = dict(cfg=cfg, loaded=loaded, device=device, world=world, scaling=scaling, params=params, init_cost=init_cost,
                setup=setup, wall=time.perf_counter() - t0, trained=trained)
     cards = [_finish(k, p, d, layers, head_states[k], corrected[k], **ctx) for k, (p, d) in enumerate(zip(points, run_dirs))]
-    shutil.rmtree(out / "checkpoint", ignore_errors=True)
-    if local_cache:
-        shutil.rmtree(out / "inits", ignore_errors=True)
+    _tidy(out, run_dirs, local_cache)
     if world > 1:
         torch.distributed.barrier()
     return cards
+
+
+def _tidy(out: Path, run_dirs: list[Path], local_cache: bool = True) -> None:
+    """A finished batch keeps its cards, adapters, figures and log: the checkpoint, a run-local start cache and any
+    half-written temporaries go."""
+    shutil.rmtree(out / "checkpoint", ignore_errors=True)
+    if local_cache:
+        shutil.rmtree(out / "inits", ignore_errors=True)
+    for folder in (out, *run_dirs):
+        io.clean_temporaries(folder)
 
 
 def _same_processes(out: Path, world: int) -> None:
