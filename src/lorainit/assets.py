@@ -10,9 +10,11 @@ archives are only read (wheels are zip files; the sdist is a tar read member by 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
+import sys
 import tarfile
 import tempfile
 import urllib.request
@@ -98,12 +100,63 @@ def _copy_with_progress(src, dst, total: int, desc: str) -> None:
             bar.update(len(block))
 
 
+def _files(dest: Path) -> list[Path]:
+    return sorted(p for p in dest.rglob("*") if p.is_file()) if dest.is_dir() else [dest]
+
+
+def record_manifest(dest: Path) -> dict:
+    """Write the size, modification time and sha256 of every file of ``dest`` (a file or folder) into its marker
+    ``.<name>.done`` beside it; ``verified`` checks them before each use."""
+    files = {str(p.relative_to(dest.parent)): {"size": p.stat().st_size, "mtime_ns": p.stat().st_mtime_ns, "sha256": sha256(p)}
+             for p in _files(dest)}
+    manifest = {"files": files}
+    (dest.parent / f".{dest.name}.done").write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+
+def verified(dest: Path) -> bool:
+    """Whether the extracted ``dest`` is what was extracted: every file of its manifest there, of the same size, and
+    of the same sha256 where its modification time moved (a cheap check most of the time, a full one when stale)."""
+    done = dest.parent / f".{dest.name}.done"
+    try:
+        manifest = json.loads(done.read_text() or "{}")
+    except (OSError, json.JSONDecodeError):
+        return False
+    if not manifest.get("files") or {str(p.relative_to(dest.parent)) for p in _files(dest)} != set(manifest["files"]):
+        return False
+    touched = False
+    for rel, m in manifest["files"].items():
+        st = (dest.parent / rel).stat()
+        if st.st_size != m["size"]:
+            return False
+        if st.st_mtime_ns != m["mtime_ns"]:
+            if sha256(dest.parent / rel) != m["sha256"]:
+                return False
+            m["mtime_ns"], touched = st.st_mtime_ns, True  # same content: trust the new time from now on
+    if touched:
+        done.write_text(json.dumps(manifest, indent=1))
+    return True
+
+
+def fingerprint(dest: Path) -> str | None:
+    """One sha256 for an extracted file or folder, from its manifest (None where it has none)."""
+    try:
+        files = json.loads((dest.parent / f".{dest.name}.done").read_text())["files"]
+    except (OSError, json.JSONDecodeError, KeyError):
+        return None
+    return hashlib.sha256("".join(f"{k}:{v['sha256']};" for k, v in sorted(files.items())).encode()).hexdigest()
+
+
 def extract(dist: Dist, member: str) -> Path:
-    """A file (or, for a name ending in '/', a folder) from inside ``dist``, extracted once into the cache."""
-    dest = cache_dir() / "extracted" / dist.filename / member
+    """A file (or, for a name ending in '/', a folder) from inside ``dist``, extracted once into the cache and checked
+    against its manifest before each use (``verified``): a changed or damaged file is extracted again."""
+    dest = cache_dir() / "extracted" / dist.filename / member.rstrip("/")
     done = dest.parent / f".{dest.name}.done"
     if done.exists():
-        return dest
+        if verified(dest):
+            return dest
+        print(f"lorainit: {dest} differs from what was extracted; extracting it again from {dist.filename}", file=sys.stderr)
+        done.unlink()
     archive = fetch(dist)
     tmp = Path(tempfile.mkdtemp(dir=cache_dir(), prefix=".extract."))
     try:
@@ -127,7 +180,7 @@ def extract(dist: Dist, member: str) -> Path:
         if dest.exists():
             shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
         os.replace(src, dest)
-        done.touch()
+        record_manifest(dest)
         return dest
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

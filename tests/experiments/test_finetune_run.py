@@ -44,6 +44,7 @@ def test_each_model_and_task_trains_a_data_dependent_and_a_residual_init_batched
         assert f"test_{metric}" in card["metrics"]["base_test"] and f"val_{metric}" in card["metrics"]["final"]
         assert [r["step"] for r in card["metrics"]["val_history"]] == [0, 2, 4] and len(card["metrics"]["train_loss"]) == 4
         assert card["task"]["split_hash"] == data.load(cfg.task).split_hash and card["timing"]["runs_in_batch"] == 2
+        assert len(card["model"]["sha256"]) == 64 and card["task"]["data_sha256"] == data.load(cfg.task).source_sha256 != ""
         run_dir = tmp_path / f"r{k}"
         assert (run_dir / "adapter" / "adapter_model.safetensors").exists() and (run_dir / "features.png").exists()
     assert cards[1]["adapter"]["converted_for_original_base"] and cards[1]["adapter"]["rank"] == 8  # pissa: rank 2r

@@ -281,9 +281,9 @@ def _finish(k: int, point: dict, run_dir: Path, layers: dict, head_state, correc
     card = {
         "config": run_identity(cfg, point), "provenance": io.provenance(),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
-        "task": {"name": task.name, "metric": metric, "split_hash": task.split_hash,
+        "task": {"name": task.name, "metric": metric, "split_hash": task.split_hash, "data_sha256": task.source_sha256,
                  "sizes": {s: len(v) for s, v in task.splits.items()}, "max_train": cfg.max_train, "max_eval": cfg.max_eval},
-        "model": {"name": cfg.model, "kind": loaded.kind, **params},
+        "model": {"name": cfg.model, "kind": loaded.kind, "sha256": loaded.fingerprint, **params},
         "init": {"scheme": point["init"], "corrected": corrected, "scaling": scaling, "starts": init_cost},
         "metrics": {"base_test": pick(trained["base"]), "final": pick(last) if last else None,
                     "val_history": [{"step": r["step"], **pick({key: v for key, v in r.items() if key.startswith("val_")})} for r in evals],

@@ -38,6 +38,7 @@ class Loaded:
     targets: tuple[str, ...]  # the model's default LoRA targets
     task: data.Task
     items: dict  # (seq_len, max_train) -> training examples or LM blocks
+    fingerprint: str | None = None  # sha256 of the model's files as loaded (models.fingerprint)
 
 
 _LOADED: dict[tuple, Loaded] = {}  # one model per process: a worker's batches all train on it
@@ -59,7 +60,7 @@ def load(cfg: FinetuneConfig, device: torch.device) -> Loaded:
         if not cfg.dropout:
             models.without_dropout(model)
         model.requires_grad_(False)  # the base is frozen from the start: every data pass sees it as training will
-        _LOADED[key] = Loaded(model.to(device).eval(), tok, kind, targets, task, {})
+        _LOADED[key] = Loaded(model.to(device).eval(), tok, kind, targets, task, {}, models.fingerprint(cfg.model))
     return _LOADED[key]
 
 
