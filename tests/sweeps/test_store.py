@@ -1,5 +1,6 @@
 """The study store on real SQLite files and a real PostgreSQL server: grid, claims, stale trials, refusals."""
 import hashlib
+import os
 import json
 import multiprocessing as mp
 import subprocess
@@ -185,3 +186,32 @@ def test_storage_errors_are_one_clear_line(tmp_path):
         Store("postgresql://bob:hunter2@127.0.0.1:1/x", "s")
     assert "hunter2" not in str(e.value)
     assert redact("postgresql://bob:hunter2@h/db") == "postgresql://bob:***@h/db"
+
+
+def test_a_live_worker_without_a_fresh_heartbeat_or_under_a_reused_pid_loses_its_trials(tmp_path):
+    s = Store(sqlite(tmp_path), "s", grace=5.0)
+    s.open(GRID)
+    claims = s.claim(2, lambda p: 0)
+    old = time.time() - 60
+    s.storage.set_trial_user_attr(claims[0].trial_id, "heartbeat", old)  # this very process, but silent for a minute
+    reused = {"host": s.host, "pid": os.getpid(), "start": -1}  # this pid, but another process's start time
+    s.storage.set_trial_user_attr(claims[1].trial_id, "worker", reused)
+    s2 = Store(sqlite(tmp_path), "s", grace=5.0)
+    s2.open(GRID)
+    failed = {t._trial_id: t.user_attrs.get("failure") for t in s2.study.get_trials() if t.state.name == "FAIL"}
+    assert "no heartbeat for 60 s" in failed[claims[0].trial_id]
+    assert "the pid now names another process" in failed[claims[1].trial_id]
+
+
+def test_waiting_for_a_held_lock_ends_in_one_line_naming_the_holder(tmp_path):
+    import fcntl
+
+    s = Store(sqlite(tmp_path), "s", lock_timeout=0.5)
+    s.open(GRID)
+    with open(s.lock_path, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # held, as by a stopped worker
+        f.truncate(0)
+        f.write("pid 4242 on somewhere")
+        f.flush()
+        with pytest.raises(ValueError, match=r"lock .* has been held for 0 s by pid 4242 on somewhere; a stopped or hung worker"):
+            s.claim(1, lambda p: 0)

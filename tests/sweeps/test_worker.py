@@ -126,3 +126,36 @@ def test_sigkill_mid_trial_then_resume_completes_each_point_once(tmp_path):
     assert len(lost) == 1 and "is gone" in lost[0].user_attrs["failure"]
     with sqlite3.connect(tmp_path / "study.db") as db:
         assert db.execute("pragma integrity_check").fetchone() == ("ok",)
+
+
+@pytest.mark.slow
+def test_a_stopped_worker_loses_its_trials_to_a_live_one_on_the_same_host(tmp_path):
+    """Issue 'Reliability', item 2: a SIGSTOPped worker's lease (heartbeat) expires; a second worker on the same host
+    re-queues its trials and finishes the study; the stopped worker, resumed, finds its trials gone and exits cleanly."""
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    args = [*TOY_ARGS, "--steps", "300", "--lrs", "1e-3:1e-1:3", "--seeds", "1", "--batch", "1", "--heartbeat", "0.5",
+            "--grace", "3", "--out", str(tmp_path)]
+    first = cli(*args)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # stop it while it trains a claimed trial (not inside the claim: see below)
+        time.sleep(0.1)
+        try:
+            with sqlite3.connect(tmp_path / "study.db", timeout=10) as db:
+                if "RUNNING" in [s for (s,) in db.execute("select state from trials")]:
+                    break
+        except sqlite3.OperationalError:
+            continue
+    time.sleep(0.5)  # past the claim's few milliseconds under the study lock (a worker stopped there blocks the others'
+    first.send_signal(signal.SIGSTOP)  # claims until the lock's timeout, test_store's held-lock case)
+    started = time.time()
+    second = cli(*args)
+    out, err = second.communicate(timeout=300)
+    assert second.returncode == 0, err
+    assert "12/12 points finished" in out and time.time() - started < 120
+    first.send_signal(signal.SIGCONT)
+    out1, err1 = first.communicate(timeout=300)
+    assert first.returncode == 0, err1
+    counts, trials = finished_per_point(url)
+    assert len(counts) == 12 and set(counts.values()) == {1}
+    lost = [t for t in trials if t.state.name == "FAIL"]
+    assert lost and all("no heartbeat for" in t.user_attrs["failure"] for t in lost)

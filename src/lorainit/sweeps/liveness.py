@@ -1,8 +1,9 @@
 """Who holds a sweep trial, and whether it is still alive: host identity, pid checks and heartbeats.
 
 A worker is identified by hostname and boot id (two machines, or one machine rebooted, never share an
-identity) and its pid. ``Heartbeat`` refreshes the ``heartbeat`` attribute of the trials a worker holds
-from a thread, so that workers on other hosts can tell a slow trial from a lost one (``store.py``).
+identity), its pid and its process start time (a reused pid is another process). ``Heartbeat`` refreshes the
+``heartbeat`` attribute of the trials a worker holds from a thread: a lease that every worker judges, on its
+own host or not, so that a stopped, hung or vanished worker's trials are re-queued once it expires (``store.py``).
 """
 from __future__ import annotations
 
@@ -19,6 +20,16 @@ def host_id() -> str:
     except OSError:
         boot = ""
     return f"{socket.gethostname()}/{boot}"
+
+
+def process_start(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, /proc/PID/stat field 22), None where unknown: with the
+    pid, it names one process, so a pid the system gave to a new process after the worker died is told apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])  # fields after the command name: state is field 3, starttime 22
 
 
 def pid_alive(pid: int) -> bool:

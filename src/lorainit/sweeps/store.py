@@ -8,9 +8,9 @@ Protocol (every step through Optuna's public storage API):
 - Claiming (WAITING -> RUNNING) and repairing the queue run under a study-wide lock: a file lock beside
   a SQLite file (Optuna's SQLite transactions do not lock on read, so two processes could both pop one
   trial), ``pg_advisory_lock`` on PostgreSQL. Under the lock a worker
-  1. fails RUNNING trials whose worker is gone: same host (hostname + boot id) and its pid no longer
-     exists, or another host and no heartbeat for ``grace`` seconds, or no owner recorded at all (the
-     claimer died inside the lock);
+  1. fails RUNNING trials whose worker is gone: on the same host (hostname + boot id) its pid no longer
+     exists or names a process started later; on any host, no heartbeat for ``grace`` seconds (a lease: a
+     stopped or hung worker loses its trials too); or no owner recorded at all (the claimer died in the lock);
   2. re-queues every point that has no finished (COMPLETE, or PRUNED = diverged) and no live trial;
   3. claims up to ``batch`` WAITING trials that share a batch key, failing queued duplicates of points
      already finished.
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..io import _clean
-from .liveness import host_id, pid_alive
+from .liveness import host_id, pid_alive, process_start
 
 DONE_STATES = ("COMPLETE", "PRUNED")
 
@@ -85,12 +85,14 @@ class Claim:
 
 
 class Store:
-    def __init__(self, url: str, study: str, *, heartbeat: float = 10.0, grace: float = 120.0, must_exist: bool = False):
+    def __init__(self, url: str, study: str, *, heartbeat: float = 10.0, grace: float = 120.0, must_exist: bool = False,
+                 lock_timeout: float = 600.0):
         import optuna
         import sqlalchemy
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.url, self.study_name, self.heartbeat, self.grace = url, study, heartbeat, grace
+        self.lock_timeout = lock_timeout
         self.shown = redact(url)
         scheme = url.split(":", 1)[0].split("+", 1)[0]
         if scheme not in ("sqlite", "postgresql"):
@@ -139,17 +141,40 @@ class Store:
 
     @contextmanager
     def lock(self):
-        """The study-wide lock around claiming and queue repair."""
+        """The study-wide lock around claiming and queue repair (held for milliseconds). Waiting for it ends after
+        ``lock_timeout`` seconds with one line naming the holder: a stopped or hung worker would hold it forever."""
+        deadline, pause = time.monotonic() + self.lock_timeout, 0.01
         if self.kind == "sqlite":
             with open(self.lock_path, "a+") as f:
-                fcntl.flock(f, fcntl.LOCK_EX)
+                while True:
+                    try:
+                        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if time.monotonic() > deadline:
+                            f.seek(0)
+                            holder = f.read().strip() or "another worker"
+                            raise ValueError(f"the study's lock {self.lock_path} has been held for {self.lock_timeout:.0f} s "
+                                             f"by {holder}; a stopped or hung worker holds it: resume or end it, then re-run") from None
+                        time.sleep(pause)
+                        pause = min(2 * pause, 0.5)
+                f.seek(0)
+                f.truncate()
+                f.write(f"pid {os.getpid()} on {self.host.split('/')[0]}")
+                f.flush()
                 yield
             return
         import sqlalchemy
 
         key = int.from_bytes(hashlib.sha256(self.study_name.encode()).digest()[:8], "big", signed=True)
         with self.storage.engine.connect() as conn:
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            while not conn.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
+                if time.monotonic() > deadline:
+                    raise ValueError(f"the study's lock (advisory lock {key} in {self.shown}) has been held for "
+                                     f"{self.lock_timeout:.0f} s; a stopped or hung worker's database session holds it: "
+                                     "resume or end that worker (or pg_terminate_backend its session), then re-run")
+                time.sleep(pause)
+                pause = min(2 * pause, 0.5)
             try:
                 yield
             finally:
@@ -208,13 +233,18 @@ class Store:
         return {**have, "dims": dims}
 
     def _stale(self, t, now: float) -> str | None:
+        """Why a RUNNING trial's worker has lost it, or None: on this host, a process that is gone (or a new process
+        under its pid); anywhere, a lease (heartbeat) older than ``grace`` (a stopped, hung or unreachable worker)."""
         w = t.user_attrs.get("worker")
         if w is None:
             return "claimed with no owner recorded (the claiming worker died)"
         if w["host"] == self.host:
-            return None if pid_alive(w["pid"]) else f"worker pid {w['pid']} on this host is gone"
+            if not pid_alive(w["pid"]):
+                return f"worker pid {w['pid']} on this host is gone"
+            if w.get("start") is not None and process_start(w["pid"]) != w["start"]:
+                return f"worker pid {w['pid']} on this host is gone (the pid now names another process)"
         quiet = now - t.user_attrs.get("heartbeat", 0.0)
-        return f"no heartbeat for {quiet:.0f} s from {w['host'].split('/')[0]}" if quiet > self.grace else None
+        return f"no heartbeat for {quiet:.0f} s from {w['host'].split('/')[0]} pid {w['pid']}" if quiet > self.grace else None
 
     def _repair(self) -> list:
         """Fail trials of lost workers and re-queue points with no live or finished trial (under the lock)."""
@@ -262,7 +292,8 @@ class Store:
                     continue
                 if not self.storage.set_trial_state_values(t._trial_id, TrialState.RUNNING):
                     continue
-                self.storage.set_trial_user_attr(t._trial_id, "worker", {"host": self.host, "pid": os.getpid()})
+                self.storage.set_trial_user_attr(t._trial_id, "worker", {"host": self.host, "pid": os.getpid(),
+                                                                          "start": process_start(os.getpid())})
                 self.storage.set_trial_user_attr(t._trial_id, "heartbeat", time.time())
                 try:  # visible to Optuna's own tools ...
                     for name, values in self.grid.dims.items():
