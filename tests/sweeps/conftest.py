@@ -24,8 +24,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class Server:
+    """A running PostgreSQL server: ``url``, and ``stop()`` / ``start()`` to take it down and up (a restart)."""
+
+    def __init__(self, url: str, ctl: list[str], opts: str, log: str):
+        self.url, self._ctl, self._opts, self._log = url, ctl, opts, log
+
+    def stop(self) -> None:
+        subprocess.run([*self._ctl, "-m", "fast", "stop"], check=True, capture_output=True)
+
+    def start(self) -> None:
+        subprocess.run([*self._ctl, "-o", self._opts, "-l", self._log, "-w", "start"], check=True, capture_output=True)
+
+
 @pytest.fixture(scope="session")
-def postgres_url():
+def postgres_url(postgres):
+    return postgres.url
+
+
+@pytest.fixture(scope="session")
+def postgres():
     initdb, pg_ctl = _bin("initdb"), _bin("pg_ctl")
     if not initdb or not pg_ctl:
         if os.environ.get("LORAINIT_REQUIRE_POSTGRES") == "1":
@@ -41,10 +59,11 @@ def postgres_url():
                    capture_output=True)
     port = _free_port()
     opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run([*as_user, pg_ctl, "-D", data, "-o", opts, "-l", os.path.join(root, "log"), "-w", "start"],
-                   check=True, capture_output=True)
+    server = Server(f"postgresql://postgres@127.0.0.1:{port}/postgres", [*as_user, pg_ctl, "-D", data], opts,
+                    os.path.join(root, "log"))
+    server.start()
     try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        yield server
     finally:
         subprocess.run([*as_user, pg_ctl, "-D", data, "-m", "immediate", "stop"], capture_output=True)
         time.sleep(0.2)

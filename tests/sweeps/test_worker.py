@@ -129,24 +129,29 @@ def test_sigkill_mid_trial_then_resume_completes_each_point_once(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_stopped_worker_loses_its_trials_to_a_live_one_on_the_same_host(tmp_path):
+def test_a_stopped_worker_loses_its_trials_to_a_live_one_on_the_same_host(tmp_path, postgres_url):
     """Issue 'Reliability', item 2: a SIGSTOPped worker's lease (heartbeat) expires; a second worker on the same host
-    re-queues its trials and finishes the study; the stopped worker, resumed, finds its trials gone and exits cleanly."""
-    url = f"sqlite:///{tmp_path / 'study.db'}"
+    re-queues its trials and finishes the study; the stopped worker, resumed, finds its trials gone and exits cleanly.
+    On PostgreSQL, where the server also ends a session a stopped worker left inside a transaction (its row locks
+    would hold the others up); under SQLite a worker stopped in the middle of a write holds the whole file."""
+    study = f"stopped{os.getpid()}"
     args = [*TOY_ARGS, "--steps", "300", "--lrs", "1e-3:1e-1:3", "--seeds", "1", "--batch", "1", "--heartbeat", "0.5",
-            "--grace", "3", "--out", str(tmp_path)]
+            "--grace", "3", "--storage", postgres_url, "--study", study, "--out", str(tmp_path)]
     first = cli(*args)
-    deadline = time.time() + 120
-    while time.time() < deadline:  # stop it while it trains a claimed trial (not inside the claim: see below)
-        time.sleep(0.1)
+
+    def running() -> bool:
         try:
-            with sqlite3.connect(tmp_path / "study.db", timeout=10) as db:
-                if "RUNNING" in [s for (s,) in db.execute("select state from trials")]:
-                    break
-        except sqlite3.OperationalError:
-            continue
-    time.sleep(0.5)  # past the claim's few milliseconds under the study lock (a worker stopped there blocks the others'
-    first.send_signal(signal.SIGSTOP)  # claims until the lock's timeout, test_store's held-lock case)
+            s = Store(postgres_url, study)
+            s.load()
+            return any(t.state.name == "RUNNING" for t in s.study.get_trials())
+        except ValueError:  # not created yet
+            return False
+
+    deadline = time.time() + 120
+    while time.time() < deadline and not running():
+        time.sleep(0.1)
+    time.sleep(0.5)  # past the claim's few milliseconds under the study lock
+    first.send_signal(signal.SIGSTOP)
     started = time.time()
     second = cli(*args)
     out, err = second.communicate(timeout=300)
@@ -155,7 +160,7 @@ def test_a_stopped_worker_loses_its_trials_to_a_live_one_on_the_same_host(tmp_pa
     first.send_signal(signal.SIGCONT)
     out1, err1 = first.communicate(timeout=300)
     assert first.returncode == 0, err1
-    counts, trials = finished_per_point(url)
+    counts, trials = finished_per_point(postgres_url, study)
     assert len(counts) == 12 and set(counts.values()) == {1}
     lost = [t for t in trials if t.state.name == "FAIL"]
     assert lost and all("no heartbeat for" in t.user_attrs["failure"] for t in lost)

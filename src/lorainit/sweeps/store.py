@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..io import _clean
+from .dberrors import retrying
 from .liveness import host_id, pid_alive, process_start
 
 DONE_STATES = ("COMPLETE", "PRUNED")
@@ -86,13 +87,13 @@ class Claim:
 
 class Store:
     def __init__(self, url: str, study: str, *, heartbeat: float = 10.0, grace: float = 120.0, must_exist: bool = False,
-                 lock_timeout: float = 600.0):
+                 lock_timeout: float = 600.0, patience: float = 120.0):
         import optuna
         import sqlalchemy
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.url, self.study_name, self.heartbeat, self.grace = url, study, heartbeat, grace
-        self.lock_timeout = lock_timeout
+        self.lock_timeout, self.patience = lock_timeout, patience
         self.shown = redact(url)
         scheme = url.split(":", 1)[0].split("+", 1)[0]
         if scheme not in ("sqlite", "postgresql"):
@@ -111,6 +112,10 @@ class Store:
             kwargs = {"connect_args": {"timeout": 120}}
         if url.startswith("postgresql://"):  # the psycopg 3 driver (the 'postgres' extra), whatever SQLAlchemy's default
             url = "postgresql+psycopg://" + url[len("postgresql://"):]
+        if scheme == "postgresql":  # the server ends a session left inside a transaction (a stopped worker's) so that
+            # its row locks do not hold the others up for longer than a lease
+            kwargs = {"connect_args": {"options": f"-c idle_in_transaction_session_timeout={int(1000 * max(10.0, 2 * grace))}"}}
+        kwargs["pool_pre_ping"] = True  # a connection dropped by a server restart is replaced, not used
         try:
             self.storage = self._connect(url, kwargs)
         except ImportError as e:
@@ -190,6 +195,7 @@ class Store:
         except KeyError:
             return None
 
+    @retrying
     def load(self) -> dict:
         """Attach to an existing study made by ``lorainit sweep``; returns its grid signature."""
         import optuna
@@ -201,6 +207,7 @@ class Store:
         self.grid = Grid(**have)
         return have
 
+    @retrying
     def open(self, grid: Grid) -> None:
         """Create the study or check that it holds ``grid`` (refusing it untouched otherwise), then repair the queue."""
         import optuna
@@ -271,6 +278,7 @@ class Store:
             self.study.enqueue_trial(p, user_attrs={"point": key})
         return self.study.get_trials(deepcopy=False) if missing else trials  # re-read only after a change
 
+    @retrying
     def claim(self, batch: int, batch_key) -> list[Claim]:
         """Take up to ``batch`` queued points sharing ``batch_key(point)``; [] when none is queued."""
         from optuna.distributions import CategoricalDistribution
@@ -307,6 +315,7 @@ class Store:
                     break
         return claims
 
+    @retrying
     def finish(self, claim: Claim, value: float | None, attrs: dict) -> bool:
         """Record a trial's result: COMPLETE with ``value``, or PRUNED (diverged) when ``value`` is None.
         False if the trial is no longer this worker's (declared lost meanwhile)."""
@@ -324,6 +333,7 @@ class Store:
             return False
         return True
 
+    @retrying
     def progress(self) -> tuple[int, int, int]:
         """(finished points, running trials, grid size)."""
         trials = self.study.get_trials(deepcopy=False)
@@ -331,6 +341,7 @@ class Store:
         running = sum(t.state.name == "RUNNING" for t in trials)
         return len(done), running, len(self.grid.points())
 
+    @retrying
     def records(self) -> list[dict]:
         """Every trial as a flat dict: number, state, the point, value and user attributes."""
         out = []

@@ -46,6 +46,9 @@ class SweepConfig:
     """seconds between a worker's heartbeats on its running trials"""
     grace: float = 120.0
     """a running trial of a worker on another host with no heartbeat for this long is re-queued"""
+    db_patience: float = 120.0
+    """seconds a worker waits out an unreachable study database (a server restart: retried with backoff) before it
+    stops with one line; nothing finished is lost either way"""
     gpus: str = "all"
     """GPUs to run workers on, one worker process each: 'all' (every visible GPU), N (the first N), a list such as
     0,2, or 'none' (this process alone, as on a host without GPUs)"""
@@ -79,8 +82,8 @@ def validate(sweep: SweepConfig) -> None:
         raise ValueError(f"unknown experiment {sweep.experiment!r}; choose one of {', '.join(runners.RUNNERS)}")
     if sweep.batch < 0:
         raise ValueError(f"batch must be a positive integer (or 0: the experiment's default); got {sweep.batch}")
-    if sweep.max_trials < 0 or not sweep.heartbeat > 0 or not sweep.grace > sweep.heartbeat:
-        raise ValueError("need max_trials >= 0, heartbeat > 0 and grace > heartbeat")
+    if sweep.max_trials < 0 or not sweep.heartbeat > 0 or not sweep.grace > sweep.heartbeat or not sweep.db_patience >= 0:
+        raise ValueError("need max_trials >= 0, heartbeat > 0, grace > heartbeat and db_patience >= 0")
 
 
 def _open(sweep: SweepConfig, cfg, out: Path) -> Store:
@@ -88,7 +91,7 @@ def _open(sweep: SweepConfig, cfg, out: Path) -> Store:
     sweep.json names another study is refused (it would be repointed silently)."""
     grid = grid_for(sweep, cfg)
     url = sweep.storage or sqlite_url(out / "study.db")
-    store = Store(url, sweep.study, heartbeat=sweep.heartbeat, grace=sweep.grace)
+    store = Store(url, sweep.study, heartbeat=sweep.heartbeat, grace=sweep.grace, patience=sweep.db_patience)
     meta = io.read_json(out / "sweep.json") if (out / "sweep.json").exists() else None
     if meta is not None and (meta.get("study"), meta.get("storage")) != (sweep.study, store.shown):
         raise ValueError(f"{out} holds the sweep of study {meta.get('study')!r} in {meta.get('storage')}; give that --study "
