@@ -215,3 +215,23 @@ def test_waiting_for_a_held_lock_ends_in_one_line_naming_the_holder(tmp_path):
         f.flush()
         with pytest.raises(ValueError, match=r"lock .* has been held for 0 s by pid 4242 on somewhere; a stopped or hung worker"):
             s.claim(1, lambda p: 0)
+
+
+def test_a_half_made_study_is_adopted_and_points_queued_twice_are_dropped(tmp_path):
+    """A worker that died (or lost its lock) after creating the study, before naming its grid and queueing: the next
+    worker adopts it; a point two workers queued both stays queued once."""
+    url = sqlite(tmp_path)
+    optuna.create_study(study_name="s", storage=url)  # created, never named
+    s = Store(url, "s")
+    s.open(GRID)
+    assert s.existing() == GRID.signature() and s.progress() == (0, 0, 16)
+    first = next(p for p in GRID.points())
+    s.study.enqueue_trial(first, user_attrs={"point": point_key(first)})  # the same point queued again
+    s2 = Store(url, "s")
+    s2.open(GRID)
+    waiting = [t for t in s2.study.get_trials() if t.state.name == "WAITING"]
+    assert len(waiting) == 16 and len({t.user_attrs["point"] for t in waiting}) == 16
+    foreign = "f"
+    optuna.create_study(study_name=foreign, storage=url).optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    with pytest.raises(ValueError, match="exists with a different setup"):
+        Store(url, foreign).open(GRID)  # somebody else's study: refused, not adopted

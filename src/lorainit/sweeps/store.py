@@ -215,6 +215,8 @@ class Store:
         want = grid.signature()
         with self.lock():
             have = self.existing()
+            if have == {} and self._half_made():  # a worker died (or lost its lock) between creating it and naming it
+                have = None
             merged = want if have is None else self._grown(have, want)
             self.study = optuna.create_study(study_name=self.study_name, storage=self.storage, direction=grid.direction,
                                              load_if_exists=True)
@@ -222,6 +224,13 @@ class Store:
                 self.study.set_user_attr("lorainit", merged)
             self.grid = Grid(**merged)
             self._repair()
+
+    def _half_made(self) -> bool:
+        """Whether the study without a grid is one of ours left half made: every trial it has (if any) a queued point."""
+        import optuna
+
+        trials = optuna.load_study(study_name=self.study_name, storage=self.storage).get_trials(deepcopy=False)
+        return all("point" in t.user_attrs for t in trials)
 
     def _grown(self, have: dict, want: dict) -> dict:
         """The study's grid grown by ``want``'s new values (more LRs, seeds, inits, widths, modes: finished points keep
@@ -269,6 +278,16 @@ class Store:
                     failed = True
                 except UpdateFinishedTrialError:
                     pass
+        queued: dict[str, object] = {}
+        for t in sorted(trials, key=lambda t: t.number):  # a point queued twice (two workers repairing without the lock,
+            if t.state != TrialState.WAITING:  # one of them having lost it): the later copies go
+                continue
+            key = t.user_attrs.get("point")
+            if key in queued:
+                self.storage.set_trial_user_attr(t._trial_id, "failure", "queued twice")
+                self.storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+                failed = True
+            queued.setdefault(key, t)
         if failed:
             trials = self.study.get_trials(deepcopy=False)
         covered = {t.user_attrs.get("point") for t in trials
