@@ -76,6 +76,11 @@ def main() -> None:
     many = timed([*sweep, "--gpus", str(args.gpus), "--out", str(work / f"sweep{args.gpus}")], work / f"sweep{args.gpus}.log")
     v1, vn = values(work / "sweep1"), values(work / f"sweep{args.gpus}")
     rel = [abs(vn[k] - v) / abs(v) for k, v in v1.items() if v is not None and vn.get(k) is not None]
+    sweep_part = {"wall_s_1_gpu": one, f"wall_s_{args.gpus}_gpus": many, "speedup": one / many, "points": len(v1),
+                  "median_rel_diff_val_metric": statistics.median(rel) if rel else None, "max_rel_diff_val_metric": max(rel) if rel else None}
+    if args.out:  # written now too: a call that runs out of time in part 2 still keeps part 1
+        io.write_json(args.out, {"benchmark": "scale_out", "provenance": io.provenance(), "config": vars(args) | {"out": str(args.out), "work": str(work)},
+                                 "sweep": sweep_part, "data_parallel": None})
     ft = [*lorainit, "finetune", "--model", args.model, "--task", args.task, "--steps", str(args.steps), "--seq-len",
           str(args.seq_len), "--eval-every", str(args.steps), "--checkpoint-every", str(args.steps), "--max-eval", "32",
           "--no-progress", *extra]
@@ -87,8 +92,7 @@ def main() -> None:
     t1, tn = card("ft1")["timing"]["tokens_per_second"], card("ftn")["timing"]["tokens_per_second"]
     curve = [abs(a - b) / abs(b) for a, b in zip(losses(work / "ftn_same"), losses(work / "ft1"))]
     res = {"benchmark": "scale_out", "provenance": io.provenance(), "config": vars(args) | {"out": str(args.out), "work": str(work)},
-           "sweep": {"wall_s_1_gpu": one, f"wall_s_{args.gpus}_gpus": many, "speedup": one / many, "points": len(v1),
-                     "median_rel_diff_val_metric": statistics.median(rel) if rel else None, "max_rel_diff_val_metric": max(rel) if rel else None},
+           "sweep": sweep_part,
            "data_parallel": {"tokens_per_s_1_process": t1, f"tokens_per_s_{args.gpus}_processes_batch_per_process": tn,
                              "speedup_weak_scaling": tn / t1,
                              "equal_global_batch_loss_median_rel_diff": statistics.median(curve), "equal_global_batch_loss_max_rel_diff": max(curve)}}

@@ -27,10 +27,13 @@ rm -f "$root"/.xfer3/wheels/{numpy,pyyaml,packaging,typing_extensions,tqdm}-*.wh
 (cd "$cache" && tar czf "$root/.xfer3/data.tgz" $wiki/*.bz2 $wiki/.*.done $bb/elementary_math_qa/question_only/task.json $bb/elementary_math_qa/question_only/.task.json.done)
 tmp=$(mktemp -d)
 mkdir -p "$tmp/$minilm" && cp -r "$cache/$minilm/model" "$tmp/$minilm/" && cp "$cache/$minilm/.model.done" "$tmp/$minilm/"
-"${PYTHON:-$root/.venv/bin/python}" - "$tmp/$minilm/model/model.safetensors" <<'PY'
+PYTHONPATH="$root/src" "${PYTHON:-$root/.venv/bin/python}" - "$tmp/$minilm/model" <<'PY'
 import sys
+from pathlib import Path
 from safetensors.torch import load_file, save_file
-p = sys.argv[1]; t = load_file(p); save_file({k: v.half() for k, v in t.items()}, p)
+from lorainit import assets
+d = Path(sys.argv[1]); p = d / "model.safetensors"; t = load_file(p); save_file({k: v.half() for k, v in t.items()}, p)
+assets.record_manifest(d)  # the fp16 copy is what the GPU machine verifies against
 PY
 mkdir -p "$tmp/$bb/vitaminc_fact_verification" && cp "$cache/$bb/vitaminc_fact_verification/task.json" "$cache/$bb/vitaminc_fact_verification/.task.json.done" "$tmp/$bb/vitaminc_fact_verification/"
 (cd "$tmp" && tar czf "$root/.xfer2/data.tgz" extracted)

@@ -304,7 +304,14 @@ def _report(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"toy": _toy, "theory": _theory, "mf": _mf, "finetune": _finetune, "sweep": _sweep, "report": _report}
+def _reproduce(argv: list[str]) -> int:
+    from .reproduction import render
+
+    return render.main(argv)
+
+
+COMMANDS = {"toy": _toy, "theory": _theory, "mf": _mf, "finetune": _finetune, "sweep": _sweep, "report": _report,
+            "reproduce": _reproduce}
 
 
 def _quiet_libraries() -> None:
@@ -328,6 +335,7 @@ usage: lorainit COMMAND [options]        (lorainit COMMAND --help lists a comman
   finetune  one LoRA fine-tune of a real model with any init (resumable; torchrun for data parallel)
   sweep     init x learning-rate x seed study, every init at its own LR, batched, resumable, many workers
   report    a sweep's answer: the best init and LR, per-init tables, heatmaps, curves, CSV/JSON
+  reproduce REPRODUCTION.md: every claim of the two papers judged on the committed studies
 
 examples:
   lorainit toy --preset quick

@@ -1,0 +1,52 @@
+"""The real-task verdict rules on sweep folders written by the sweep report code from known per-seed values."""
+from lorainit.reproduction import tasks
+from lorainit.reproduction.claims import FAILS, HOLDS, NOT_RUN, OPEN
+from lorainit.reproduction.load import load
+
+from .conftest import sweep_folder
+
+
+def curve(best_lr, best, noise=0.01):
+    """Perplexity with its minimum ``best`` at ``best_lr``; each seed shifts every value alike (a data-order effect)."""
+    return lambda lr, seed: (best + abs(lr / best_lr - 1) + noise * seed, best + abs(lr / best_lr - 1) + noise * seed + 0.5)
+
+
+def studies(tmp_path, values, **kw):
+    sweep_folder(tmp_path / "s" / "tiny-wiki", values, **kw)
+    (tmp_path / "f").mkdir(exist_ok=True)
+    return load(tmp_path / "s")
+
+
+def test_h4_holds_when_init_a_wins_paired_at_a_larger_lr(tmp_path):
+    st = studies(tmp_path, {"init_a": curve(1e-3, 19.0), "init_b": curve(2e-4, 20.0)})
+    v = tasks.h4(st, tmp_path / "f")
+    assert v.verdict == HOLDS and "better by 1 ± 0" in v.reason and (tmp_path / "f" / "task_tiny-wiki.png").exists()
+
+
+def test_h4_does_not_hold_when_init_b_wins(tmp_path):
+    st = studies(tmp_path, {"init_a": curve(1e-3, 20.0), "init_b": curve(2e-4, 19.0)})
+    assert tasks.h4(st, tmp_path / "f").verdict == FAILS
+
+
+def test_a_task_that_was_not_learned_is_inconclusive(tmp_path):
+    flat = lambda lr, seed: (0.493, 0.5015)
+    st = studies(tmp_path, {"init_a": flat, "init_b": flat, "hrp": flat}, direction="maximize", name_metric="accuracy")
+    v = tasks.h4(st, tmp_path / "f")
+    assert v.verdict == OPEN and "did not learn" in v.reason
+    assert tasks.stuck(st.sweeps[0]) == 1.0
+
+
+def test_r3_waits_for_an_unfinished_hrp(tmp_path):
+    part = lambda lr, seed: (19.0, 19.5) if seed == 0 else None
+    st = studies(tmp_path, {"init_a": curve(1e-3, 19.0), "hrp": part})
+    v = tasks.r3(st, tmp_path / "f")
+    assert v.verdict == OPEN and "hrp has no LR" in v.reason
+    assert tasks.r3(studies(tmp_path / "x", {"init_a": curve(1e-3, 19.0)}), tmp_path / "f").verdict == NOT_RUN
+
+
+def test_l1_spreads(tmp_path):
+    close = {"init_a": curve(1e-3, 19.0), "pissa": curve(1e-4, 19.1)}  # tuned: 0.5%; at 2e-4: far apart
+    v = tasks.l1(studies(tmp_path / "a", close), tmp_path / "f")
+    assert v.verdict == HOLDS and "tuned spread 0.5%" in v.numbers[0]
+    far = {"init_a": curve(1e-3, 19.0), "init_b": curve(2e-4, 20.0)}  # tuned: 5.2%
+    assert tasks.l1(studies(tmp_path / "b", far), tmp_path / "f").verdict == FAILS
