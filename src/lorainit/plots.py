@@ -64,6 +64,13 @@ def caption(fig, text: str) -> None:
     fig.text(0.5, bottom - 0.02, text, ha="center", va="top", fontsize=8, wrap=True)
 
 
+def width_axis(ax, widths) -> None:
+    """A log-log plot against width: one labelled tick per width on x, plain numbers on the log y axis."""
+    ax.set_xticks(widths, [str(w) for w in widths])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    tidy_log_axis(ax.yaxis)
+
+
 def reference_lines(ax, widths, anchor: float) -> None:
     """C1 n^-1 and C2 n^-1/2 through ``anchor`` at the smallest width (constants only for visualization)."""
     w = np.array(sorted(widths), dtype=float)
@@ -93,7 +100,5 @@ def lr_vs_width(ax, series: dict[str, dict], title: str) -> None:
     if anchors:
         reference_lines(ax, all_w, float(np.exp(np.mean(np.log(anchors)))))
     ax.set(xscale="log", yscale="log", xlabel="width n", ylabel="learning rate", title=title)
-    ax.set_xticks(all_w, [str(w) for w in all_w])
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    tidy_log_axis(ax.yaxis)
+    width_axis(ax, all_w)
     ax.legend(fontsize=8)

@@ -41,9 +41,7 @@ def toy_lr_vs_width(st, key: str, path: Path) -> Path:
     plots.reference_lines(ax, w, float(np.exp(np.mean(np.log(anchors)))))
     what = "max stable LR" if key == "max_stable_lr" else "optimal LR"
     ax.set(xscale="log", yscale="log", xlabel="width n", ylabel=what, title=f"Toy model: {what} vs width")
-    ax.set_xticks(w, [str(x) for x in w])
-    ax.xaxis.set_minor_formatter(plots.matplotlib.ticker.NullFormatter())
-    plots.tidy_log_axis(ax.yaxis)
+    plots.width_axis(ax, w)
     ax.legend(fontsize=8)
     plots.caption(fig, f"Thin lines: each of {len(st.toy)} data seeds (3 LoRA seeds each); bold: their geometric mean; "
                        "gray: n^-1 and n^-1/2 through the first point.")
@@ -61,9 +59,7 @@ def toy_features(st, path: Path) -> Path:
                 ax.plot(w, row, color=plots.color(init, i), lw=0.7, alpha=0.5)
             ax.plot(w, np.exp(np.nanmean(np.log(y), axis=0)), marker="o", color=plots.color(init, i), lw=2, label=plots.label(init))
         ax.set(xscale="log", yscale="log", xlabel="width n", ylabel=f"{name} (per coordinate)", title=f"{name} at the optimal LR")
-        ax.set_xticks(w, [str(x) for x in w])
-        ax.xaxis.set_minor_formatter(plots.matplotlib.ticker.NullFormatter())
-        plots.tidy_log_axis(ax.yaxis)
+        plots.width_axis(ax, w)
         ax.legend(fontsize=8)
     plots.caption(fig, "Final step of the run at each init's optimal LR; thin lines: each data seed; bold: geometric mean.")
     plots.save(fig, path)

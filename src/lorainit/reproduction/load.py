@@ -19,6 +19,7 @@ import re
 from pathlib import Path
 
 from .. import io
+from ..sweeps import report
 
 HEAVY = {"toy": ("widths",), "mf": ("curves",)}  # per-run data that the reproduction never reads
 
@@ -64,18 +65,14 @@ def _json(path: Path) -> dict:
 
 
 def _points(folder: Path) -> list[dict]:
+    """The finished trial of each point (a point finished twice counts once, as in the sweep report)."""
     rows = []
     with open(folder / "trials.csv", newline="") as f:
         for r in csv.DictReader(f):
-            if r["state"] not in ("COMPLETE", "PRUNED"):
-                continue
             value, test = (float(r[k]) if r.get(k) not in (None, "") else None for k in ("value", "test"))
             rows.append({"init": r["init"], "lr": float(r["lr"]), "seed": int(r["seed"]), "state": r["state"],
                          "value": value, "test": test, "number": int(r["number"])})
-    first: dict[tuple, dict] = {}
-    for r in sorted(rows, key=lambda r: r["number"]):  # a point finished twice counts once, as in the sweep report
-        first.setdefault((r["init"], r["lr"], r["seed"]), r)
-    return list(first.values())
+    return list(report.finished(rows, ["init", "lr", "seed"])[0].values())
 
 
 def load(folder: Path) -> Studies:

@@ -165,7 +165,7 @@ def l1(st: Studies, figdir: Path) -> Verdict:
     nums, verdicts, reasons = [], [], []
     for s in st.sweeps:
         sel = {i: r["test_at_selected"][0] for i, r in s.per_init().items() if r["selected_lr"] is not None}
-        lr = min(s.grid["dims"]["lr"], key=lambda x: abs(x / SHARED_LR - 1))
+        lr = lr_nearest(s)
         shared = {}
         for i in s.per_init():
             t = per_seed(s, i, lr)
