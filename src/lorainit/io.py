@@ -18,8 +18,11 @@ EXECUTION = ("device", "compile")  # config fields that change how a run is comp
 
 
 def config_dict(cfg, *, drop: tuple[str, ...] = ()) -> dict:
-    """A dataclass config as JSON values (tuples as lists), without the fields named in ``drop``."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items() if k not in drop}
+    """A dataclass config as JSON values (tuples as lists), without the fields named in ``drop``, nor a field marked
+    ``metadata={"identity": "when_set"}`` that is at its default: such a field came after studies and run cards had
+    recorded configs without it, and at its default it changes nothing, so those keep their identity."""
+    quiet = {f.name for f in dataclasses.fields(cfg) if f.metadata.get("identity") == "when_set" and getattr(cfg, f.name) == f.default}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items() if k not in drop and k not in quiet}
 
 
 def _clean(x: Any) -> Any:

@@ -226,3 +226,82 @@ def test_leftovers_of_a_killed_run_are_recovered_or_cleaned(tmp_path, monkeypatc
     (b / "checkpoint").mkdir()  # as if killed after the card, before the checkpoint went
     finetune_run.run(cfg, points("init_a"), b, progress=False)
     assert not (b / "checkpoint").exists()
+
+
+FULL_ARGS = ["finetune", "--init", "full", "--steps", "6", "--batch-size", "2", "--seq-len", "32", "--max-train", "8", "--max-eval", "4",
+             "--eval-every", "3", "--checkpoint-every", "2", "--lr", "1e-3", "--device", "cpu", "--no-progress"]
+KILL_AFTER_CHECKPOINT_4 = """
+import os, runpy, signal, sys
+import lorainit.train as t
+real = t.save_checkpoint
+def save_then_die(path, model, opt, step, extra):
+    real(path, model, opt, step, extra)
+    if step == 4:
+        os.kill(os.getpid(), signal.SIGKILL)
+t.save_checkpoint = save_then_die
+sys.argv = ["lorainit", *sys.argv[1:]]
+runpy.run_module("lorainit", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("kind, task", [("llama", "wiki"), ("bert", "nli")])
+def test_full_finetune_trains_resumes_bitwise_after_sigkill_and_its_folder_reloads_to_the_same_outputs(kind, task, tiny_folders, tmp_path):
+    """--init full on a tiny Llama and a tiny BERT: a process SIGKILLed right after its step-4 checkpoint resumes to the
+    very weights of an uninterrupted run; the saved folder reloads with from_pretrained and scores what the run
+    reported; the embedding tables are as loaded, every other weight moved."""
+    import transformers
+    from safetensors.torch import load_file
+
+    args = [*FULL_ARGS, "--model", str(tiny_folders / kind), "--task", task]
+    env = {**os.environ, "PYTHONPATH": SRC}
+    whole = subprocess.run([sys.executable, "-m", "lorainit", *args, "--out", str(tmp_path / "a")], env=env, capture_output=True,
+                           text=True, timeout=600)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_CHECKPOINT_4, *args, "--out", str(tmp_path / "b")], env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL and (tmp_path / "b" / "checkpoint" / "state.safetensors").exists()
+    assert not (tmp_path / "b" / "model").exists()
+    again = subprocess.run([sys.executable, "-m", "lorainit", *args, "--out", str(tmp_path / "b")], env=env, capture_output=True,
+                           text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    card = json.loads((tmp_path / "b" / "run_card.json").read_text())
+    assert card["timing"]["resumed_from"] == 4 and card["config"]["init"] == "full" and card["adapter"] is None
+    assert card["model_folder"]["path"] == "model" and card["init"]["memory"]["trained"] == card["model"]["trainable_per_run"]
+    a, b = (load_file(tmp_path / x / "model" / "model.safetensors") for x in "ab")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    base = {f"bert.{k}" if kind == "bert" else k: v for k, v in load_file(tiny_folders / kind / "model.safetensors").items()}
+    emb = [k for k in a if k.endswith(("embeddings.weight", "embed_tokens.weight"))]  # the tables (not their LayerNorm)
+    rest = [k for k in a if k not in emb and k in base]
+    assert emb and all(torch.equal(a[k], base[k]) for k in emb)
+    assert rest and all(not torch.equal(a[k], base[k]) for k in rest)
+    cfg = finetune.FinetuneConfig(model=str(tmp_path / "b" / "model"), task=task, seq_len=32, batch_size=2, max_eval=4, device="cpu")
+    auto = transformers.AutoModelForCausalLM if kind == "llama" else transformers.AutoModelForSequenceClassification
+    model = auto.from_pretrained(tmp_path / "b" / "model").eval()
+    tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "b" / "model")
+    tok.pad_token = tok.pad_token or tok.eos_token
+    metric = data.load(task).metric
+    got = finetune_eval.evaluate(model, 1, data.load(task), tok, "test", cfg, torch.device("cpu"))[f"test_{metric}"][0]
+    assert got == pytest.approx(card["metrics"]["final"][f"test_{metric}"], rel=1e-6)
+
+
+def test_full_trains_alone_refuses_a_device_too_small_leaves_the_base_untouched_and_can_train_embeddings(tiny_folders, tmp_path,
+                                                                                                         monkeypatch):
+    from lorainit import full
+
+    cfg = dataclasses.replace(TINY, model=str(tiny_folders / "llama"), targets=("q_proj", "v_proj"))
+    with pytest.raises(ValueError, match="train each 'full' point in a batch of its own"):
+        finetune_run.run(cfg, points("full", "init_a"), tmp_path / "mixed", progress=False)
+    with monkeypatch.context() as m:
+        m.setattr(full, "available_bytes", lambda device: 1000)
+        with pytest.raises(ValueError, match="GiB free; fine-tune a LoRA adapter instead"):
+            finetune_run.run(cfg, points("full"), tmp_path / "small", progress=False)
+    assert not (tmp_path / "small").exists()
+    lora_first = finetune_run.run(cfg, points("init_a"), tmp_path / "l1", progress=False)
+    finetune_run.run(dataclasses.replace(cfg, train_embeddings=True), points("full"), tmp_path / "f", progress=False)
+    lora_after = finetune_run.run(cfg, points("init_a"), tmp_path / "l2", progress=False)  # on the same loaded base
+    assert lora_after[0]["metrics"]["final"] == lora_first[0]["metrics"]["final"]
+    trained = load_file(tmp_path / "f" / "model" / "model.safetensors")
+    base = load_file(tiny_folders / "llama" / "model.safetensors")
+    assert not torch.equal(trained["model.embed_tokens.weight"], base["model.embed_tokens.weight"].float())
+    assert json.loads((tmp_path / "f" / "config.json").read_text())["train_embeddings"] is True
+    assert "train_embeddings" not in json.loads((tmp_path / "l1" / "config.json").read_text())  # at its default: not in the identity

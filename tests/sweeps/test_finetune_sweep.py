@@ -134,3 +134,24 @@ def test_the_report_names_one_answer_and_exports_its_adapter(tmp_path):
     peft.PeftModel.from_pretrained(model, str(dest))  # a plain PEFT adapter folder
     with pytest.raises(ValueError, match="exists; give --export-best a new folder"):
         report.export_best(summary, tmp_path / "best")
+
+
+def test_full_points_train_alone_beside_one_batch_of_lora_points_and_report_as_a_method(tiny_folders, tmp_path):
+    """--inits init_a,full,init_b: the LoRA points of a claim train as one batch, each full fine-tune alone (claimed
+    by itself, so another worker could take the LoRA batch meanwhile); the report has a row for full at its own LR."""
+    cfg = dataclasses.replace(LM, model=str(tiny_folders / "llama"))
+    sweep = worker.SweepConfig(experiment="finetune", inits=("init_a", "full", "init_b"), lrs=(1e-3, 1e-2), seeds=1, batch=8)
+    res = worker.run(sweep, cfg, tmp_path, progress=False)
+    assert (res["done"], res["total"], res["ran"]) == (6, 6, 6)
+    recs = records(tmp_path)
+    assert {k: r["batched_with"] for k, r in recs.items()} == {(i, lr): 1 if i == "full" else 4 for i in sweep.inits for lr in sweep.lrs}
+    assert all(r["state"] == "COMPLETE" for r in recs.values())
+    assert (tmp_path / "trials" / "full-lr0.001-seed0" / "model" / "model.safetensors").exists()
+    st = Store(f"sqlite:///{tmp_path / 'study.db'}", "sweep")
+    s = report.summarize(st.load(), st.records())
+    assert s["groups"][0]["inits"]["full"]["selected_lr"] in (1e-3, 1e-2)
+
+
+def test_full_is_refused_where_it_means_nothing():
+    with pytest.raises(KeyError, match="unknown init scheme 'full'"):
+        worker.grid_for(worker.SweepConfig(experiment="toy", inits=("init_a", "full")), runners.RUNNERS["toy"].config())

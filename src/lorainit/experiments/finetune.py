@@ -7,12 +7,13 @@ base) are ``finetune_run``; their evaluation and feature monitor ``finetune_eval
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 import torch
 
+from .. import io
 from ..seeding import derive_seed
 
 
@@ -25,7 +26,7 @@ class FinetuneConfig:
     task: str = "wiki"
     """wiki, mathqa, nli, sentiment, or a .jsonl file"""
     init: str = "init_a"
-    """LoRA init scheme (lorainit.inits)"""
+    """LoRA init scheme (lorainit.inits), or 'full': full fine-tuning, every weight trains (lorainit.full)"""
     lr: float = 2e-4
     """peak learning rate (lora_A and other trainable tensors)"""
     rank: int = 16
@@ -63,6 +64,9 @@ class FinetuneConfig:
     """training batches given to data-dependent inits"""
     seed: int = 0
     """seed of the init, the classifier head and the data order"""
+    train_embeddings: bool = field(default=False, metadata={"identity": "when_set"})
+    """with --init full: train the embedding tables too (token, position, type; a tied output layer with them); LoRA
+    runs ignore it"""
     dropout: bool = False
     """keep the model's own dropout (off by default: with several runs in one batch, a run's dropout masks would
     depend on its batch neighbours, and a study's values would depend on how its points were batched)"""
@@ -80,6 +84,24 @@ COMPILE_FROM = 500  # steps from which 'auto' compiles (measured break-even: a f
 def compiles(cfg: "FinetuneConfig", device) -> bool:
     """Whether this run's blocks are compiled."""
     return device.type == "cuda" and (cfg.compile == "on" or (cfg.compile == "auto" and cfg.steps >= COMPILE_FROM))
+
+
+def autocast_dtype(device) -> torch.dtype | None:
+    """The dtype a run's forward and backward compute in: bf16 autocast on a GPU, none (fp32) on CPU."""
+    return torch.bfloat16 if device.type == "cuda" else None
+
+
+POINT = ("init", "lr", "seed")  # the fields a point sets; the rest of the config is shared by the batch
+
+
+def identity(cfg: FinetuneConfig, points: list[dict]) -> dict:
+    """A batch's config.json: the shared config and its points (execution fields left out)."""
+    return {**io.config_dict(cfg, drop=(*io.EXECUTION, *POINT)), "points": points}
+
+
+def run_identity(cfg: FinetuneConfig, point: dict) -> dict:
+    """One run's config, as its run card records it."""
+    return {**io.config_dict(cfg, drop=(*io.EXECUTION, *POINT)), **{k: point[k] for k in POINT}}
 
 
 def validate(cfg: FinetuneConfig) -> None:

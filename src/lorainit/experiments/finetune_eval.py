@@ -87,6 +87,8 @@ def _choose(model, K: int, task, tok, chunk: list, cfg, device) -> torch.Tensor:
 def features(model, K: int, probe: dict) -> list[dict[str, list[float]]]:
     """Per run, {layer: [|Z_A|, |Z_B|]} on ``probe`` (stacked K times), for every ``MultiLoRALinear``."""
     layers = {n: m for n, m in model.named_modules() if isinstance(m, multi.MultiLoRALinear)}
+    if not layers:  # a full fine-tune: no adapter, no Z_A / Z_B
+        return [{} for _ in range(K)]
     norms: dict[str, tuple[list[float], list[float]]] = {}
     handles = [m.register_forward_hook(lambda m, args, out, n=n: norms.__setitem__(n, m.feature_norms(args[0])))
                for n, m in layers.items()]

@@ -5,12 +5,14 @@ backward per step for all of them, each with its own adapters, classifier head, 
 and divergence record (``lorainit.runloss``), through the one loop (``lorainit.train``: warmup/decay
 schedule, gradient accumulation, LoRA+, checkpoints and exact resume, torchrun data parallel).
 ``lorainit finetune`` is the case K = 1. Every registered init trains this way: starts come from
-``finetune_setup`` (data passes shared and cached), residual schemes carry a frozen correction.
+``finetune_setup`` (data passes shared and cached), residual schemes carry a frozen correction. A full
+fine-tune (``--init full``, ``lorainit.full``) is K = 1 on a float32 copy of the base, through the same loop,
+data, schedule, evaluation and checkpoints; it leaves model/ (a plain transformers folder) instead of adapter/.
 
 Folders: ``out`` (the batch) holds config.json (the config and the points), log.jsonl (per step the
 summed loss and each run's, per evaluation each run's metrics and features) and checkpoint/ while
 unfinished. Each run's folder (``run_dirs``; ``out`` itself when K = 1) ends with adapter/ (plain PEFT),
-run_card.json and features.png. Re-running resumes; a batch whose runs all have their cards is not
+run_card.json and features.png (``finetune_card``). Re-running resumes; a batch whose runs all have their cards is not
 trained again.
 """
 from __future__ import annotations
@@ -27,23 +29,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .. import export, inits, io, models, multi, plots, runloss, speed, train
-from . import finetune_eval, finetune_setup
-from .finetune import Batches, FinetuneConfig, collate, compiles, validate
+from .. import full, io, models, multi, runloss, speed, train
+from . import finetune_card, finetune_eval, finetune_setup
+from .finetune import Batches, FinetuneConfig, autocast_dtype, collate, compiles, identity, run_identity, validate
 from .toy import resolve_device
-
-POINT = ("init", "lr", "seed")  # the fields a point sets; the rest of the config is shared by the batch
-
-
-def identity(cfg: FinetuneConfig, points: list[dict]) -> dict:
-    """A batch's config.json: the shared config and its points (execution fields left out)."""
-    return {**io.config_dict(cfg, drop=(*io.EXECUTION, *POINT)), "points": points}
-
-
-def run_identity(cfg: FinetuneConfig, point: dict) -> dict:
-    """One run's config, as its run card records it."""
-    return {**io.config_dict(cfg, drop=(*io.EXECUTION, *POINT)), **{k: point[k] for k in POINT}}
-
 
 def finished(run_dir: Path, cfg: FinetuneConfig, point: dict) -> dict | None:
     """The run card in ``run_dir`` if it records this very run, else None."""
@@ -61,10 +50,13 @@ def run(cfg: FinetuneConfig, points: list[dict], out: Path, *, run_dirs: list[Pa
     ``init_cache``: where starts are cached (default: ``out``/inits, removed when the batch is done)."""
     validate(cfg)
     for p in points:
-        inits.entry(p["init"])  # a KeyError naming the closest scheme
+        full.check(p["init"])  # a KeyError naming the closest scheme
         if not p["lr"] > 0:
             raise ValueError(f"lr must be > 0; got {p['lr']}")
     out, K = Path(out), len(points)
+    if K > 1 and any(full.is_full(p["init"]) for p in points):
+        raise ValueError(f"a full fine-tune shares no frozen base with other runs: train each '{full.FULL}' point in a "
+                         "batch of its own")
     run_dirs = [Path(d) for d in run_dirs] if run_dirs else ([out] if K == 1 else [out / f"run{k}" for k in range(K)])
     wanted = identity(cfg, points)
     what = "a fine-tune run" if K == 1 else "a batch of fine-tune runs"
@@ -82,27 +74,41 @@ def run(cfg: FinetuneConfig, points: list[dict], out: Path, *, run_dirs: list[Pa
         data_cfg = dataclasses.replace(cfg, batch_size=cfg.batch_size * world, batch_per_process=False)
     t0 = time.perf_counter()
     loaded = finetune_setup.load(cfg, device)
-    model, task = loaded.model, loaded.task
+    task = loaded.task
     runs = [multi.Run(p["init"], p["lr"], p["seed"], cfg.loraplus_ratio) for p in points]
-    targets = list(cfg.targets or loaded.targets)
-    linears = multi.targets_of(model, targets)
-    for name, lin in linears.items():
-        if cfg.rank > min(lin.weight.shape):
-            raise ValueError(f"rank {cfg.rank} exceeds min(out, in) = {min(lin.weight.shape)} of layer {name}; "
-                             f"choose rank <= {min(lin.weight.shape)} or leave that layer out of the targets")
-    scaling = multi.scaling_of(cfg.rank, cfg.alpha, cfg.rslora)
-    head = models.head_name(model) if loaded.kind == "encoder" else None
+    head = models.head_name(loaded.model) if loaded.kind == "encoder" else None
+    loop = _loop(cfg, runs)
     local_cache = init_cache is None
-    start, corrected, init_cost = finetune_setup.starts_for(loaded, data_cfg, runs, linears, scaling, device,
-                                                            out / "inits" if local_cache else init_cache, head)
-    heads = [models.seeded_head(model, head, r.seed) for r in runs] if head else None
-    multi.attach(model, runs, start, scaling=scaling, targets=targets, corrected=corrected, head=head, heads=heads)
+    trainee = memory = None
     try:
-        loop = _loop(cfg, runs)
-        opt = multi.optimizer(model, runs, betas=(loop.beta1, loop.beta2), eps=loop.eps, weight_decay=loop.weight_decay)
+        if full.is_full(runs[0].init):  # a float32 copy of the base trains (lorainit.full); the loaded base is untouched
+            memory = full.memory(loaded.model, embeddings=cfg.train_embeddings)
+            full.check_memory(memory, device, cfg.model)
+            if progress and rank == 0:
+                tqdm.write(full.describe(memory, cfg.model))
+            model = trainee = full.prepare(loaded.model, embeddings=cfg.train_embeddings, head=head,
+                                           head_module=models.seeded_head(loaded.model, head, runs[0].seed) if head else None)
+            opt = speed.adamw(train.param_groups(model, loop), lr=loop.lr, betas=(loop.beta1, loop.beta2), eps=loop.eps,
+                              weight_decay=loop.weight_decay)
+            scaling, corrected, init_cost, heads = None, [False], None, None
+        else:  # K adapters on the one frozen base (lorainit.multi), detached again below
+            model = loaded.model
+            targets = list(cfg.targets or loaded.targets)
+            linears = multi.targets_of(model, targets)
+            for name, lin in linears.items():
+                if cfg.rank > min(lin.weight.shape):
+                    raise ValueError(f"rank {cfg.rank} exceeds min(out, in) = {min(lin.weight.shape)} of layer {name}; "
+                                     f"choose rank <= {min(lin.weight.shape)} or leave that layer out of the targets")
+            scaling = multi.scaling_of(cfg.rank, cfg.alpha, cfg.rslora)
+            start, corrected, init_cost = finetune_setup.starts_for(loaded, data_cfg, runs, linears, scaling, device,
+                                                                    out / "inits" if local_cache else init_cache, head)
+            heads = [models.seeded_head(model, head, r.seed) for r in runs] if head else None
+            multi.attach(model, runs, start, scaling=scaling, targets=targets, corrected=corrected, head=head, heads=heads)
+            opt = multi.optimizer(model, runs, betas=(loop.beta1, loop.beta2), eps=loop.eps, weight_decay=loop.weight_decay)
         if world > 1:  # every process starts from rank 0's parameters
-            for buffers in opt.buffers.values():
-                torch.distributed.broadcast(buffers["param"], 0)
+            for t in ([p.data for p in model.parameters() if p.requires_grad] if trainee is not None
+                      else [b["param"] for b in opt.buffers.values()]):
+                torch.distributed.broadcast(t, 0)
         if compiles(cfg, device):
             torch._dynamo.reset()  # a worker's earlier batch compiled other modules: start the cache afresh
             speed.compile_blocks(model)
@@ -111,7 +117,7 @@ def run(cfg: FinetuneConfig, points: list[dict], out: Path, *, run_dirs: list[Pa
                 io.clean_temporaries(folder)
             # (the cached starts in inits/ are keyed by everything they depend on: never stale)
             io.claim_folder(out, wanted, overwrite=overwrite, what=what,
-                            stale=["log.jsonl", "checkpoint", "run[0-9]*", "adapter", "run_card.json", "features.png"])
+                            stale=["log.jsonl", "checkpoint", "run[0-9]*", "adapter", "model", "run_card.json", "features.png"])
         if world > 1:
             torch.distributed.barrier()
         setup = time.perf_counter() - t0
@@ -123,13 +129,13 @@ def run(cfg: FinetuneConfig, points: list[dict], out: Path, *, run_dirs: list[Pa
         layers = {n: m for n, m in model.named_modules() if isinstance(m, multi.MultiLoRALinear)}
         head_states = [{f"{head}.{k}": v for k, v in h.state_dict().items()} for h in heads] if heads else [None] * K
     finally:
-        multi.detach(model).eval()  # the base as loaded, for the process's next batch
+        multi.detach(loaded.model).eval()  # the base as loaded, for the process's next batch
     if rank:
         torch.distributed.barrier()
         return [{"rank": rank}] * K
     ctx = dict(cfg=cfg, loaded=loaded, device=device, world=world, scaling=scaling, params=params, init_cost=init_cost,
-               setup=setup, wall=time.perf_counter() - t0, trained=trained)
-    cards = [_finish(k, p, d, layers, head_states[k], corrected[k], **ctx) for k, (p, d) in enumerate(zip(points, run_dirs))]
+               setup=setup, wall=time.perf_counter() - t0, trained=trained, trainee=trainee, memory=memory)
+    cards = [finetune_card.finish(k, p, d, layers, head_states[k], corrected[k], **ctx) for k, (p, d) in enumerate(zip(points, run_dirs))]
     _tidy(out, run_dirs, local_cache)
     if world > 1:
         torch.distributed.barrier()
@@ -171,13 +177,9 @@ def _distributed(device: torch.device, cfg: FinetuneConfig) -> tuple[int, int, t
     return torch.distributed.get_rank(), world, device
 
 
-def _autocast(device) -> torch.dtype | None:
-    return torch.bfloat16 if device.type == "cuda" else None
-
-
 def _evaluating(device):
     """Evaluation's context: the training's autocast, modules uncompiled (``speed.eager``)."""
-    amp = _autocast(device)
+    amp = autocast_dtype(device)
     stack = contextlib.ExitStack()
     stack.enter_context(torch.autocast(device.type, dtype=amp, enabled=amp is not None))
     stack.enter_context(speed.eager())
@@ -212,7 +214,7 @@ def _train(cfg, model, runs, batches, loaded, out: Path, device, rank: int, prog
     losses = runloss.RunLosses(K, task.kind, grad_accum=cfg.grad_accum)
     step_at = (lambda s, m: batches[0](s, m)) if K == 1 else (lambda s, m: multi.stack_batches([b(s, m) for b in batches]))
     if rank:
-        result = train.train(model, step_at, losses, loop, out, progress=False, autocast=_autocast(device), optimizer=opt)
+        result = train.train(model, step_at, losses, loop, out, progress=False, autocast=autocast_dtype(device), optimizer=opt)
         return {"result": result, "losses": losses}
     ckpt = out / "checkpoint"
     resume = json.loads((ckpt / "state.json").read_text())["step"] if ckpt.exists() else 0
@@ -244,79 +246,9 @@ def _train(cfg, model, runs, batches, loaded, out: Path, device, rank: int, prog
 
     try:
         result = train.train(model, step_at, losses, loop, out, evaluate=evaluate_fn, progress=progress, log=log,
-                             autocast=_autocast(device), optimizer=opt)
+                             autocast=autocast_dtype(device), optimizer=opt)
     finally:
         logfile.close()
     steps_logged = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line]
     curves = [[r["run_loss"][k] if "run_loss" in r else r.get("loss") for r in steps_logged if "loss" in r] for k in range(K)]
     return {"result": result, "losses": losses, "base": base, "evals": evals, "curves": curves}
-
-
-def _finish(k: int, point: dict, run_dir: Path, layers: dict, head_state, corrected: bool, *, cfg, loaded, device, world,
-            scaling, params, init_cost, setup, wall, trained) -> dict:
-    """Run k's adapter, features.png and run card in ``run_dir``."""
-    import peft
-    import transformers
-
-    task, losses, evals = loaded.task, trained["losses"], trained["evals"]
-    K, metric = losses.K, task.metric
-    dead = losses.diverged_step[k]
-    last = evals[-1] if evals and evals[-1]["step"] == cfg.steps and dead is None else None
-    pick = lambda rec: {key: v[k] for key, v in rec.items() if isinstance(v, list) and key != "features"}  # noqa: E731
-    run_dir.mkdir(parents=True, exist_ok=True)
-    adapter = None
-    if dead is None:
-        factors = {}
-        for name, m in layers.items():
-            A, B = m.lora_A[k].detach(), m.lora_B[k].detach()
-            if corrected:
-                A, B = export.rank_2r(A, B, m.corr_A[k], -m.corr_B[k])
-            factors[name] = (A, B)
-        adapter = export.write_adapter(run_dir / "adapter", factors, rank=cfg.rank * (2 if corrected else 1),
-                                       alpha=export.alpha_2r(cfg.alpha, cfg.rslora) if corrected else cfg.alpha,
-                                       use_rslora=cfg.rslora, task_type="SEQ_CLS" if head_state else None, head=head_state,
-                                       base_model=cfg.model, info={"scheme": point["init"], "converted_for_original_base": corrected})
-        _feature_plot(evals, k, run_dir / "features.png", f"{cfg.model}, {cfg.task}, {point['init']}, lr {point['lr']:g}")
-    result = trained["result"]
-    card = {
-        "config": run_identity(cfg, point), "provenance": io.provenance(),
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
-        "task": {"name": task.name, "metric": metric, "split_hash": task.split_hash, "data_sha256": task.source_sha256,
-                 "sizes": {s: len(v) for s, v in task.splits.items()}, "max_train": cfg.max_train, "max_eval": cfg.max_eval},
-        "model": {"name": cfg.model, "kind": loaded.kind, "sha256": loaded.fingerprint, **params},
-        "init": {"scheme": point["init"], "corrected": corrected, "scaling": scaling, "starts": init_cost},
-        "metrics": {"base_test": pick(trained["base"]), "final": pick(last) if last else None,
-                    "val_history": [{"step": r["step"], **pick({key: v for key, v in r.items() if key.startswith("val_")})} for r in evals],
-                    "train_loss": trained["curves"][k]},
-        "diverged": None if dead is None else {"step": dead, "reason": losses.reason[k]},
-        "execution": {"device": str(device), "compile": compiles(cfg, device), "autocast": str(_autocast(device)), "processes": world},
-        "timing": {"runs_in_batch": K, "seconds": wall / K, "batch_seconds": wall, "batch_setup_seconds": setup,
-                   "loop_seconds": result["seconds"], "resumed_from": result["resumed_from"],
-                   "tokens_per_second": result["tokens"] / result["seconds"] if result["seconds"] else None},
-        "adapter": adapter,
-    }
-    io.write_json(run_dir / "run_card.json", card)
-    return card
-
-
-def _feature_plot(evals: list[dict], k: int, path: Path, title: str) -> None:
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    evals = [r for r in evals if "features" in r]
-    if not evals:
-        return
-    steps = [r["step"] for r in evals]
-    layers = list(evals[0]["features"][k])
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for j, (ax, name) in enumerate(zip(axes, ("|Z_A| = mean ||A z||", "|Z_B| = mean ||B A z||"))):
-        values = np.array([[r["features"][k][n][j] for n in layers] for r in evals])  # (evals, layers)
-        ax.plot(steps, values, color="gray", lw=0.5, alpha=0.5)
-        ax.plot(steps, values.mean(1), color="k", lw=2, label=f"mean over {len(layers)} LoRA layers")
-        ax.set(xlabel="step", ylabel="mean token norm", title=name, yscale="log" if (values > 0).all() else "linear")
-        ax.legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    plots.caption(fig, "Grey: each LoRA layer; black: their mean. z: a layer's input tokens on a fixed probe batch "
-                       "(Hayou et al. 2024, Fig. 3: under Init[A], |Z_A| grows with width).")
-    plots.save(fig, path)

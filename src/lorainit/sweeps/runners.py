@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from ..experiments import finetune, mf, toy
+from ..full import FULL
 from .store import point_key
 
 DIVERGE_FACTOR = 1e4  # toy and mf: a loss above this multiple of the initial loss stops the run
@@ -39,6 +40,7 @@ class Toy:
     ``select_on`` split: the train set by default, as the paper selects; test is the held-out test loss."""
 
     config = toy.ToyConfig
+    methods = ()  # grid values of --inits that are not init schemes
     replaced = ("inits", "lrs", "seeds", "widths")  # the grid's dimensions carry these
     from_config = ("widths",)  # ...but this one comes from the experiment's flags
     validate = staticmethod(toy.validate)
@@ -91,6 +93,7 @@ class MF:
     """Matrix factorization (Chen et al. 2025, Fig. 1) by gradient descent; value: final loss (no held-out data)."""
 
     config = mf.MFConfig
+    methods = ()
     replaced = ("inits", "lr", "seeds", "modes")
     from_config = ("modes",)
     validate = staticmethod(mf.validate)
@@ -134,11 +137,13 @@ class Finetune:
     """A real fine-tune (``lorainit finetune``); value: the final validation metric, test reported beside it.
     A worker's claimed points, whatever their inits, train together as K runs on one frozen base
     (``experiments.finetune_run``) in a batch folder ``trials/batch-<hash>``; each point's adapter and run card go to
-    ``trials/<point>``, and every batch shares the starts cached in ``inits/``. A point whose run card is already
+    ``trials/<point>``, and every batch shares the starts cached in ``inits/``. A ``full`` point (full fine-tuning)
+    is claimed alone, so a worker trains it as a batch of one while other workers go on with LoRA batches. A point whose run card is already
     there (its batch finished but the worker died before recording it) is not trained again. A batch that does not
     fit the GPU's memory is split in two, and again, down to single runs."""
 
     config = finetune.FinetuneConfig
+    methods = (FULL,)  # full fine-tuning: a method beside the inits, trained alone (it shares no frozen base)
     replaced = ("init", "lr", "seed")
     from_config = ()
     validate = staticmethod(finetune.validate)
@@ -154,7 +159,8 @@ class Finetune:
         return name, "minimize" if name == "perplexity" else "maximize"
 
     def batch_key(self, point: dict):
-        return "base"  # every init trains on the one frozen base
+        """Every init trains on the one frozen base; a full fine-tune alone (a key no other point has)."""
+        return ("full", point_key(point)) if point["init"] == FULL else "base"
 
     def run(self, cfg, points: list[dict], out: Path) -> list[tuple]:
         from ..experiments import finetune_run
@@ -163,8 +169,10 @@ class Finetune:
         dirs = [out / "trials" / slug(p) for p in points]
         cards = {point_key(p): finetune_run.finished(d, cfg, p) for p, d in zip(points, dirs)}
         todo = [p for p in points if cards[point_key(p)] is None]
-        for p, card in zip(todo, self._batched(cfg, todo, out)):
-            cards[point_key(p)] = card
+        groups = [[p for p in todo if p["init"] != FULL]] + [[p] for p in todo if p["init"] == FULL]  # full: alone
+        for group in groups:
+            for p, card in zip(group, self._batched(cfg, group, out)):
+                cards[point_key(p)] = card
         return [self._outcome(cards[point_key(p)], dirs[i]) for i, p in enumerate(points)]
 
     def _batched(self, cfg, points: list[dict], out: Path) -> list[dict]:

@@ -27,7 +27,8 @@ class SweepConfig:
     experiment: str = "toy"
     """toy (Hayou et al. teacher-student), mf (HRP matrix factorization) or finetune (a real model)"""
     inits: tuple[str, ...] = ()
-    """init schemes to compare (default: toy/finetune init_a,init_b; mf gaussian,orthogonal,hrp,target)"""
+    """init schemes to compare (default: toy/finetune init_a,init_b; mf gaussian,orthogonal,hrp,target); finetune also
+    takes full (full fine-tuning at its own LRs, one run at a time beside the batched LoRA runs)"""
     lrs: tuple[float, ...] = ()
     """learning rates, 'LO:HI:N' (N log-spaced) or 'a,b,c' (default: the experiment's grid)"""
     seeds: int = 0
@@ -58,7 +59,8 @@ def grid_for(sweep: SweepConfig, cfg) -> Grid:
     runner = runners.RUNNERS[sweep.experiment]
     names = sweep.inits or runner.defaults["inits"]
     for name in names:
-        inits.entry(name)  # KeyError naming the closest scheme
+        if name not in runner.methods:  # a method that is no init scheme (finetune: full)
+            inits.entry(name)  # KeyError naming the closest scheme
     lrs = sweep.lrs or runner.defaults["lrs"]
     if any(not lr > 0 for lr in lrs):
         raise ValueError(f"learning rates must be > 0; got {lrs}")
