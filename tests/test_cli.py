@@ -203,6 +203,11 @@ def test_report_of_a_copied_sweep_folder_uses_its_own_database(tmp_path):
     r = lorainit("report", str(moved))
     assert r.returncode == 0, r.stderr
     assert not out.exists()  # nothing created at the recorded path
+    grown = lorainit(*SWEEP[:-5], "--seeds", "2", "--device", "cpu", "--no-progress", "--out", str(moved))  # goes on in the copy
+    assert grown.returncode == 0 and "8/8 points finished; this worker ran 4" in grown.stdout, grown.stderr
+    assert not out.exists() and json.loads((moved / "sweep.json").read_text())["storage"].endswith("elsewhere/study.db")
+    other = lorainit(*SWEEP, "--study", "other", "--out", str(moved))
+    assert other.returncode == 2 and "holds the sweep of study 'sweep'" in other.stderr
     (moved / "study.db").unlink()
     r = lorainit("report", str(moved))
     assert r.returncode == 2 and "no study database at" in r.stderr and not out.exists()

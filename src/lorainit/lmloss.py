@@ -42,7 +42,7 @@ def _kernel(device: torch.device):
     if device.type != "cuda":
         return _softmax_grad
     if _compiled is None:
-        _compiled = torch.compile(_softmax_grad, dynamic=False)
+        _compiled = torch.compile(_softmax_grad)  # a second row count compiles one dynamic-shape kernel (choice tasks vary)
     return _compiled
 
 

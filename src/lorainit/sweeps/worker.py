@@ -90,12 +90,14 @@ def validate(sweep: SweepConfig) -> None:
 
 def _open(sweep: SweepConfig, cfg, out: Path) -> Store:
     """The study of this sweep, created (its points queued) if new; sweep.json names it, and a folder whose
-    sweep.json names another study is refused (it would be repointed silently)."""
+    sweep.json names another study is refused (it would be repointed silently). A copied folder (sweep.json names
+    an SQLite database elsewhere, the folder holds its own study.db) goes on in its own database, as ``report`` reads it."""
     grid = grid_for(sweep, cfg)
     url = sweep.storage or sqlite_url(out / "study.db")
     store = Store(url, sweep.study, heartbeat=sweep.heartbeat, grace=sweep.grace, patience=sweep.db_patience)
     meta = io.read_json(out / "sweep.json") if (out / "sweep.json").exists() else None
-    if meta is not None and (meta.get("study"), meta.get("storage")) != (sweep.study, store.shown):
+    copied = meta is not None and not sweep.storage and (out / "study.db").exists() and str(meta.get("storage")).startswith("sqlite:")
+    if meta is not None and (meta.get("study") != sweep.study or (meta.get("storage") != store.shown and not copied)):
         raise ValueError(f"{out} holds the sweep of study {meta.get('study')!r} in {meta.get('storage')}; give that --study "
                          f"(and --storage) to work on it, or another --out for study {sweep.study!r}")
     store.open(grid)  # (a study that exists grows by the new values of its dimensions)
