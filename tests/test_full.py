@@ -94,3 +94,28 @@ def test_save_writes_a_folder_that_from_pretrained_reloads_to_the_same_outputs(t
     ids = torch.randint(0, 64, (2, 7))
     torch.testing.assert_close(again(ids).logits, model.eval()(ids).logits, rtol=0, atol=0)
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_a_gguf_loaded_model_trains_as_the_plain_float_model_it_is_and_saves_without_the_mark(tmp_path):
+    """Package-shipped SmolLM2 comes from a GGUF file: its weights are de-quantized floats, but transformers keeps a
+    GGUF quantizer on the model (whose .float() then refuses) and its config. The copy drops both."""
+    import transformers
+
+    from lorainit import models
+
+    model, tok, _, _ = models.load("smollm2-135m")
+    assert full.quantization(model) == "gguf"
+    copy = full.prepare(model)
+    assert full.quantization(copy) is None and full.quantization(model) == "gguf"
+    ids = torch.randint(0, 1000, (1, 6))
+    torch.testing.assert_close(copy.eval()(ids).logits, model(ids).logits)
+    full.save(copy, tok, tmp_path / "m")
+    again = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "m")
+    assert full.quantization(again) is None
+
+
+def test_a_truly_quantized_model_is_refused(tiny_llama):
+    model = tiny_llama()
+    model.config.quantization_config = {"quant_method": "bitsandbytes"}
+    with pytest.raises(ValueError, match=r"quantized \(bitsandbytes\); load it unquantized"):
+        full.prepare(model)

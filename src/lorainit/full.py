@@ -88,7 +88,16 @@ def check_memory(need: dict[str, int], device: torch.device, model_name: str) ->
 def prepare(model: nn.Module, *, embeddings: bool = False, head: str | None = None, head_module: nn.Module | None = None) -> nn.Module:
     """A float32 copy of ``model`` in training mode with the ``trained`` parameters trainable (the rest frozen); where
     ``head`` names the task head, ``head_module`` replaces it (the seeded head of ``models.seeded_head``)."""
-    out = copy.deepcopy(model).float()
+    method = quantization(model)
+    if method not in (None, "gguf") or not all(p.is_floating_point() for p in model.parameters()):
+        raise ValueError(f"full fine-tuning needs float weights, and this model is quantized ({method}); load it unquantized "
+                         "or fine-tune a LoRA adapter (--init init_a)")
+    out = copy.deepcopy(model)
+    if method is not None:  # GGUF weights are de-quantized at load: a plain float model that only carries the mark
+        out.hf_quantizer, out.is_quantized = None, False
+        out.__dict__.pop("quantization_method", None)
+        del out.config.quantization_config
+    out = out.float()
     for m in out.modules():  # a block compiled for an earlier batch would call the original's forward: uncompiled here
         m._compiled_call_impl = None
     if head is not None:
@@ -97,6 +106,15 @@ def prepare(model: nn.Module, *, embeddings: bool = False, head: str | None = No
     for p in trained(out, embeddings=embeddings).values():
         p.requires_grad_(True)
     return out.train()
+
+
+def quantization(model: nn.Module) -> str | None:
+    """The quantization method transformers records for ``model`` ("gguf", "bitsandbytes", ...), or None."""
+    qc = getattr(getattr(model, "config", None), "quantization_config", None)
+    if qc is None and getattr(model, "hf_quantizer", None) is None:
+        return None
+    method = qc.get("quant_method") if isinstance(qc, dict) else getattr(qc, "quant_method", None)
+    return str(getattr(method, "value", method))
 
 
 def save(model: nn.Module, tok, path: Path) -> dict:
