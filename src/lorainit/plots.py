@@ -12,8 +12,8 @@ import numpy as np  # noqa: E402
 
 from .io import write_atomic  # noqa: E402
 
-COLORS = {"init_a": "tab:blue", "init_b": "tab:red"}
-LABELS = {"init_a": "Init[A]", "init_b": "Init[B]"}
+COLORS = {"init_a": "tab:blue", "init_b": "tab:red", "full": "black"}
+LABELS = {"init_a": "Init[A]", "init_b": "Init[B]", "full": "full FT"}
 
 
 def color(name: str, i: int = 0) -> str:

@@ -50,3 +50,24 @@ def test_l1_spreads(tmp_path):
     assert v.verdict == HOLDS and "tuned spread 0.5%" in v.numbers[0]
     far = {"init_a": curve(1e-3, 19.0), "init_b": curve(2e-4, 20.0)}  # tuned: 5.2%
     assert tasks.l1(studies(tmp_path / "b", far), tmp_path / "f").verdict == FAILS
+
+
+def test_r5_holds_within_2_percent_of_full_fails_beyond_and_reports_lr_ratios(tmp_path):
+    # hrp 0.19 worse than full (test 19.51 on average) at 8x full's LR, equal seed shifts: a zero-width interval
+    near = {"full": curve(1.25e-4, 19.0), "hrp": curve(1e-3, 19.19), "init_a": curve(1e-3, 19.0)}
+    v = tasks.r5(studies(tmp_path / "a", near, lrs=(1.25e-4, 1e-3)), tmp_path / "f")
+    assert v.verdict == HOLDS and "HRP -0.97% ± 0.00%" in v.reason
+    assert "hrp 8x, init_a 8x" in v.numbers[0] and (tmp_path / "f" / "r5_tiny-wiki.png").exists()
+    far = {"full": curve(1.25e-4, 19.0), "hrp": curve(1e-3, 19.6)}  # 3.2% worse
+    assert tasks.r5(studies(tmp_path / "b", far, lrs=(1.25e-4, 1e-3)), tmp_path / "f").verdict == FAILS
+    better = {"full": curve(1.25e-4, 19.6), "hrp": curve(1e-3, 19.0)}
+    assert tasks.r5(studies(tmp_path / "c", better, lrs=(1.25e-4, 1e-3)), tmp_path / "f").verdict == HOLDS
+
+
+def test_r5_is_not_run_without_full_and_full_is_no_init_for_r3_and_l1(tmp_path):
+    assert tasks.r5(studies(tmp_path / "a", {"hrp": curve(1e-3, 19.0)}), tmp_path / "f").verdict == NOT_RUN
+    st = studies(tmp_path / "b", {"init_a": curve(1e-3, 19.0), "hrp": curve(1e-3, 18.0), "full": curve(1e-4, 17.0)})
+    r3 = tasks.r3(st, tmp_path / "f")
+    assert r3.verdict == HOLDS and "full" not in r3.reason  # full beats hrp, yet R3 compares inits only
+    l1 = tasks.l1(st, tmp_path / "f")
+    assert "full" not in l1.numbers[0] and tasks.lora(st.sweeps[0]) == ["init_a", "hrp"]

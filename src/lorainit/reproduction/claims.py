@@ -5,7 +5,7 @@ a ``Verdict``: 'holds', 'does not hold', 'inconclusive' (the studies cannot tell
 (its studies are missing). The rule behind each verdict is in the function's docstring and in its ``reason``.
 Adding a claim touches this registry only: ``render`` lists every registered claim.
 This module: the toy model (H1-H3, Hayou et al. Sec. 3.7, Thm 1-2, Figs 2-3) and matrix factorization (R1, R2, R4,
-Chen et al. Fig. 1). ``tasks`` holds the real-task claims (H4, R3, L1).
+Chen et al. Fig. 1). ``tasks`` holds the real-task claims (H4, R3, R5, L1).
 """
 from __future__ import annotations
 

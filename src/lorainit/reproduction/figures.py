@@ -132,11 +132,10 @@ def task_curves(s, path: Path, shared_lr: float) -> Path:
     return path
 
 
-def shared_vs_tuned(s, lr: float, path: Path) -> Path:
-    """Test metric per init at its tuned LR and at the one shared LR."""
+def shared_vs_tuned(s, lr: float, path: Path, inits: list[str]) -> Path:
+    """Test metric per init (of ``inits``) at its tuned LR and at the one shared LR."""
     from .tasks import per_seed
 
-    inits = list(s.per_init())
     tuned = [s.per_init()[i]["test_at_selected"] for i in inits]
     seeds = len(s.grid["dims"]["seed"])
     shared = [v if len(v) == seeds else [] for v in (list(per_seed(s, i, lr).values()) for i in inits)]
@@ -153,5 +152,28 @@ def shared_vs_tuned(s, lr: float, path: Path) -> Path:
     ax.set_xticklabels(inits, rotation=30, ha="right")
     ax.legend(fontsize=8)
     plots.caption(fig, "Mean over seeds with s.e. bars; a missing bar: not every seed finished there.")
+    plots.save(fig, path)
+    return path
+
+
+def full_vs_lora(s, path: Path, methods: list[str]) -> Path:
+    """Test metric of each method at its selected LR (s.e. bars), the LR written on its bar."""
+    rows = [s.per_init()[m] for m in methods]
+    x = np.arange(len(methods))
+    means = [r["test_at_selected"][0] if r["selected_lr"] is not None else np.nan for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.bar(x, means, 0.6, yerr=[(r["test_at_selected"][1] or 0) if r["selected_lr"] is not None else 0 for r in rows],
+           color=[col(m, i) for i, m in enumerate(methods)])
+    for i, r in enumerate(rows):
+        if r["selected_lr"] is not None:
+            ax.annotate(f"LR {r['selected_lr']:.2g}", (x[i], means[i]), ha="center", va="bottom", fontsize=8,
+                        xytext=(0, 6), textcoords="offset points")
+    vals = [v for v in means if not np.isnan(v)]
+    if vals:
+        lo, hi = min(vals), max(vals)
+        ax.set_ylim(lo - 0.3 * (hi - lo + 1e-9), hi + 0.3 * (hi - lo + 1e-9))
+    ax.set(xticks=x, ylabel=f"test {s.summary['metric']}", title=f"{s.name}: full fine-tuning vs LoRA, each at its tuned LR")
+    ax.set_xticklabels([plots.label(m) for m in methods])
+    plots.caption(fig, "Mean over seeds with s.e. bars at each method's LR selected on validation (written on the bar).")
     plots.save(fig, path)
     return path

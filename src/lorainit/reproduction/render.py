@@ -20,12 +20,14 @@ for p in 2 4 6 8 10 12; do
   lorainit mf --preheat-rank $p --out results/repro/mf-paper-p$p                                                 # CPU, seconds
   lorainit mf --preheat-rank $p --singular-values 0.1:1:12 --out results/repro/mf-distinct-p$p
 done
-I=init_a,init_b,gaussian,orthogonal,pissa,lora_ga,lora_one,eva,hrp
-lorainit sweep --experiment finetune --model smollm2-135m --task wiki --inits $I --seeds 3 --steps 200 --batch-size 16 \\
-  --seq-len 256 --batch 8 --lrs 2.5e-5,7.07107e-5,2e-4,5.65685e-4,1.6e-3,4.52548e-3,1.28e-2 --out results/repro/smollm2-wiki
-lorainit sweep --experiment finetune --model minilm-l6 --task nli --inits $I --seeds 3 --steps 200 --batch-size 16 \\
-  --seq-len 128 --batch 16 --lrs 7.07107e-5,2e-4,5.65685e-4,1.6e-3,4.52548e-3,1.28e-2,3.62039e-2 --out results/repro/minilm-nli
-lorainit report results/repro/smollm2-wiki; lorainit report results/repro/minilm-nli
+I=init_a,init_b,gaussian,orthogonal,pissa,lora_ga,lora_one,eva,hrp,full     # full: full fine-tuning, alone per point
+S="--experiment finetune --inits $I --seeds 3 --steps 200 --batch-size 16"    # GPU, 2 workers (one per GPU)
+L=2.5e-5,7.07107e-5,2e-4,5.65685e-4,1.6e-3,4.52548e-3,1.28e-2
+lorainit sweep $S --model smollm2-135m --task wiki --seq-len 256 --batch 8 --lrs $L --out results/repro/smollm2-wiki  # ~12 min
+lorainit sweep $S --model smollm2-135m --task mathqa --seq-len 256 --batch 8 --lrs $L --out results/repro/smollm2-mathqa  # ~60 min
+lorainit sweep $S --model minilm-l6 --task nli --seq-len 128 --batch 16 \\
+  --lrs 7.07107e-5,2e-4,5.65685e-4,1.6e-3,4.52548e-3,1.28e-2,3.62039e-2 --out results/repro/minilm-nli        # ~6 min
+for s in smollm2-wiki smollm2-mathqa minilm-nli; do lorainit report results/repro/$s; done
 ```
 
 Then `lorainit reproduce` rewrites this file and `results/repro/figures`. Per-run curves of the toy and mf
@@ -89,7 +91,7 @@ def regenerate(studies: Path, out: Path) -> list[Verdict]:
     return verdicts
 
 
-HELP = """Write REPRODUCTION.md: every claim of Hayou et al. 2024 (H1-H4) and Chen et al. 2025 (R1-R4), and 'LR matters'
+HELP = """Write REPRODUCTION.md: every claim of Hayou et al. 2024 (H1-H4) and Chen et al. 2025 (R1-R5), and 'LR matters'
 (L1), judged on the committed studies in --studies (toy-d*, mf-*-p*, finetune sweep folders: see the file's
 'Regenerate' section for the commands that make them), with a table of verdicts at the top, our numbers with their
 uncertainty, and a figure per claim (written to STUDIES/figures)."""
