@@ -42,7 +42,8 @@ class _HeadBmm(torch.autograd.Function):
         K = Z_A.shape[0]
         pre = torch.bmm(Z_A, B.transpose(1, 2))  # (K, N, n) = Z_B
         pre.view(S, K // S, N, n).add_(P.unsqueeze(1)).relu_()
-        out = torch.bmm(pre.view(S, -1, n), w_out.unsqueeze(-1)).view(K, N)  # (K, N)
+        w = w_out.repeat_interleave(K // S, dim=0).unsqueeze(-1)  # (K, n, 1)
+        out = torch.bmm(pre, w).view(K, N)  # (K, N); per run, not per seed: a run's sum must not depend on its seed's company
         ctx.save_for_backward(pre.gt_(0), Z_A, B, w_out)  # pre becomes the 0/1 mask D in place
         return out
 
