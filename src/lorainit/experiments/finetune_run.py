@@ -168,6 +168,8 @@ def _distributed(device: torch.device, cfg: FinetuneConfig) -> tuple[int, int, t
         return 0, 1, device
     if cfg.batch_size % world and not cfg.batch_per_process:
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
+    if os.environ.get("OMP_NUM_THREADS") == "1":  # torchrun's default: it cost a quarter of the tokens/s on 2 x H200
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
