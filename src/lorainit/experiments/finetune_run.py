@@ -161,6 +161,13 @@ def _same_processes(out: Path, world: int) -> None:
                          f"--nproc_per_node {was} (this is {world}) or start in a new folder")
 
 
+def _threads(world: int) -> None:
+    """A process left at torchrun's OMP_NUM_THREADS=1 gets cores / processes on this host (its CPU work slowed the
+    2-process runs: bench/results/ddp_threads_h200x2.json); any other setting is kept."""
+    if os.environ.get("OMP_NUM_THREADS") == "1":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
+
+
 def _distributed(device: torch.device, cfg: FinetuneConfig) -> tuple[int, int, torch.device]:
     """Join the process group torchrun describes (NCCL on GPUs, gloo on CPU); (rank, world, device)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -168,8 +175,7 @@ def _distributed(device: torch.device, cfg: FinetuneConfig) -> tuple[int, int, t
         return 0, 1, device
     if cfg.batch_size % world and not cfg.batch_per_process:
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
-    if os.environ.get("OMP_NUM_THREADS") == "1":  # torchrun's default: it cost a quarter of the tokens/s on 2 x H200
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
+    _threads(world)
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
