@@ -53,6 +53,6 @@ class Server:
         subprocess.run([*self._ctl, "-o", self._opts, "-l", self._log, "-w", "start"], check=True, capture_output=True)
 
     def close(self) -> None:
-        subprocess.run([*self._ctl, "-m", "immediate", "stop"], capture_output=True)
+        subprocess.run([*self._ctl, "-m", "immediate", "stop"], check=False, capture_output=True)  # (already down: fine)
         time.sleep(0.2)
         shutil.rmtree(self.root, ignore_errors=True)

@@ -37,7 +37,7 @@ def test_a_points_outcome_is_the_same_alone_and_in_any_batch(runner, cfg, points
 
 
 def test_a_study_finished_after_a_worker_stopped_reports_what_one_uninterrupted_batch_does(tmp_path):
-    sweep = dict(experiment="toy", inits=("init_a", "init_b"), lrs=(1e-3, 1e-2, 1e-1, 1e3), seeds=2)
+    sweep = {"experiment": "toy", "inits": ("init_a", "init_b"), "lrs": (1e-3, 1e-2, 1e-1, 1e3), "seeds": 2}
     cfg = toy.ToyConfig(widths=(16, 32), rank=2, teacher_width=40, n_train=60, n_test=20, device="cpu", steps=200)
     worker.run(worker.SweepConfig(**sweep, batch=64), cfg, tmp_path / "one", progress=False)
     worker.run(worker.SweepConfig(**sweep, batch=3, max_trials=5), cfg, tmp_path / "two", progress=False)  # stops early
