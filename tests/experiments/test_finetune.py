@@ -1,4 +1,4 @@
-"""The fine-tune config and its data: validation, batches as a function of (seed, step), user data files."""
+"""The fine-tune config: validation; and the user data files it reads."""
 import dataclasses
 import json
 
@@ -13,19 +13,6 @@ def test_validate_refuses_bad_values():
                                   ("warmup_ratio", 1.0, "warmup_ratio must be in"), ("alpha", -1.0, "alpha and loraplus_ratio")):
         with pytest.raises(ValueError, match=message):
             finetune.validate(dataclasses.replace(finetune.FinetuneConfig(), **{field: value}))
-
-
-def test_batches_depend_on_seed_and_step_only(tmp_path):
-    f = tmp_path / "d.jsonl"
-    f.write_text("".join(json.dumps({"text": f"t{i}", "label": i % 2}) + "\n" for i in range(50)))
-    task = data.load(str(f))
-    cfg = finetune.FinetuneConfig(task=str(f), batch_size=4, grad_accum=2)
-    a, b = finetune.Batches(task, None, cfg, "cpu"), finetune.Batches(task, None, cfg, "cpu")
-    assert [a.indices(s, m) for s in range(20) for m in range(2)] == [b.indices(s, m) for s in range(20) for m in range(2)]
-    other = finetune.Batches(task, None, dataclasses.replace(cfg, seed=1), "cpu")
-    assert [a.indices(s, 0) for s in range(5)] != [other.indices(s, 0) for s in range(5)]
-    seen = [i for s in range(5) for m in range(2) for i in a.indices(s, m)]  # 40 draws: the first epoch has no repeats
-    assert len(set(seen)) == len(seen) == 40
 
 
 @pytest.mark.parametrize("content, message", [

@@ -4,7 +4,7 @@ import dataclasses
 import pytest
 import torch
 
-from lorainit import data, models, multi, starts
+from lorainit import batches, data, models, multi, starts
 from lorainit.experiments import finetune, finetune_eval
 
 pytestmark = pytest.mark.slow  # real models on CPU
@@ -54,7 +54,7 @@ def test_classification_accuracy_per_run_and_features(tmp_path):
     with_runs(model, ["query", "value"], ["init_b", "init_b", "init_a"], head="classifier")
     got = finetune_eval.evaluate(model, 3, task, tok, "test", dataclasses.replace(CFG, task=str(f)), "cpu")
     assert len(got["test_accuracy"]) == 3 and all(0 <= a <= 1 for a in got["test_accuracy"]) and len(base["test_accuracy"]) == 1
-    probe = finetune.collate(task, tok, task.splits["val"][:3], 32, "cpu")
+    probe = batches.collate(task, tok, task.splits["val"][:3], 32, "cpu")
     feats = finetune_eval.features(model, 3, probe)
     assert len(feats) == 3 and len(feats[0]) == 2 * 6  # query and value in 6 layers
     za, zb = zip(*feats[2].values())

@@ -17,7 +17,7 @@ import math
 import torch
 
 from .. import lmloss, multi, runloss
-from .finetune import blocks, choice_text, collate
+from ..batches import blocks, choice_text, collate
 
 
 def _stacked(batch: dict, K: int) -> dict:

@@ -30,8 +30,9 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import full, io, models, multi, runloss, speed, train
+from ..batches import Batches, collate
 from . import finetune_card, finetune_eval, finetune_setup
-from .finetune import Batches, FinetuneConfig, autocast_dtype, collate, compiles, identity, run_identity, validate
+from .finetune import FinetuneConfig, autocast_dtype, compiles, identity, run_identity, validate
 from .toy import resolve_device
 
 def finished(run_dir: Path, cfg: FinetuneConfig, point: dict) -> dict | None:

@@ -22,8 +22,9 @@ from pathlib import Path
 import torch
 
 from .. import data, inits, io, models, runloss, starts
+from ..batches import Batches, train_items
 from ..inits import Factors
-from .finetune import Batches, FinetuneConfig, train_items
+from .finetune import FinetuneConfig
 
 # config fields a run's initial factors depend on (with its init and seed); lr, steps, schedule and evaluation do not
 START_FIELDS = ("model", "task", "rank", "alpha", "targets", "rslora", "batch_size", "grad_accum", "seq_len", "max_train",
