@@ -25,14 +25,14 @@ def config_dict(cfg, *, drop: tuple[str, ...] = ()) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items() if k not in drop and k not in quiet}
 
 
-def _clean(x: Any) -> Any:
+def json_safe(x: Any) -> Any:
     """JSON has no NaN/inf: store them as null (a diverged run's missing value)."""
     if isinstance(x, float) and not math.isfinite(x):
         return None
     if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
+        return {k: json_safe(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
+        return [json_safe(v) for v in x]
     return x
 
 
@@ -87,7 +87,7 @@ def _umask() -> int:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    write_atomic(path, (json.dumps(_clean(obj), indent=1, allow_nan=False) + "\n").encode())
+    write_atomic(path, (json.dumps(json_safe(obj), indent=1, allow_nan=False) + "\n").encode())
 
 
 def write_text(path: Path, text: str) -> None:

@@ -177,7 +177,7 @@ MF_SETUP = ("`lorainit mf` (n = 32, rank 2, 8 seeds, 1500 gradient-descent steps
             "'Reaches' = within 1% of the optimal rank-2 loss L*.")
 
 
-def _mf_default(st: Studies) -> dict:
+def mf_default(st: Studies) -> dict:
     """target -> the run at the default preheat rank 6 (else the smallest rank there is)."""
     return {t: runs.get(6, runs[min(runs)]) for t, runs in st.mf.items()}
 
@@ -191,7 +191,7 @@ def r1(st: Studies, figdir: Path) -> Verdict:
     if not st.mf:
         return _not_run("R1", title, paper, "matrix factorization")
     nums, ok, bad = [], [], []
-    for t, r in _mf_default(st).items():
+    for t, r in mf_default(st).items():
         a, seeds = r["summary"]["asymmetric"], r["config"]["seeds"]
         rand = [a[i]["seeds_reaching_optimum"] for i in ("gaussian", "orthogonal") if i in a]
         ok.append(max(rand) == 0 and a["hrp"]["seeds_reaching_optimum"] == seeds)
@@ -216,7 +216,7 @@ def r2(st: Studies, figdir: Path) -> Verdict:
     if not st.mf:
         return _not_run("R2", title, paper, "matrix factorization")
     nums, all_reach, faster, faster_free = [], True, [], []
-    for t, r in _mf_default(st).items():
+    for t, r in mf_default(st).items():
         c, seeds = r["summary"]["classic"], r["config"]["seeds"]
         all_reach &= all(c[i]["seeds_reaching_optimum"] == seeds for i in c)
         rand = min(c[i]["steps_to_optimum_mean"] for i in ("gaussian", "orthogonal"))

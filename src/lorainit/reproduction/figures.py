@@ -69,9 +69,9 @@ def toy_features(st, path: Path) -> Path:
 def mf_final(st, path: Path) -> Path:
     """Per target: asymmetric final loss relative to L* by init (left), classic steps to L* with and without HRP's
     preheat (right)."""
-    from .claims import _mf_default
+    from .claims import mf_default
 
-    runs = _mf_default(st)
+    runs = mf_default(st)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     inits = ("gaussian", "orthogonal", "hrp", "target")
     x = np.arange(len(inits))

@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..io import _clean
+from ..io import json_safe
 from .dberrors import retrying
 from .liveness import host_id, pid_alive, process_start
 
@@ -342,7 +342,7 @@ class Store:
         from optuna.trial import TrialState
 
         try:
-            for k, v in _clean(attrs).items():
+            for k, v in json_safe(attrs).items():
                 self.storage.set_trial_user_attr(claim.trial_id, k, v)
             if value is None:
                 self.study.tell(claim.number, state=TrialState.PRUNED)
