@@ -11,8 +11,8 @@ The update is AdamW (Loshchilov & Hutter 2019) exactly as ``torch.optim.AdamW`` 
     m <- b1 m + (1 - b1) g,   v <- b2 v + (1 - b2) g^2
     theta <- theta - (lr / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps)
 
-A run whose loss turns non-finite, or exceeds ``diverge_factor`` times its initial loss, is stopped at
-that step: its parameters and moments are zeroed (so nothing non-finite is left to leak into shared
+A run that has diverged (``lorainit.divergence``: its loss non-finite, or above ``diverge_factor`` times its
+initial loss) is stopped at that step: its parameters and moments are zeroed (so nothing non-finite is left to leak into shared
 reductions), its later losses are recorded as NaN, and the step and reason are kept. Divergence
 bookkeeping stays on the device; the loop never synchronizes with the host per step.
 """
@@ -24,9 +24,11 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from . import divergence
+
 NOT_DIVERGED = -1
 WARMUP = 3  # eager steps before a CUDA graph of the step is captured
-REASONS = {0: None, 1: "non-finite loss", 2: "loss exploded"}
+REASONS = divergence.REASONS  # (by code)
 
 
 @dataclass(frozen=True)
@@ -141,10 +143,10 @@ class _State:
     def check(self, loss: Tensor) -> None:
         """Record runs whose loss is non-finite or above ``factor`` x their initial loss at step t."""
         self.initial.copy_(torch.where(self.t == 0, loss.detach(), self.initial))
-        bad_value = ~torch.isfinite(loss)
-        newly = self.alive & (bad_value | (loss > self.factor * self.initial))
+        code = divergence.codes(loss, self.initial, self.factor)  # (K,) lorainit.divergence's rule
+        newly = self.alive & (code > 0)
         self.diverged.copy_(torch.where(newly, self.t, self.diverged))
-        self.reason.copy_(torch.where(newly & bad_value, 1, torch.where(newly, 2, self.reason)))
+        self.reason.copy_(torch.where(newly, code, self.reason))
         self.alive &= ~newly
 
     def step(self, loss_fn: LossFn) -> None:

@@ -8,20 +8,19 @@ own rows only, as its run alone would compute it:
   model's head allows it, so the (K b, T, vocabulary) logits never exist at once;
 - classification: the mean cross-entropy of run k's logits against its labels.
 
-Divergence (``RunLosses``): a run whose loss is non-finite, or above ``DIVERGE_FACTOR`` times its first
-loss, is marked dead at that step with the reason and leaves the summed loss (its rows still compute,
+Divergence (``RunLosses``): a run that has diverged by ``lorainit.divergence``'s rule (``FINETUNE_FACTOR``) is
+marked dead at that step with the reason and leaves the summed loss (its rows still compute,
 its adapter gets no gradient), so the other runs go on exactly as they would alone.
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
 
-from . import lmloss
+from . import divergence, lmloss
 
-DIVERGE_FACTOR = 1e3  # a fine-tune whose loss exceeds this multiple of its first loss has diverged
+DIVERGE_FACTOR = divergence.FINETUNE_FACTOR
 
 
 def run_losses(model, batch: dict, K: int, kind: str) -> torch.Tensor:
@@ -76,7 +75,7 @@ class RunLosses:
             if self.diverged_step[k] is not None:
                 continue
             self.first[k] = v if self.first[k] is None else self.first[k]
-            why = "non-finite loss" if not math.isfinite(v) else "loss exploded" if v > self.factor * self.first[k] else None
+            why = divergence.reason(v, self.first[k], self.factor)
             if why:
                 self.diverged_step[k], self.reason[k] = step, why
             self._sum[k] += v

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import speed
+from . import divergence, speed
 from .seeding import derive_seed
 
 
@@ -50,7 +50,7 @@ class LoopConfig:
     eval_every: int = 50
     checkpoint_every: int = 100
     seed: int = 0
-    diverge_factor: float = 1e3  # a loss above this multiple of the first step's loss stops the run as diverged
+    diverge_factor: float = divergence.FINETUNE_FACTOR  # the divergence rule's factor (lorainit.divergence)
 
 
 def param_groups(model: nn.Module, cfg: LoopConfig) -> list[dict]:
@@ -215,7 +215,7 @@ def train(model: nn.Module, batch_at: Callable[[int, int], object], loss_fn: Cal
             torch.distributed.all_reduce(t)
             total = t[0].item() / world
         first = total if first is None else first
-        why = "non-finite loss" if not math.isfinite(total) else "loss exploded" if total > cfg.diverge_factor * first else None
+        why = divergence.reason(total, first, cfg.diverge_factor)
         if why:
             log({"step": step, "diverged": True, "reason": why, "loss": total})
             raise FloatingPointError(f"{why} at step {step} (lr {cfg.lr:g}): the run diverged; lower the learning rate")

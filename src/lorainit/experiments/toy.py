@@ -25,7 +25,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from .. import batched, inits
+from .. import batched, divergence, inits
 from ..seeding import generator
 from .toy_head import head
 
@@ -68,7 +68,7 @@ class ToyConfig:
     """seed of the teacher and the data"""
     log_every: int = 5
     """record losses and |Z_A|, |Z_B| every this many steps"""
-    diverge_factor: float = 1e4
+    diverge_factor: float = divergence.STUDY_FACTOR
     """a run whose train loss exceeds this multiple of its initial loss is stopped and recorded as diverged"""
     zb_bound: float = 10.0
     """a run counts as stable if its per-coordinate |Z_B| (mean ||B A z|| / sqrt(n)) stays below this"""

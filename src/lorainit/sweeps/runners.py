@@ -19,11 +19,12 @@ from pathlib import Path
 
 import torch
 
+from .. import divergence
 from ..experiments import finetune, mf, toy
 from ..full import FULL
 from .store import point_key
 
-DIVERGE_FACTOR = 1e4  # toy and mf: a loss above this multiple of the initial loss stops the run
+DIVERGE_FACTOR = divergence.STUDY_FACTOR  # toy and mf (lorainit.divergence)
 
 
 def _curve(values: list) -> list:
