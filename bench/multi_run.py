@@ -89,7 +89,7 @@ def stock_runs(runs, factors, args, device, schedule=None, compile_: bool = Fals
         sec, losses = timed_loop(step, args.steps, args.warmup, device)
         total += sec
         curves.append([float(x) for x in losses])
-        del model, opt
+        model = opt = step = None  # (this run's model and optimizer go before the next is built)
         torch.cuda.empty_cache() if device.type == "cuda" else None
     return total, curves
 
@@ -126,7 +126,6 @@ def batched_runs(runs, args, device, compile_: bool = False) -> tuple[float, lis
     sec, _ = timed_loop(step, args.steps, args.warmup, device)
     curves = [[h[k] for h in loss_fn.history] for k in range(len(runs))]
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-    del model, opt
     return sec, curves, {"factors": factors, "peak_gib": peak}
 
 

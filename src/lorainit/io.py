@@ -13,7 +13,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-
 EXECUTION = ("device", "compile")  # config fields that change how a run is computed, not what: not part of its identity
 
 

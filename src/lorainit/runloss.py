@@ -14,7 +14,6 @@ its adapter gets no gradient), so the other runs go on exactly as they would alo
 """
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 

@@ -1,6 +1,5 @@
 """The fine-tune config: validation; and the user data files it reads."""
 import dataclasses
-import json
 
 import pytest
 

@@ -56,6 +56,7 @@ def test_each_model_and_task_trains_a_data_dependent_and_a_residual_init_batched
 @pytest.mark.parametrize("cfg", [TINY, ENCODER], ids=["lm", "classify"])
 def test_batched_equals_each_run_alone_and_adapters_reload_in_plain_peft(cfg, tmp_path):
     import peft
+
     from lorainit import models
 
     # hrp here on the encoder only: its 50-step preheat of the whole 135M LM is a quarter minute on 2 cores

@@ -1,8 +1,8 @@
 """The study store on real SQLite files and a real PostgreSQL server: grid, claims, stale trials, refusals."""
 import hashlib
-import os
 import json
 import multiprocessing as mp
+import os
 import subprocess
 import sys
 import time

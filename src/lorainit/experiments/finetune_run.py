@@ -35,6 +35,7 @@ from . import finetune_card, finetune_eval, finetune_setup
 from .finetune import FinetuneConfig, autocast_dtype, compiles, identity, run_identity, validate
 from .toy import resolve_device
 
+
 def finished(run_dir: Path, cfg: FinetuneConfig, point: dict) -> dict | None:
     """The run card in ``run_dir`` if it records this very run, else None."""
     path = Path(run_dir) / "run_card.json"
