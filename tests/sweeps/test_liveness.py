@@ -1,0 +1,23 @@
+"""Who is alive (sweeps.liveness): a pid with its start time names one process; a dead pid is dead."""
+import os
+import subprocess
+import sys
+
+from lorainit.sweeps import liveness
+
+
+def test_a_process_is_its_pid_and_start_time():
+    me = liveness.process_start(os.getpid())
+    assert me is not None and me == liveness.process_start(os.getpid()) and liveness.pid_alive(os.getpid())
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert liveness.pid_alive(child.pid) and liveness.process_start(child.pid) >= me
+    finally:
+        child.kill()
+        child.wait()
+    assert not liveness.pid_alive(child.pid) and liveness.process_start(child.pid) is None
+
+
+def test_host_id_names_the_machine_and_its_boot():
+    host = liveness.host_id()
+    assert host.startswith(f"{os.uname().nodename}/") and host == liveness.host_id()
