@@ -1,3 +1,4 @@
+import helpers
 import pytest
 import torch
 
@@ -11,35 +12,16 @@ def float64():
     torch.set_default_dtype(old)
 
 
-def _tiny_llama(seed: int = 0):
-    import transformers
-
-    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)
-    torch.manual_seed(seed)
-    return transformers.LlamaForCausalLM(cfg).eval()
-
-
-def _tiny_bert(seed: int = 0, num_labels: int = 3):
-    import transformers
-
-    cfg = transformers.BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
-                                  max_position_embeddings=32, num_labels=num_labels, hidden_dropout_prob=0.0,
-                                  attention_probs_dropout_prob=0.0)
-    torch.manual_seed(seed)
-    return transformers.BertForSequenceClassification(cfg).eval()
-
-
 @pytest.fixture
 def tiny_llama():
     """A tiny randomly initialized Llama (vocab 64, hidden 32, 2 layers): ``tiny_llama(seed=0)``."""
-    return _tiny_llama
+    return helpers.tiny_llama
 
 
 @pytest.fixture
 def tiny_bert():
     """A tiny randomly initialized BERT classifier (3 labels, no dropout): ``tiny_bert(seed=0)``."""
-    return _tiny_bert
+    return helpers.tiny_bert
 
 
 @pytest.fixture(scope="session")

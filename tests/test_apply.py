@@ -2,6 +2,7 @@
 output kept at step 0 where promised, save -> reload in plain PEFT -> same outputs, refusals."""
 import pytest
 import torch
+from helpers import tiny_llama
 
 from lorainit import apply, inits
 
@@ -10,13 +11,6 @@ peft = pytest.importorskip("peft")
 
 TARGETS = ["q_proj", "v_proj", "down_proj"]
 MODEL_SCHEMES = [n for n in inits.names() if "target" not in inits.entry(n).needs]
-
-
-def tiny_llama(seed=0):
-    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)
-    torch.manual_seed(seed)
-    return transformers.LlamaForCausalLM(cfg).eval()
 
 
 def batches(n=2, seed=1):

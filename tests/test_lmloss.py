@@ -1,8 +1,8 @@
 """The chunked frozen-head cross-entropy equals transformers' loss, values and gradients (CPU)."""
+import helpers
 import pytest
 import torch
 import torch.nn.functional as F
-import transformers
 
 from lorainit import apply, lmloss
 
@@ -32,11 +32,7 @@ def test_linear_cross_entropy_refuses_a_trainable_head_and_mismatched_labels():
 
 
 def tiny_llama(tie: bool):
-    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32,
-                                   tie_word_embeddings=tie)
-    torch.manual_seed(0)
-    return transformers.LlamaForCausalLM(cfg).double()
+    return helpers.tiny_llama(tie_word_embeddings=tie).double()
 
 
 @pytest.mark.parametrize("tie", [True, False])

@@ -1,17 +1,10 @@
 """The single-run fast path's pieces (CPU): uncompiled evaluation, LoRA inputs under autocast, block lookup, AdamW."""
 import pytest
 import torch
-import transformers
+from helpers import tiny_llama
 
 from lorainit import apply, speed
 from lorainit.experiments import finetune
-
-
-def tiny_llama():
-    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)
-    torch.manual_seed(0)
-    return transformers.LlamaForCausalLM(cfg).eval()
 
 
 def test_eager_runs_a_compiled_module_without_compiling():
