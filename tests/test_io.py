@@ -81,14 +81,9 @@ def test_check_folder_takes_a_field_added_at_an_empty_default_as_the_same_config
         io.check_folder(tmp_path, {"steps": 4}, overwrite=False, what="a fine-tune run")
 
 
-def test_a_field_marked_identity_when_set_is_left_out_at_its_default_only():
-    import dataclasses
-
-    @dataclasses.dataclass(frozen=True)
-    class Cfg:
-        a: int = 1
-        new: bool = dataclasses.field(default=False, metadata={"identity": "when_set"})
-
-    assert io.config_dict(Cfg()) == {"a": 1}  # what configs recorded before the field existed say
-    assert io.config_dict(Cfg(new=True)) == {"a": 1, "new": True}
-    assert io.config_dict(Cfg(a=2, new=True), drop=("new",)) == {"a": 2}
+def test_config_diff_ignores_a_field_added_since_at_an_off_default_only():
+    have = {"a": 1}  # recorded before the field "new" existed
+    assert io.config_diff(have, {"a": 1, "new": False}) == []
+    assert io.config_diff(have, {"a": 1, "new": True}) == ["new"]
+    assert io.config_diff({"a": 1, "new": False}, {"a": 1}) == ["new"]  # a field dropped since is a difference
+    assert io.config_diff(have, {"a": 2, "new": []}) == ["a"]

@@ -17,11 +17,15 @@ EXECUTION = ("device", "compile")  # config fields that change how a run is comp
 
 
 def config_dict(cfg, *, drop: tuple[str, ...] = ()) -> dict:
-    """A dataclass config as JSON values (tuples as lists), without the fields named in ``drop``, nor a field marked
-    ``metadata={"identity": "when_set"}`` that is at its default: such a field came after studies and run cards had
-    recorded configs without it, and at its default it changes nothing, so those keep their identity."""
-    quiet = {f.name for f in dataclasses.fields(cfg) if f.metadata.get("identity") == "when_set" and getattr(cfg, f.name) == f.default}
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items() if k not in drop and k not in quiet}
+    """A dataclass config as JSON values (tuples as lists), without the fields named in ``drop``."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items() if k not in drop}
+
+
+def config_diff(have: dict, wanted: dict) -> list[str]:
+    """The keys on which a recorded config ``have`` and ``wanted`` differ. A field added since ``have`` was recorded,
+    at an empty or off default (--singular-values, --train-embeddings, ...), asks for what that run did: not a difference."""
+    return sorted(k for k in set(have) | set(wanted) if have.get(k) != wanted.get(k)
+                  and not (k not in have and wanted.get(k) in (None, False, [], "", {})))
 
 
 def json_safe(x: Any) -> Any:
@@ -104,10 +108,7 @@ def check_folder(out: Path, wanted: dict, *, overwrite: bool, what: str = "a stu
     cfg_path = Path(out) / "config.json"
     if cfg_path.exists() and not overwrite:
         have = read_json(cfg_path)
-        # a field added since the folder was made, at an empty or off default (--singular-values ...), asks for what
-        # the folder's run did: not a difference
-        diff = sorted(k for k in set(have) | set(wanted) if have.get(k) != wanted.get(k)
-                      and not (k not in have and wanted.get(k) in (None, False, [], "", {})))
+        diff = config_diff(have, wanted)
         if diff:
             shown = ", ".join(f"{k}: {have.get(k)!r} there, {wanted.get(k)!r} now" if k != "points" else k for k in diff)
             raise ValueError(f"{out} holds {what} with a different config ({shown}); use another --out or --overwrite")

@@ -305,7 +305,10 @@ def test_full_trains_alone_refuses_a_device_too_small_leaves_the_base_untouched_
     base = load_file(tiny_folders / "llama" / "model.safetensors")
     assert not torch.equal(trained["model.embed_tokens.weight"], base["model.embed_tokens.weight"].float())
     assert json.loads((tmp_path / "f" / "config.json").read_text())["train_embeddings"] is True
-    assert "train_embeddings" not in json.loads((tmp_path / "l1" / "config.json").read_text())  # at its default: not in the identity
+    card = json.loads((tmp_path / "l1" / "run_card.json").read_text())
+    del card["config"]["train_embeddings"]  # as cards recorded before the field existed
+    (tmp_path / "l1" / "run_card.json").write_text(json.dumps(card))
+    assert finetune_run.finished(tmp_path / "l1", cfg, points("init_a")[0]) == card
 
 
 def test_torchruns_one_thread_per_process_becomes_cores_per_process_and_other_settings_stay(monkeypatch):

@@ -4,7 +4,7 @@ themselves (K >= 1 on one frozen base) are ``finetune_run``; their evaluation an
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -59,7 +59,7 @@ class FinetuneConfig:
     """training batches given to data-dependent inits"""
     seed: int = 0
     """seed of the init, the classifier head and the data order"""
-    train_embeddings: bool = field(default=False, metadata={"identity": "when_set"})
+    train_embeddings: bool = False
     """with --init full: train the embedding tables too (token, position, type; a tied output layer with them); LoRA
     runs ignore it"""
     dropout: bool = False

@@ -41,7 +41,7 @@ def finished(run_dir: Path, cfg: FinetuneConfig, point: dict) -> dict | None:
     path = Path(run_dir) / "run_card.json"
     if path.exists():
         card = io.read_json(path)
-        if card.get("config") == run_identity(cfg, point):
+        if "config" in card and not io.config_diff(card["config"], run_identity(cfg, point)):
             return card
     return None
 

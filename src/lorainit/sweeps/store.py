@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..io import json_safe
+from ..io import config_diff, json_safe
 from .dberrors import retrying
 from .liveness import host_id, pid_alive, process_start
 
@@ -238,7 +238,7 @@ class Store:
         diff = [f"{k}: {have.get(k)!r} there, {want.get(k)!r} now" for k in ("experiment", "metric", "direction")
                 if have.get(k) != want.get(k)]
         hc, wc = have.get("config", {}), want.get("config", {})
-        diff += [f"config.{k}: {hc.get(k)!r} there, {wc.get(k)!r} now" for k in sorted(set(hc) | set(wc)) if hc.get(k) != wc.get(k)]
+        diff += [f"config.{k}: {hc.get(k)!r} there, {wc.get(k)!r} now" for k in config_diff(hc, wc)]
         if list(have.get("dims", {})) != list(want["dims"]):
             diff.append(f"dimensions: {', '.join(have.get('dims', {})) or 'none'} there, {', '.join(want['dims'])} now")
         if diff:
