@@ -55,13 +55,15 @@ def split(n: int, val: int, test: int, seed: int = SPLIT_SEED) -> dict[str, list
     return {"test": perm[:test], "val": perm[test:test + val], "train": perm[test + val:]}
 
 
-def _finish(name: str, kind: str, examples: list[dict], val: int, test: int, source: Path | None = None, **kw) -> Task:
+def _finish(name: str, kind: str, examples: list[dict], val: int, test: int, source: Path | None = None, digest: str | None = None,
+            **kw) -> Task:
+    """The task with its fixed splits; ``digest``: the sha256 of ``source`` where the caller has it already."""
     idx = split(len(examples), val, test)
     h = hashlib.sha256(json.dumps(idx, sort_keys=True).encode()).hexdigest()[:16]
     path = assets.cache_dir() / "splits" / f"{name}.json"
     if not path.exists():
         io.write_json(path, {"seed": SPLIT_SEED, "hash": h, **idx})
-    digest = "" if source is None else (assets.fingerprint(source) or assets.sha256(source))
+    digest = digest or ("" if source is None else (assets.fingerprint(source) or assets.sha256(source)))
     return Task(name, kind, {s: [examples[i] for i in ix] for s, ix in idx.items()}, split_hash=h, source_sha256=digest, **kw)
 
 
@@ -170,7 +172,8 @@ def jsonl(path: str) -> Task:
     else:
         ex, kind, model_kind, labels = [{"text": r["text"]} for r in rows], "lm", "causal", []
     held = max(1, len(ex) // 10)
-    return _finish(f"jsonl-{hashlib.sha256(p.read_bytes()).hexdigest()[:12]}", kind, ex, held, held, p, labels=labels, model_kind=model_kind)
+    digest = assets.sha256(p)  # (read once: it names the task and goes into the run cards)
+    return _finish(f"jsonl-{digest[:12]}", kind, ex, held, held, p, digest, labels=labels, model_kind=model_kind)
 
 
 TASKS = {"wiki": wiki, "mathqa": mathqa, "nli": nli, "sentiment": sentiment}

@@ -42,6 +42,12 @@ def per_seed(s: Sweep, init: str, lr: float) -> dict[int, float]:
     return {p["seed"]: p["test"] for p in s.points if p["init"] == init and p["lr"] == lr and p["state"] == "COMPLETE" and p["test"] is not None}
 
 
+def mean_at(s: Sweep, init: str, lr: float) -> float | None:
+    """The mean test value of ``init`` at ``lr`` over the seeds, None unless every seed finished there."""
+    t = per_seed(s, init, lr)
+    return sum(t.values()) / len(t) if len(t) == len(s.grid["dims"]["seed"]) else None
+
+
 def paired(s: Sweep, a: str, b: str) -> tuple[float, float | None, int] | None:
     """How much better a is than b on test at their selected LRs: mean and 95% half-width of the per-seed difference
     (positive = a better), and the number of seeds; None where either has no selected LR."""
@@ -175,11 +181,7 @@ def l1(st: Studies, figdir: Path) -> Verdict:
     for s in st.sweeps:
         sel = {i: r["test_at_selected"][0] for i, r in s.per_init().items() if r["selected_lr"] is not None and i != FULL}
         lr = lr_nearest(s)
-        shared = {}
-        for i in lora(s):
-            t = per_seed(s, i, lr)
-            if len(t) == len(s.grid["dims"]["seed"]):
-                shared[i] = sum(t.values()) / len(t)
+        shared = {i: m for i in lora(s) if (m := mean_at(s, i, lr)) is not None}
         if len(sel) < 2 or len(shared) < 2:
             verdicts.append(OPEN)
             reasons.append(f"{s.name}: inconclusive (too few inits finished)")
@@ -260,9 +262,9 @@ def r5(st: Studies, figdir: Path) -> Verdict:
             r = f"HRP {m:+.2%} ± {h:.2%} relative to full over {n} paired seeds"
         if note := _stuck_note(s):
             v, r = OPEN, note
-        best = [(sum(t.values()) / len(t), lr) for lr in s.grid["dims"]["lr"] if len(t := per_seed(s, FULL, lr)) == len(s.grid["dims"]["seed"])]
-        oracle = f" (full's best mean test at any LR, an oracle: {min(best, key=lambda b: s.sign * b[0])[0]:.4g} at LR " \
-                 f"{min(best, key=lambda b: s.sign * b[0])[1]:.3g})" if best else ""
+        best = min(((m, lr) for lr in s.grid["dims"]["lr"] if (m := mean_at(s, FULL, lr)) is not None),
+                   key=lambda b: s.sign * b[0], default=None)
+        oracle = f" (full's best mean test at any LR, an oracle: {best[0]:.4g} at LR {best[1]:.3g})" if best else ""
         ratios = lr_ratios(s)
         shown = ", ".join(f"{i} {x:.3g}x" for i, x in ratios.items() if i in ("init_a", "init_b", "hrp"))
         spread_ = f"; over {len(ratios)} inits {min(ratios.values()):.3g}x..{max(ratios.values()):.3g}x" if ratios else ""
