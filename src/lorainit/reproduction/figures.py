@@ -9,7 +9,7 @@ from .. import plots
 from ..plots import plt
 
 INITS = ("init_a", "init_b")
-OTHERS = ("tab:purple", "tab:brown", "tab:pink", "tab:gray", "tab:olive", "tab:cyan", "tab:green", "tab:orange", "black")
+OTHERS = ("tab:purple", "tab:brown", "tab:pink", "tab:gray", "tab:olive", "tab:cyan", "tab:green", "tab:orange", "navy")  # (black: full FT)
 
 
 def col(init: str, i: int) -> str:
@@ -132,6 +132,17 @@ def task_curves(s, path: Path, shared_lr: float) -> Path:
     return path
 
 
+def _bar_range(ax, values: list[float], pad: float) -> None:
+    """The y range of a bar figure around its values (``pad`` of their spread either side); with none, a note saying so."""
+    if values:
+        lo, hi = min(values), max(values)
+        ax.set_ylim(lo - pad * (hi - lo + 1e-9), hi + pad * (hi - lo + 1e-9))
+    else:
+        ax.set_yticks([])
+        ax.text(0.5, 0.5, "nothing to show yet:\nno LR has every seed finished\n(the study is unfinished)",
+                ha="center", va="center", transform=ax.transAxes, fontsize=9, color="gray")
+
+
 def shared_vs_tuned(s, lr: float, path: Path, inits: list[str]) -> Path:
     """Test metric per init (of ``inits``) at its tuned LR and at the one shared LR."""
     from .tasks import per_seed
@@ -144,10 +155,7 @@ def shared_vs_tuned(s, lr: float, path: Path, inits: list[str]) -> Path:
     ax.bar(x - 0.2, [t[0] if t[0] is not None else np.nan for t in tuned], 0.4, yerr=[t[1] or 0 for t in tuned], label="tuned LR", color="C0")
     ax.bar(x + 0.2, [np.mean(v) if v else np.nan for v in shared], 0.4,
            yerr=[np.std(v, ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0 for v in shared], label=f"shared LR {lr:.3g}", color="C1")
-    vals = [v for t in tuned for v in [t[0]] if v is not None] + [np.mean(v) for v in shared if v]
-    if vals:
-        lo, hi = min(vals), max(vals)
-        ax.set_ylim(lo - 0.15 * (hi - lo + 1e-9), hi + 0.15 * (hi - lo + 1e-9))
+    _bar_range(ax, [v for t in tuned for v in [t[0]] if v is not None] + [np.mean(v) for v in shared if v], 0.15)
     ax.set(xticks=x, ylabel=f"test {s.summary['metric']}", title=f"{s.name}: tuned vs shared LR")
     ax.set_xticklabels(inits, rotation=30, ha="right")
     ax.legend(fontsize=8)
@@ -161,17 +169,15 @@ def full_vs_lora(s, path: Path, methods: list[str]) -> Path:
     rows = [s.per_init()[m] for m in methods]
     x = np.arange(len(methods))
     means = [r["test_at_selected"][0] if r["selected_lr"] is not None else np.nan for r in rows]
+    errs = [(r["test_at_selected"][1] or 0) if r["selected_lr"] is not None else 0 for r in rows]
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.bar(x, means, 0.6, yerr=[(r["test_at_selected"][1] or 0) if r["selected_lr"] is not None else 0 for r in rows],
-           color=[col(m, i) for i, m in enumerate(methods)])
+    order = list(s.per_init())  # each method in the colour task_curves gives it
+    ax.bar(x, means, 0.6, yerr=errs, color=[col(m, order.index(m)) for m in methods])
     for i, r in enumerate(rows):
         if r["selected_lr"] is not None:
-            ax.annotate(f"LR {r['selected_lr']:.2g}", (x[i], means[i]), ha="center", va="bottom", fontsize=8,
+            ax.annotate(f"LR {r['selected_lr']:.2g}", (x[i], means[i] + errs[i]), ha="center", va="bottom", fontsize=8,
                         xytext=(0, 6), textcoords="offset points")
-    vals = [v for v in means if not np.isnan(v)]
-    if vals:
-        lo, hi = min(vals), max(vals)
-        ax.set_ylim(lo - 0.3 * (hi - lo + 1e-9), hi + 0.3 * (hi - lo + 1e-9))
+    _bar_range(ax, [v for m, e in zip(means, errs) if not np.isnan(m) for v in (m - e, m + e)], 0.3)  # the bars' whiskers too
     ax.set(xticks=x, ylabel=f"test {s.summary['metric']}", title=f"{s.name}: full fine-tuning vs LoRA, each at its tuned LR")
     ax.set_xticklabels([plots.label(m) for m in methods])
     plots.caption(fig, "Mean over seeds with s.e. bars at each method's LR selected on validation (written on the bar).")
