@@ -13,11 +13,14 @@ import numpy as np  # noqa: E402
 from .io import write_atomic  # noqa: E402
 
 COLORS = {"init_a": "tab:blue", "init_b": "tab:red", "full": "black"}
+OTHERS = ("tab:purple", "tab:brown", "tab:pink", "tab:gray", "tab:olive", "tab:cyan", "tab:green", "tab:orange", "navy")
 LABELS = {"init_a": "Init[A]", "init_b": "Init[B]", "full": "full FT"}
 
 
 def color(name: str, i: int = 0) -> str:
-    return COLORS.get(name, f"C{i + 2}")
+    """Init[A] blue, Init[B] red and full FT black as everywhere in lorainit; the method at position ``i`` of a figure
+    one of ``OTHERS`` (none of those three: the nine other registered inits fit without a repeat)."""
+    return COLORS.get(name, OTHERS[i % len(OTHERS)])
 
 
 def label(name: str) -> str:

@@ -28,3 +28,7 @@ def test_fmt_ci_and_spearman():
     assert stats.fmt_ci(0.5, 3.9e-17, ".4g") == "0.5 ± 0"
     assert stats.spearman([2, 4, 6], [0.1, 0.2, 0.3]) == pytest.approx(1.0)
     assert stats.spearman([2, 4, 6], [0.3, 0.2, 0.1]) == pytest.approx(-1.0)
+
+
+def test_mean_ci_of_equal_values_has_zero_width():
+    assert stats.mean_ci([0.493] * 3) == (pytest.approx(0.493), 0.0)

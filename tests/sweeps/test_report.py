@@ -79,3 +79,9 @@ def test_figures_of_a_sweep_with_nothing_finished_yet(tmp_path):
     assert s["integrity"]["finished_points"] == 0
     paths = report_plots.figures(s, grid, tmp_path)
     assert paths and all(p.exists() for p in paths)
+
+
+def test_the_standard_error_of_equal_values_is_exactly_zero():
+    """(numpy's s.d. of three equal 0.493 is 6.8e-17, the mean's rounding: a heatmap showed '± 4e-17')"""
+    assert report._mean_se([0.493] * 3) == (pytest.approx(0.493), 0.0)
+    assert report._mean_se([1.0, 2.0]) == (1.5, 0.5)

@@ -9,12 +9,6 @@ from .. import plots
 from ..plots import plt
 
 INITS = ("init_a", "init_b")
-OTHERS = ("tab:purple", "tab:brown", "tab:pink", "tab:gray", "tab:olive", "tab:cyan", "tab:green", "tab:orange", "navy")  # (black: full FT)
-
-
-def col(init: str, i: int) -> str:
-    """Init[A] blue and Init[B] red as everywhere in lorainit; the other inits a color each (nine fit)."""
-    return plots.COLORS.get(init, OTHERS[i % len(OTHERS)])
 
 
 def _per_width(st, init: str, key: str) -> tuple[list[int], np.ndarray]:
@@ -116,10 +110,10 @@ def task_curves(s, path: Path, shared_lr: float) -> Path:
             continue
         lr = [x["lr"] for x in rows]
         ax.errorbar(lr, [x["val_mean"] for x in rows], yerr=[x["val_se"] or 0 for x in rows], marker="o", ms=3,
-                    color=col(init, i), label=plots.label(init), lw=1.2, capsize=2)
+                    color=plots.color(init, i), label=plots.label(init), lw=1.2, capsize=2)
         if r["selected_lr"] is not None:
             sel = next(x for x in rows if x["lr"] == r["selected_lr"])
-            ax.plot(r["selected_lr"], sel["val_mean"], "*", ms=11, color=col(init, i))
+            ax.plot(r["selected_lr"], sel["val_mean"], "*", ms=11, color=plots.color(init, i))
     ax.axvline(shared_lr, color="gray", ls="--", lw=0.8)
     ax.set(xscale="log", xlabel="learning rate", ylabel=f"validation {s.summary['metric']}", title=f"{s.name}: every init across LRs")
     vals = [x["val_mean"] for r in s.per_init().values() for x in r["rows"] if x["val_mean"] is not None]
@@ -172,7 +166,7 @@ def full_vs_lora(s, path: Path, methods: list[str]) -> Path:
     errs = [(r["test_at_selected"][1] or 0) if r["selected_lr"] is not None else 0 for r in rows]
     fig, ax = plt.subplots(figsize=(6, 4))
     order = list(s.per_init())  # each method in the colour task_curves gives it
-    ax.bar(x, means, 0.6, yerr=errs, color=[col(m, order.index(m)) for m in methods])
+    ax.bar(x, means, 0.6, yerr=errs, color=[plots.color(m, order.index(m)) for m in methods])
     for i, r in enumerate(rows):
         if r["selected_lr"] is not None:
             ax.annotate(f"LR {r['selected_lr']:.2g}", (x[i], means[i] + errs[i]), ha="center", va="bottom", fontsize=8,

@@ -20,7 +20,8 @@ def mean_ci(values) -> tuple[float, float | None]:
     a = np.asarray(list(values), dtype=float)
     if len(a) < 2:
         return float(a.mean()), None
-    return float(a.mean()), t975(len(a) - 1) * float(a.std(ddof=1)) / math.sqrt(len(a))
+    sd = 0.0 if np.ptp(a) == 0 else float(a.std(ddof=1))  # equal values: exactly 0, not the mean's rounding
+    return float(a.mean()), t975(len(a) - 1) * sd / math.sqrt(len(a))
 
 
 def loglog_slope(x, y) -> float:

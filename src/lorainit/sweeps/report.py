@@ -45,7 +45,8 @@ def _mean_se(values: list[float]) -> tuple[float | None, float | None]:
     if not values:
         return None, None
     a = np.asarray(values, dtype=float)
-    return float(a.mean()), float(a.std(ddof=1) / math.sqrt(len(a))) if len(a) > 1 else None
+    sd = 0.0 if np.ptp(a) == 0 else float(a.std(ddof=1))  # equal values: exactly 0, not the mean's rounding (4e-17)
+    return float(a.mean()), sd / math.sqrt(len(a)) if len(a) > 1 else None
 
 
 def summarize(grid: dict, records: list[dict]) -> dict:

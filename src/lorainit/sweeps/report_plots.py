@@ -66,7 +66,7 @@ def heatmap(group: dict, grid: dict, path: Path) -> Path:
 
 
 def curves(group: dict, grid: dict, path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(7.5, 4))
     for i, (init, s) in enumerate(group["inits"].items()):
         c = plots.color(init, i)
         rows = [r for r in s["rows"] if not r["diverged"] and r["val_mean"] is not None]
@@ -86,7 +86,7 @@ def curves(group: dict, grid: dict, path: Path) -> Path:
         plots.tidy_log_axis(ax.yaxis)
     if plotted:
         plots.tidy_log_axis(ax.xaxis)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # (beside the curves: ten methods would cover them)
     plots.caption(fig, "Mean ± standard error over seeds at LRs where no seed diverged; star: the selected LR; dotted: the "
                        "init's first LR where a seed diverged.")
     plots.save(fig, path)
