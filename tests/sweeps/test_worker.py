@@ -148,10 +148,14 @@ def test_a_stopped_worker_loses_its_trials_to_a_live_one_on_the_same_host(tmp_pa
             return False
 
     deadline = time.time() + 120
-    while time.time() < deadline and not running():
-        time.sleep(0.1)
-    time.sleep(0.5)  # past the claim's few milliseconds under the study lock
-    first.send_signal(signal.SIGSTOP)
+    while time.time() < deadline:  # stop it while it holds a trial (its trials take a fraction of a second)
+        while time.time() < deadline and not running():
+            time.sleep(0.05)
+        time.sleep(0.5)  # past the claim's few milliseconds under the study lock
+        first.send_signal(signal.SIGSTOP)
+        if running():
+            break
+        first.send_signal(signal.SIGCONT)  # it was between trials: let it claim the next one
     started = time.time()
     second = cli(*args)
     out, err = second.communicate(timeout=300)
