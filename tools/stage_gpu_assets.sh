@@ -4,7 +4,7 @@
 # fine-tune of each task once first): .xfer0 and .xfer1 hold the two halves of SmolLM2's GGUF
 # (make the calls back to back: the machine is released after 30 s idle) and .xfer0 the LM/math data
 # too, .xfer3 the gguf and optuna wheels (for the GPU image's Python 3.12), .xfer2 MiniLM (fp16 copy) and
-# the NLI data. A call carries the tree (~12 MB of the 64 MiB) and: .xfer0; then .xfer1 and .xfer3; or .xfer2
+# the NLI and sentiment data. A call carries the tree (~12 MB of the 64 MiB) and: .xfer0; then .xfer1 and .xfer3; or .xfer2
 # and .xfer3.
 # On the GPU, tools/gpu_unstage.sh unpacks whatever a call carried into /root/stage (kept while the machine is warm).
 set -euo pipefail
@@ -36,7 +36,9 @@ from lorainit import assets
 d = Path(sys.argv[1]); p = d / "model.safetensors"; t = load_file(p); save_file({k: v.half() for k, v in t.items()}, p)
 assets.record_manifest(d)  # the fp16 copy is what the GPU machine verifies against
 PY
-mkdir -p "$tmp/$bb/vitaminc_fact_verification" && cp "$cache/$bb/vitaminc_fact_verification/task.json" "$cache/$bb/vitaminc_fact_verification/.task.json.done" "$tmp/$bb/vitaminc_fact_verification/"
+for t in vitaminc_fact_verification multiemo/all_text_en; do
+  mkdir -p "$tmp/$bb/$t" && cp "$cache/$bb/$t/task.json" "$cache/$bb/$t/.task.json.done" "$tmp/$bb/$t/"
+done
 (cd "$tmp" && tar czf "$root/.xfer2/data.tgz" extracted)
 rm -rf "$tmp"
 du -sh "$root"/.xfer0 "$root"/.xfer1 "$root"/.xfer2 "$root"/.xfer3

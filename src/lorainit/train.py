@@ -164,7 +164,9 @@ def train(model: nn.Module, batch_at: Callable[[int, int], object], loss_fn: Cal
     (JSON-ready) and ``load_checkpoint_state(state)``, and that state is checkpointed with the loop; its
     ``record()`` is logged with each step, and once its ``all_diverged`` is true the loop stops.
     ``optimizer``: an optimizer built by the caller (with ``param_groups`` holding "lr" and "base_lr"), instead of
-    AdamW over ``groups``. Returns {"steps", "seconds", "tokens", "resumed_from"}; every record also goes to ``log``."""
+    AdamW over ``groups``. Returns {"steps", "seconds", "tokens", "resumed_from"}; every record also goes to ``log``
+    (a step's with "elapsed": wall seconds since this process's loop began, evaluations included, so steady-state
+    speed can be read past the first steps' warm-up)."""
     core = getattr(model, "module", model)  # a DistributedDataParallel wrapper trains its module
     dist = torch.distributed.is_available() and torch.distributed.is_initialized()
     rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if dist else (0, 1)
@@ -220,7 +222,8 @@ def train(model: nn.Module, batch_at: Callable[[int, int], object], loss_fn: Cal
             log({"step": step, "diverged": True, "reason": why, "loss": total})
             raise FloatingPointError(f"{why} at step {step} (lr {cfg.lr:g}): the run diverged; lower the learning rate")
         opt.step()
-        log({"step": step, "loss": total, "lr": opt.param_groups[0]["lr"], **(loss_fn.record() if hasattr(loss_fn, "record") else {})})
+        log({"step": step, "loss": total, "lr": opt.param_groups[0]["lr"], "elapsed": round(time.perf_counter() - t0, 4),
+             **(loss_fn.record() if hasattr(loss_fn, "record") else {})})
         bar.set_postfix(loss=f"{total:.4f}")
         if getattr(loss_fn, "all_diverged", False):  # every run of a batched loss is dead: nothing left to train
             log({"step": step + 1, "stopped": "every run diverged"})

@@ -1,0 +1,98 @@
+"""Benchmark: where one sweep batch's wall time goes. K fine-tunes of one init at K learning rates train together
+(``experiments.finetune_run.run``, exactly what a sweep worker runs per batch) while each phase is timed, the
+GPU synchronized at its edges: the set-up (model and data, starts), every evaluation (per split), the |Z_A|/|Z_B|
+probe, every checkpoint, and the rest of the loop (training steps). Written to JSON with the provenance.
+
+    python bench/batch_phases.py --task mathqa --k 8 --steps 200 --out bench/results/batch_phases_mathqa_h200.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+import torch  # noqa: E402
+
+from lorainit import io, train  # noqa: E402
+from lorainit.experiments import finetune_eval, finetune_run, finetune_setup  # noqa: E402
+from lorainit.experiments.finetune import FinetuneConfig  # noqa: E402
+
+SECONDS: dict[str, float] = defaultdict(float)
+CALLS: dict[str, int] = defaultdict(int)
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def timed(module, name: str, label=None) -> None:
+    """Replace ``module.name`` by a wrapper adding its synchronized wall time to SECONDS[label(args) or name]."""
+    inner = getattr(module, name)
+
+    def wrapper(*args, **kw):
+        _sync()
+        t = time.perf_counter()
+        try:
+            return inner(*args, **kw)
+        finally:
+            _sync()
+            key = label(*args, **kw) if label else name
+            SECONDS[key] += time.perf_counter() - t
+            CALLS[key] += 1
+
+    setattr(module, name, wrapper)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--task", default="mathqa")
+    ap.add_argument("--init", default="init_a")
+    ap.add_argument("--k", type=int, default=8, help="runs in the batch (learning rates 1e-4 * 2^(k/2))")
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--seq-len", type=int, default=256)
+    ap.add_argument("--eval-every", type=int, default=50)
+    ap.add_argument("--max-eval", type=int, default=0, help="examples (or blocks) per evaluation, 0: all")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    cfg = FinetuneConfig(model=args.model, task=args.task, steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len,
+                         eval_every=args.eval_every, checkpoint_every=args.eval_every, max_eval=args.max_eval)
+    points = [{"init": args.init, "lr": 1e-4 * 2 ** (k / 2), "seed": 0} for k in range(args.k)]
+    seen = []  # the first test evaluation is the step-0 one, made before the loop starts
+
+    def evaluation(model, K, task, tok, split, *a, **kw) -> str:
+        seen.append(split)
+        return "evaluate_test_at_start" if split == "test" and seen.count("test") == 1 else f"evaluate_{split}"
+
+    timed(finetune_eval, "evaluate", evaluation)
+    timed(finetune_eval, "features")
+    timed(finetune_setup, "load")
+    timed(finetune_setup, "starts_for")
+    timed(train, "save_checkpoint")
+    with tempfile.TemporaryDirectory() as work:
+        _sync()
+        t = time.perf_counter()
+        cards = finetune_run.run(cfg, points, Path(work) / "batch", progress=False)
+        _sync()
+        wall = time.perf_counter() - t
+    loop = cards[0]["timing"]["loop_seconds"]
+    inside = sum(v for k, v in SECONDS.items() if k in ("evaluate_val", "evaluate_test", "features", "save_checkpoint"))
+    res = {"benchmark": "batch_phases", "provenance": io.provenance(), "config": vars(args) | {"out": str(args.out)},
+           "wall_seconds": wall, "loop_seconds": loop, "training_seconds": loop - inside,
+           "phases": {k: {"seconds": v, "calls": CALLS[k]} for k, v in sorted(SECONDS.items())},
+           "train_tokens_per_second": cards[0]["timing"]["tokens_per_second"],
+           "final": [c["metrics"]["final"] for c in cards] if "metrics" in cards[0] else None}
+    io.write_json(args.out, res)
+    print(json.dumps({k: v for k, v in res.items() if k not in ("provenance", "final")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
