@@ -32,7 +32,12 @@ from lorainit.sweeps.store import Store  # noqa: E402
 ENV = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{os.environ.get('PYTHONPATH', '')}"}
 
 
-def timed(cmd: list[str], log: Path) -> float:
+def timed(cmd: list[str], log: Path) -> float | None:
+    """Run ``cmd``; its wall seconds. A fine-tune whose folder (--out) already holds its run card is not run
+    again (None): a call killed after its runs is read back with the same command and --work."""
+    out = Path(cmd[cmd.index("--out") + 1])
+    if (out / "run_card.json").exists():
+        return None
     t0 = time.perf_counter()
     with open(log, "w") as f:
         r = subprocess.run(cmd, env=ENV, stdout=f, stderr=subprocess.STDOUT)
@@ -123,7 +128,10 @@ def main() -> None:
               "steady_speedup_per_pair": steady_ratios, "steady_speedup_median": statistics.median(steady_ratios),
               "steady_speedup_range": [min(steady_ratios), max(steady_ratios)],
               "equal_global_batch_loss_median_rel_diff": statistics.median(curve), "equal_global_batch_loss_max_rel_diff": max(curve)}
-    res = {"benchmark": "scale_out", "provenance": io.provenance(), "config": vars(args) | {"out": str(args.out), "work": str(work)},
+    prov = io.provenance()
+    if dp is not None and prov["device"] != card("ft1_0")["provenance"]["device"]:  # read back elsewhere: the runs' own
+        prov = {**card("ft1_0")["provenance"], "read_back": prov}
+    res = {"benchmark": "scale_out", "provenance": prov, "config": vars(args) | {"out": str(args.out), "work": str(work)},
            "sweep": sweep_part, "data_parallel": dp}
     print(json.dumps({k: res[k] for k in ("sweep", "data_parallel")}, indent=1))
     if args.out:
