@@ -15,6 +15,9 @@ from .stats import fmt_ci, mean_ci
 SHARED_LR = 2e-4  # L1's one shared learning rate
 FULL = "full"  # full fine-tuning (lorainit.full)
 BAND = 0.02  # "comparable" / "within 1-2%": a relative gap of at most 2% (L1 and R5)
+STANDS_IN = {  # our task: the paper's task it stands in for, and why the study exists where that is not obvious
+    "wiki": "WikiText-2", "mathqa": "GSM8k", "nli": "MNLI",
+    "sentiment": "SST-2, of the paper's GLUE tasks; added after the nli study, full fine-tuning included, did not learn its task"}
 
 
 def lora(s: Sweep) -> list[str]:
@@ -33,7 +36,8 @@ def setup(st: Studies) -> str:
                    f"projection, {c['steps']} steps of {c['batch_size']} x {c['seq_len']} tokens, "
                    f"{len([i for i in d['init'] if i != FULL])} inits{' and full fine-tuning' if FULL in d['init'] else ''} x "
                    f"{len(d['lr'])} LRs ({min(d['lr']):.3g}..{max(d['lr']):.3g}) x {len(d['seed'])} seeds; "
-                   f"{i['finished_points']}/{i['points']} points finished.")
+                   f"{i['finished_points']}/{i['points']} points finished"
+                   + (f" (stands in for {STANDS_IN[c['task']]})." if c["task"] in STANDS_IN else "."))
     return " ".join(out) + (" The paper's models are larger (RoBERTa-large, TinyLlama, Llama-7b) and train for epochs; "
                             "these are the package-shipped stand-ins (ASSETS.md).")
 
