@@ -184,6 +184,10 @@ def test_refusals(tmp_path):
         apply.apply(tiny_llama(), "pisa", rank=4)
     with pytest.raises(ValueError, match="rank must be"):
         apply.apply(tiny_llama(), "init_a", rank=0)
+    model = tiny_llama()
+    with pytest.raises(ValueError, match="'init_a' takes no option 'preheat_rank' \\(its options: std, distribution\\)"):
+        apply.apply(model, "init_a", rank=4, preheat_rank=8)  # (it was ignored before)
+    assert not hasattr(model, "peft_config")  # refused before PEFT wrapped the model
     a = applied("init_a")
     apply.save(a, tmp_path / "x")
     with pytest.raises(FileExistsError, match="exists"):

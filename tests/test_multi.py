@@ -50,7 +50,8 @@ def batched(make, kind, runs, tmp_path, steps=STEPS, checkpoint_every=10**9, los
         schemes = sorted({r.init for r in runs if r.seed == seed})
         for s, n, f in starts.draw_all(model, layers, schemes, seed=seed, ranks={n: RANK for n in layers},
                                        scalings={n: ALPHA / RANK for n in layers}, data=data,
-                                       loss_fn=lambda m, b: runloss.run_losses(m, b, 1, kind)[0], preheat={"steps": 5}):
+                                       loss_fn=lambda m, b: runloss.run_losses(m, b, 1, kind)[0],
+                                       hyperparameters={"hrp": {"preheat_steps": 5}}):
             found.setdefault((s, seed), ({}, f.residual is not None))[0][n] = f
         if head:
             setattr(model, head, original)
@@ -73,7 +74,8 @@ def alone(make, kind, run, tmp_path):
     if kind == "classify":
         model.classifier = models.seeded_head(model, "classifier", run.seed)
     data = data_of(kind, run.seed)
-    a = apply.apply(model, run.init, rank=RANK, alpha=ALPHA, targets=TARGETS[kind], seed=run.seed, preheat_steps=5,
+    a = apply.apply(model, run.init, rank=RANK, alpha=ALPHA, targets=TARGETS[kind], seed=run.seed,
+                    **({"preheat_steps": 5} if run.init == "hrp" else {}),
                     data=[data(s) for s in range(2)] if inits.entry(run.init).needs else None,
                     task_type="SEQ_CLS" if kind == "classify" else None)
     a.model.train()

@@ -21,7 +21,7 @@ def drawn(model, schemes, counted=None):
     loss = counted or (lambda m, b: m(**b).loss)
     out = {}
     for s, n, f in starts.draw_all(model, layers, schemes, seed=3, ranks={n: 4 for n in layers}, scalings={n: 2.0 for n in layers},
-                                   data=batches(), loss_fn=loss, preheat={"steps": 3}):
+                                   data=batches(), loss_fn=loss, hyperparameters={"hrp": {"preheat_steps": 3}}):
         out.setdefault(s, {})[n] = f
     return out
 
@@ -63,3 +63,29 @@ def test_refusals(tiny_llama):
         list(starts.draw_all(tiny_llama(), layers, ["lora_one"], **args))
     with pytest.raises(ValueError, match="oracle"):
         list(starts.draw_all(tiny_llama(), layers, ["target"], **args))
+
+
+def test_options_are_the_schemes_keywords_and_its_passes_settings():
+    assert starts.options("init_a") == {"std": None, "distribution": "normal"}  # (no generator: the draw seeds it)
+    hrp = starts.options("hrp")
+    assert list(hrp) == ["a_scale", "row_norm", "seed_b", "scaling", "preheat_rank", "preheat_steps", "preheat_lr"]
+    assert hrp["preheat_steps"] == 50 and hrp["preheat_rank"] is None and hrp["a_scale"] == "unit"
+    assert "grad" not in starts.options("lora_ga") and "activations" not in starts.options("eva")
+    own, passes = starts.split_options("hrp", {"a_scale": "sqrt_s", "preheat_rank": 16})
+    assert own == {"a_scale": "sqrt_s"} and passes == {"preheat_rank": 16}
+    with pytest.raises(ValueError, match="init scheme 'init_a' takes no option 'preheat_steps' \\(its options: "):
+        starts.split_options("init_a", {"preheat_steps": 3})
+
+
+def test_the_preheat_settings_reach_the_preheat(tiny_llama, monkeypatch):
+    seen = []
+    real = starts.stats.preheat
+    monkeypatch.setattr(starts.stats, "preheat", lambda *a, **kw: seen.append(kw) or real(*a, **kw))
+    model = tiny_llama()
+    layers = layers_of(model)
+    args = dict(seed=0, ranks={n: 4 for n in layers}, scalings={n: 2.0 for n in layers}, data=batches())
+    list(starts.draw_all(model, layers, ["hrp"], **args, hyperparameters={"hrp": {"preheat_steps": 2, "preheat_lr": 0.5}}))
+    list(starts.draw_all(model, layers, ["hrp"], **args))
+    assert [(k["rank"], k["steps"], k["lr"]) for k in seen] == [(16, 2, 0.5), (16, 50, 1e-3)]  # rank None: 4 x the LoRA rank
+    with pytest.raises(ValueError, match="takes no option 'niter'"):
+        list(starts.draw_all(model, layers, ["hrp"], **args, hyperparameters={"hrp": {"niter": 2}}))

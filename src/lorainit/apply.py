@@ -63,10 +63,13 @@ def _as_peft(model, rank, alpha, targets, use_rslora, adapter, task_type=None):
 
 def apply(model, scheme: str, *, rank: int | None = None, alpha: float | None = None, targets: list[str] | None = None,
           data=None, loss_fn: stats.LossFn = stats.default_loss, seed: int = 0, use_rslora: bool = False,
-          adapter: str = "default", budget_mb: float = 1024.0, preheat_rank: int | None = None,
-          preheat_steps: int = 50, preheat_lr: float = 1e-3, freeze_a: bool = False, task_type: str | None = None,
-          **hyperparameters) -> Applied:
+          adapter: str = "default", budget_mb: float = 1024.0, freeze_a: bool = False, task_type: str | None = None,
+          **options) -> Applied:
     """Initialize every LoRA layer of ``model`` with ``scheme``; see the module docstring.
+
+    ``options`` are the scheme's (``starts.options(scheme)``): its own keywords (pissa's ``niter``, hrp's
+    ``a_scale``, ...) and the settings of the data pass it needs (hrp: ``preheat_rank``, ``preheat_steps``,
+    ``preheat_lr``); a name the scheme does not take is refused in one line that lists those it does.
 
     ``budget_mb`` bounds the per-layer statistics of a data-dependent init held at once (full-size gradients,
     or in x in activation scatter matrices): layers are processed in groups that fit, one data pass each.
@@ -74,6 +77,7 @@ def apply(model, scheme: str, *, rank: int | None = None, alpha: float | None = 
     ``freeze_a=True`` gives asymmetric LoRA (Chen et al. 2025): ``lora_A`` keeps its initial value and
     only ``lora_B`` trains. ``task_type`` is PEFT's (e.g. "SEQ_CLS" also trains and saves the new head)."""
     entry = inits.entry(scheme)
+    starts.split_options(scheme, options)  # (checked before PEFT wraps the model)
     if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank <= 0):
         raise ValueError(f"rank must be a positive integer; got {rank!r}")
     if "target" in entry.needs:
@@ -91,8 +95,7 @@ def apply(model, scheme: str, *, rank: int | None = None, alpha: float | None = 
                              f"choose rank <= {min(out_f, in_f)} or leave that layer out of the targets")
     drawn = starts.draw_all(peft_model, layers, [scheme], seed=seed, ranks={n: l.r[adapter] for n, l in layers.items()},
                             scalings={n: l.scaling[adapter] for n, l in layers.items()}, data=data, loss_fn=loss_fn,
-                            budget_mb=budget_mb, preheat={"rank": preheat_rank, "steps": preheat_steps, "lr": preheat_lr},
-                            hyperparameters={scheme: hyperparameters})
+                            budget_mb=budget_mb, hyperparameters={scheme: options})
     # every layer is drawn before any is written: a residual written into one layer's base would change the
     # function a data pass still running over the other layers' groups sees
     factors = [(name, f) for _, name, f in drawn]

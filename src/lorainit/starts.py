@@ -26,7 +26,27 @@ from .inits import Factors
 from .seeding import generator
 
 PEFT_PREFIX = "base_model.model."  # the module path prefix of a layer inside a PeftModel
-PREHEAT = {"rank": None, "steps": 50, "lr": 1e-3}  # HRP's preheat: rank None means 4 x the LoRA rank
+# A need's data-pass settings, options of every scheme with that need beside the scheme's own keywords.
+# HRP's preheat (stats.preheat): preheat_rank None means 4 x the LoRA rank.
+PASS_OPTIONS = {"preheated": {"preheat_rank": None, "preheat_steps": 50, "preheat_lr": 1e-3}}
+
+
+def options(scheme: str) -> dict[str, object]:
+    """Every option ``scheme`` takes, with its default: its own keywords, then its needs' data-pass settings."""
+    e = inits.entry(scheme)
+    return {**e.hyperparameters(), **{k: v for need in e.needs for k, v in PASS_OPTIONS.get(need, {}).items()}}
+
+
+def split_options(scheme: str, given: dict) -> tuple[dict, dict]:
+    """(the scheme's keywords, its data-pass settings) of ``given``; a name ``scheme`` does not take is one
+    ValueError line listing those it does."""
+    known = options(scheme)
+    wrong = [k for k in given if k not in known]
+    if wrong:
+        offer = ", ".join(known) or "none"
+        raise ValueError(f"init scheme {scheme!r} takes no option {wrong[0]!r} (its options: {offer})")
+    passes = {k for need in inits.entry(scheme).needs for k in PASS_OPTIONS.get(need, {})}
+    return {k: v for k, v in given.items() if k not in passes}, {k: v for k, v in given.items() if k in passes}
 
 
 def layer_generator(seed: int, scheme: str, layer: str) -> torch.Generator:
@@ -70,14 +90,23 @@ def draw_stacked(scheme: str, layers: dict[str, nn.Module], ranks: dict[str, int
 
 def draw_all(model, layers: dict[str, nn.Module], schemes: list[str], *, seed: int, ranks: dict[str, int],
              scalings: dict[str, float], data=None, loss_fn: stats.LossFn = stats.default_loss, budget_mb: float = 1024.0,
-             preheat: dict | None = None, hyperparameters: dict[str, dict] | None = None) -> Iterator[tuple[str, str, Factors]]:
+             hyperparameters: dict[str, dict] | None = None) -> Iterator[tuple[str, str, Factors]]:
     """(scheme, layer name, factors) for every scheme in ``schemes`` and every layer of ``layers`` (PEFT layer
     names -> PEFT LoRA layers or plain linear layers), at ``seed``. ``data`` (an iterable of batches) and
-    ``loss_fn`` feed the data-dependent schemes; ``preheat`` overrides ``PREHEAT``'s rank/steps/lr for hrp;
-    ``hyperparameters`` maps a scheme to its keyword arguments. Each needed statistic is computed once, in one
-    data pass, and handed to every scheme that uses it, layer by layer (nothing model-sized is held)."""
+    ``loss_fn`` feed the data-dependent schemes; ``hyperparameters`` maps a scheme to its options (``options``:
+    its keywords and its data passes' settings, checked by ``split_options``). Each needed statistic is computed
+    once, in one data pass, and handed to every scheme that uses it, layer by layer (nothing model-sized is held);
+    schemes sharing a pass must agree on its settings."""
     entries = {s: inits.entry(s) for s in dict.fromkeys(schemes)}
-    kw = {s: dict((hyperparameters or {}).get(s, {})) for s in entries}
+    split = {s: split_options(s, dict((hyperparameters or {}).get(s, {}))) for s in entries}
+    kw = {s: own for s, (own, _) in split.items()}
+    settings = {}  # need -> its data pass's settings
+    for s, e in entries.items():
+        for need in e.needs:
+            mine = {k: split[s][1].get(k, v) for k, v in PASS_OPTIONS.get(need, {}).items()}
+            if settings.setdefault(need, mine) != mine:
+                raise ValueError(f"the schemes sharing the {need!r} data pass ask for different settings ({settings[need]} "
+                                 f"and {s}'s {mine}); draw them in separate calls")
     if any("target" in e.needs for e in entries.values()):
         raise ValueError("'target' is an oracle for synthetic problems with a known update (lorainit mf); it has no meaning on a model")
     if any(e.needs for e in entries.values()) and data is None:
@@ -105,8 +134,8 @@ def draw_all(model, layers: dict[str, nn.Module], schemes: list[str], *, seed: i
         for name, R in stats.activation_scatter(model, layers, data, loss_fn, budget_mb=budget_mb, keep=keep):
             yield from ((s, name, one(s, name, activations=R, center=False)) for s in by_need("activations"))
     if by_need("preheated"):
-        p = {**PREHEAT, **(preheat or {})}
-        rp = p["rank"] or 4 * max(ranks.values())
-        pre = stats.preheat(model, layers, data, loss_fn, rank=rp, steps=p["steps"], lr=p["lr"], seed=seed)
+        p = settings["preheated"]
+        rp = p["preheat_rank"] or 4 * max(ranks.values())
+        pre = stats.preheat(model, layers, data, loss_fn, rank=rp, steps=p["preheat_steps"], lr=p["preheat_lr"], seed=seed)
         for name in layers:
             yield from ((s, name, one(s, name, preheated=pre[name])) for s in by_need("preheated"))

@@ -30,6 +30,12 @@ class Entry:
     # giving ``fn``'s factors per matrix; ``lorainit.apply`` uses it on groups of same-shape layers
     stacked: Callable[..., list[Factors]] | None = None
 
+    def hyperparameters(self) -> dict[str, object]:
+        """The scheme's own keywords and their defaults: everything after (weight, rank) but the generator and the
+        data it ``needs`` (a layer's ``scaling`` is filled in per layer unless given)."""
+        skip = {"generator", *self.needs}
+        return {p.name: p.default for p in list(inspect.signature(self.fn).parameters.values())[2:] if p.name not in skip}
+
 
 INITS: dict[str, Entry] = {}
 
