@@ -1,4 +1,6 @@
-"""Tiny models the tests share (importable as ``helpers``: pytest puts tests/ on the path)."""
+"""Tiny models and toy studies the tests share (importable as ``helpers``: pytest puts tests/ on the path)."""
+import math
+
 import torch
 
 
@@ -21,3 +23,25 @@ def tiny_bert(seed: int = 0, num_labels: int = 3):
                                   attention_probs_dropout_prob=0.0)
     torch.manual_seed(seed)
     return transformers.BertForSequenceClassification(cfg).eval()
+
+
+def _tiny_toy():
+    from lorainit.experiments import toy
+
+    return toy.ToyConfig(widths=(16, 32), rank=2, lrs=(1e-3, 1e-2, 5e-2), seeds=2, steps=6, teacher_width=40,
+                         teacher_rank=4, n_train=60, n_test=20, log_every=3, device="cpu")
+
+
+TINY_TOY = _tiny_toy()  # a teacher-student config that trains in a second
+
+
+def fake_width(width, loss, zb=None, diverged=()):
+    """A width result whose final train loss per (init, seed, lr) is given; zb (per-coordinate) likewise."""
+    runs = []
+    for (init, seed, lr), value in loss.items():
+        z = (zb or {}).get((init, seed, lr), 0.1) * math.sqrt(width)
+        div = (init, seed, lr) in diverged
+        runs.append({"seed": seed, "init": init, "lr": lr, "diverged_step": 3 if div else None,
+                     "train_loss": [1.0, None if div else value], "test_loss": [1.0, None if div else value * 2],
+                     "za": [1.0, 2.0 + seed], "zb": [0.0, None if div else z]})
+    return {"width": width, "steps": [0, 10], "runs": runs}

@@ -1,4 +1,4 @@
-"""LoRA-GA, LoRA-One and EVA: closed forms on inputs with a known spectrum."""
+"""LoRA-GA and LoRA-One: closed forms on gradients with a known spectrum."""
 import pytest
 import torch
 
@@ -40,23 +40,6 @@ def test_lora_one_is_a_normalized_top_r_gradient_step_and_keeps_the_base():
     assert f.residual is None
     with pytest.raises(ValueError, match="gradient is zero"):
         get("lora_one")(W, 3, grad=torch.zeros_like(W))
-
-
-def test_eva_takes_the_principal_directions_of_the_centred_inputs():
-    g = torch.Generator().manual_seed(0)
-    basis, _ = torch.linalg.qr(torch.randn(20, 20, generator=g, dtype=torch.float64))
-    scales = torch.tensor([5.0, 3.0, 2.0] + [0.1] * 17, dtype=torch.float64)
-    X = (torch.randn(4000, 20, generator=g, dtype=torch.float64) * scales) @ basis.T + 7.0  # offset: centring matters
-    f = get("eva")(torch.zeros(8, 20, dtype=torch.float64), 3, activations=X)
-    for i in range(3):
-        assert abs(float(f.A[i] @ basis[:, i])) > 0.99
-    assert torch.count_nonzero(f.B) == 0
-    w = get("eva")(torch.zeros(8, 20, dtype=torch.float64), 3, activations=X, whiten=True)
-    assert torch.linalg.norm(w.A[0]) < torch.linalg.norm(w.A[2])  # 1/sqrt(s_i) grows down the spectrum
-    with pytest.raises(ValueError, match="features"):
-        get("eva")(torch.zeros(8, 21), 3, activations=X.float())
-    with pytest.raises(ValueError, match="collect more data"):
-        get("eva")(torch.zeros(8, 20), 3, activations=X[:3].float())
 
 
 @pytest.mark.parametrize("name", ["lora_ga", "lora_one"])
