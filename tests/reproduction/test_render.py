@@ -2,16 +2,14 @@
 import dataclasses
 
 import pytest
+from helpers import TINY_TOY as TINY
 
 from lorainit import cli, io
-from lorainit.experiments import mf, toy, toy_study
+from lorainit.experiments import mf, toy_study
 from lorainit.reproduction import claims
 
 from .conftest import sweep_folder
 from .test_tasks import curve
-
-TINY = toy.ToyConfig(widths=(16, 32), rank=2, lrs=(1e-3, 1e-2, 5e-2), seeds=2, steps=6, teacher_width=40,
-                     teacher_rank=4, n_train=60, n_test=20, log_every=3, device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -70,17 +70,6 @@ def test_report_files_for_a_toy_sweep(tmp_path):
     assert sel["selected_lr"] in (1e-2, 1e-1) and sel["first_diverging_lr"] == 1e3
 
 
-def test_figures_of_a_sweep_with_nothing_finished_yet(tmp_path):
-    """A report while every trial still runs (or was lost) draws empty figures instead of failing."""
-    from lorainit.sweeps import report_plots
-
-    grid = {**GRID, "metric": "perplexity", "direction": "minimize"}
-    s = report.summarize(grid, [rec(0, 0, "a", 0.01, None, state="RUNNING"), rec(1, 1, "b", 0.1, None, state="FAIL")])
-    assert s["integrity"]["finished_points"] == 0
-    paths = report_plots.figures(s, grid, tmp_path)
-    assert paths and all(p.exists() for p in paths)
-
-
 def test_the_standard_error_of_equal_values_is_exactly_zero():
     """(numpy's s.d. of three equal 0.493 is 6.8e-17, the mean's rounding: a heatmap showed '± 4e-17')"""
     assert report._mean_se([0.493] * 3) == (pytest.approx(0.493), 0.0)
