@@ -13,6 +13,18 @@ def float64():
 
 
 @pytest.fixture
+def drawn(monkeypatch):
+    """The figures ``plots.save`` is given, in order (they are still written): a figure's lines, bars and texts
+    can be read back instead of trusting a PNG's size."""
+    from lorainit import plots
+
+    figs = []
+    real = plots.save
+    monkeypatch.setattr(plots, "save", lambda fig, path: figs.append(fig) or real(fig, path))
+    return figs
+
+
+@pytest.fixture
 def tiny_llama():
     """A tiny randomly initialized Llama (vocab 64, hidden 32, 2 layers): ``tiny_llama(seed=0)``."""
     return helpers.tiny_llama

@@ -1,4 +1,5 @@
 """Tiny models and toy studies the tests share (importable as ``helpers``: pytest puts tests/ on the path)."""
+import dataclasses
 import math
 
 import torch
@@ -45,3 +46,15 @@ def fake_width(width, loss, zb=None, diverged=()):
                      "train_loss": [1.0, None if div else value], "test_loss": [1.0, None if div else value * 2],
                      "za": [1.0, 2.0 + seed], "zb": [0.0, None if div else z]})
     return {"width": width, "steps": [0, 10], "runs": runs}
+
+
+def known_study():
+    """Three widths whose optimal LRs are set: Init[A] >= Init[B] at 512, not at 1024."""
+    cfg = dataclasses.replace(TINY_TOY, widths=(256, 512, 1024), lrs=(1e-3, 1e-2, 1e-1), seeds=1)
+    widths = []
+    for w, (best_a, best_b) in zip(cfg.widths, [(1e-2, 1e-2), (1e-2, 1e-3), (1e-3, 1e-2)]):
+        loss = {(i, 0, lr): (0.1 if lr == best else 0.5) for i, best in (("init_a", best_a), ("init_b", best_b)) for lr in cfg.lrs}
+        widths.append(fake_width(w, loss))
+    from lorainit.experiments import toy_study
+
+    return {"config": toy_study.config_dict(cfg), "widths": widths, "analysis": toy_study.analyse(cfg, widths)}

@@ -4,7 +4,6 @@ import dataclasses
 import numpy as np
 import pytest
 
-from lorainit import plots
 from lorainit.experiments import mf, mf_report
 
 SMALL = mf.MFConfig(seeds=2, steps=60, preheat_steps=20, preheat_sweep=(10,))
@@ -33,11 +32,8 @@ def test_findings_list_every_mode_and_init_with_the_runs_numbers(run):
     assert "preheat   10 steps:" in text
 
 
-def test_figure_draws_each_inits_mean_curve_and_hrp_shifted_by_its_preheat(run, tmp_path, monkeypatch):
+def test_figure_draws_each_inits_mean_curve_and_hrp_shifted_by_its_preheat(run, tmp_path, drawn):
     res, cfg = run
-    drawn = []
-    real = plots.save
-    monkeypatch.setattr(plots, "save", lambda fig, path: drawn.append(fig) or real(fig, path))
     path = mf_report.figure(res, cfg, tmp_path / "fig.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     axes = drawn[0].axes

@@ -1,33 +1,12 @@
 """The teacher-student findings and figures (experiments/toy_report.py), from a study with known optima and from a
 real tiny study."""
-import dataclasses
 
 import numpy as np
-import pytest
 from helpers import TINY_TOY as TINY
-from helpers import fake_width
+from helpers import known_study
 
 from lorainit import plots
 from lorainit.experiments import toy_report, toy_study
-
-
-@pytest.fixture
-def drawn(monkeypatch):
-    """The figures plots.save is given (they are still written)."""
-    figs = []
-    real = plots.save
-    monkeypatch.setattr(plots, "save", lambda fig, path: figs.append(fig) or real(fig, path))
-    return figs
-
-
-def known_study():
-    """Three widths whose optimal LRs are set: Init[A] >= Init[B] at 512, not at 1024."""
-    cfg = dataclasses.replace(TINY, widths=(256, 512, 1024), lrs=(1e-3, 1e-2, 1e-1), seeds=1)
-    widths = []
-    for w, (best_a, best_b) in zip(cfg.widths, [(1e-2, 1e-2), (1e-2, 1e-3), (1e-3, 1e-2)]):
-        loss = {(i, 0, lr): (0.1 if lr == best else 0.5) for i, best in (("init_a", best_a), ("init_b", best_b)) for lr in cfg.lrs}
-        widths.append(fake_width(w, loss))
-    return {"config": toy_study.config_dict(cfg), "widths": widths, "analysis": toy_study.analyse(cfg, widths)}
 
 
 def test_findings_give_each_widths_optimum_and_the_papers_checks():

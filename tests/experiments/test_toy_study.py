@@ -3,7 +3,7 @@ import dataclasses
 
 import pytest
 from helpers import TINY_TOY as TINY
-from helpers import fake_width
+from helpers import fake_width, known_study
 
 from lorainit import io
 from lorainit.experiments import toy_study
@@ -79,12 +79,7 @@ def test_slope_of_an_exact_power_law():
 
 
 def test_analysis_checks():
-    cfg = dataclasses.replace(TINY, widths=(256, 512, 1024), lrs=(1e-3, 1e-2, 1e-1), seeds=1)
-    widths = []
-    for w, (best_a, best_b) in zip(cfg.widths, [(1e-2, 1e-2), (1e-2, 1e-3), (1e-3, 1e-2)]):
-        loss = {(i, 0, lr): (0.1 if lr == best else 0.5) for i, best in (("init_a", best_a), ("init_b", best_b)) for lr in cfg.lrs}
-        widths.append(fake_width(w, loss))
-    an = toy_study.analyse(cfg, widths)
+    an = known_study()["analysis"]
     assert an["checks"]["opt_lr_a_ge_b_at_width_ge_512"] == {"512": True, "1024": False}
 
 

@@ -11,14 +11,6 @@ from .conftest import WIDTHS, mf_results, sweep_folder, toy_results
 from .test_tasks import curve
 
 
-@pytest.fixture
-def drawn(monkeypatch):
-    figs = []
-    real = plots.save
-    monkeypatch.setattr(plots, "save", lambda fig, path: figs.append(fig) or real(fig, path))
-    return figs
-
-
 def bold(ax, init):
     return next(line for line in ax.get_lines() if line.get_label() == plots.label(init))
 

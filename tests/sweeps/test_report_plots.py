@@ -3,7 +3,6 @@ the selected LR's star and the first diverging LR's line, on hand-made trials wi
 import numpy as np
 import pytest
 
-from lorainit import plots
 from lorainit.sweeps import report, report_plots
 
 GRID = {"experiment": "finetune", "dims": {"seed": [0, 1], "init": ["a", "b"], "lr": [0.01, 0.1, 1.0]},
@@ -17,14 +16,6 @@ def summary():
              "test": v, "diverged_step": None if v is not None else 3}
             for n, ((init, lr), vs) in enumerate(VALUES.items()) for seed, v in enumerate(vs)]
     return report.summarize(GRID, recs)
-
-
-@pytest.fixture
-def drawn(monkeypatch):
-    figs = []
-    real = plots.save
-    monkeypatch.setattr(plots, "save", lambda fig, path: figs.append(fig) or real(fig, path))
-    return figs
 
 
 def test_heatmap_cells_are_the_seed_means_and_a_diverged_cell_is_grey(tmp_path, drawn):
