@@ -208,14 +208,15 @@ width, mf points of one mode, finetune points of any init on one frozen base. 'l
 
 
 def _sweep(argv: list[str]) -> int:
-    from .sweeps import runners, worker
+    from .sweeps import experiment, worker
 
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--experiment", default="toy")
     exp = pre.parse_known_args(argv)[0].experiment
-    if exp not in runners.RUNNERS:
-        cliargs.fail("lorainit sweep", f"unknown experiment {exp!r}; choose one of {', '.join(runners.RUNNERS)}")
-    runner = runners.RUNNERS[exp]
+    try:
+        runner = experiment.get(exp)
+    except ValueError as e:
+        cliargs.fail("lorainit sweep", str(e))
     p = cliargs.Parser(prog="lorainit sweep", description=SWEEP_HELP)
     p.add_argument("--out", type=Path, default=None, help="sweep folder: study.db, run folders, report (default: runs/sweep-EXPERIMENT)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar (default: on)")

@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from lorainit.experiments import finetune
-from lorainit.sweeps import report, runners, worker
+from lorainit.sweeps import experiment, report, worker
 from lorainit.sweeps.store import Store
 
 pytestmark = pytest.mark.slow  # real models on CPU
@@ -74,7 +74,7 @@ def test_a_requeued_point_whose_run_finished_is_not_trained_again(tmp_path, monk
     from lorainit.experiments import finetune_run
 
     monkeypatch.setattr(finetune_run.train, "train", lambda *a, **k: pytest.fail("trained again"))
-    again = runners.RUNNERS["finetune"].run(LM, [{"seed": 0, "init": "init_a", "lr": 1e-3}], tmp_path)
+    again = experiment.get("finetune").run(LM, [{"seed": 0, "init": "init_a", "lr": 1e-3}], tmp_path)
     assert again[0][0] == records(tmp_path)[("init_a", 1e-3)]["value"] and card.read_text() == before
 
 
@@ -154,4 +154,4 @@ def test_full_points_train_alone_beside_one_batch_of_lora_points_and_report_as_a
 
 def test_full_is_refused_where_it_means_nothing():
     with pytest.raises(KeyError, match="unknown init scheme 'full'"):
-        worker.grid_for(worker.SweepConfig(experiment="toy", inits=("init_a", "full")), runners.RUNNERS["toy"].config())
+        worker.grid_for(worker.SweepConfig(experiment="toy", inits=("init_a", "full")), experiment.get("toy").config())

@@ -7,7 +7,8 @@ For each group of the extra dimensions (toy: width, mf: mode) and each init:
   (ties: the smaller LR); '*' marks a selection at the edge of the grid (widen the grid);
 - the test metric at the selected LR (mean and standard error): the number to compare inits by;
 - the divergence boundary: the largest LR below the first LR where any seed diverged.
-Toy studies also get the paper's optimal / max-stable LR vs width analysis (``toy_study.analyse``).
+An experiment adds its own section (``Experiment.report_section``: toy, the paper's optimal / max-stable LR vs width
+analysis) and says what its values are (``Experiment.note``).
 Exports: trials.csv (one row per trial attempt), summary.json, report.md and PNG figures.
 """
 from __future__ import annotations
@@ -182,7 +183,17 @@ def _fmt(mean, se, spec=".4g") -> str:
     return f"{mean:{spec}}" + (f" ± {se:.2g}" if se is not None else "")
 
 
-def markdown(grid: dict, summary: dict, figures: list[str], extra: str = "") -> str:
+def experiment_of(grid: dict):
+    """The study's experiment; a study of one not registered in this process reads as a plain ``Experiment``."""
+    from .experiment import Experiment, get
+
+    try:
+        return get(grid["experiment"])
+    except ValueError:
+        return Experiment()
+
+
+def markdown(grid: dict, summary: dict, figures: list[str], section=None) -> str:
     integ = summary["integrity"]
     lines = [f"# Sweep report: {grid['experiment']}", "",
              f"Metric: **{grid['metric']}** ({grid['direction']}d), selected per init on validation; test reported at the selected LR.",
@@ -191,11 +202,9 @@ def markdown(grid: dict, summary: dict, figures: list[str], extra: str = "") -> 
              f"finished {integ['finished_points']}, finished twice {integ['points_finished_twice']}; "
              f"trial states {', '.join(f'{k} {v}' for k, v in sorted(integ['trial_states'].items()))} "
              "(PRUNED = diverged, FAIL = an attempt lost with its worker, re-queued).", "", *answer_lines(summary)]
-    if grid["experiment"] == "toy":
-        lines += [f"Toy: 'validation' is the final loss on the {grid['config']['select_on']} set (the paper selects on train), "
-                  "'test' the held-out test loss.", ""]
-    if grid["experiment"] == "mf":
-        lines += ["Matrix factorization has no held-out data: 'validation' and 'test' are both the final loss.", ""]
+    note = experiment_of(grid).note(grid)
+    if note:
+        lines += [note, ""]
     for g in summary["groups"]:
         title = ", ".join(f"{k} {v}" for k, v in g["group"].items()) or "all"
         lines += [f"## {title}", "", "| init | selected LR | val at selected | test at selected | largest LR below divergence | first diverging LR |",
@@ -215,8 +224,8 @@ def markdown(grid: dict, summary: dict, figures: list[str], extra: str = "") -> 
             lines.append(f"| {init} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["*: selected LR at the edge of the grid: the optimum may lie outside it.", ""]
-    if extra:
-        lines += ["## Width study (Hayou et al. 2024, Sec. 3.7)", "", "```", extra, "```", ""]
+    if section is not None:
+        lines += [f"## {section.title}", "", "```", section.text, "```", ""]
     lines += [f"![{Path(f).stem}]({Path(f).name})" for f in figures]
     return "\n".join(lines) + "\n"
 
@@ -231,28 +240,6 @@ def trials_csv(grid: dict, records: list[dict]) -> str:
     return buf.getvalue()
 
 
-def toy_study(grid: dict, records: list[dict]) -> dict | None:
-    """A toy sweep as a ``toy_study`` results dict (widths with their runs), analysed as the paper does;
-    None unless every point is finished."""
-    from ..experiments import toy_study
-    from ..experiments.toy import ToyConfig
-
-    points, _ = finished(records, list(grid["dims"]))
-    if len(points) < math.prod(len(v) for v in grid["dims"].values()):
-        return None
-    d = grid["dims"]
-    cfg = ToyConfig(**{**{k: tuple(v) if isinstance(v, list) else v for k, v in grid["config"].items()},
-                       "widths": tuple(d["width"]), "inits": tuple(d["init"]), "lrs": tuple(d["lr"]), "seeds": len(d["seed"])})
-    widths = []
-    for w in d["width"]:
-        runs = [{"seed": r["seed"], "init": r["init"], "lr": r["lr"], "diverged_step": r.get("diverged_step"),
-                 "diverged_reason": r.get("reason"), **{k: r.get(k) or [None] for k in ("train_loss", "test_loss", "za", "zb")}}
-                for r in points.values() if r["width"] == w]
-        steps = next(r["steps"] for r in points.values() if r["width"] == w and r.get("steps"))
-        widths.append({"width": w, "runs": runs, "steps": steps})
-    return {"config": toy_study.config_dict(cfg), "widths": widths, "analysis": toy_study.analyse(cfg, widths)}
-
-
 def write(store, out: Path) -> dict:
     """Everything ``lorainit report`` writes into ``out``, from a loaded ``Store``; returns the summary."""
     from . import report_plots
@@ -262,17 +249,12 @@ def write(store, out: Path) -> dict:
     summary = summarize(grid, records)
     out = Path(out)
     figs = report_plots.figures(summary, grid, out)
-    extra = ""
-    if grid["experiment"] == "toy" and len(grid["dims"]["width"]) > 0:
-        study = toy_study(grid, records)
-        if study is not None:
-            from ..experiments import toy_report
-
-            extra = toy_report.findings(study)
-            figs += toy_report.figures(study, out)
-            summary["toy_analysis"] = study["analysis"]
+    section = experiment_of(grid).report_section(grid, records, out)
+    if section is not None:
+        figs += section.figures
+        summary.update(section.summary)
     io.write_text(out / "trials.csv", trials_csv(grid, records))
     io.write_json(out / "summary.json", {"grid": grid, "storage": store.shown, "study": store.study_name,
                                          "provenance": io.provenance(), **summary})
-    io.write_text(out / "report.md", markdown(grid, summary, [str(f) for f in figs], extra))
+    io.write_text(out / "report.md", markdown(grid, summary, [str(f) for f in figs], section))
     return summary

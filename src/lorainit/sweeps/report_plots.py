@@ -18,12 +18,10 @@ def _tag(group: dict) -> str:
 
 
 def selection_label(grid: dict) -> str:
-    """What a trial's value is: the toy's final loss on its selection split, mf's final loss, else validation."""
-    if grid["experiment"] == "toy":
-        return f"final {grid['config'].get('select_on', 'train')} loss"
-    if grid["experiment"] == "mf":
-        return "final loss"
-    return f"validation {grid['metric']}"
+    """What a trial's value is, as the study's experiment says (``Experiment.selection_label``)."""
+    from .report import experiment_of
+
+    return experiment_of(grid).selection_label(grid)
 
 
 def heatmap(group: dict, grid: dict, path: Path) -> Path:

@@ -1,11 +1,11 @@
-"""What one sweep trial runs, per experiment: each runner turns claimed grid points into outcomes.
+"""The built-in experiments of ``lorainit sweep`` (the contract: ``experiment.Experiment``), registered here.
 
-A runner knows its experiment's config class, which of its fields the sweep's grid replaces, the extra
-grid dimension it contributes (toy: width, mf: mode), the metric and its direction, and how to run a
-batch of points: toy and mf train all claimed points of one width / mode as one batched program
-(``lorainit.batched``); finetune trains any claimed points as K runs on one frozen base (``lorainit.multi``).
-An outcome is (value, attrs): value is the validation metric (None for a diverged run), attrs the test
-metric, curves and divergence step and reason.
+Each knows its config class, which of its fields the sweep's grid replaces, the extra grid dimension it
+contributes (toy: width, mf: mode), the metric and its direction, and how to run a batch of points: toy and mf
+train all claimed points of one width / mode as one batched program (``lorainit.batched``); finetune trains any
+claimed points as K runs on one frozen base (``lorainit.multi``). An outcome is (value, attrs): value is the
+validation metric (None for a diverged run), attrs the test metric, curves and divergence step and reason. Toy
+adds the paper's width analysis to its report (``report_section``).
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import torch
 from .. import divergence
 from ..experiments import finetune, mf, toy
 from ..full import FULL
+from .experiment import Experiment, Section, register
 from .store import point_key
 
 DIVERGE_FACTOR = divergence.STUDY_FACTOR  # toy and mf (lorainit.divergence)
@@ -36,16 +37,19 @@ def _last(values: list) -> float | None:
     return None if v is None or not math.isfinite(v) else float(v)
 
 
-class Toy:
+class Toy(Experiment):
     """Teacher-student model (Hayou et al. 2024, eq. 4). The 'validation' value is the final loss on the
     ``select_on`` split: the train set by default, as the paper selects; test is the held-out test loss."""
 
+    name = "toy"
     config = toy.ToyConfig
-    methods = ()  # grid values of --inits that are not init schemes
     replaced = ("inits", "lrs", "seeds", "widths")  # the grid's dimensions carry these
     from_config = ("widths",)  # ...but this one comes from the experiment's flags
-    validate = staticmethod(toy.validate)
     defaults = {"inits": ("init_a", "init_b"), "lrs": toy.ToyConfig.lrs, "seeds": 2, "batch": 64}
+    dim_flags = {"width": "widths"}
+
+    def validate(self, cfg) -> None:
+        toy.validate(cfg)
 
     def dims(self, cfg) -> dict:
         return {"width": list(cfg.widths)}
@@ -55,6 +59,35 @@ class Toy:
 
     def batch_key(self, point: dict):
         return point["width"]
+
+    def selection_label(self, grid: dict) -> str:
+        return f"final {grid['config'].get('select_on', 'train')} loss"
+
+    def note(self, grid: dict) -> str:
+        return (f"Toy: 'validation' is the final loss on the {grid['config']['select_on']} set (the paper selects on train), "
+                "'test' the held-out test loss.")
+
+    def report_section(self, grid: dict, records: list[dict], out: Path) -> Section | None:
+        """The paper's optimal / max-stable LR vs width analysis (``toy_study.analyse``), once every point is finished."""
+        from ..experiments import toy_report, toy_study
+        from .report import finished
+
+        points, _ = finished(records, list(grid["dims"]))
+        if not grid["dims"]["width"] or len(points) < math.prod(len(v) for v in grid["dims"].values()):
+            return None
+        d = grid["dims"]
+        cfg = toy.ToyConfig(**{**{k: tuple(v) if isinstance(v, list) else v for k, v in grid["config"].items()},
+                               "widths": tuple(d["width"]), "inits": tuple(d["init"]), "lrs": tuple(d["lr"]), "seeds": len(d["seed"])})
+        widths = []
+        for w in d["width"]:
+            runs = [{"seed": r["seed"], "init": r["init"], "lr": r["lr"], "diverged_step": r.get("diverged_step"),
+                     "diverged_reason": r.get("reason"), **{k: r.get(k) or [None] for k in ("train_loss", "test_loss", "za", "zb")}}
+                    for r in points.values() if r["width"] == w]
+            steps = next(r["steps"] for r in points.values() if r["width"] == w and r.get("steps"))
+            widths.append({"width": w, "runs": runs, "steps": steps})
+        study = {"config": toy_study.config_dict(cfg), "widths": widths, "analysis": toy_study.analyse(cfg, widths)}
+        return Section("Width study (Hayou et al. 2024, Sec. 3.7)", toy_report.findings(study), toy_report.figures(study, out),
+                       {"toy_analysis": study["analysis"]})
 
     def run(self, cfg, points: list[dict], out: Path) -> list[tuple]:
         data = toy.teacher_data(cfg)
@@ -90,15 +123,18 @@ def _seed_balanced(points: list[dict]) -> list[list[dict]]:
     return chunks
 
 
-class MF:
+class MF(Experiment):
     """Matrix factorization (Chen et al. 2025, Fig. 1) by gradient descent; value: final loss (no held-out data)."""
 
+    name = "mf"
     config = mf.MFConfig
-    methods = ()
     replaced = ("inits", "lr", "seeds", "modes")
     from_config = ("modes",)
-    validate = staticmethod(mf.validate)
     defaults = {"inits": ("gaussian", "orthogonal", "hrp", "target"), "lrs": tuple(0.0125 * 2**k for k in range(6)), "seeds": 3, "batch": 64}
+    dim_flags = {"mode": "modes"}
+
+    def validate(self, cfg) -> None:
+        mf.validate(cfg)
 
     def dims(self, cfg) -> dict:
         return {"mode": list(cfg.modes)}
@@ -108,6 +144,12 @@ class MF:
 
     def batch_key(self, point: dict):
         return point["mode"]
+
+    def selection_label(self, grid: dict) -> str:
+        return "final loss"
+
+    def note(self, grid: dict) -> str:
+        return "Matrix factorization has no held-out data: 'validation' and 'test' are both the final loss."
 
     def run(self, cfg, points: list[dict], out: Path) -> list[tuple]:
         start = time.perf_counter()
@@ -134,7 +176,7 @@ class MF:
         return outcomes
 
 
-class Finetune:
+class Finetune(Experiment):
     """A real fine-tune (``lorainit finetune``); value: the final validation metric, test reported beside it.
     A worker's claimed points, whatever their inits, train together as K runs on one frozen base
     (``experiments.finetune_run``) in a batch folder ``trials/batch-<hash>``; each point's adapter and run card go to
@@ -143,20 +185,19 @@ class Finetune:
     there (its batch finished but the worker died before recording it) is not trained again. A batch that does not
     fit the GPU's memory is split in two, and again, down to single runs."""
 
+    name = "finetune"
     config = finetune.FinetuneConfig
     methods = (FULL,)  # full fine-tuning: a method beside the inits, trained alone (it shares no frozen base)
     replaced = ("init", "lr", "seed")
-    from_config = ()
-    validate = staticmethod(finetune.validate)
     defaults = {"inits": ("init_a", "init_b"), "lrs": tuple(1e-5 * 300 ** (k / 9) for k in range(10)), "seeds": 1, "batch": 8}
 
-    def dims(self, cfg) -> dict:
-        return {}
+    def validate(self, cfg) -> None:
+        finetune.validate(cfg)
 
-    def metric(self, cfg, task=None) -> tuple[str, str]:
+    def metric(self, cfg) -> tuple[str, str]:
         from .. import data
 
-        name = (task or data.load(cfg.task)).metric
+        name = data.load(cfg.task).metric
         return name, "minimize" if name == "perplexity" else "maximize"
 
     def batch_key(self, point: dict):
@@ -219,4 +260,5 @@ def slug(point: dict) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]", "_", text)
 
 
-RUNNERS = {"toy": Toy(), "mf": MF(), "finetune": Finetune()}
+for _exp in (Toy(), MF(), Finetune()):
+    register(_exp)

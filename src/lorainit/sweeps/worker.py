@@ -1,9 +1,9 @@
 """``lorainit sweep``: one worker's claim / run / record loop over a study's grid.
 
 Every (extra dims x seed x init x LR) point of the grid is one Optuna trial (``store.py``). A worker
-claims up to ``batch`` queued points that can train together, runs them through the experiment's
-runner (``runners.py``), and records each outcome; it stops when every point is finished (waiting while
-other workers still hold some) or after ``max_trials``. Start the same command again, on this or any
+claims up to ``batch`` queued points that can train together, runs them through its experiment
+(``experiment.py``; the built-in ones are in ``runners.py``), and records each outcome; it stops when every point
+is finished (waiting while other workers still hold some) or after ``max_trials``. Start the same command again, on this or any
 machine sharing the storage, to add workers or to resume after a crash.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .. import inits, io
-from . import runners
+from . import experiment
 from .liveness import Heartbeat
 from .store import Grid, Store, sqlite_url
 
@@ -56,7 +56,7 @@ class SweepConfig:
 
 
 def grid_for(sweep: SweepConfig, cfg) -> Grid:
-    runner = runners.RUNNERS[sweep.experiment]
+    runner = experiment.get(sweep.experiment)
     names = sweep.inits or runner.defaults["inits"]
     for name in names:
         if name not in runner.methods:  # a method that is no init scheme (finetune: full)
@@ -73,15 +73,14 @@ def grid_for(sweep: SweepConfig, cfg) -> Grid:
     for dim, values in dims.items():  # a repeated value would make two trials of one point (and a worker wait on itself)
         twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
         if twice is not None:
-            flag = {"init": "inits", "lr": "lrs", "width": "widths", "mode": "modes"}.get(dim, dim)
+            flag = {"init": "inits", "lr": "lrs", **runner.dim_flags}.get(dim, dim)
             shown = f"{twice:g}" if isinstance(twice, float) else twice
             raise ValueError(f"--{flag} lists {shown} more than once; give each value once")
     return Grid(sweep.experiment, dims, config, metric, direction)
 
 
 def validate(sweep: SweepConfig) -> None:
-    if sweep.experiment not in runners.RUNNERS:
-        raise ValueError(f"unknown experiment {sweep.experiment!r}; choose one of {', '.join(runners.RUNNERS)}")
+    experiment.get(sweep.experiment)  # a ValueError naming the closest experiment
     if sweep.batch < 0:
         raise ValueError(f"batch must be a positive integer (or 0: the experiment's default); got {sweep.batch}")
     if sweep.max_trials < 0 or not sweep.heartbeat > 0 or not sweep.grace > sweep.heartbeat or not sweep.db_patience >= 0:
@@ -122,7 +121,7 @@ def run_on_gpus(sweep: SweepConfig, cfg, out: Path, argv: list[str], ids: list[s
 def run(sweep: SweepConfig, cfg, out: Path, *, progress: bool = True) -> dict:
     """Work on the study until it is finished (or ``max_trials``); returns {"ran", "done", "total", ...}."""
     validate(sweep)
-    runner = runners.RUNNERS[sweep.experiment]
+    runner = experiment.get(sweep.experiment)
     out = Path(out)
     store = _open(sweep, cfg, out)
     done, _, total = store.progress()
