@@ -31,3 +31,25 @@ def test_batched_fit_records_the_rules_reasons():
 
     h = batched.fit([p], loss_fn, lr, 5, opt=batched.SGD(), diverge_factor=10.0)
     assert h.reason == [None, divergence.EXPLODED, divergence.NON_FINITE]
+
+
+def test_hrps_preheat_stops_on_the_rule(tiny_llama):
+    """A preheat whose loss turns non-finite (at its 4th step here: a tiny model's normalized logits cannot blow up
+    however large the LR) raises, naming the step and the fix; a sane one is unchanged by the judge (it only reads
+    the loss)."""
+    import pytest
+
+    from lorainit import multi, starts, stats
+
+    model = tiny_llama()
+    layers = {starts.PEFT_PREFIX + n: m for n, m in multi.targets_of(model, ["q_proj", "down_proj"]).items()}
+    g = torch.Generator().manual_seed(0)
+    data = [{"input_ids": (ids := torch.randint(0, 64, (2, 12), generator=g)), "labels": ids} for _ in range(2)]
+    calls = []
+    loss = lambda m, b: calls.append(1) or m(**b).loss * (math.nan if len(calls) > 3 else 1.0)  # noqa: E731
+    with pytest.raises(FloatingPointError, match="HRP's preheat diverged \\(non-finite loss\\) at step 3 with preheat_lr 0.001; lower preheat_lr"):
+        stats.preheat(model, layers, data, loss, rank=8, steps=40, lr=1e-3)
+    assert len(calls) == 4  # it stopped there
+    a = stats.preheat(model, layers, data, rank=8, steps=3, lr=1e-3)
+    b = stats.preheat(model, layers, data, rank=8, steps=3, lr=1e-3)
+    assert all(torch.equal(a[n].A, b[n].A) and torch.equal(a[n].B, b[n].B) for n in layers)

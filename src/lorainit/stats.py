@@ -24,6 +24,7 @@ from typing import Callable, Iterable, Iterator
 import torch
 from torch import Tensor, nn
 
+from . import divergence
 from .inits import Factors
 
 LossFn = Callable[[nn.Module, object], Tensor]
@@ -169,9 +170,10 @@ def activation_scatter(model, layers: dict[str, nn.Module], data: Iterable, loss
 def preheat(model, layers: dict[str, nn.Module], data: Iterable, loss_fn: LossFn = default_loss, *, rank: int,
             steps: int, lr: float, seed: int = 0) -> dict[str, Factors]:
     """HRP's preheat: a temporary rank-``rank`` adapter (Init[A]: A ~ N(0, 1/in), B = 0, scaling 1) on the same
-    layers, ``steps`` AdamW steps on ``loss_fn`` cycling through ``data`` with the model's own adapters off;
-    returns each layer's preheated factors (B_p, A_p). Every other parameter keeps its value and its
-    requires_grad."""
+    layers, ``steps`` AdamW steps (constant ``lr``) on ``loss_fn`` cycling through ``data`` with the model's own
+    adapters off; returns each layer's preheated factors (B_p, A_p). Every other parameter keeps its value and its
+    requires_grad. A loss that diverges (``lorainit.divergence``, the fine-tunes' factor) stops it with a
+    FloatingPointError."""
     from . import inits
     from .seeding import generator
 
@@ -199,10 +201,18 @@ def preheat(model, layers: dict[str, nn.Module], data: Iterable, loss_fn: LossFn
             p.requires_grad_(False)
         opt = torch.optim.AdamW([t for pair in temp.values() for t in pair], lr=lr, weight_decay=0.0)
         model.train()
+        first = None
         with adapters_off(model):
-            for batch in itertools.islice(itertools.cycle(batches), steps):
+            for step, batch in enumerate(itertools.islice(itertools.cycle(batches), steps)):
                 opt.zero_grad(set_to_none=True)
-                loss_fn(model, batch).backward()
+                loss = loss_fn(model, batch)
+                value = loss.item()
+                first = value if first is None else first
+                why = divergence.reason(value, first, divergence.FINETUNE_FACTOR)
+                if why:  # (the rule of every loop, lorainit.divergence): factors from a diverged preheat mean nothing
+                    raise FloatingPointError(f"HRP's preheat diverged ({why}) at step {step} with preheat_lr {lr:g}; "
+                                             "lower preheat_lr")
+                loss.backward()
                 opt.step()
     finally:
         for h in handles:
