@@ -27,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 from lorainit import io  # noqa: E402
+from lorainit.runfolder import RunFolder  # noqa: E402
 from lorainit.sweeps.store import Store  # noqa: E402
 
 ENV = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{os.environ.get('PYTHONPATH', '')}"}
@@ -36,7 +37,7 @@ def timed(cmd: list[str], log: Path) -> float | None:
     """Run ``cmd``; its wall seconds. A fine-tune whose folder (--out) already holds its run card is not run
     again (None): a call killed after its runs is read back with the same command and --work."""
     out = Path(cmd[cmd.index("--out") + 1])
-    if (out / "run_card.json").exists():
+    if RunFolder(out).card_path.exists():
         return None
     t0 = time.perf_counter()
     with open(log, "w") as f:
@@ -55,15 +56,14 @@ def values(folder: Path) -> dict:
 def steady(folder: Path, skip: int) -> float:
     """Tokens/s between step ``skip`` and the last step (the first steps' warm-up left out), from log.jsonl's
     per-step elapsed seconds and the run card's token count (the same every step: an LM task's blocks)."""
-    steps = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines() if '"elapsed"' in line]
-    card = json.loads((folder / "run_card.json").read_text())
+    steps, card = RunFolder(folder).steps(), RunFolder(folder).card()
     per_step = card["timing"]["tokens_per_second"] * card["timing"]["loop_seconds"] / len(steps)
     a, b = steps[skip], steps[-1]
     return per_step * (b["step"] - a["step"]) / (b["elapsed"] - a["elapsed"])
 
 
 def losses(folder: Path) -> list[float]:
-    return [json.loads(line)["loss"] for line in (folder / "log.jsonl").read_text().splitlines() if '"loss"' in line]
+    return [r["loss"] for r in RunFolder(folder).steps()]
 
 
 def main() -> None:
@@ -107,7 +107,7 @@ def main() -> None:
           str(args.seq_len), "--eval-every", str(args.steps), "--checkpoint-every", str(args.steps), "--max-eval", "32",
           "--no-progress", *extra]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(args.gpus), "-m", "lorainit"]
-    card = lambda f: json.loads((work / f / "run_card.json").read_text())  # noqa: E731
+    card = lambda f: RunFolder(work / f).card()  # noqa: E731
     dp = None
     if "dp" in args.parts:
         pairs = []

@@ -33,6 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import divergence, speed
+from .runfolder import RunFolder
 from .seeding import derive_seed
 
 
@@ -175,7 +176,7 @@ def train(model: nn.Module, batch_at: Callable[[int, int], object], loss_fn: Cal
     else:
         groups = param_groups(core, cfg) if groups is None else groups  # each: {"params", "names", "lr", "base_lr"}
         opt = speed.adamw(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay)
-    ckpt = Path(out) / "checkpoint"
+    ckpt = RunFolder(out).checkpoint
     recover_checkpoint(ckpt)
     start, first = 0, None
     if ckpt.exists():

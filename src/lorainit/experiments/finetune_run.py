@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import os
 import shutil
@@ -31,6 +30,7 @@ from tqdm.auto import tqdm
 
 from .. import full, io, models, multi, runloss, speed, train
 from ..batches import Batches, collate
+from ..runfolder import CARD, CHECKPOINT, LOG, RunFolder
 from . import finetune_card, finetune_eval, finetune_setup
 from .finetune import FinetuneConfig, autocast_dtype, compiles, identity, run_identity, validate
 from .toy import resolve_device
@@ -38,11 +38,9 @@ from .toy import resolve_device
 
 def finished(run_dir: Path, cfg: FinetuneConfig, point: dict) -> dict | None:
     """The run card in ``run_dir`` if it records this very run, else None."""
-    path = Path(run_dir) / "run_card.json"
-    if path.exists():
-        card = io.read_json(path)
-        if "config" in card and not io.config_diff(card["config"], run_identity(cfg, point)):
-            return card
+    card = RunFolder(run_dir).card()
+    if card is not None and "config" in card and not io.config_diff(card["config"], run_identity(cfg, point)):
+        return card
     return None
 
 
@@ -69,7 +67,7 @@ def run(cfg: FinetuneConfig, points: list[dict], out: Path, *, run_dirs: list[Pa
         return cards
     rank, world, device = _distributed(resolve_device(cfg.device), cfg)
     if rank == 0:
-        train.recover_checkpoint(out / "checkpoint")  # (before the temporaries, .checkpoint.old among them, are cleaned)
+        train.recover_checkpoint(RunFolder(out).checkpoint)  # (before the temporaries, .checkpoint.old among them, are cleaned)
     data_cfg = cfg  # what the data order and the starts follow: the global batch
     if cfg.batch_per_process:
         _same_processes(out, world)
@@ -119,7 +117,7 @@ def run(cfg: FinetuneConfig, points: list[dict], out: Path, *, run_dirs: list[Pa
                 io.clean_temporaries(folder)
             # (the cached starts in inits/ are keyed by everything they depend on: never stale)
             io.claim_folder(out, wanted, overwrite=overwrite, what=what,
-                            stale=["log.jsonl", "checkpoint", "run[0-9]*", "adapter", "model", "run_card.json", "features.png"])
+                            stale=[LOG, CHECKPOINT, "run[0-9]*", "adapter", "model", CARD, "features.png"])
         if world > 1:
             torch.distributed.barrier()
         setup = time.perf_counter() - t0
@@ -147,7 +145,7 @@ def run(cfg: FinetuneConfig, points: list[dict], out: Path, *, run_dirs: list[Pa
 def _tidy(out: Path, run_dirs: list[Path], local_cache: bool = True) -> None:
     """A finished batch keeps its cards, adapters, figures and log: the checkpoint, a run-local start cache and any
     half-written temporaries go."""
-    shutil.rmtree(out / "checkpoint", ignore_errors=True)
+    shutil.rmtree(RunFolder(out).checkpoint, ignore_errors=True)
     if local_cache:
         shutil.rmtree(out / "inits", ignore_errors=True)
     for folder in (out, *run_dirs):
@@ -156,9 +154,9 @@ def _tidy(out: Path, run_dirs: list[Path], local_cache: bool = True) -> None:
 
 def _same_processes(out: Path, world: int) -> None:
     """With --batch-per-process the global batch depends on the number of processes: resume only with as many."""
-    state = Path(out) / "checkpoint" / "state.json"
-    if state.exists() and json.loads(state.read_text()).get("processes", world) != world:
-        was = json.loads(state.read_text())["processes"]
+    state = RunFolder(out).checkpoint_state()
+    if state is not None and state.get("processes", world) != world:
+        was = state["processes"]
         raise ValueError(f"{out} was checkpointed by {was} processes with --batch-per-process; resume it with "
                          f"--nproc_per_node {was} (this is {world}) or start in a new folder")
 
@@ -196,21 +194,6 @@ def _evaluating(device):
     return stack
 
 
-def _log_writer(path: Path, resume_step: int):
-    """Append records to log.jsonl; on resume, first drop records from steps the checkpoint does not cover."""
-    keep = []
-    if path.exists() and resume_step:
-        keep = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) < resume_step]
-    io.write_text(path, "".join(line + "\n" for line in keep))
-    f = open(path, "a")
-
-    def log(rec: dict) -> None:
-        f.write(json.dumps(rec) + "\n")
-        f.flush()
-
-    return log, f
-
-
 def _loop(cfg: FinetuneConfig, runs: list) -> train.LoopConfig:
     return train.LoopConfig(steps=cfg.steps, lr=max(r.lr for r in runs), warmup_ratio=cfg.warmup_ratio, grad_accum=cfg.grad_accum,
                             eval_every=cfg.eval_every, checkpoint_every=cfg.checkpoint_every, seed=runs[0].seed,
@@ -226,10 +209,9 @@ def _train(cfg, model, runs, batches, loaded, out: Path, device, rank: int, prog
     if rank:
         result = train.train(model, step_at, losses, loop, out, progress=False, autocast=autocast_dtype(device), optimizer=opt)
         return {"result": result, "losses": losses}
-    ckpt = out / "checkpoint"
-    resume = json.loads((ckpt / "state.json").read_text())["step"] if ckpt.exists() else 0
-    log, logfile = _log_writer(out / "log.jsonl", resume)
-    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line]
+    folder = RunFolder(out)
+    log, logfile = folder.open_log(folder.resume_step())
+    records = folder.records()
     probe = collate(task, loaded.tok, (finetune_setup.items(loaded, cfg) if task.kind == "lm" else task.splits["val"])[: cfg.batch_size],
                     cfg.seq_len, device)
     base = next((r["base"] for r in records if "base" in r), None)
@@ -259,6 +241,6 @@ def _train(cfg, model, runs, batches, loaded, out: Path, device, rank: int, prog
                              autocast=autocast_dtype(device), optimizer=opt)
     finally:
         logfile.close()
-    steps_logged = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line]
-    curves = [[r["run_loss"][k] if "run_loss" in r else r.get("loss") for r in steps_logged if "loss" in r] for k in range(K)]
+    steps_logged = folder.steps()
+    curves = [[r["run_loss"][k] if "run_loss" in r else r.get("loss") for r in steps_logged] for k in range(K)]
     return {"result": result, "losses": losses, "base": base, "evals": evals, "curves": curves}
