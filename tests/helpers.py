@@ -1,6 +1,9 @@
 """Tiny models and toy studies the tests share (importable as ``helpers``: pytest puts tests/ on the path)."""
 import dataclasses
 import math
+import os
+import subprocess
+import sys
 
 import torch
 
@@ -58,3 +61,9 @@ def known_study():
     from lorainit.experiments import toy_study
 
     return {"config": toy_study.config_dict(cfg), "widths": widths, "analysis": toy_study.analyse(cfg, widths)}
+
+
+def lorainit(*args, cwd=None):
+    """``python -m lorainit ARGS`` as a real subprocess, as a user runs it (this tree's src/ first on the path)."""
+    env = {**os.environ, "PYTHONPATH": os.path.join(os.path.dirname(__file__), "..", "src")}
+    return subprocess.run([sys.executable, "-m", "lorainit", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)

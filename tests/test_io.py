@@ -87,3 +87,8 @@ def test_config_diff_ignores_a_field_added_since_at_an_off_default_only():
     assert io.config_diff(have, {"a": 1, "new": True}) == ["new"]
     assert io.config_diff({"a": 1, "new": False}, {"a": 1}) == ["new"]  # a field dropped since is a difference
     assert io.config_diff(have, {"a": 2, "new": []}) == ["a"]
+
+
+def test_did_you_mean_names_the_closest_or_nothing():
+    assert io.did_you_mean("pisa", ["pissa", "eva"]) == "; did you mean 'pissa'?"
+    assert io.did_you_mean("zzz", ["pissa", "eva"]) == ""

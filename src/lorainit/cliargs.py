@@ -128,3 +128,13 @@ def given(namespace: argparse.Namespace, cls: type) -> dict[str, Any]:
 def fail(prog: str, message: str) -> typing.NoReturn:
     print(f"{prog}: error: {message}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def name_the_inits(parser: argparse.ArgumentParser, *, full: bool = False) -> None:
+    """Let --init / --inits say which schemes exist (the registry, so a registered scheme shows up too), and where
+    ``full`` (fine-tunes), that 'full' trains every weight."""
+    from . import inits
+
+    for action in parser._actions:
+        if action.dest in ("init", "inits"):
+            action.help = f"{action.help}; one of: {', '.join(inits.names())}" + (", or full (no adapter)" if full else "")

@@ -184,8 +184,4 @@ def load(name: str) -> Task:
         return TASKS[name]()
     if name.endswith(".jsonl") or Path(name).is_file():
         return jsonl(name)
-    import difflib
-
-    close = difflib.get_close_matches(name, list(TASKS), n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise ValueError(f"unknown task {name!r}{hint} (tasks: {', '.join(TASKS)}, or a .jsonl file)")
+    raise ValueError(f"unknown task {name!r}{io.did_you_mean(name, TASKS)} (tasks: {', '.join(TASKS)}, or a .jsonl file)")

@@ -159,3 +159,11 @@ def provenance() -> dict:
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
+
+
+def did_you_mean(name: str, known) -> str:
+    """"; did you mean 'x'?" for the known name closest to ``name``, or "" where none is close (for one-line errors)."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""

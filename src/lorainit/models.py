@@ -9,14 +9,13 @@ Any other name goes to ``from_pretrained`` unchanged (a hub id where the hub is 
 """
 from __future__ import annotations
 
-import difflib
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import assets
+from . import assets, io
 
 
 @dataclass(frozen=True)
@@ -44,9 +43,7 @@ def resolve(name: str) -> tuple[str, str, tuple[str, ...]]:
         return str(_local_folder(name, spec)), spec.kind, spec.targets
     if os.path.isdir(name) or "/" in name:
         return name, "", ()
-    close = difflib.get_close_matches(name, list(MODELS), n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise ValueError(f"unknown model {name!r}{hint} (short names: {', '.join(MODELS)}; or a local folder / hub id)")
+    raise ValueError(f"unknown model {name!r}{io.did_you_mean(name, MODELS)} (short names: {', '.join(MODELS)}; or a local folder / hub id)")
 
 
 def _local_folder(name: str, spec: ModelSpec) -> Path:

@@ -98,3 +98,20 @@ def test_get_names_the_closest_experiment():
     with pytest.raises(ValueError, match="unknown experiment 'finetun'; did you mean 'finetune'\\?"):
         experiment.get("finetun")
     assert experiment.get("toy").note({"config": {"select_on": "train"}}).startswith("Toy: 'validation' is the final loss on the train set")
+
+
+def test_an_experiments_own_command_runs_as_lorainit_name(quad, monkeypatch, capsys):
+    import sys
+    import types
+
+    module = types.ModuleType("quad_cli")
+    module.main = lambda argv: print(f"quad ran with {argv}") or 0
+    monkeypatch.setitem(sys.modules, "quad_cli", module)
+    monkeypatch.setattr(Quad, "command", "quad_cli:main", raising=False)
+    monkeypatch.setattr(Quad, "summary", "a parabola", raising=False)
+    assert cli.main(["quad", "--x", "1"]) == 0 and "quad ran with ['--x', '1']" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.main(["quadd"])
+    assert "unknown command 'quadd'; choose one of toy, mf, finetune, quad, theory" in capsys.readouterr().err
+    with pytest.raises(TypeError, match="command must be 'module:function' and come with a summary line"):
+        register(type("Bad", (Quad,), {"name": "bad", "command": "quad_cli.main"})())

@@ -8,11 +8,11 @@ fails at import time, not in the middle of a sweep.
 """
 from __future__ import annotations
 
-import difflib
 import inspect
 from dataclasses import dataclass
 from typing import Callable
 
+from ..io import did_you_mean
 from .base import Factors, InitScheme, check_rank
 
 
@@ -77,9 +77,7 @@ def get(name: str) -> InitScheme:
 
 def entry(name: str) -> Entry:
     if name not in INITS:
-        close = difflib.get_close_matches(name, list(INITS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise KeyError(f"unknown init scheme {name!r}{hint} (known: {', '.join(sorted(INITS))})")
+        raise KeyError(f"unknown init scheme {name!r}{did_you_mean(name, INITS)} (known: {', '.join(sorted(INITS))})")
     return INITS[name]
 
 

@@ -15,9 +15,10 @@ mf "mode"). ``run`` returns one outcome per point, in order: (value, attrs), val
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from pathlib import Path
 from typing import Any, NamedTuple
+
+from ..io import did_you_mean
 
 
 class Section(NamedTuple):
@@ -39,6 +40,8 @@ class Experiment:
     methods: tuple[str, ...] = ()  # values of --inits that are not init schemes (finetune: full)
     defaults: dict = {}  # "inits", "lrs", "seeds", "batch" when the sweep's flags leave them out
     dim_flags: dict[str, str] = {}  # the flag that lists each dimension of ``dims`` (toy: {"width": "widths"})
+    command: str = ""  # "module:function" of its own subcommand, ``lorainit NAME`` (function(argv) -> exit code); "" for none
+    summary: str = ""  # the subcommand's line in ``lorainit --help``
 
     def validate(self, cfg) -> None:
         """Raise a ValueError naming the problem and the fix for a config that cannot run."""
@@ -92,6 +95,8 @@ def register(exp: Experiment) -> Experiment:
     unknown = [f for f in (*exp.replaced, *exp.from_config) if f not in fields]
     if unknown:
         raise TypeError(f"experiment {exp.name!r}: replaced/from_config name {unknown}, which {exp.config.__name__} has not")
+    if exp.command and (exp.command.count(":") != 1 or not exp.summary):
+        raise TypeError(f"experiment {exp.name!r}: command must be 'module:function' and come with a summary line")
     lacking = [k for k in ("inits", "lrs", "seeds", "batch") if k not in exp.defaults]
     if lacking:
         raise TypeError(f"experiment {exp.name!r}: defaults must give {', '.join(lacking)}")
@@ -109,12 +114,22 @@ def get(name: str) -> Experiment:
     """The experiment registered as ``name``; a ValueError naming the closest one otherwise."""
     _builtin()
     if name not in EXPERIMENTS:
-        close = difflib.get_close_matches(name, list(EXPERIMENTS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown experiment {name!r}{hint} (experiments: {', '.join(EXPERIMENTS)})")
+        raise ValueError(f"unknown experiment {name!r}{did_you_mean(name, EXPERIMENTS)} (experiments: {', '.join(EXPERIMENTS)})")
     return EXPERIMENTS[name]
 
 
 def names() -> list[str]:
     _builtin()
     return list(EXPERIMENTS)
+
+
+def command(name: str):
+    """The function of experiment ``name``'s subcommand (imported now), or None where it has none."""
+    import importlib
+
+    _builtin()
+    exp = EXPERIMENTS.get(name)
+    if exp is None or not exp.command:
+        return None
+    module, function = exp.command.split(":")
+    return getattr(importlib.import_module(module), function)

@@ -47,6 +47,8 @@ class Toy(Experiment):
     from_config = ("widths",)  # ...but this one comes from the experiment's flags
     defaults = {"inits": ("init_a", "init_b"), "lrs": toy.ToyConfig.lrs, "seeds": 2, "batch": 64}
     dim_flags = {"width": "widths"}
+    command = "lorainit.experiments.toy_cli:main"
+    summary = "teacher-student study of Hayou et al. 2024: optimal and max-stable LR vs width, Init[A] vs Init[B]"
 
     def validate(self, cfg) -> None:
         toy.validate(cfg)
@@ -132,6 +134,8 @@ class MF(Experiment):
     from_config = ("modes",)
     defaults = {"inits": ("gaussian", "orthogonal", "hrp", "target"), "lrs": tuple(0.0125 * 2**k for k in range(6)), "seeds": 3, "batch": 64}
     dim_flags = {"mode": "modes"}
+    command = "lorainit.experiments.mf_cli:main"
+    summary = "matrix factorization of Chen et al. 2025 (HRP, Fig. 1): HRP vs random inits"
 
     def validate(self, cfg) -> None:
         mf.validate(cfg)
@@ -190,6 +194,8 @@ class Finetune(Experiment):
     methods = (FULL,)  # full fine-tuning: a method beside the inits, trained alone (it shares no frozen base)
     replaced = ("init", "lr", "seed")
     defaults = {"inits": ("init_a", "init_b"), "lrs": tuple(1e-5 * 300 ** (k / 9) for k in range(10)), "seeds": 1, "batch": 8}
+    command = "lorainit.experiments.finetune_cli:main"
+    summary = "one LoRA fine-tune of a real model with any init (resumable; torchrun for data parallel)"
 
     def validate(self, cfg) -> None:
         finetune.validate(cfg)

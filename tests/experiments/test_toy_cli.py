@@ -1,0 +1,29 @@
+"""``lorainit toy`` (experiments/toy_cli.py), run as a user would, and the study it leaves read by ``lorainit theory``."""
+import json
+
+from helpers import lorainit
+
+TINY = ["--widths", "16,32", "--rank", "2", "--lrs", "1e-3:1e-1:3", "--seeds", "2", "--steps", "6",
+        "--teacher-width", "40", "--n-train", "60", "--n-test", "20", "--log-every", "3", "--no-progress"]
+
+
+def test_toy_smoke(tmp_path):
+    out = tmp_path / "study"
+    r = lorainit("toy", *TINY, "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "max-stable LR slope" in r.stdout and "theory -0.5" in r.stdout
+    for name in ("results.json", "findings.txt", "opt_lr_vs_width.png", "feature_norms.png", "loss_vs_lr.png"):
+        assert (out / name).stat().st_size > 0
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["widths"]) == 2 and len(results["widths"][0]["runs"]) == 2 * 2 * 3
+    t = lorainit("theory", "--study", str(out))
+    assert t.returncode == 0 and "measured in" in t.stdout and "init_b: max-stable LR slope" in t.stdout
+
+
+def test_a_missing_study_is_one_value_error(tmp_path):
+    import pytest
+
+    from lorainit.experiments import toy_cli
+
+    with pytest.raises(ValueError, match="no study results at .*results.json: run 'lorainit toy' first"):
+        toy_cli.study_results(tmp_path)
