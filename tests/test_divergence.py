@@ -47,7 +47,8 @@ def test_hrps_preheat_stops_on_the_rule(tiny_llama):
     data = [{"input_ids": (ids := torch.randint(0, 64, (2, 12), generator=g)), "labels": ids} for _ in range(2)]
     calls = []
     loss = lambda m, b: calls.append(1) or m(**b).loss * (math.nan if len(calls) > 3 else 1.0)  # noqa: E731
-    with pytest.raises(FloatingPointError, match="HRP's preheat diverged \\(non-finite loss\\) at step 3 with preheat_lr 0.001; lower preheat_lr"):
+    with pytest.raises(FloatingPointError, match="HRP's preheat: non-finite loss at step 3 \\(lr 0.001\\): the run diverged; lower the "
+                                                 "learning rate \\(here the learning rate is preheat_lr\\)"):
         stats.preheat(model, layers, data, loss, rank=8, steps=40, lr=1e-3)
     assert len(calls) == 4  # it stopped there
     a = stats.preheat(model, layers, data, rank=8, steps=3, lr=1e-3)

@@ -18,6 +18,12 @@ def test_lr_factor_is_the_docstrings_warmup_then_linear_decay():
     assert train.lr_factor(W - 1, cfg) == 1.0 and train.lr_factor(T - 1, cfg) == pytest.approx(1 / (T - W))
 
 
+def test_the_constant_schedule_keeps_the_lr_and_an_unknown_one_is_refused():
+    assert {train.lr_factor(t, train.LoopConfig(steps=10, lr=1.0, schedule="constant")) for t in range(10)} == {1.0}
+    with pytest.raises(ValueError, match="unknown schedule 'cosine'; use 'linear' or 'constant'"):
+        train.lr_factor(0, train.LoopConfig(steps=10, lr=1.0, schedule="cosine"))
+
+
 class Tiny(nn.Module):
     def __init__(self):
         super().__init__()

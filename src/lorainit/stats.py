@@ -18,13 +18,13 @@ layers of a model that has no adapters (``lorainit.multi`` runs the pass before 
 from __future__ import annotations
 
 import contextlib
-import itertools
+import tempfile
 from typing import Callable, Iterable, Iterator
 
 import torch
 from torch import Tensor, nn
 
-from . import divergence
+from . import train
 from .inits import Factors
 
 LossFn = Callable[[nn.Module, object], Tensor]
@@ -170,10 +170,10 @@ def activation_scatter(model, layers: dict[str, nn.Module], data: Iterable, loss
 def preheat(model, layers: dict[str, nn.Module], data: Iterable, loss_fn: LossFn = default_loss, *, rank: int,
             steps: int, lr: float, seed: int = 0) -> dict[str, Factors]:
     """HRP's preheat: a temporary rank-``rank`` adapter (Init[A]: A ~ N(0, 1/in), B = 0, scaling 1) on the same
-    layers, ``steps`` AdamW steps (constant ``lr``) on ``loss_fn`` cycling through ``data`` with the model's own
-    adapters off; returns each layer's preheated factors (B_p, A_p). Every other parameter keeps its value and its
-    requires_grad. A loss that diverges (``lorainit.divergence``, the fine-tunes' factor) stops it with a
-    FloatingPointError."""
+    layers, ``steps`` AdamW steps (constant ``lr``) of the one training loop (``train.train``) on ``loss_fn``
+    cycling through ``data`` with the model's own adapters off; returns each layer's preheated factors (B_p, A_p).
+    Every other parameter keeps its value and its requires_grad. A loss that diverges (``lorainit.divergence``, the
+    fine-tunes' factor) stops it with a FloatingPointError."""
     from . import inits
     from .seeding import generator
 
@@ -199,21 +199,18 @@ def preheat(model, layers: dict[str, nn.Module], data: Iterable, loss_fn: LossFn
     try:
         for p in params:
             p.requires_grad_(False)
-        opt = torch.optim.AdamW([t for pair in temp.values() for t in pair], lr=lr, weight_decay=0.0)
-        model.train()
-        first = None
-        with adapters_off(model):
-            for step, batch in enumerate(itertools.islice(itertools.cycle(batches), steps)):
-                opt.zero_grad(set_to_none=True)
-                loss = loss_fn(model, batch)
-                value = loss.item()
-                first = value if first is None else first
-                why = divergence.reason(value, first, divergence.FINETUNE_FACTOR)
-                if why:  # (the rule of every loop, lorainit.divergence): factors from a diverged preheat mean nothing
-                    raise FloatingPointError(f"HRP's preheat diverged ({why}) at step {step} with preheat_lr {lr:g}; "
-                                             "lower preheat_lr")
-                loss.backward()
-                opt.step()
+        # the one loop (lorainit.train): constant lr, no checkpoint, this process alone, the global RNG left as it was
+        opt = torch.optim.AdamW([{"params": [t for pair in temp.values() for t in pair], "base_lr": lr}], lr=lr, weight_decay=0.0)
+        loop = train.LoopConfig(steps=steps, lr=lr, schedule="constant", warmup_ratio=0.0, eval_every=steps + 1,
+                                checkpoint_every=steps + 1)
+        device = next(iter(temp.values()))[0].device
+        with adapters_off(model), tempfile.TemporaryDirectory() as out, \
+                torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            try:
+                train.train(model, lambda step, micro: batches[step % len(batches)], loss_fn, loop, out, progress=False,
+                            optimizer=opt, local=True)
+            except FloatingPointError as e:  # (the rule of every loop, lorainit.divergence): diverged factors mean nothing
+                raise FloatingPointError(f"HRP's preheat: {e} (here the learning rate is preheat_lr)") from None
     finally:
         for h in handles:
             h.remove()

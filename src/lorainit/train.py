@@ -52,6 +52,7 @@ class LoopConfig:
     checkpoint_every: int = 100
     seed: int = 0
     diverge_factor: float = divergence.FINETUNE_FACTOR  # the divergence rule's factor (lorainit.divergence)
+    schedule: str = "linear"  # "linear": warmup, then linear decay to 0 (fine-tunes); "constant": lr throughout (HRP's preheat)
 
 
 def param_groups(model: nn.Module, cfg: LoopConfig) -> list[dict]:
@@ -66,6 +67,10 @@ def param_groups(model: nn.Module, cfg: LoopConfig) -> list[dict]:
 
 
 def lr_factor(step: int, cfg: LoopConfig) -> float:
+    if cfg.schedule == "constant":
+        return 1.0
+    if cfg.schedule != "linear":
+        raise ValueError(f"unknown schedule {cfg.schedule!r}; use 'linear' or 'constant'")
     warm = math.ceil(cfg.warmup_ratio * cfg.steps)
     if step < warm:
         return (step + 1) / warm
@@ -159,17 +164,18 @@ def average_gradients(grads: list[torch.Tensor], world: int) -> None:
 def train(model: nn.Module, batch_at: Callable[[int, int], object], loss_fn: Callable[[nn.Module, object], torch.Tensor],
           cfg: LoopConfig, out: Path, *, evaluate: Callable[[int], dict] | None = None, progress: bool = True,
           autocast: torch.dtype | None = None, log: Callable[[dict], None] = lambda rec: None,
-          groups: list[dict] | None = None, optimizer=None) -> dict:
+          groups: list[dict] | None = None, optimizer=None, local: bool = False) -> dict:
     """Run (or resume) the loop; ``batch_at(step, micro)`` gives micro-batch ``micro`` of step ``step``.
     A ``loss_fn`` with state (``runloss.RunLosses``: each run's divergence record) offers ``checkpoint_state()``
     (JSON-ready) and ``load_checkpoint_state(state)``, and that state is checkpointed with the loop; its
     ``record()`` is logged with each step, and once its ``all_diverged`` is true the loop stops.
     ``optimizer``: an optimizer built by the caller (with ``param_groups`` holding "lr" and "base_lr"), instead of
-    AdamW over ``groups``. Returns {"steps", "seconds", "tokens", "resumed_from"}; every record also goes to ``log``
+    AdamW over ``groups``; it may train tensors outside ``model`` (HRP's preheat: hooks' factors). ``local``: this
+    process trains alone even under torchrun (no loss or gradient averaging: every process runs the same data). Returns {"steps", "seconds", "tokens", "resumed_from"}; every record also goes to ``log``
     (a step's with "elapsed": wall seconds since this process's loop began, evaluations included, so steady-state
     speed can be read past the first steps' warm-up)."""
     core = getattr(model, "module", model)  # a DistributedDataParallel wrapper trains its module
-    dist = torch.distributed.is_available() and torch.distributed.is_initialized()
+    dist = not local and torch.distributed.is_available() and torch.distributed.is_initialized()
     rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if dist else (0, 1)
     if optimizer is not None:  # built by the caller (lorainit.multi's runs: one AdamW with per-run learning rates)
         opt = optimizer
@@ -184,7 +190,8 @@ def train(model: nn.Module, batch_at: Callable[[int, int], object], loss_fn: Cal
         start, first = state["step"], state.get("first_loss")
         if "loss_state" in state:
             loss_fn.load_checkpoint_state(state["loss_state"])
-    device = next(p for p in core.parameters() if p.requires_grad).device
+    trained = next((p for p in core.parameters() if p.requires_grad), None)  # (else the optimizer's own: HRP's preheat)
+    device = (trained if trained is not None else next(p for g in opt.param_groups for p in g["params"])).device
     model.train()
     t0, tokens = time.perf_counter(), 0
     # a plain model under torchrun: its gradients are averaged here (DDP would have), during the last micro-batch's

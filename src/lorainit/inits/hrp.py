@@ -3,8 +3,8 @@
 No public code exists; this is the reconstruction documented in ``shared/papers/hrp-method.md``:
 
 1. Preheat: a LoRA of rank r_p > r, Init[A]-initialized, trained for a few steps on the training
-   objective (done by the caller: ``stats.preheat``, a plain AdamW loop over the init batches; this function
-   receives its factors).
+   objective (done by the caller: ``stats.preheat``, AdamW at a constant LR on the one training loop over the
+   init batches; this function receives its factors).
 2. SVD of the preheated product B_p A_p = U S V^T (computed from the factors, ``factored_svd``).
 3. The preheated adapter is discarded; the base weight is unchanged.
 4. A_0 = the top-r right singular vectors V_r^T, with rows of norm ``row_norm`` (``a_scale="unit"``,
