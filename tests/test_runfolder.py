@@ -14,7 +14,8 @@ def test_an_empty_folder_starts_at_step_0_with_no_records(tmp_path):
 
 def test_resume_drops_the_records_the_checkpoint_does_not_cover(tmp_path):
     f = RunFolder(tmp_path)
-    log, file = f.open_log(0)
+    log, file, kept = f.open_log(0)
+    assert kept == []
     for step in range(6):
         log({"step": step, "loss": 1.0 / (step + 1)})
     log({"step": 4, "val_accuracy": [0.5]})
@@ -23,7 +24,8 @@ def test_resume_drops_the_records_the_checkpoint_does_not_cover(tmp_path):
     opt = torch.optim.AdamW([{"params": list(model.parameters()), "names": ["weight", "bias"]}])
     train.save_checkpoint(f.checkpoint, model, opt, 4, {"processes": 2})  # the loop's own layout
     assert f.resume_step() == 4 and f.checkpoint_state()["processes"] == 2
-    log, file = f.open_log(f.resume_step())
+    log, file, kept = f.open_log(f.resume_step())
+    assert [r["step"] for r in kept] == [0, 1, 2, 3]  # step 4's loss and evaluation dropped
     log({"step": 4, "loss": 0.2})
     file.close()
     assert [r["step"] for r in f.records()] == [0, 1, 2, 3, 4] and f.steps()[-1]["loss"] == 0.2

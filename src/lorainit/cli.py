@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
 
         run = experiment.command(argv[0])
         if run is None:
-            names = [n for n in experiment.names() if experiment.command(n)] + list(TOOLS)
+            names = [n for n in experiment.names() if experiment.get(n).command] + list(TOOLS)  # (none imported)
             cliargs.fail("lorainit", f"unknown command {argv[0]!r}; choose one of {', '.join(names)} (lorainit --help)")
     try:
         return run(argv[1:])

@@ -56,8 +56,9 @@ class RunFolder:
         return [r for r in self.records() if "loss" in r]
 
     def open_log(self, resume_step: int):
-        """(log, file): ``log(record)`` appends one record and flushes; on resume the records of steps at or past
-        ``resume_step`` (which the checkpoint does not cover) are dropped first. Close ``file`` when done."""
+        """(log, file, kept): ``log(record)`` appends one record and flushes; on resume the records of steps at or
+        past ``resume_step`` (which the checkpoint does not cover) are dropped first, and ``kept`` are the records
+        left. Close ``file`` when done."""
         keep = [r for r in self.records() if r.get("step", 0) < resume_step] if resume_step else []
         io.write_text(self.log, "".join(json.dumps(r) + "\n" for r in keep))
         f = open(self.log, "a")
@@ -66,7 +67,7 @@ class RunFolder:
             f.write(json.dumps(rec) + "\n")
             f.flush()
 
-        return log, f
+        return log, f, keep
 
     def card(self) -> dict | None:
         """The run card of a finished run, or None."""

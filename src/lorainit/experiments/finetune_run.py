@@ -210,8 +210,7 @@ def _train(cfg, model, runs, batches, loaded, out: Path, device, rank: int, prog
         result = train.train(model, step_at, losses, loop, out, progress=False, autocast=autocast_dtype(device), optimizer=opt)
         return {"result": result, "losses": losses}
     folder = RunFolder(out)
-    log, logfile = folder.open_log(folder.resume_step())
-    records = folder.records()
+    log, logfile, records = folder.open_log(folder.resume_step())
     probe = collate(task, loaded.tok, (finetune_setup.items(loaded, cfg) if task.kind == "lm" else task.splits["val"])[: cfg.batch_size],
                     cfg.seq_len, device)
     base = next((r["base"] for r in records if "base" in r), None)

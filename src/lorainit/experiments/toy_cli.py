@@ -14,6 +14,7 @@ HELP = """Teacher-student LoRA study of Hayou, Ghosh, Yu 2024 (eq. 4, Sec. 3.7, 
 init and width, their slopes vs width next to the theory's -1/2 (Init[A]) and -1 (Init[B]), and writes
 results.json, findings.txt and three PNG figures into --out."""
 
+
 def main(argv: list[str]) -> int:
     p = cliargs.Parser(prog="lorainit toy", description=HELP)
     p.add_argument("--preset", choices=list(toy.PRESETS), default="quick",
