@@ -61,3 +61,12 @@ def test_shared_lr_bars_leave_out_an_init_not_finished_there_and_an_empty_figure
     sweep_folder(tmp_path / "e" / "tiny-wiki", {"init_a": empty})
     figures.full_vs_lora(load(tmp_path / "e").sweeps[0], tmp_path / "n.png", ["init_a"])
     assert "nothing to show yet" in drawn[1].axes[0].texts[0].get_text()
+
+
+def test_bars_of_equal_values_get_a_readable_range(tmp_path, drawn):
+    """(three seeds at one value gave a range of 2e-10 around it and an offset label '1e-10+2.5e-1')"""
+    flat = lambda lr, seed: (19.0, 0.25)  # noqa: E731
+    sweep_folder(tmp_path / "s" / "tiny-wiki", {"init_a": flat})
+    figures.full_vs_lora(load(tmp_path / "s").sweeps[0], tmp_path / "f.png", ["init_a"])
+    lo, hi = drawn[0].axes[0].get_ylim()
+    assert lo < 0.25 < hi and hi - lo == pytest.approx(2 * 0.3 * 0.05 * 0.25)

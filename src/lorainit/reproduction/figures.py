@@ -130,7 +130,8 @@ def _bar_range(ax, values: list[float], pad: float) -> None:
     """The y range of a bar figure around its values (``pad`` of their spread either side); with none, a note saying so."""
     if values:
         lo, hi = min(values), max(values)
-        ax.set_ylim(lo - pad * (hi - lo + 1e-9), hi + pad * (hi - lo + 1e-9))
+        spread = hi - lo if hi - lo > 1e-9 * max(1.0, abs(hi)) else 0.05 * (abs(hi) or 1.0)  # equal values: 5% of the value
+        ax.set_ylim(lo - pad * spread, hi + pad * spread)
     else:
         ax.set_yticks([])
         ax.text(0.5, 0.5, "nothing to show yet:\nno LR has every seed finished\n(the study is unfinished)",
