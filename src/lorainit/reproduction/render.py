@@ -27,9 +27,11 @@ lorainit sweep $S --model smollm2-135m --task wiki --seq-len 256 --batch 8 --lrs
 lorainit sweep $S --model smollm2-135m --task mathqa --seq-len 256 --batch 8 --lrs $L --out results/repro/smollm2-mathqa  # ~40 min
 lorainit sweep $S --model minilm-l6 --task nli --seq-len 128 --batch 16 \\
   --lrs 7.07107e-5,2e-4,5.65685e-4,1.6e-3,4.52548e-3,1.28e-2,3.62039e-2 --out results/repro/minilm-nli        # ~6 min
+lorainit sweep ${S/200/1000} --model minilm-l6 --task nli --seq-len 128 --batch 16 --eval-every 100 \\
+  --checkpoint-every 100 --lrs $L,3.62039e-2 --out results/repro/minilm-nli-1000    # ~20 min (2 x H100); at 200 steps nothing learned nli
 lorainit sweep $S --model minilm-l6 --task sentiment --seq-len 128 --batch 16 \\
   --lrs $L,3.62039e-2 --out results/repro/minilm-sentiment                                                     # ~6 min (2 x H100)
-for s in smollm2-wiki smollm2-mathqa minilm-nli minilm-sentiment; do lorainit report results/repro/$s; done
+for s in smollm2-wiki smollm2-mathqa minilm-nli minilm-nli-1000 minilm-sentiment; do lorainit report results/repro/$s; done
 ```
 
 Then `lorainit reproduce` rewrites this file and `results/repro/figures`. Per-run curves of the toy and mf
