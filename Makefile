@@ -18,8 +18,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 demo: $(VENV)/.installed  ## the quick teacher-student study: findings printed, plots in runs/toy-quick
 	$(VENV)/bin/lorainit toy --preset quick --out runs/toy-quick
 
-test: $(VENV)/.installed  ## lint (ruff: pyflakes, syntax, import order), then the test suite
+test: $(VENV)/.installed  ## lint and format check (ruff: pyflakes, syntax, import order, layout), then the test suite
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q tests
 
 test-fast: $(VENV)/.installed  ## the suite without the slow tests (real models, several processes): a couple of minutes

@@ -5,6 +5,7 @@ probe, every checkpoint, and the rest of the loop (training steps). Written to J
 
     python bench/batch_phases.py --task mathqa --k 8 --steps 200 --out bench/results/batch_phases_mathqa_h200.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,8 +64,16 @@ def main() -> None:
     ap.add_argument("--max-eval", type=int, default=0, help="examples (or blocks) per evaluation, 0: all")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
-    cfg = FinetuneConfig(model=args.model, task=args.task, steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len,
-                         eval_every=args.eval_every, checkpoint_every=args.eval_every, max_eval=args.max_eval)
+    cfg = FinetuneConfig(
+        model=args.model,
+        task=args.task,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        seq_len=args.seq_len,
+        eval_every=args.eval_every,
+        checkpoint_every=args.eval_every,
+        max_eval=args.max_eval,
+    )
     points = [{"init": args.init, "lr": 1e-4 * 2 ** (k / 2), "seed": 0} for k in range(args.k)]
     seen = []  # the first test evaluation is the step-0 one, made before the loop starts
 
@@ -85,11 +94,17 @@ def main() -> None:
         wall = time.perf_counter() - t
     loop = cards[0]["timing"]["loop_seconds"]
     inside = sum(v for k, v in SECONDS.items() if k in ("evaluate_val", "evaluate_test", "features", "save_checkpoint"))
-    res = {"benchmark": "batch_phases", "provenance": io.provenance(), "config": vars(args) | {"out": str(args.out)},
-           "wall_seconds": wall, "loop_seconds": loop, "training_seconds": loop - inside,
-           "phases": {k: {"seconds": v, "calls": CALLS[k]} for k, v in sorted(SECONDS.items())},
-           "train_tokens_per_second": cards[0]["timing"]["tokens_per_second"],
-           "final": [c["metrics"]["final"] for c in cards] if "metrics" in cards[0] else None}
+    res = {
+        "benchmark": "batch_phases",
+        "provenance": io.provenance(),
+        "config": vars(args) | {"out": str(args.out)},
+        "wall_seconds": wall,
+        "loop_seconds": loop,
+        "training_seconds": loop - inside,
+        "phases": {k: {"seconds": v, "calls": CALLS[k]} for k, v in sorted(SECONDS.items())},
+        "train_tokens_per_second": cards[0]["timing"]["tokens_per_second"],
+        "final": [c["metrics"]["final"] for c in cards] if "metrics" in cards[0] else None,
+    }
     io.write_json(args.out, res)
     print(json.dumps({k: v for k, v in res.items() if k not in ("provenance", "final")}, indent=1))
 

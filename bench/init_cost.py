@@ -10,6 +10,7 @@ bf16 weights, LoRA r=16 on every linear projection, random-token batches of 4 x 
 - HRP's preheat (20 steps) as a share of a 1000-step run's time.
 Writes JSON with device, date and commit.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,14 +25,37 @@ from lorainit import apply, io  # noqa: E402
 from lorainit.inits.spectral import top_svd  # noqa: E402
 
 SHAPES = {
-    "smollm2-135m-shape": dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-                               num_attention_heads=9, num_key_value_heads=3, tie_word_embeddings=True),
-    "tinyllama-1.1b-shape": dict(vocab_size=32000, hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
-                                 num_attention_heads=32, num_key_value_heads=4),
+    "smollm2-135m-shape": dict(
+        vocab_size=49152,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        tie_word_embeddings=True,
+    ),
+    "tinyllama-1.1b-shape": dict(
+        vocab_size=32000,
+        hidden_size=2048,
+        intermediate_size=5632,
+        num_hidden_layers=22,
+        num_attention_heads=32,
+        num_key_value_heads=4,
+    ),
 }
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-SCHEMES = [("init_a", {}), ("init_b", {}), ("gaussian", {}), ("orthogonal", {}), ("pissa", {}), ("pissa", {"niter": 4}),
-           ("lora_ga", {}), ("lora_one", {}), ("eva", {}), ("hrp", {"preheat_steps": 20})]
+SCHEMES = [
+    ("init_a", {}),
+    ("init_b", {}),
+    ("gaussian", {}),
+    ("orthogonal", {}),
+    ("pissa", {}),
+    ("pissa", {"niter": 4}),
+    ("lora_ga", {}),
+    ("lora_one", {}),
+    ("eva", {}),
+    ("hrp", {"preheat_steps": 20}),
+]
 
 
 def model_of(shape: str, device):
@@ -82,7 +106,9 @@ def main() -> None:
     p.add_argument("--shapes", default=",".join(SHAPES))
     p.add_argument("--schemes", default="", help="only these scheme labels (e.g. init_a,eva); default: all")
     p.add_argument("--repeats", type=int, default=3, help="timed applications per scheme (the best is reported) ...")
-    p.add_argument("--repeat-budget", type=float, default=15.0, help="... while their total stays under this many seconds")
+    p.add_argument(
+        "--repeat-budget", type=float, default=15.0, help="... while their total stays under this many seconds"
+    )
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args()
     wanted = set(a.schemes.split(",")) if a.schemes else None
@@ -101,18 +127,39 @@ def main() -> None:
                 model = model_of(shape, device)
                 torch.cuda.synchronize()
                 loaded = torch.cuda.memory_allocated()
-                applied, secs, peak = timed(lambda: apply.apply(model, name, rank=16, alpha=16, targets=TARGETS,
-                                                                data=data if name in ("lora_ga", "lora_one", "eva", "hrp") else None, **kw))
+                applied, secs, peak = timed(
+                    lambda: apply.apply(
+                        model,
+                        name,
+                        rank=16,
+                        alpha=16,
+                        targets=TARGETS,
+                        data=data if name in ("lora_ga", "lora_one", "eva", "hrp") else None,
+                        **kw,
+                    )
+                )
                 times.append(secs)
                 del applied, model
                 torch.cuda.empty_cache()
             secs = min(times)
-            rows[label] = {"seconds": secs, "all_seconds": times, "peak_gib": peak / 2**30,
-                           "peak_above_model_gib": (peak - loaded) / 2**30, "peak_vs_train_step": peak / step_peak}
-            print(f"{shape:22s} {label:14s} {secs:8.2f} s (best of {len(times)})  peak {peak / 2**30:6.2f} GiB "
-                  f"({peak / step_peak:4.2f}x a train step)", flush=True)
+            rows[label] = {
+                "seconds": secs,
+                "all_seconds": times,
+                "peak_gib": peak / 2**30,
+                "peak_above_model_gib": (peak - loaded) / 2**30,
+                "peak_vs_train_step": peak / step_peak,
+            }
+            print(
+                f"{shape:22s} {label:14s} {secs:8.2f} s (best of {len(times)})  peak {peak / 2**30:6.2f} GiB "
+                f"({peak / step_peak:4.2f}x a train step)",
+                flush=True,
+            )
         if wanted:  # a partial run: the rows only
-            result["models"][shape] = {"train_step_seconds": step_s, "train_step_peak_gib": step_peak / 2**30, "schemes": rows}
+            result["models"][shape] = {
+                "train_step_seconds": step_s,
+                "train_step_peak_gib": step_peak / 2**30,
+                "schemes": rows,
+            }
             io.write_json(a.out, result)
             continue
         # randomized vs full SVD on the same weights: subspace agreement (largest principal-angle sine), 6 layers
@@ -126,16 +173,23 @@ def main() -> None:
                 gaps.append(torch.linalg.matrix_norm(V1.T @ V1 - V2.T @ V2, ord=2).item())
         pre = rows["hrp"]["seconds"] - rows["init_a"]["seconds"]
         result["models"][shape] = {
-            "train_step_seconds": step_s, "train_step_peak_gib": step_peak / 2**30, "schemes": rows,
+            "train_step_seconds": step_s,
+            "train_step_peak_gib": step_peak / 2**30,
+            "schemes": rows,
             "pissa_randomized_speedup": rows["pissa"]["seconds"] / rows["pissa_niter4"]["seconds"],
-            "pissa_randomized_subspace_sine_max": max(gaps), "pissa_randomized_subspace_sine_per_layer": gaps,
-            "hrp_preheat_seconds_approx": pre, "hrp_preheat_share_of_1000_steps": pre / (1000 * step_s),
+            "pissa_randomized_subspace_sine_max": max(gaps),
+            "pissa_randomized_subspace_sine_per_layer": gaps,
+            "hrp_preheat_seconds_approx": pre,
+            "hrp_preheat_share_of_1000_steps": pre / (1000 * step_s),
         }
         io.write_json(a.out, result)
         m = result["models"][shape]
-        print(f"{shape}: train step {step_s * 1e3:.0f} ms; randomized PiSSA {m['pissa_randomized_speedup']:.1f}x faster, "
-              f"subspace sine <= {m['pissa_randomized_subspace_sine_max']:.3f}; HRP preheat {100 * m['hrp_preheat_share_of_1000_steps']:.1f}% "
-              f"of 1000 steps", flush=True)
+        print(
+            f"{shape}: train step {step_s * 1e3:.0f} ms; randomized PiSSA {m['pissa_randomized_speedup']:.1f}x faster, "
+            f"subspace sine <= {m['pissa_randomized_subspace_sine_max']:.3f}; HRP preheat {100 * m['hrp_preheat_share_of_1000_steps']:.1f}% "
+            f"of 1000 steps",
+            flush=True,
+        )
     print(f"wrote {a.out}")
 
 

@@ -10,6 +10,7 @@ through each path (K=1) and the card's measured bf16 matmul rate, for MFU = 4 N 
 
     python bench/multi_run.py --out bench/results/multi_run_h100.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,9 +29,17 @@ TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 def base_model(device):
     import transformers
 
-    cfg = transformers.LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-                                   num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048,
-                                   tie_word_embeddings=True, attn_implementation="sdpa")
+    cfg = transformers.LlamaConfig(
+        vocab_size=49152,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        attn_implementation="sdpa",
+    )
     torch.manual_seed(0)
     return transformers.LlamaForCausalLM(cfg).to(device=device, dtype=torch.bfloat16)
 
@@ -55,7 +64,9 @@ def timed_loop(step_fn, steps: int, warmup: int, device) -> tuple[float, list[fl
     return time.perf_counter() - t0, losses
 
 
-def stock_runs(runs, factors, args, device, schedule=None, compile_: bool = False, **adamw) -> tuple[float, list[list[float]]]:
+def stock_runs(
+    runs, factors, args, device, schedule=None, compile_: bool = False, **adamw
+) -> tuple[float, list[list[float]]]:
     """K sequential stock-PEFT runs; returns total timed seconds and each run's loss curve. ``schedule(step)``
     multiplies the LR (default: constant); ``adamw``: AdamW's keyword arguments (default: torch's); ``compile_``:
     each block under torch.compile (the --warmup steps absorb the compilation)."""
@@ -63,8 +74,9 @@ def stock_runs(runs, factors, args, device, schedule=None, compile_: bool = Fals
 
     total, curves = 0.0, []
     for k, run in enumerate(runs):
-        model = get_peft_model(base_model(device), LoraConfig(r=args.rank, lora_alpha=args.rank, target_modules=TARGETS,
-                                                              lora_dropout=0.0))
+        model = get_peft_model(
+            base_model(device), LoraConfig(r=args.rank, lora_alpha=args.rank, target_modules=TARGETS, lora_dropout=0.0)
+        )
         with torch.no_grad():
             for name, m in model.named_modules():
                 if hasattr(m, "lora_A") and "default" in getattr(m, "lora_A", {}):
@@ -97,8 +109,15 @@ def stock_runs(runs, factors, args, device, schedule=None, compile_: bool = Fals
 def attach_runs(model, runs, rank: int) -> dict:
     """``lorainit.multi`` adapters for ``runs`` on ``model``, each drawn as ``lorainit.starts`` draws it (scaling 1)."""
     linears = multi.targets_of(model, TARGETS)
-    start = [{starts.PEFT_PREFIX + n: starts.draw(r.init, m.weight, rank, seed=r.seed, layer=starts.PEFT_PREFIX + n, layer_scaling=1.0)
-              for n, m in linears.items()} for r in runs]
+    start = [
+        {
+            starts.PEFT_PREFIX + n: starts.draw(
+                r.init, m.weight, rank, seed=r.seed, layer=starts.PEFT_PREFIX + n, layer_scaling=1.0
+            )
+            for n, m in linears.items()
+        }
+        for r in runs
+    ]
     return multi.attach(model, runs, start, scaling=1.0, targets=TARGETS)
 
 
@@ -109,7 +128,10 @@ def batched_runs(runs, args, device, compile_: bool = False) -> tuple[float, lis
     layers = attach_runs(model, runs, args.rank)
     if compile_:  # each block under torch.compile (fuses the elementwise ops, fewer launches)
         speed.compile_blocks(model)
-    factors = {n: [(m.lora_A[k].detach().clone(), m.lora_B[k].detach().clone()) for k in range(len(runs))] for n, m in layers.items()}
+    factors = {
+        n: [(m.lora_A[k].detach().clone(), m.lora_B[k].detach().clone()) for k in range(len(runs))]
+        for n, m in layers.items()
+    }
     model.train()
     opt = multi.optimizer(model, runs)  # as lorainit finetune builds it: one AdamW for all runs
     loss_fn = runloss.RunLosses(len(runs), "lm")
@@ -151,8 +173,12 @@ def main() -> None:
     ap.add_argument("--rank", type=int, default=16)
     ap.add_argument("--steps", type=int, default=20, help="timed steps per run (after --warmup)")
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--compile", action="store_true", help="also time the batched path with the decoder under torch.compile")
-    ap.add_argument("--stock-compiled-runs", type=int, default=2, help="stock PEFT runs timed with each block under torch.compile")
+    ap.add_argument(
+        "--compile", action="store_true", help="also time the batched path with the decoder under torch.compile"
+    )
+    ap.add_argument(
+        "--stock-compiled-runs", type=int, default=2, help="stock PEFT runs timed with each block under torch.compile"
+    )
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -172,32 +198,58 @@ def main() -> None:
     if args.compile and c_sec is None:
         compiled = {"error": c_extra["error"]}
     elif args.compile:
-        c_rel = [abs(a - b) / abs(b) for ca, cb in zip(c_curves, b_curves) for a, b in zip(ca, cb) if a is not None and b is not None]
-        compiled = {"tokens_per_s": len(runs) * args.batch * args.seq * args.steps / c_sec, "wall_s_incl_compile": time.perf_counter() - t0,
-                    "peak_gib": c_extra["peak_gib"], "median_rel_diff_vs_eager": sorted(c_rel)[len(c_rel) // 2]}
+        c_rel = [
+            abs(a - b) / abs(b)
+            for ca, cb in zip(c_curves, b_curves)
+            for a, b in zip(ca, cb)
+            if a is not None and b is not None
+        ]
+        compiled = {
+            "tokens_per_s": len(runs) * args.batch * args.seq * args.steps / c_sec,
+            "wall_s_incl_compile": time.perf_counter() - t0,
+            "peak_gib": c_extra["peak_gib"],
+            "median_rel_diff_vs_eager": sorted(c_rel)[len(c_rel) // 2],
+        }
     one_s, _ = stock_runs(runs[:1], {n: v[:1] for n, v in extra["factors"].items()}, args, device)
     s_sec, s_curves = stock_runs(runs, extra["factors"], args, device)
     sc = None
     if args.stock_compiled_runs and device.type == "cuda":  # sequential runs: the rate of a few is the rate of K
         n = args.stock_compiled_runs
         t0 = time.perf_counter()
-        sc_sec, sc_curves = stock_runs(runs[:n], {k: v[:n] for k, v in extra["factors"].items()}, args, device, compile_=True)
-        sc = {"runs_timed": n, "tokens_per_s": n * tokens / sc_sec, "wall_s_incl_compile": time.perf_counter() - t0,
-              "median_rel_diff_vs_stock_eager": sorted(abs(a - b) / abs(b) for ca, cb in zip(sc_curves, s_curves) for a, b in zip(ca, cb))[
-                  sum(len(c) for c in sc_curves) // 2]}
+        sc_sec, sc_curves = stock_runs(
+            runs[:n], {k: v[:n] for k, v in extra["factors"].items()}, args, device, compile_=True
+        )
+        sc = {
+            "runs_timed": n,
+            "tokens_per_s": n * tokens / sc_sec,
+            "wall_s_incl_compile": time.perf_counter() - t0,
+            "median_rel_diff_vs_stock_eager": sorted(
+                abs(a - b) / abs(b) for ca, cb in zip(sc_curves, s_curves) for a, b in zip(ca, cb)
+            )[sum(len(c) for c in sc_curves) // 2],
+        }
     n_base = sum(p.numel() for p in base_model(device).parameters())
     rate = matmul_rate(device)
     rel = [abs(a - b) / abs(b) for ca, cb in zip(b_curves, s_curves) for a, b in zip(ca, cb) if a is not None]
     final = [{"lr": r.lr, "batched": cb[-1], "stock": cs[-1]} for r, cb, cs in zip(runs, b_curves, s_curves)]
     res = {
-        "provenance": io.provenance(), "config": vars(args) | {"out": str(args.out), "lrs": lrs, "model": "SmolLM2-135M shape, random bf16"},
+        "provenance": io.provenance(),
+        "config": vars(args) | {"out": str(args.out), "lrs": lrs, "model": "SmolLM2-135M shape, random bf16"},
         "stock_sequential_tokens_per_s": len(runs) * tokens / s_sec,
         "batched_tokens_per_s": len(runs) * tokens / b_sec,
         "speedup_batched_vs_stock": s_sec / b_sec,
-        "single_run": {"stock_tokens_per_s": tokens / one_s, "lorainit_multi_k1_tokens_per_s": tokens / one_b,
-                       "ratio": one_s / one_b},
-        "mfu": None if rate is None else {"matmul_bf16_tflops": rate / 1e12, "stock_single": 4 * n_base * tokens / one_s / rate,
-                                          "batched": 4 * n_base * len(runs) * tokens / b_sec / rate, "base_params": n_base},
+        "single_run": {
+            "stock_tokens_per_s": tokens / one_s,
+            "lorainit_multi_k1_tokens_per_s": tokens / one_b,
+            "ratio": one_s / one_b,
+        },
+        "mfu": None
+        if rate is None
+        else {
+            "matmul_bf16_tflops": rate / 1e12,
+            "stock_single": 4 * n_base * tokens / one_s / rate,
+            "batched": 4 * n_base * len(runs) * tokens / b_sec / rate,
+            "base_params": n_base,
+        },
         "loss_agreement": {"median_rel_diff": sorted(rel)[len(rel) // 2], "max_rel_diff": max(rel), "final": final},
         "batched_peak_gib": extra["peak_gib"],
         "batched_compiled": compiled,
@@ -209,12 +261,23 @@ def main() -> None:
         best = max(res["batched_tokens_per_s"], (compiled or {}).get("tokens_per_s") or 0)
         res["speedup_best_batched_vs_stock_compiled"] = best / sc["tokens_per_s"]
     if rate:  # MFU of every path
-        res["mfu"].update({k: 4 * n_base * v / rate for k, v in (("stock_sequential", res["stock_sequential_tokens_per_s"]),
-                           ("batched_compiled", (compiled or {}).get("tokens_per_s")), ("stock_compiled", (sc or {}).get("tokens_per_s"))) if v})
-    print(f"{len(runs)} runs: batched {res['batched_tokens_per_s']:.0f} tok/s vs stock sequential "
-          f"{res['stock_sequential_tokens_per_s']:.0f} tok/s = {res['speedup_batched_vs_stock']:.2f}x; single run "
-          f"{res['single_run']['ratio']:.2f}x; loss rel diff median {res['loss_agreement']['median_rel_diff']:.2e} "
-          f"max {res['loss_agreement']['max_rel_diff']:.2e}; mfu {res['mfu']}; compiled {compiled}; stock compiled {sc}")
+        res["mfu"].update(
+            {
+                k: 4 * n_base * v / rate
+                for k, v in (
+                    ("stock_sequential", res["stock_sequential_tokens_per_s"]),
+                    ("batched_compiled", (compiled or {}).get("tokens_per_s")),
+                    ("stock_compiled", (sc or {}).get("tokens_per_s")),
+                )
+                if v
+            }
+        )
+    print(
+        f"{len(runs)} runs: batched {res['batched_tokens_per_s']:.0f} tok/s vs stock sequential "
+        f"{res['stock_sequential_tokens_per_s']:.0f} tok/s = {res['speedup_batched_vs_stock']:.2f}x; single run "
+        f"{res['single_run']['ratio']:.2f}x; loss rel diff median {res['loss_agreement']['median_rel_diff']:.2e} "
+        f"max {res['loss_agreement']['max_rel_diff']:.2e}; mfu {res['mfu']}; compiled {compiled}; stock compiled {sc}"
+    )
     if args.out:
         io.write_json(args.out, res)
 

@@ -8,6 +8,7 @@ mean squared sine over the r angles, and the relative excess error of the rank-r
 
     python bench/pissa_agreement.py --out bench/results/pissa_agreement_cpu.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,7 +45,9 @@ def main() -> None:
     model, *_ = models.load("smollm2-135m", dtype=torch.float32)
     layers = {n: m.weight.detach().double() for n, m in model.named_modules() if n.split(".")[-1] in TARGETS}
     niters = [int(x) for x in args.niters.split(",")]
-    rows = {k: {"sine": [], "msq": [], "excess_error": [], "seconds": 0.0} for k in ["full"] + [f"niter{k}" for k in niters]}
+    rows = {
+        k: {"sine": [], "msq": [], "excess_error": [], "seconds": 0.0} for k in ["full"] + [f"niter{k}" for k in niters]
+    }
     for i, (name, W) in enumerate(layers.items()):
         t0 = time.perf_counter()
         U, S, Vh = top_svd(W, args.rank)
@@ -63,13 +66,24 @@ def main() -> None:
             summary[k] = {"seconds": r["seconds"]}
             continue
         sines = torch.tensor(r["sine"])
-        summary[k] = {"seconds": r["seconds"], "speedup_vs_full": rows["full"]["seconds"] / r["seconds"],
-                      "sine_median": float(sines.median()), "sine_max": float(sines.max()),
-                      "layers_sine_below_0.1": int((sines < 0.1).sum()), "mean_sq_sine_median": float(torch.tensor(r["msq"]).median()),
-                      "mean_sq_sine_max": max(r["msq"]), "excess_error_median": float(torch.tensor(r["excess_error"]).median()),
-                      "excess_error_max": max(r["excess_error"])}
-    res = {"provenance": io.provenance(), "model": "smollm2-135m (GGUF Q4_1 de-quantized)", "layers": len(layers),
-           "rank": args.rank, "summary": summary}
+        summary[k] = {
+            "seconds": r["seconds"],
+            "speedup_vs_full": rows["full"]["seconds"] / r["seconds"],
+            "sine_median": float(sines.median()),
+            "sine_max": float(sines.max()),
+            "layers_sine_below_0.1": int((sines < 0.1).sum()),
+            "mean_sq_sine_median": float(torch.tensor(r["msq"]).median()),
+            "mean_sq_sine_max": max(r["msq"]),
+            "excess_error_median": float(torch.tensor(r["excess_error"]).median()),
+            "excess_error_max": max(r["excess_error"]),
+        }
+    res = {
+        "provenance": io.provenance(),
+        "model": "smollm2-135m (GGUF Q4_1 de-quantized)",
+        "layers": len(layers),
+        "rank": args.rank,
+        "summary": summary,
+    }
     for k, v in summary.items():
         print(k, {a: round(b, 4) if isinstance(b, float) else b for a, b in v.items()})
     if args.out:

@@ -3,6 +3,7 @@ model of one of bench/init_cost.py's shapes; prints the top operators by CPU and
 
     python bench/profile_init.py --scheme pissa --niter 4
 """
+
 from __future__ import annotations
 
 import argparse

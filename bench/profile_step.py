@@ -4,6 +4,7 @@
     python bench/profile_step.py --mode batched --runs 8
     python bench/profile_step.py --mode stock
 """
+
 from __future__ import annotations
 
 import argparse

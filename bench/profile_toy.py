@@ -3,6 +3,7 @@
 
     python bench/profile_toy.py --width 8192 --runs 16
 """
+
 from __future__ import annotations
 
 import argparse

@@ -12,6 +12,7 @@ Every run is a real CLI process; results in one JSON with device, host CPU, date
 
     python bench/scale_out.py --gpus 2 --out bench/results/scale_out_h100x2.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -89,50 +90,141 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="scale_out."))
     work.mkdir(parents=True, exist_ok=True)
     extra, lorainit = args.extra.split(), [sys.executable, "-m", "lorainit"]
-    sweep = [*lorainit, "sweep", "--experiment", "finetune", "--model", args.model, "--task", args.task, "--inits", args.inits,
-             "--lrs", args.lrs, "--steps", str(args.sweep_steps), "--batch-size", str(args.sweep_batch_size), "--seq-len",
-             str(args.sweep_seq_len), "--no-progress", *extra]
+    sweep = [
+        *lorainit,
+        "sweep",
+        "--experiment",
+        "finetune",
+        "--model",
+        args.model,
+        "--task",
+        args.task,
+        "--inits",
+        args.inits,
+        "--lrs",
+        args.lrs,
+        "--steps",
+        str(args.sweep_steps),
+        "--batch-size",
+        str(args.sweep_batch_size),
+        "--seq-len",
+        str(args.sweep_seq_len),
+        "--no-progress",
+        *extra,
+    ]
     sweep_part = None
     if "sweep" in args.parts:
         one = timed([*sweep, "--gpus", "1", "--out", str(work / "sweep1")], work / "sweep1.log")
-        many = timed([*sweep, "--gpus", str(args.gpus), "--out", str(work / f"sweep{args.gpus}")], work / f"sweep{args.gpus}.log")
+        many = timed(
+            [*sweep, "--gpus", str(args.gpus), "--out", str(work / f"sweep{args.gpus}")], work / f"sweep{args.gpus}.log"
+        )
         v1, vn = values(work / "sweep1"), values(work / f"sweep{args.gpus}")
         rel = [abs(vn[k] - v) / abs(v) for k, v in v1.items() if v is not None and vn.get(k) is not None]
-        sweep_part = {"wall_s_1_gpu": one, f"wall_s_{args.gpus}_gpus": many, "speedup": one / many, "points": len(v1),
-                      "median_rel_diff_val_metric": statistics.median(rel) if rel else None, "max_rel_diff_val_metric": max(rel) if rel else None}
+        sweep_part = {
+            "wall_s_1_gpu": one,
+            f"wall_s_{args.gpus}_gpus": many,
+            "speedup": one / many,
+            "points": len(v1),
+            "median_rel_diff_val_metric": statistics.median(rel) if rel else None,
+            "max_rel_diff_val_metric": max(rel) if rel else None,
+        }
         if args.out:  # written now too: a call that runs out of time in part 2 still keeps part 1
-            io.write_json(args.out, {"benchmark": "scale_out", "provenance": io.provenance(), "config": vars(args) | {"out": str(args.out), "work": str(work)},
-                                     "sweep": sweep_part, "data_parallel": None})
-    ft = [*lorainit, "finetune", "--model", args.model, "--task", args.task, "--steps", str(args.steps), "--seq-len",
-          str(args.seq_len), "--eval-every", str(args.steps), "--checkpoint-every", str(args.steps), "--max-eval", "32",
-          "--no-progress", *extra]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(args.gpus), "-m", "lorainit"]
+            io.write_json(
+                args.out,
+                {
+                    "benchmark": "scale_out",
+                    "provenance": io.provenance(),
+                    "config": vars(args) | {"out": str(args.out), "work": str(work)},
+                    "sweep": sweep_part,
+                    "data_parallel": None,
+                },
+            )
+    ft = [
+        *lorainit,
+        "finetune",
+        "--model",
+        args.model,
+        "--task",
+        args.task,
+        "--steps",
+        str(args.steps),
+        "--seq-len",
+        str(args.seq_len),
+        "--eval-every",
+        str(args.steps),
+        "--checkpoint-every",
+        str(args.steps),
+        "--max-eval",
+        "32",
+        "--no-progress",
+        *extra,
+    ]
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(args.gpus),
+        "-m",
+        "lorainit",
+    ]
     card = lambda f: RunFolder(work / f).card()  # noqa: E731
     dp = None
     if "dp" in args.parts:
         pairs = []
         for r in range(args.repeats):
             timed([*ft, "--batch-size", str(args.batch_size), "--out", str(work / f"ft1_{r}")], work / f"ft1_{r}.log")
-            timed([*torchrun, *ft[3:], "--batch-size", str(args.batch_size), "--batch-per-process", "--out", str(work / f"ftn_{r}")],
-                  work / f"ftn_{r}.log")
-            pairs.append((card(f"ft1_{r}")["timing"]["tokens_per_second"], card(f"ftn_{r}")["timing"]["tokens_per_second"],
-                          steady(work / f"ft1_{r}", args.skip), steady(work / f"ftn_{r}", args.skip)))
-        timed([*torchrun, *ft[3:], "--batch-size", str(args.batch_size), "--out", str(work / "ftn_same")], work / "ftn_same.log")
+            timed(
+                [
+                    *torchrun,
+                    *ft[3:],
+                    "--batch-size",
+                    str(args.batch_size),
+                    "--batch-per-process",
+                    "--out",
+                    str(work / f"ftn_{r}"),
+                ],
+                work / f"ftn_{r}.log",
+            )
+            pairs.append(
+                (
+                    card(f"ft1_{r}")["timing"]["tokens_per_second"],
+                    card(f"ftn_{r}")["timing"]["tokens_per_second"],
+                    steady(work / f"ft1_{r}", args.skip),
+                    steady(work / f"ftn_{r}", args.skip),
+                )
+            )
+        timed(
+            [*torchrun, *ft[3:], "--batch-size", str(args.batch_size), "--out", str(work / "ftn_same")],
+            work / "ftn_same.log",
+        )
         curve = [abs(a - b) / abs(b) for a, b in zip(losses(work / "ftn_same"), losses(work / "ft1_0"))]
         ratios, steady_ratios = [p[1] / p[0] for p in pairs], [p[3] / p[2] for p in pairs]
-        dp = {"tokens_per_s_1_process": [p[0] for p in pairs], f"tokens_per_s_{args.gpus}_processes_batch_per_process": [p[1] for p in pairs],
-              "speedup_weak_scaling_per_pair": ratios, "speedup_weak_scaling_median": statistics.median(ratios),
-              "speedup_weak_scaling_range": [min(ratios), max(ratios)],
-              f"steady_tokens_per_s_1_process_after_step_{args.skip}": [p[2] for p in pairs],
-              f"steady_tokens_per_s_{args.gpus}_processes_after_step_{args.skip}": [p[3] for p in pairs],
-              "steady_speedup_per_pair": steady_ratios, "steady_speedup_median": statistics.median(steady_ratios),
-              "steady_speedup_range": [min(steady_ratios), max(steady_ratios)],
-              "equal_global_batch_loss_median_rel_diff": statistics.median(curve), "equal_global_batch_loss_max_rel_diff": max(curve)}
+        dp = {
+            "tokens_per_s_1_process": [p[0] for p in pairs],
+            f"tokens_per_s_{args.gpus}_processes_batch_per_process": [p[1] for p in pairs],
+            "speedup_weak_scaling_per_pair": ratios,
+            "speedup_weak_scaling_median": statistics.median(ratios),
+            "speedup_weak_scaling_range": [min(ratios), max(ratios)],
+            f"steady_tokens_per_s_1_process_after_step_{args.skip}": [p[2] for p in pairs],
+            f"steady_tokens_per_s_{args.gpus}_processes_after_step_{args.skip}": [p[3] for p in pairs],
+            "steady_speedup_per_pair": steady_ratios,
+            "steady_speedup_median": statistics.median(steady_ratios),
+            "steady_speedup_range": [min(steady_ratios), max(steady_ratios)],
+            "equal_global_batch_loss_median_rel_diff": statistics.median(curve),
+            "equal_global_batch_loss_max_rel_diff": max(curve),
+        }
     prov = io.provenance()
     if dp is not None and prov["device"] != card("ft1_0")["provenance"]["device"]:  # read back elsewhere: the runs' own
         prov = {**card("ft1_0")["provenance"], "read_back": prov}
-    res = {"benchmark": "scale_out", "provenance": prov, "config": vars(args) | {"out": str(args.out), "work": str(work)},
-           "sweep": sweep_part, "data_parallel": dp}
+    res = {
+        "benchmark": "scale_out",
+        "provenance": prov,
+        "config": vars(args) | {"out": str(args.out), "work": str(work)},
+        "sweep": sweep_part,
+        "data_parallel": dp,
+    }
     print(json.dumps({k: res[k] for k in ("sweep", "data_parallel")}, indent=1))
     if args.out:
         io.write_json(args.out, res)

@@ -12,6 +12,7 @@ the card's measured bf16 matmul rate. Writes JSON with device, date and commit.
 
     python bench/single_run.py --out bench/results/single_run_h100.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,15 @@ from lorainit import io, multi, runloss, speed, train  # noqa: E402
 
 def loop_config(args) -> train.LoopConfig:
     """The loop's schedule (no warmup, linear decay) with torch's AdamW defaults, which the stock run also gets."""
-    return train.LoopConfig(steps=args.warmup + args.steps, lr=args.lr, warmup_ratio=0.0, eps=1e-8, weight_decay=0.01,
-                            eval_every=10**9, checkpoint_every=10**9)
+    return train.LoopConfig(
+        steps=args.warmup + args.steps,
+        lr=args.lr,
+        warmup_ratio=0.0,
+        eps=1e-8,
+        weight_decay=0.01,
+        eval_every=10**9,
+        checkpoint_every=10**9,
+    )
 
 
 def lorainit_run(args, device, compile_: bool) -> dict:
@@ -55,13 +63,27 @@ def lorainit_run(args, device, compile_: bool) -> dict:
     cfg = loop_config(args)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        train.train(model, lambda s, m: batch(0, s, args.batch, args.seq, device), runloss.RunLosses(1, "lm"), cfg, Path(tmp),
-                    progress=False, autocast=torch.bfloat16, log=log, optimizer=multi.optimizer(model, runs, eps=cfg.eps, weight_decay=cfg.weight_decay))
+        train.train(
+            model,
+            lambda s, m: batch(0, s, args.batch, args.seq, device),
+            runloss.RunLosses(1, "lm"),
+            cfg,
+            Path(tmp),
+            progress=False,
+            autocast=torch.bfloat16,
+            log=log,
+            optimizer=multi.optimizer(model, runs, eps=cfg.eps, weight_decay=cfg.weight_decay),
+        )
     torch.cuda.synchronize(device) if device.type == "cuda" else None
     sec = stamps[-1] - stamps[args.warmup - 1]
-    return {"seconds": sec, "tokens_per_s": args.steps * args.batch * args.seq / sec, "warmup_s": stamps[args.warmup - 1] - t0,
-            "losses": losses, "factors": factors,
-            "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
+    return {
+        "seconds": sec,
+        "tokens_per_s": args.steps * args.batch * args.seq / sec,
+        "warmup_s": stamps[args.warmup - 1] - t0,
+        "losses": losses,
+        "factors": factors,
+        "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+    }
 
 
 def main() -> None:
@@ -82,8 +104,13 @@ def main() -> None:
             compiled = lorainit_run(args, device, compile_=True)
         except Exception as e:  # recorded, not hidden: the eager path is measured either way
             compile_error = f"{type(e).__name__}: {e}"[:2000]
-    stock_sec, (stock_curve,) = stock_runs([multi.Run("init_a", args.lr)], eager["factors"], args, device,
-                                           schedule=lambda s: train.lr_factor(s, loop_config(args)))
+    stock_sec, (stock_curve,) = stock_runs(
+        [multi.Run("init_a", args.lr)],
+        eager["factors"],
+        args,
+        device,
+        schedule=lambda s: train.lr_factor(s, loop_config(args)),
+    )
     tokens = args.steps * args.batch * args.seq
     stock = {"tokens_per_s": tokens / stock_sec}
     n_base = sum(p.numel() for p in base_model(device).parameters())
@@ -91,21 +118,36 @@ def main() -> None:
 
     def summary(r):
         rel = [abs(a - b) / abs(b) for a, b in zip(r["losses"], stock_curve)]
-        return {"tokens_per_s": r["tokens_per_s"], "speedup_vs_stock": r["tokens_per_s"] / stock["tokens_per_s"],
-                "warmup_s": r["warmup_s"], "peak_gib": r["peak_gib"], "mfu": None if rate is None else 4 * n_base * r["tokens_per_s"] / rate,
-                "loss_vs_stock": {"median_rel_diff": sorted(rel)[len(rel) // 2], "max_rel_diff": max(rel),
-                                  "final": [r["losses"][-1], stock_curve[-1]]}}
+        return {
+            "tokens_per_s": r["tokens_per_s"],
+            "speedup_vs_stock": r["tokens_per_s"] / stock["tokens_per_s"],
+            "warmup_s": r["warmup_s"],
+            "peak_gib": r["peak_gib"],
+            "mfu": None if rate is None else 4 * n_base * r["tokens_per_s"] / rate,
+            "loss_vs_stock": {
+                "median_rel_diff": sorted(rel)[len(rel) // 2],
+                "max_rel_diff": max(rel),
+                "final": [r["losses"][-1], stock_curve[-1]],
+            },
+        }
 
-    res = {"benchmark": "single_run", "provenance": io.provenance(),
-           "config": vars(args) | {"out": str(args.out), "model": "SmolLM2-135M shape, random bf16", "targets": TARGETS},
-           "matmul_bf16_tflops": None if rate is None else rate / 1e12, "base_params": n_base,
-           "stock": {**stock, "mfu": None if rate is None else 4 * n_base * stock["tokens_per_s"] / rate},
-           "lorainit": summary(eager), "lorainit_compiled": summary(compiled) if compiled else None,
-           "compile_error": compile_error}
+    res = {
+        "benchmark": "single_run",
+        "provenance": io.provenance(),
+        "config": vars(args) | {"out": str(args.out), "model": "SmolLM2-135M shape, random bf16", "targets": TARGETS},
+        "matmul_bf16_tflops": None if rate is None else rate / 1e12,
+        "base_params": n_base,
+        "stock": {**stock, "mfu": None if rate is None else 4 * n_base * stock["tokens_per_s"] / rate},
+        "lorainit": summary(eager),
+        "lorainit_compiled": summary(compiled) if compiled else None,
+        "compile_error": compile_error,
+    }
     for k in ("lorainit", "lorainit_compiled"):
         if res[k]:
-            print(f"{k:18s} {res[k]['tokens_per_s']:9.0f} tok/s = {res[k]['speedup_vs_stock']:.2f}x stock "
-                  f"({stock['tokens_per_s']:.0f}); mfu {res[k]['mfu']}; loss rel diff median {res[k]['loss_vs_stock']['median_rel_diff']:.1e}")
+            print(
+                f"{k:18s} {res[k]['tokens_per_s']:9.0f} tok/s = {res[k]['speedup_vs_stock']:.2f}x stock "
+                f"({stock['tokens_per_s']:.0f}); mfu {res[k]['mfu']}; loss rel diff median {res[k]['loss_vs_stock']['median_rel_diff']:.1e}"
+            )
     if args.out:
         io.write_json(args.out, res)
 

@@ -12,6 +12,7 @@ both sides (they must agree: same starts, same data order, same arithmetic per r
     python bench/sweep_e2e.py --model smollm2-135m --task wiki --inits init_a,init_b,pissa,lora_ga,eva,hrp \\
         --lrs 1e-4:1e-2:8 --steps 200 --batch-size 16 --seq-len 256 --out bench/results/sweep_e2e_smollm2_wiki_h100.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,9 +32,36 @@ from lorainit.sweeps.store import Store  # noqa: E402
 
 
 def sweep(args, extra: list[str], lrs: str, batch: int, out: Path, gpu: str | None) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "lorainit", "sweep", "--experiment", "finetune", "--model", args.model, "--task", args.task,
-           "--inits", args.inits, "--lrs", lrs, "--seeds", str(args.seeds), "--steps", str(args.steps), "--batch-size",
-           str(args.batch_size), "--seq-len", str(args.seq_len), "--batch", str(batch), "--no-progress", "--out", str(out), *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "lorainit",
+        "sweep",
+        "--experiment",
+        "finetune",
+        "--model",
+        args.model,
+        "--task",
+        args.task,
+        "--inits",
+        args.inits,
+        "--lrs",
+        lrs,
+        "--seeds",
+        str(args.seeds),
+        "--steps",
+        str(args.steps),
+        "--batch-size",
+        str(args.batch_size),
+        "--seq-len",
+        str(args.seq_len),
+        "--batch",
+        str(batch),
+        "--no-progress",
+        "--out",
+        str(out),
+        *extra,
+    ]
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{os.environ.get('PYTHONPATH', '')}"}
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
@@ -63,13 +91,19 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8, help="points per batch on the batched side")
     ap.add_argument("--single-lrs", type=int, default=2, help="LRs per init on the one-at-a-time side (0: all)")
     ap.add_argument("--extra", default="", help="more sweep flags for both sides, space-separated")
-    ap.add_argument("--work", type=Path, default=None, help="where the two sweep folders go (default: a temporary folder)")
+    ap.add_argument(
+        "--work", type=Path, default=None, help="where the two sweep folders go (default: a temporary folder)"
+    )
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     import torch
 
     lrs = cliargs.parse_range(args.lrs, float)
-    pick = lrs if not args.single_lrs else [lrs[round(i * (len(lrs) - 1) / max(1, args.single_lrs - 1))] for i in range(args.single_lrs)]
+    pick = (
+        lrs
+        if not args.single_lrs
+        else [lrs[round(i * (len(lrs) - 1) / max(1, args.single_lrs - 1))] for i in range(args.single_lrs)]
+    )
     single_lrs = ",".join(repr(x) for x in dict.fromkeys(pick))
     work = args.work or Path(tempfile.mkdtemp(prefix="sweep_e2e."))
     work.mkdir(parents=True, exist_ok=True)
@@ -99,24 +133,51 @@ def main() -> None:
         d = abs(rk["value"] - r1["value"]) / abs(r1["value"]) if r1["state"] == rk["state"] == "COMPLETE" else None
         if d is not None:
             rel.append(d)
-        pairs.append({"init": key[0], "lr": key[1], "seed": key[2], "batched": rk["value"], "single": r1["value"],
-                      "state": [rk["state"], r1["state"]], "same_state": same_state, "rel_diff": d})
+        pairs.append(
+            {
+                "init": key[0],
+                "lr": key[1],
+                "seed": key[2],
+                "batched": rk["value"],
+                "single": r1["value"],
+                "state": [rk["state"], r1["state"]],
+                "same_state": same_state,
+                "rel_diff": d,
+            }
+        )
     cards = [card(r) for r in one.values()]
     marginal = statistics.median(c["timing"]["batch_seconds"] - c["init"]["starts"]["seconds"] for c in cards)
     full_estimate = ends["single"] + (len(many) - len(one)) * marginal
     res = {
-        "benchmark": "sweep_e2e", "provenance": io.provenance(), "config": vars(args) | {"out": str(args.out), "work": str(work)},
-        "gpus": gpus, "side_by_side": gpus > 1,
-        "batched": {"points": len(many), "wall_s": ends["batched"], "per_point_s": ends["batched"] / len(many),
-                    "diverged": sum(r["state"] == "PRUNED" for r in many.values()),
-                    "batch_sizes": sorted({r.get("batched_with") for r in many.values()})},
-        "single": {"points": len(one), "lrs": single_lrs, "wall_s": ends["single"], "per_point_s": ends["single"] / len(one),
-                   "median_point_s_without_data_pass": marginal, "estimated_wall_s_for_the_whole_grid": full_estimate},
+        "benchmark": "sweep_e2e",
+        "provenance": io.provenance(),
+        "config": vars(args) | {"out": str(args.out), "work": str(work)},
+        "gpus": gpus,
+        "side_by_side": gpus > 1,
+        "batched": {
+            "points": len(many),
+            "wall_s": ends["batched"],
+            "per_point_s": ends["batched"] / len(many),
+            "diverged": sum(r["state"] == "PRUNED" for r in many.values()),
+            "batch_sizes": sorted({r.get("batched_with") for r in many.values()}),
+        },
+        "single": {
+            "points": len(one),
+            "lrs": single_lrs,
+            "wall_s": ends["single"],
+            "per_point_s": ends["single"] / len(one),
+            "median_point_s_without_data_pass": marginal,
+            "estimated_wall_s_for_the_whole_grid": full_estimate,
+        },
         "speedup_per_point": (ends["single"] / len(one)) / (ends["batched"] / len(many)),
         "speedup_whole_grid_estimated": full_estimate / ends["batched"],
-        "agreement": {"points_compared": len(pairs), "same_state": all(p["same_state"] for p in pairs),
-                      "median_rel_diff_val_metric": statistics.median(rel) if rel else None, "max_rel_diff_val_metric": max(rel) if rel else None,
-                      "points": pairs},
+        "agreement": {
+            "points_compared": len(pairs),
+            "same_state": all(p["same_state"] for p in pairs),
+            "median_rel_diff_val_metric": statistics.median(rel) if rel else None,
+            "max_rel_diff_val_metric": max(rel) if rel else None,
+            "points": pairs,
+        },
     }
     print(json.dumps({k: v for k, v in res.items() if k not in ("agreement", "config", "provenance")}, indent=1))
     print("agreement:", {k: v for k, v in res["agreement"].items() if k != "points"})

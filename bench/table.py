@@ -1,4 +1,5 @@
 """Print the README's performance table (Markdown) from the committed benchmark JSON in bench/results/."""
+
 from __future__ import annotations
 
 import json
@@ -9,44 +10,62 @@ from pathlib import Path
 def toy_rows(d: dict) -> list[str]:
     prov = d["provenance"]
     src = f"{prov['device']}, torch {prov['torch']}, {prov['date'][:10]}, commit {(prov['commit'] or '?')[:10]}"
-    rows = [f"Teacher-student grid of one width, {d['grids'][0]['steps']} steps ({src}); every path starts from the same "
-            "students and inits (setup, timed apart):", "",
-            "| width | runs K | setup | batched | batched, bmm head | one at a time, stock AdamW loop | speed-up "
-            "(with setup) | one at a time, own code (K=1) | speed-up | median rel. diff of final loss |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = [
+        f"Teacher-student grid of one width, {d['grids'][0]['steps']} steps ({src}); every path starts from the same "
+        "students and inits (setup, timed apart):",
+        "",
+        "| width | runs K | setup | batched | batched, bmm head | one at a time, stock AdamW loop | speed-up "
+        "(with setup) | one at a time, own code (K=1) | speed-up | median rel. diff of final loss |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for g in d["grids"]:
         agree = g["final_train_loss_rel_diff_batched_vs_reference"]
-        rows.append(f"| {g['width']} | {g['runs']} | {g['seconds_setup_shared']:.2f} s | {g['seconds_batched']:.2f} s | "
-                    f"{g['seconds_batched_bmm_head']:.2f} s | {g['seconds_reference_one_at_a_time']:.2f} s | "
-                    f"**{g['speedup_vs_reference']:.1f}x** ({g['speedup_vs_reference_with_setup']:.1f}x) | "
-                    f"{g['seconds_own_code_one_at_a_time']:.2f} s | {g['speedup_vs_own_k1']:.1f}x | {agree['median']:.1e} |")
+        rows.append(
+            f"| {g['width']} | {g['runs']} | {g['seconds_setup_shared']:.2f} s | {g['seconds_batched']:.2f} s | "
+            f"{g['seconds_batched_bmm_head']:.2f} s | {g['seconds_reference_one_at_a_time']:.2f} s | "
+            f"**{g['speedup_vs_reference']:.1f}x** ({g['speedup_vs_reference_with_setup']:.1f}x) | "
+            f"{g['seconds_own_code_one_at_a_time']:.2f} s | {g['speedup_vs_own_k1']:.1f}x | {agree['median']:.1e} |"
+        )
     if d.get("paper_preset"):
         p = d["paper_preset"]
-        rows += ["", f"`lorainit toy --preset paper` end to end ({len(p['widths'])} widths x {p['runs_per_width']} runs x "
-                     f"{p['steps']} steps): **{p['wall_seconds']:.1f} s**."]
+        rows += [
+            "",
+            f"`lorainit toy --preset paper` end to end ({len(p['widths'])} widths x {p['runs_per_width']} runs x "
+            f"{p['steps']} steps): **{p['wall_seconds']:.1f} s**.",
+        ]
     return rows
 
 
 def init_rows(d: dict) -> list[str]:
     prov = d["provenance"]
     shapes = list(d["models"])
-    rows = [f"Init cost, r={d['rank']} on all 7 projections, random weights of these shapes ({prov['device']}, "
-            f"{prov['date'][:10]}, commit {(prov['commit'] or '?')[:10]}): seconds, and peak memory / one LoRA train step:", "",
-            "| scheme | " + " | ".join(shapes) + " |", "|---|" + "---:|" * len(shapes)]
+    rows = [
+        f"Init cost, r={d['rank']} on all 7 projections, random weights of these shapes ({prov['device']}, "
+        f"{prov['date'][:10]}, commit {(prov['commit'] or '?')[:10]}): seconds, and peak memory / one LoRA train step:",
+        "",
+        "| scheme | " + " | ".join(shapes) + " |",
+        "|---|" + "---:|" * len(shapes),
+    ]
     for name in d["models"][shapes[0]]["schemes"]:
-        cells = [f"{d['models'][s]['schemes'][name]['seconds']:.2f} s, {d['models'][s]['schemes'][name]['peak_vs_train_step']:.2f}x"
-                 for s in shapes]
+        cells = [
+            f"{d['models'][s]['schemes'][name]['seconds']:.2f} s, {d['models'][s]['schemes'][name]['peak_vs_train_step']:.2f}x"
+            for s in shapes
+        ]
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
     for s in shapes:
         m = d["models"][s]
         if "pissa_randomized_speedup" not in m:  # a partial run (--schemes): its rows only
             continue
         sch = m["schemes"]
-        svd_only = (sch["pissa"]["seconds"] - sch["init_a"]["seconds"]) / (sch["pissa_niter4"]["seconds"] - sch["init_a"]["seconds"])
-        rows.append(f"\n{s}: randomized PiSSA {m['pissa_randomized_speedup']:.1f}x faster than full SVD, whole apply "
-                    f"({svd_only:.1f}x on the time above init_a's apply, same process; top-16 subspace "
-                    f"sine up to {m['pissa_randomized_subspace_sine_max']:.2f} on these flat random spectra); HRP preheat "
-                    f"{100 * m['hrp_preheat_share_of_1000_steps']:.1f}% of a 1000-step run.")
+        svd_only = (sch["pissa"]["seconds"] - sch["init_a"]["seconds"]) / (
+            sch["pissa_niter4"]["seconds"] - sch["init_a"]["seconds"]
+        )
+        rows.append(
+            f"\n{s}: randomized PiSSA {m['pissa_randomized_speedup']:.1f}x faster than full SVD, whole apply "
+            f"({svd_only:.1f}x on the time above init_a's apply, same process; top-16 subspace "
+            f"sine up to {m['pissa_randomized_subspace_sine_max']:.2f} on these flat random spectra); HRP preheat "
+            f"{100 * m['hrp_preheat_share_of_1000_steps']:.1f}% of a 1000-step run."
+        )
     return rows
 
 
@@ -55,13 +74,23 @@ def multi_rows(d: dict) -> list[str]:
     comp, sc = d.get("batched_compiled"), d.get("stock_compiled")
     stock = d["stock_sequential_tokens_per_s"]
     pct = lambda key: f"{100 * mfu[key]:.1f}%" if mfu.get(key) is not None else "-"  # noqa: E731
-    rows = [f"Real-model sweep step: {c['runs']} LoRA runs (LRs {c['lrs'][0]:.0e}..{c['lrs'][-1]:.0e}) on {c['model']}, r={c['rank']} "
-            f"all projections, batch {c['batch']} x {c['seq']} per run, {c['steps']} timed steps ({prov['device']}, "
-            f"{prov.get('host_cpu', 'host CPU not recorded')}, {prov['date'][:10]}, commit {(prov['commit'] or '?')[:10]}):", "",
-            "| path | adapter tokens/s | vs stock eager | vs stock compiled | MFU |", "|---|---:|---:|---:|---:|"]
+    rows = [
+        f"Real-model sweep step: {c['runs']} LoRA runs (LRs {c['lrs'][0]:.0e}..{c['lrs'][-1]:.0e}) on {c['model']}, r={c['rank']} "
+        f"all projections, batch {c['batch']} x {c['seq']} per run, {c['steps']} timed steps ({prov['device']}, "
+        f"{prov.get('host_cpu', 'host CPU not recorded')}, {prov['date'][:10]}, commit {(prov['commit'] or '?')[:10]}):",
+        "",
+        "| path | adapter tokens/s | vs stock eager | vs stock compiled | MFU |",
+        "|---|---:|---:|---:|---:|",
+    ]
     paths = [(f"stock PEFT, {c['runs']} runs one after another", stock, "stock_sequential")]
     if sc:
-        paths.append((f"stock PEFT, each block under torch.compile ({sc['runs_timed']} run timed; runs are sequential)", sc["tokens_per_s"], "stock_compiled"))
+        paths.append(
+            (
+                f"stock PEFT, each block under torch.compile ({sc['runs_timed']} run timed; runs are sequential)",
+                sc["tokens_per_s"],
+                "stock_compiled",
+            )
+        )
     paths.append((f"lorainit.multi, {c['runs']} runs in one pass", d["batched_tokens_per_s"], "batched"))
     if comp and "tokens_per_s" in comp:
         paths.append(("... with each block under torch.compile", comp["tokens_per_s"], "batched_compiled"))
@@ -70,10 +99,13 @@ def multi_rows(d: dict) -> list[str]:
         bold = "**" if key.startswith("batched") else ""
         rows.append(f"| {label} | {rate:,.0f} | {bold}{rate / stock:.2f}x{bold} | {bold}{vs_sc}{bold} | {pct(key)} |")
     s1 = d["single_run"]
-    rows += ["", f"One run (what `lorainit finetune` runs, K=1, eager): {s1['lorainit_multi_k1_tokens_per_s']:,.0f} vs stock PEFT "
-                 f"{s1['stock_tokens_per_s']:,.0f} tokens/s ({s1['ratio']:.2f}x). Loss curves batched vs stock: median relative difference "
-                 f"{d['loss_agreement']['median_rel_diff']:.1e}, max {d['loss_agreement']['max_rel_diff']:.1e} (bf16). "
-                 f"MFU = 4 x base parameters x tokens/s over the measured bf16 matmul rate ({mfu['matmul_bf16_tflops']:.0f} TFLOP/s)."]
+    rows += [
+        "",
+        f"One run (what `lorainit finetune` runs, K=1, eager): {s1['lorainit_multi_k1_tokens_per_s']:,.0f} vs stock PEFT "
+        f"{s1['stock_tokens_per_s']:,.0f} tokens/s ({s1['ratio']:.2f}x). Loss curves batched vs stock: median relative difference "
+        f"{d['loss_agreement']['median_rel_diff']:.1e}, max {d['loss_agreement']['max_rel_diff']:.1e} (bf16). "
+        f"MFU = 4 x base parameters x tokens/s over the measured bf16 matmul rate ({mfu['matmul_bf16_tflops']:.0f} TFLOP/s).",
+    ]
     return rows
 
 
@@ -81,15 +113,17 @@ def e2e_rows(d: dict) -> list[str]:
     prov, c, b, s = d["provenance"], d["config"], d["batched"], d["single"]
     a = d["agreement"]
     where = "side by side on two GPUs of one host" if d["side_by_side"] else "one after the other"
-    return [f"`lorainit sweep --experiment finetune --model {c['model']} --task {c['task']}`, {len(c['inits'].split(','))} inits "
-            f"({c['inits']}) x {b['points'] // len(c['inits'].split(','))} LRs, {c['steps']} steps, batch {c['batch_size']} x {c['seq_len']} "
-            f"({prov['device']}, {prov['date'][:10]}, commit {(prov['commit'] or '?')[:10]}; {where}): --batch {c['batch']} ran all "
-            f"{b['points']} points in {b['wall_s']:.0f} s ({b['per_point_s']:.1f} s a point); --batch 1 ran {s['points']} of them "
-            f"(LR {s['lrs']} of each init) in {s['wall_s']:.0f} s ({s['per_point_s']:.1f} s a point): **{d['speedup_per_point']:.1f}x per point**; "
-            f"for the whole grid --batch 1 would take about {s['estimated_wall_s_for_the_whole_grid']:.0f} s (each further point at the "
-            f"median {s['median_point_s_without_data_pass']:.1f} s without its init's cached data pass): **{d['speedup_whole_grid_estimated']:.1f}x**. "
-            f"Validation metric batched vs alone on the {a['points_compared']} shared points: median relative difference "
-            f"{a['median_rel_diff_val_metric']:.1e}, max {a['max_rel_diff_val_metric']:.1e}."]
+    return [
+        f"`lorainit sweep --experiment finetune --model {c['model']} --task {c['task']}`, {len(c['inits'].split(','))} inits "
+        f"({c['inits']}) x {b['points'] // len(c['inits'].split(','))} LRs, {c['steps']} steps, batch {c['batch_size']} x {c['seq_len']} "
+        f"({prov['device']}, {prov['date'][:10]}, commit {(prov['commit'] or '?')[:10]}; {where}): --batch {c['batch']} ran all "
+        f"{b['points']} points in {b['wall_s']:.0f} s ({b['per_point_s']:.1f} s a point); --batch 1 ran {s['points']} of them "
+        f"(LR {s['lrs']} of each init) in {s['wall_s']:.0f} s ({s['per_point_s']:.1f} s a point): **{d['speedup_per_point']:.1f}x per point**; "
+        f"for the whole grid --batch 1 would take about {s['estimated_wall_s_for_the_whole_grid']:.0f} s (each further point at the "
+        f"median {s['median_point_s_without_data_pass']:.1f} s without its init's cached data pass): **{d['speedup_whole_grid_estimated']:.1f}x**. "
+        f"Validation metric batched vs alone on the {a['points_compared']} shared points: median relative difference "
+        f"{a['median_rel_diff_val_metric']:.1e}, max {a['max_rel_diff_val_metric']:.1e}."
+    ]
 
 
 def main() -> None:
@@ -100,10 +134,14 @@ def main() -> None:
     for path in sorted(root.glob("sweep_e2e_*.json")):
         print("\n".join(e2e_rows(json.loads(path.read_text()))))
         print()
-    for path in sorted(root.glob("multi_run_h200.json")):  # the current code (multi_run_h100.json, single_run_h100.json: before it)
+    for path in sorted(
+        root.glob("multi_run_h200.json")
+    ):  # the current code (multi_run_h100.json, single_run_h100.json: before it)
         print("\n".join(multi_rows(json.loads(path.read_text()))))
         print()
-    for path in sorted(root.glob("init_cost_*.json")):  # (eva_memory_h100.json: the EVA-only run before the full re-run)
+    for path in sorted(
+        root.glob("init_cost_*.json")
+    ):  # (eva_memory_h100.json: the EVA-only run before the full re-run)
         print("\n".join(init_rows(json.loads(path.read_text()))))
         print()
 

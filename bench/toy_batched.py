@@ -11,6 +11,7 @@ added to both sides is reported too):
 Optionally (--paper-out) the whole ``paper`` preset is run end to end and its wall time recorded.
 Prints a table and writes JSON with device, date and commit.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,7 +70,15 @@ def own_k1_run(st_train, st_test, y_train, y_test, A0, B0, lr, cfg):
         return {"test_loss": ((toy.forward(st_test, *params, cfg.scaling)[0] - y_test) ** 2).mean(-1)}
 
     opt = batched.AdamW(beta1=cfg.beta1, beta2=cfg.beta2, eps=cfg.eps)
-    h = batched.fit([A, B], loss_fn, torch.tensor([lr], device=A.device), cfg.steps, opt=opt, log_every=cfg.log_every, evaluate=evaluate)
+    h = batched.fit(
+        [A, B],
+        loss_fn,
+        torch.tensor([lr], device=A.device),
+        cfg.steps,
+        opt=opt,
+        log_every=cfg.log_every,
+        evaluate=evaluate,
+    )
     return h.train_loss[:, 0]
 
 
@@ -99,8 +108,12 @@ def bench_grid(width: int, k: int, steps: int, device: torch.device, repeats: in
     def sequential(fn):
         return [fn(*sts, A0[i], B0[i], lr, cfg) for i, (_, _, lr) in enumerate(grid)]
 
-    paths = {"batched": batched_all, "batched_bmm": batched_bmm,
-             "reference": lambda: sequential(reference_run), "own_k1": lambda: sequential(own_k1_run)}
+    paths = {
+        "batched": batched_all,
+        "batched_bmm": batched_bmm,
+        "reference": lambda: sequential(reference_run),
+        "own_k1": lambda: sequential(own_k1_run),
+    }
     # warm-up: CUDA context, kernels (Triton compiles here), allocator
     w = dataclasses.replace(cfg, steps=5)
     toy.train_width(w, width, data, device, setup=setup)
@@ -122,7 +135,10 @@ def bench_grid(width: int, k: int, steps: int, device: torch.device, repeats: in
             if device.type == "cuda":
                 peak[name] = torch.cuda.max_memory_allocated() / 2**20
             if name == "batched":
-                final_b = torch.tensor([float("nan") if r["train_loss"][-1] is None else r["train_loss"][-1] for r in out["runs"]], dtype=torch.float64)
+                final_b = torch.tensor(
+                    [float("nan") if r["train_loss"][-1] is None else r["train_loss"][-1] for r in out["runs"]],
+                    dtype=torch.float64,
+                )
             elif name == "reference":
                 final_r = torch.stack([c[-1] for c in out]).double().cpu()
     best = {k_: min(v) for k_, v in times.items()}
@@ -132,17 +148,26 @@ def bench_grid(width: int, k: int, steps: int, device: torch.device, repeats: in
     rel = (final_b - final_r).abs() / final_r.abs()
     low = ok & (lrs <= 2.0**-8)
     return {
-        "width": width, "runs": len(grid), "steps": steps, "fused_head": toy_head.fused_available(st["train"].P),
+        "width": width,
+        "runs": len(grid),
+        "steps": steps,
+        "fused_head": toy_head.fused_available(st["train"].P),
         "seconds_setup_shared": setup_seconds,
-        "seconds_batched": best["batched"], "seconds_batched_bmm_head": best["batched_bmm"],
-        "seconds_reference_one_at_a_time": best["reference"], "seconds_own_code_one_at_a_time": best["own_k1"],
-        "speedup_vs_reference": best["reference"] / best["batched"], "speedup_vs_own_k1": best["own_k1"] / best["batched"],
+        "seconds_batched": best["batched"],
+        "seconds_batched_bmm_head": best["batched_bmm"],
+        "seconds_reference_one_at_a_time": best["reference"],
+        "seconds_own_code_one_at_a_time": best["own_k1"],
+        "speedup_vs_reference": best["reference"] / best["batched"],
+        "speedup_vs_own_k1": best["own_k1"] / best["batched"],
         "speedup_fused_vs_bmm_head": best["batched_bmm"] / best["batched"],
         "speedup_vs_reference_with_setup": (setup_seconds + best["reference"]) / (setup_seconds + best["batched"]),
-        "all_times": times, "peak_mib": peak or None,
+        "all_times": times,
+        "peak_mib": peak or None,
         "final_train_loss_rel_diff_batched_vs_reference": {
-            "runs_compared": int(ok.sum()), "runs_stopped_by_batched": int((~torch.isfinite(final_b)).sum()),
-            "median": rel[ok].median().item(), "max_lr_le_2^-8": rel[low].max().item() if low.any() else None,
+            "runs_compared": int(ok.sum()),
+            "runs_stopped_by_batched": int((~torch.isfinite(final_b)).sum()),
+            "median": rel[ok].median().item(),
+            "max_lr_le_2^-8": rel[low].max().item() if low.any() else None,
             "max": rel[ok].max().item(),
         },
     }
@@ -155,7 +180,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--repeats", type=int, default=2, help="timed repetitions; the best is reported")
     p.add_argument("--device", default="auto")
-    p.add_argument("--paper-out", type=Path, default=None, help="also run the whole 'paper' preset into this folder and time it")
+    p.add_argument(
+        "--paper-out", type=Path, default=None, help="also run the whole 'paper' preset into this folder and time it"
+    )
     p.add_argument("--out", type=Path, required=True, help="JSON result file")
     a = p.parse_args()
     device = toy.resolve_device(a.device)
@@ -166,22 +193,32 @@ def main() -> None:
         t0 = time.perf_counter()
         toy_study.run_study(cfg, a.paper_out, overwrite=True, progress=False)
         sync(device)
-        paper = {"wall_seconds": time.perf_counter() - t0, "widths": list(cfg.widths),
-                 "runs_per_width": cfg.seeds * len(cfg.inits) * len(cfg.lrs), "steps": cfg.steps}
+        paper = {
+            "wall_seconds": time.perf_counter() - t0,
+            "widths": list(cfg.widths),
+            "runs_per_width": cfg.seeds * len(cfg.inits) * len(cfg.lrs),
+            "steps": cfg.steps,
+        }
         result["paper_preset"] = paper
         io.write_json(a.out, result)
-        print(f"paper preset end to end: {paper['wall_seconds']:.1f}s "
-              f"({len(cfg.widths)} widths x {paper['runs_per_width']} runs x {cfg.steps} steps)", flush=True)
+        print(
+            f"paper preset end to end: {paper['wall_seconds']:.1f}s "
+            f"({len(cfg.widths)} widths x {paper['runs_per_width']} runs x {cfg.steps} steps)",
+            flush=True,
+        )
     for width in map(int, a.widths.split(",")):
         for k in map(int, a.runs.split(",")):
             r = bench_grid(width, k, a.steps, device, a.repeats)
             result["grids"].append(r)
             io.write_json(a.out, result)  # partial results survive an interruption
-            print(f"width {width:5d} K={k:3d}: batched {r['seconds_batched']:.2f}s (bmm head {r['seconds_batched_bmm_head']:.2f}s)  "
-                  f"one-at-a-time reference {r['seconds_reference_one_at_a_time']:.2f}s ({r['speedup_vs_reference']:.1f}x; "
-                  f"{r['speedup_vs_reference_with_setup']:.1f}x with the {r['seconds_setup_shared']:.2f}s setup)  own K=1 "
-                  f"{r['seconds_own_code_one_at_a_time']:.2f}s ({r['speedup_vs_own_k1']:.1f}x)  "
-                  f"final-loss rel diff median {r['final_train_loss_rel_diff_batched_vs_reference']['median']:.1e}", flush=True)
+            print(
+                f"width {width:5d} K={k:3d}: batched {r['seconds_batched']:.2f}s (bmm head {r['seconds_batched_bmm_head']:.2f}s)  "
+                f"one-at-a-time reference {r['seconds_reference_one_at_a_time']:.2f}s ({r['speedup_vs_reference']:.1f}x; "
+                f"{r['speedup_vs_reference_with_setup']:.1f}x with the {r['seconds_setup_shared']:.2f}s setup)  own K=1 "
+                f"{r['seconds_own_code_one_at_a_time']:.2f}s ({r['speedup_vs_own_k1']:.1f}x)  "
+                f"final-loss rel diff median {r['final_train_loss_rel_diff_batched_vs_reference']['median']:.1e}",
+                flush=True,
+            )
     print(f"wrote {a.out}")
 
 

@@ -46,14 +46,32 @@ def tiny_folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
     tok = transformers.AutoTokenizer.from_pretrained(models.resolve("smollm2-135m")[0])
     torch.manual_seed(0)
-    llama = transformers.LlamaForCausalLM(transformers.LlamaConfig(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        max_position_embeddings=64, tie_word_embeddings=True, eos_token_id=tok.eos_token_id))
+    llama = transformers.LlamaForCausalLM(
+        transformers.LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=48,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+            tie_word_embeddings=True,
+            eos_token_id=tok.eos_token_id,
+        )
+    )
     llama.save_pretrained(root / "llama")
     tok.save_pretrained(root / "llama")
     tok = transformers.AutoTokenizer.from_pretrained(models.resolve("minilm-l6")[0])
-    bert = transformers.BertModel(transformers.BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                                          intermediate_size=48, max_position_embeddings=64))
+    bert = transformers.BertModel(
+        transformers.BertConfig(
+            vocab_size=len(tok),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=48,
+            max_position_embeddings=64,
+        )
+    )
     bert.save_pretrained(root / "bert")
     tok.save_pretrained(root / "bert")
     return root

@@ -1,4 +1,5 @@
 """Tiny models and toy studies the tests share (importable as ``helpers``: pytest puts tests/ on the path)."""
+
 import dataclasses
 import math
 import os
@@ -12,8 +13,18 @@ def tiny_llama(seed: int = 0, **config):
     """A tiny randomly initialized Llama (vocab 64, hidden 32, 2 layers) in eval mode; ``config`` overrides fields."""
     import transformers
 
-    cfg = transformers.LlamaConfig(**{"vocab_size": 64, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
-                                      "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 32, **config})
+    cfg = transformers.LlamaConfig(
+        **{
+            "vocab_size": 64,
+            "hidden_size": 32,
+            "intermediate_size": 48,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 32,
+            **config,
+        }
+    )
     torch.manual_seed(seed)
     return transformers.LlamaForCausalLM(cfg).eval()
 
@@ -22,9 +33,17 @@ def tiny_bert(seed: int = 0, num_labels: int = 3):
     """A tiny randomly initialized BERT classifier (no dropout) in eval mode."""
     import transformers
 
-    cfg = transformers.BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
-                                  max_position_embeddings=32, num_labels=num_labels, hidden_dropout_prob=0.0,
-                                  attention_probs_dropout_prob=0.0)
+    cfg = transformers.BertConfig(
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=48,
+        max_position_embeddings=32,
+        num_labels=num_labels,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     torch.manual_seed(seed)
     return transformers.BertForSequenceClassification(cfg).eval()
 
@@ -32,8 +51,19 @@ def tiny_bert(seed: int = 0, num_labels: int = 3):
 def _tiny_toy():
     from lorainit.experiments import toy
 
-    return toy.ToyConfig(widths=(16, 32), rank=2, lrs=(1e-3, 1e-2, 5e-2), seeds=2, steps=6, teacher_width=40,
-                         teacher_rank=4, n_train=60, n_test=20, log_every=3, device="cpu")
+    return toy.ToyConfig(
+        widths=(16, 32),
+        rank=2,
+        lrs=(1e-3, 1e-2, 5e-2),
+        seeds=2,
+        steps=6,
+        teacher_width=40,
+        teacher_rank=4,
+        n_train=60,
+        n_test=20,
+        log_every=3,
+        device="cpu",
+    )
 
 
 TINY_TOY = _tiny_toy()  # a teacher-student config that trains in a second
@@ -45,9 +75,18 @@ def fake_width(width, loss, zb=None, diverged=()):
     for (init, seed, lr), value in loss.items():
         z = (zb or {}).get((init, seed, lr), 0.1) * math.sqrt(width)
         div = (init, seed, lr) in diverged
-        runs.append({"seed": seed, "init": init, "lr": lr, "diverged_step": 3 if div else None,
-                     "train_loss": [1.0, None if div else value], "test_loss": [1.0, None if div else value * 2],
-                     "za": [1.0, 2.0 + seed], "zb": [0.0, None if div else z]})
+        runs.append(
+            {
+                "seed": seed,
+                "init": init,
+                "lr": lr,
+                "diverged_step": 3 if div else None,
+                "train_loss": [1.0, None if div else value],
+                "test_loss": [1.0, None if div else value * 2],
+                "za": [1.0, 2.0 + seed],
+                "zb": [0.0, None if div else z],
+            }
+        )
     return {"width": width, "steps": [0, 10], "runs": runs}
 
 
@@ -56,7 +95,11 @@ def known_study():
     cfg = dataclasses.replace(TINY_TOY, widths=(256, 512, 1024), lrs=(1e-3, 1e-2, 1e-1), seeds=1)
     widths = []
     for w, (best_a, best_b) in zip(cfg.widths, [(1e-2, 1e-2), (1e-2, 1e-3), (1e-3, 1e-2)]):
-        loss = {(i, 0, lr): (0.1 if lr == best else 0.5) for i, best in (("init_a", best_a), ("init_b", best_b)) for lr in cfg.lrs}
+        loss = {
+            (i, 0, lr): (0.1 if lr == best else 0.5)
+            for i, best in (("init_a", best_a), ("init_b", best_b))
+            for lr in cfg.lrs
+        }
         widths.append(fake_width(w, loss))
     from lorainit.experiments import toy_study
 
@@ -66,4 +109,6 @@ def known_study():
 def lorainit(*args, cwd=None):
     """``python -m lorainit ARGS`` as a real subprocess, as a user runs it (this tree's src/ first on the path)."""
     env = {**os.environ, "PYTHONPATH": os.path.join(os.path.dirname(__file__), "..", "src")}
-    return subprocess.run([sys.executable, "-m", "lorainit", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "lorainit", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
+    )

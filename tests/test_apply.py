@@ -1,5 +1,6 @@
 """Every scheme on a real (tiny, randomly initialized) transformers Llama through real PEFT:
 output kept at step 0 where promised, save -> reload in plain PEFT -> same outputs, refusals."""
+
 import pytest
 import torch
 from helpers import tiny_llama
@@ -60,8 +61,9 @@ def test_residual_scheme_exports_rank_2r_with_the_same_scaling(tmp_path):
 
 def test_pissa_matches_peft_pissa():
     ours = applied("pissa").model
-    theirs = peft.get_peft_model(tiny_llama(), peft.LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS,
-                                                               init_lora_weights="pissa"))
+    theirs = peft.get_peft_model(
+        tiny_llama(), peft.LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, init_lora_weights="pissa")
+    )
     for (n1, l1), (n2, l2) in zip(apply.lora_layers(ours).items(), apply.lora_layers(theirs).items()):
         assert n1 == n2
         d1 = l1.lora_B["default"].weight @ l1.lora_A["default"].weight
@@ -77,12 +79,16 @@ def test_stacked_pissa_equals_the_per_layer_draw(niter, scaling):
     kw = {"niter": niter} if scaling is None else {"niter": niter, "scaling": scaling}
     whole = applied("pissa", **kw).model
     one_by_one = applied("pissa", budget_mb=1e-9, **kw).model  # every stack of one layer
-    originals = dict(apply.lora_layers(peft.get_peft_model(tiny_llama(), peft.LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS))))
+    originals = dict(
+        apply.lora_layers(peft.get_peft_model(tiny_llama(), peft.LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS)))
+    )
     for model in (whole, one_by_one):
         for name, layer in apply.lora_layers(model).items():
             W = originals[name].get_base_layer().weight.detach()
             f = apply.draw("pissa", W, 4, seed=0, layer=name, layer_scaling=layer.scaling["default"], **kw)
-            torch.testing.assert_close(layer.lora_B["default"].weight @ layer.lora_A["default"].weight, f.B @ f.A, atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(
+                layer.lora_B["default"].weight @ layer.lora_A["default"].weight, f.B @ f.A, atol=1e-5, rtol=1e-4
+            )
             torch.testing.assert_close(layer.get_base_layer().weight, f.residual, atol=1e-5, rtol=1e-4)
             if scaling is not None:  # the override took effect: s B A is W's top part with s = 0.5, not the layer's 2
                 assert layer.scaling["default"] == 2.0
@@ -94,13 +100,16 @@ def test_gaussian_and_default_match_peft_distributions():
     from scipy import stats as st
 
     ours = applied("gaussian").model
-    theirs = peft.get_peft_model(tiny_llama(), peft.LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS,
-                                                               init_lora_weights="gaussian"))
+    theirs = peft.get_peft_model(
+        tiny_llama(), peft.LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, init_lora_weights="gaussian")
+    )
     a1 = torch.cat([l.lora_A["default"].weight.flatten() for l in apply.lora_layers(ours).values()])
     a2 = torch.cat([l.lora_A["default"].weight.flatten() for l in apply.lora_layers(theirs).values()])
     assert st.ks_2samp(a1.detach().numpy(), a2.detach().numpy()).pvalue > 1e-3
     d1 = applied("init_a", distribution="kaiming_uniform").model
-    d2 = peft.get_peft_model(tiny_llama(), peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"]))
+    d2 = peft.get_peft_model(
+        tiny_llama(), peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"])
+    )
     for l1, l2 in zip(apply.lora_layers(d1).values(), apply.lora_layers(d2).values()):
         x, y = l1.lora_A["default"].weight.detach().flatten(), l2.lora_A["default"].weight.detach().flatten()
         assert st.ks_2samp(x.numpy(), y.numpy()).pvalue > 1e-4
@@ -110,7 +119,9 @@ def test_gaussian_and_default_match_peft_distributions():
 def test_lora_ga_matches_peft_lora_ga_on_a_and_differs_in_b_by_design():
     """A: the gradient's top-r right singular vectors in both (ours times the stable factor out^1/4 / sqrt(16),
     which the authors' code applies to both factors; PEFT applies it to B only and also multiplies B by S)."""
-    cfg = peft.LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, init_lora_weights="lora_ga", lora_ga_config=peft.LoraGAConfig())
+    cfg = peft.LoraConfig(
+        r=4, lora_alpha=8, target_modules=TARGETS, init_lora_weights="lora_ga", lora_ga_config=peft.LoraGAConfig()
+    )
     model, data = tiny_llama(), batches()
 
     def train_step():
@@ -131,8 +142,13 @@ def test_eva_matches_peft_eva_up_to_its_randomized_svd():
     inputs; ours is exact by default. On this tiny random model, whose input spectrum is flat, the two agree
     direction by direction to |cos| >= 0.95 (0.986 to 0.9997 measured)."""
     data = batches(1)
-    cfg = peft.LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, init_lora_weights="eva",
-                          eva_config=peft.EvaConfig(rho=1.0, use_label_mask=False))
+    cfg = peft.LoraConfig(
+        r=4,
+        lora_alpha=8,
+        target_modules=TARGETS,
+        init_lora_weights="eva",
+        eva_config=peft.EvaConfig(rho=1.0, use_label_mask=False),
+    )
     theirs = peft.get_peft_model(tiny_llama(), cfg)
     dl = [{"input_ids": b["input_ids"], "attention_mask": torch.ones_like(b["input_ids"])} for b in data]
     peft.initialize_lora_eva_weights(theirs, dataloader=dl, show_progress_bar=False)
@@ -185,7 +201,9 @@ def test_refusals(tmp_path):
     with pytest.raises(ValueError, match="rank must be"):
         apply.apply(tiny_llama(), "init_a", rank=0)
     model = tiny_llama()
-    with pytest.raises(ValueError, match="'init_a' takes no option 'preheat_rank' \\(its options: std, distribution\\)"):
+    with pytest.raises(
+        ValueError, match="'init_a' takes no option 'preheat_rank' \\(its options: std, distribution\\)"
+    ):
         apply.apply(model, "init_a", rank=4, preheat_rank=8)  # (it was ignored before)
     assert not hasattr(model, "peft_config")  # refused before PEFT wrapped the model
     a = applied("init_a")
@@ -204,14 +222,33 @@ def test_load_checks_the_base_and_round_trips(tmp_path):
     apply.save(a, tmp_path / "ad")
     loaded = apply.load(tiny_llama(), tmp_path / "ad")
     torch.testing.assert_close(logits(loaded), logits(a.model))
-    other = transformers.LlamaForCausalLM(transformers.LlamaConfig(
-        vocab_size=64, hidden_size=48, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=32))
-    with pytest.raises(ValueError, match=r"does not fit this model: model.layers.0.mlp.down_proj.lora_B.weight is \(32, 4\) but the layer is 48 x 48"):
+    other = transformers.LlamaForCausalLM(
+        transformers.LlamaConfig(
+            vocab_size=64,
+            hidden_size=48,
+            intermediate_size=48,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=32,
+        )
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"does not fit this model: model.layers.0.mlp.down_proj.lora_B.weight is \(32, 4\) but the layer is 48 x 48",
+    ):
         apply.load(other, tmp_path / "ad")
-    shallow = transformers.LlamaForCausalLM(transformers.LlamaConfig(
-        vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=32))
+    shallow = transformers.LlamaForCausalLM(
+        transformers.LlamaConfig(
+            vocab_size=64,
+            hidden_size=32,
+            intermediate_size=48,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=32,
+        )
+    )
     with pytest.raises(ValueError, match="it has no linear layer .*layers.1"):
         apply.load(shallow, tmp_path / "ad")
     with pytest.raises(ValueError, match="is not a saved adapter"):
@@ -227,8 +264,10 @@ def test_activation_scatter_shares_one_matrix_per_input_and_equals_the_direct_sc
     data = batches(3)
     R = dict(stats.activation_scatter(model, layers, data))
     seen = {n: [] for n in layers}
-    hooks = [layers[n].get_base_layer().register_forward_pre_hook(lambda m, a, n=n: seen[n].append(a[0].detach().double()))
-             for n in layers]
+    hooks = [
+        layers[n].get_base_layer().register_forward_pre_hook(lambda m, a, n=n: seen[n].append(a[0].detach().double()))
+        for n in layers
+    ]
     with torch.no_grad(), model.disable_adapter():
         for b in data:
             model(**b)

@@ -1,4 +1,5 @@
 """Asset fetching: pinned hashes are enforced, archives cannot write outside the cache, nothing is fetched twice."""
+
 import zipfile
 
 import pytest
@@ -14,8 +15,11 @@ def test_a_wrong_hash_is_refused_and_nothing_is_kept(tmp_path, monkeypatch):
     (index / "index.html").write_text('<a href="demo-1.0.tar.gz#sha256=x">demo-1.0.tar.gz</a>')
     monkeypatch.setenv("LORAINIT_INDEX_URL", (tmp_path / "index").as_uri())
     real_open = assets.urllib.request.urlopen
-    monkeypatch.setattr(assets.urllib.request, "urlopen",
-                        lambda url, timeout=0: real_open(url + "index.html" if url.endswith("/") else url, timeout=timeout))
+    monkeypatch.setattr(
+        assets.urllib.request,
+        "urlopen",
+        lambda url, timeout=0: real_open(url + "index.html" if url.endswith("/") else url, timeout=timeout),
+    )
     with pytest.raises(RuntimeError, match="sha256 mismatch"):
         assets.fetch(assets.Dist("demo", "demo-1.0.tar.gz", "0" * 64))
     assert not (tmp_path / "dist" / "demo-1.0.tar.gz").exists()

@@ -1,4 +1,5 @@
 """Batched AdamW equals torch.optim.AdamW run by run; diverged runs are recorded and isolated."""
+
 import math
 
 import pytest
@@ -75,11 +76,15 @@ def test_diverged_run_is_recorded_and_does_not_touch_the_others():
         loss, aux = per_run_loss(X, Y)(params, log)
         blow = torch.zeros(K)
         blow[1] = float("nan") if params[0].grad is None else 0.0
-        return loss + torch.where(torch.arange(K) == 1, torch.full((K,), 1.0) * (1e30 if _step[0] >= 5 else 0.0), blow * 0), aux
+        return loss + torch.where(
+            torch.arange(K) == 1, torch.full((K,), 1.0) * (1e30 if _step[0] >= 5 else 0.0), blow * 0
+        ), aux
 
     _step = [0]
     W = W0.clone().requires_grad_(True)
-    hist = batched.fit([W], loss_fn, lrs, steps, log_every=5, diverge_factor=1e6, on_step=lambda t: _step.__setitem__(0, t))
+    hist = batched.fit(
+        [W], loss_fn, lrs, steps, log_every=5, diverge_factor=1e6, on_step=lambda t: _step.__setitem__(0, t)
+    )
     assert hist.diverged_step.tolist() == [-1, 5, -1]
     assert hist.reason == [None, "loss exploded", None]
     assert math.isnan(hist.train_loss[-1, 1]) and torch.isfinite(hist.train_loss[:, [0, 2]]).all()

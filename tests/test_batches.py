@@ -1,4 +1,5 @@
 """The data layer's batches (lorainit.batches): a function of (seed, step) only; LM blocks; choice prompts."""
+
 import dataclasses
 import json
 
@@ -12,7 +13,9 @@ def test_batches_depend_on_seed_and_step_only(tmp_path):
     task = data.load(str(f))
     cfg = finetune.FinetuneConfig(task=str(f), batch_size=4, grad_accum=2)
     a, b = batches.Batches(task, None, cfg, "cpu"), batches.Batches(task, None, cfg, "cpu")
-    assert [a.indices(s, m) for s in range(20) for m in range(2)] == [b.indices(s, m) for s in range(20) for m in range(2)]
+    assert [a.indices(s, m) for s in range(20) for m in range(2)] == [
+        b.indices(s, m) for s in range(20) for m in range(2)
+    ]
     other = batches.Batches(task, None, dataclasses.replace(cfg, seed=1), "cpu")
     assert [a.indices(s, 0) for s in range(5)] != [other.indices(s, 0) for s in range(5)]
     seen = [i for s in range(5) for m in range(2) for i in a.indices(s, m)]  # 40 draws: the first epoch has no repeats

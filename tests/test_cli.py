@@ -1,4 +1,5 @@
 """The command line, run as a user would: a real subprocess per call."""
+
 import json
 import os
 import subprocess
@@ -15,30 +16,39 @@ def test_theory_table():
     assert len([l for l in r.stdout.splitlines() if l.strip().startswith("init_")]) >= 14
 
 
-@pytest.mark.parametrize("args, message", [
-    (["toy", "--inits", "init_a,init_bb"], "unknown init scheme 'init_bb'; did you mean 'init_b'?"),
-    (["toy", "--widths", "0,16"], "widths must be positive"),
-    (["toy", "--rank", "0"], "rank must be a positive integer"),
-    (["toy", "--lrs", "1e-3,-1"], "learning rates must be > 0"),
-    (["toy", "--lrs", ""], "the learning-rate grid is empty"),
-    (["toy", "--lrs", "1e-3:1e-1"], "malformed range"),
-    (["toy", "--lrs", "1e-1:1e-3:4"], "HI > LO"),
-    (["toy", "--widths", "a,b"], "malformed list"),
-    (["toy", "--select-on", "val"], "invalid choice"),
-    (["theory", "--inits", "pissa"], "no width theory for init 'pissa'"),
-    (["theory", "--study", "/nonexistent"], "no study results"),
-    (["finetune", "--model", "minilm-l6", "--task", "wiki"], "task wiki needs a causal LM (e.g. smollm2-135m); minilm-l6 is an encoder"),
-    (["frobnicate"], "unknown command 'frobnicate'"),
-    (["mf", "--rank", "0"], "rank must be a positive integer"),
-    (["finetune", "--model", "smollm2-13m"], "unknown model 'smollm2-13m'; did you mean 'smollm2-135m'?"),
-    (["finetune", "--task", "wikki"], "unknown task 'wikki'; did you mean 'wiki'?"),
-    (["finetune", "--lr", "0"], "lr must be > 0"),
-    (["finetune", "--lr", "-1e-3"], "lr must be > 0"),
-    (["finetune", "--init", "lora_gaa"], "did you mean 'lora_ga'?"),
-    (["finetune", "--init", "fulll"], "or 'full' (every weight trains)"),
-    (["finetune", "--rank", "400", "--max-train", "4", "--max-eval", "2"], "rank 400 exceeds min(out, in) = 192 of layer"),
-    (["mf", "--inits", "hrp,pisa"], "did you mean 'pissa'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["toy", "--inits", "init_a,init_bb"], "unknown init scheme 'init_bb'; did you mean 'init_b'?"),
+        (["toy", "--widths", "0,16"], "widths must be positive"),
+        (["toy", "--rank", "0"], "rank must be a positive integer"),
+        (["toy", "--lrs", "1e-3,-1"], "learning rates must be > 0"),
+        (["toy", "--lrs", ""], "the learning-rate grid is empty"),
+        (["toy", "--lrs", "1e-3:1e-1"], "malformed range"),
+        (["toy", "--lrs", "1e-1:1e-3:4"], "HI > LO"),
+        (["toy", "--widths", "a,b"], "malformed list"),
+        (["toy", "--select-on", "val"], "invalid choice"),
+        (["theory", "--inits", "pissa"], "no width theory for init 'pissa'"),
+        (["theory", "--study", "/nonexistent"], "no study results"),
+        (
+            ["finetune", "--model", "minilm-l6", "--task", "wiki"],
+            "task wiki needs a causal LM (e.g. smollm2-135m); minilm-l6 is an encoder",
+        ),
+        (["frobnicate"], "unknown command 'frobnicate'"),
+        (["mf", "--rank", "0"], "rank must be a positive integer"),
+        (["finetune", "--model", "smollm2-13m"], "unknown model 'smollm2-13m'; did you mean 'smollm2-135m'?"),
+        (["finetune", "--task", "wikki"], "unknown task 'wikki'; did you mean 'wiki'?"),
+        (["finetune", "--lr", "0"], "lr must be > 0"),
+        (["finetune", "--lr", "-1e-3"], "lr must be > 0"),
+        (["finetune", "--init", "lora_gaa"], "did you mean 'lora_ga'?"),
+        (["finetune", "--init", "fulll"], "or 'full' (every weight trains)"),
+        (
+            ["finetune", "--rank", "400", "--max-train", "4", "--max-eval", "2"],
+            "rank 400 exceeds min(out, in) = 192 of layer",
+        ),
+        (["mf", "--inits", "hrp,pisa"], "did you mean 'pissa'"),
+    ],
+)
 def test_bad_input_one_line_nonzero_exit_nothing_written(tmp_path, args, message):
     r = lorainit(*args, *(["--out", str(tmp_path / "s")] if args[0] in ("toy", "mf", "finetune") else []), cwd=tmp_path)
     assert r.returncode == 2
@@ -60,7 +70,9 @@ def test_the_help_lists_every_experiments_command_from_the_registry():
     for name in experiment.names():
         exp = experiment.get(name)
         if exp.command:
-            assert f"\n  {name:<9} {exp.summary}\n" in cli.USAGE  # (the help is static: the registry costs a torch import)
+            assert (
+                f"\n  {name:<9} {exp.summary}\n" in cli.USAGE
+            )  # (the help is static: the registry costs a torch import)
             assert callable(experiment.command(name))
 
 
@@ -73,7 +85,10 @@ def test_top_level_help_version_and_init_names():
     assert v.returncode == 0 and v.stdout.startswith("lorainit 0.")
     for command in (["finetune", "--help"], ["sweep", "--experiment", "finetune", "--help"]):
         h = " ".join(lorainit(*command).stdout.split())
-        assert "one of: eva, gaussian, hrp, init_a, init_b, lora_ga, lora_one, orthogonal, pissa" in h and "or full (no adapter)" in h
+        assert (
+            "one of: eva, gaussian, hrp, init_a, init_b, lora_ga, lora_one, orthogonal, pissa" in h
+            and "or full (no adapter)" in h
+        )
         assert "(default: )" not in h and not any(part.count("(default") > 1 for part in h.split(" --"))
     assert "--train-embeddings" in lorainit("finetune", "--help").stdout
     assert "or full" not in lorainit("sweep", "--experiment", "toy", "--help").stdout
@@ -89,8 +104,27 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path):
     import time
 
     env = {**os.environ, "PYTHONPATH": os.path.join(os.path.dirname(__file__), "..", "src")}
-    p = subprocess.Popen([sys.executable, "-m", "lorainit", "toy", "--widths", "16,32,64,128", "--steps", "4000", "--seeds", "4",
-                          "--no-progress", "--out", str(tmp_path / "t")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lorainit",
+            "toy",
+            "--widths",
+            "16,32,64,128",
+            "--steps",
+            "4000",
+            "--seeds",
+            "4",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "t"),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not (tmp_path / "t" / "config.json").exists():
         time.sleep(0.1)
@@ -101,8 +135,13 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path):
     assert err.strip() == "lorainit toy: interrupted; re-run the same command to resume"
 
 
-@pytest.mark.parametrize("command", [["toy", "--widths", "16", "--steps", "2", "--no-progress"],
-                                     ["mf", "--steps", "5", "--seeds", "1", "--preheat-sweep", "5"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["toy", "--widths", "16", "--steps", "2", "--no-progress"],
+        ["mf", "--steps", "5", "--seeds", "1", "--preheat-sweep", "5"],
+    ],
+)
 def test_unwritable_output_is_one_clear_line(tmp_path, command):
     blocker = tmp_path / "file"
     blocker.write_text("x")
@@ -112,21 +151,47 @@ def test_unwritable_output_is_one_clear_line(tmp_path, command):
     assert blocker.read_text() == "x"
 
 
-SWEEP = ["sweep", "--widths", "16", "--rank", "2", "--steps", "4", "--teacher-width", "40", "--n-train", "60",
-         "--n-test", "20", "--lrs", "1e-2,1e-1", "--seeds", "1", "--device", "cpu", "--no-progress"]
+SWEEP = [
+    "sweep",
+    "--widths",
+    "16",
+    "--rank",
+    "2",
+    "--steps",
+    "4",
+    "--teacher-width",
+    "40",
+    "--n-train",
+    "60",
+    "--n-test",
+    "20",
+    "--lrs",
+    "1e-2,1e-1",
+    "--seeds",
+    "1",
+    "--device",
+    "cpu",
+    "--no-progress",
+]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--inits", "init_a,hrpp"], "unknown init scheme 'hrpp'; did you mean 'hrp'?"),
-    (["--lrs", "1e-3:1e-1"], "malformed range '1e-3:1e-1': write LO:HI:N"),
-    (["--lrs", "1e-3:x:4"], "malformed range"),
-    (["--lrs", "0,1e-3"], "learning rates must be > 0"),
-    (["--experiment", "tooy"], "unknown experiment 'tooy'"),
-    (["--storage", "postgresql://me:s3cret@127.0.0.1:1/db"], "cannot open storage postgresql://me:***@127.0.0.1:1/db"),
-    (["--storage", "redis://h"], "unsupported storage 'redis://h'"),
-    (["--batch", "-1"], "batch must be a positive integer"),
-    (["--rank", "64"], "rank 64 exceeds the smallest width 16"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--inits", "init_a,hrpp"], "unknown init scheme 'hrpp'; did you mean 'hrp'?"),
+        (["--lrs", "1e-3:1e-1"], "malformed range '1e-3:1e-1': write LO:HI:N"),
+        (["--lrs", "1e-3:x:4"], "malformed range"),
+        (["--lrs", "0,1e-3"], "learning rates must be > 0"),
+        (["--experiment", "tooy"], "unknown experiment 'tooy'"),
+        (
+            ["--storage", "postgresql://me:s3cret@127.0.0.1:1/db"],
+            "cannot open storage postgresql://me:***@127.0.0.1:1/db",
+        ),
+        (["--storage", "redis://h"], "unsupported storage 'redis://h'"),
+        (["--batch", "-1"], "batch must be a positive integer"),
+        (["--rank", "64"], "rank 64 exceeds the smallest width 16"),
+    ],
+)
 def test_sweep_bad_input_one_line_nothing_written(tmp_path, args, message):
     r = lorainit(*SWEEP, *args, "--out", str(tmp_path / "s"), cwd=tmp_path)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
@@ -172,7 +237,9 @@ def test_report_of_a_copied_sweep_folder_uses_its_own_database(tmp_path):
     r = lorainit("report", str(moved))
     assert r.returncode == 0, r.stderr
     assert not out.exists()  # nothing created at the recorded path
-    grown = lorainit(*SWEEP[:-5], "--seeds", "2", "--device", "cpu", "--no-progress", "--out", str(moved))  # goes on in the copy
+    grown = lorainit(
+        *SWEEP[:-5], "--seeds", "2", "--device", "cpu", "--no-progress", "--out", str(moved)
+    )  # goes on in the copy
     assert grown.returncode == 0 and "8/8 points finished; this worker ran 4" in grown.stdout, grown.stderr
     assert not out.exists() and json.loads((moved / "sweep.json").read_text())["storage"].endswith("elsewhere/study.db")
     other = lorainit(*SWEEP, "--study", "other", "--out", str(moved))
@@ -182,9 +249,14 @@ def test_report_of_a_copied_sweep_folder_uses_its_own_database(tmp_path):
     assert r.returncode == 2 and "no study database at" in r.stderr and not out.exists()
 
 
-@pytest.mark.parametrize("flag,value,message", [("--widths", "8,6,6", "--widths lists 6 more than once"),
-                                                ("--lrs", "1e-3,1e-2,1e-3", "--lrs lists 0.001 more than once"),
-                                                ("--inits", "init_a,init_b,init_a", "--inits lists init_a more than once")])
+@pytest.mark.parametrize(
+    "flag,value,message",
+    [
+        ("--widths", "8,6,6", "--widths lists 6 more than once"),
+        ("--lrs", "1e-3,1e-2,1e-3", "--lrs lists 0.001 more than once"),
+        ("--inits", "init_a,init_b,init_a", "--inits lists init_a more than once"),
+    ],
+)
 def test_sweep_refuses_a_repeated_grid_value(tmp_path, flag, value, message):
     """Found by the hypothesis CLI test: --widths 11,6,6 made two trials of one point and the worker waited on itself."""
     r = lorainit("sweep", flag, value, "--steps", "2", "--out", str(tmp_path / "s"), "--no-progress", cwd=tmp_path)
@@ -198,7 +270,11 @@ def test_input_edge_cases_are_one_line_and_write_nothing(tmp_path):
     bad = tmp_path / "s.jsonl"
     bad.write_text('{"text": "ok", "label": 0}\n{"text": "\\ud800", "label": 1}\n')
     r = lorainit("finetune", "--model", "minilm-l6", "--task", str(bad), "--out", str(tmp_path / "r"))
-    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "s.jsonl:2: the text holds an unpaired surrogate" in r.stderr
+    assert (
+        r.returncode == 2
+        and len(r.stderr.strip().splitlines()) == 1
+        and "s.jsonl:2: the text holds an unpaired surrogate" in r.stderr
+    )
     assert not (tmp_path / "r").exists()
     pickled = tmp_path / "model"
     pickled.mkdir()

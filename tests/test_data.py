@@ -1,5 +1,6 @@
 """Task splits and text cleaning (lorainit.data): fixed, disjoint splits; the commonest MediaWiki markup removed.
 (Loading every task and user .jsonl files: tests/experiments/test_finetune.py and the fine-tune tests.)"""
+
 import pytest
 
 from lorainit import data
@@ -15,6 +16,8 @@ def test_split_is_a_fixed_disjoint_partition():
 
 
 def test_clean_wikitext_strips_markup_and_keeps_the_text():
-    raw = ("== History ==\n'''Paris''' is the [[capital city|capital]] of [[France]].{{citation needed}}"
-           "<ref>source</ref> See [https://example.org the site].\n\n\n\n[[Category:Cities]]")
+    raw = (
+        "== History ==\n'''Paris''' is the [[capital city|capital]] of [[France]].{{citation needed}}"
+        "<ref>source</ref> See [https://example.org the site].\n\n\n\n[[Category:Cities]]"
+    )
     assert data.clean_wikitext(raw) == "History\nParis is the capital of France. See the site."

@@ -1,5 +1,6 @@
 """The one divergence rule (lorainit.divergence): non-finite, or above factor x the first loss; scalar and batched
 forms agree, and the loops use it."""
+
 import math
 
 import torch
@@ -17,7 +18,9 @@ def test_the_rule_and_its_batched_form_agree():
 
 
 def test_every_loop_takes_its_factor_from_the_one_module():
-    assert train.LoopConfig(steps=1, lr=1.0).diverge_factor == runloss.DIVERGE_FACTOR == divergence.FINETUNE_FACTOR == 1e3
+    assert (
+        train.LoopConfig(steps=1, lr=1.0).diverge_factor == runloss.DIVERGE_FACTOR == divergence.FINETUNE_FACTOR == 1e3
+    )
     assert toy.ToyConfig().diverge_factor == runners.DIVERGE_FACTOR == divergence.STUDY_FACTOR == 1e4
     assert batched.REASONS is divergence.REASONS
 
@@ -47,8 +50,11 @@ def test_hrps_preheat_stops_on_the_rule(tiny_llama):
     data = [{"input_ids": (ids := torch.randint(0, 64, (2, 12), generator=g)), "labels": ids} for _ in range(2)]
     calls = []
     loss = lambda m, b: calls.append(1) or m(**b).loss * (math.nan if len(calls) > 3 else 1.0)  # noqa: E731
-    with pytest.raises(FloatingPointError, match="HRP's preheat: non-finite loss at step 3 \\(lr 0.001\\): the run diverged; lower the "
-                                                 "learning rate \\(here the learning rate is preheat_lr\\)"):
+    with pytest.raises(
+        FloatingPointError,
+        match="HRP's preheat: non-finite loss at step 3 \\(lr 0.001\\): the run diverged; lower the "
+        "learning rate \\(here the learning rate is preheat_lr\\)",
+    ):
         stats.preheat(model, layers, data, loss, rank=8, steps=40, lr=1e-3)
     assert len(calls) == 4  # it stopped there
     a = stats.preheat(model, layers, data, rank=8, steps=3, lr=1e-3)

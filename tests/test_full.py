@@ -1,5 +1,6 @@
 """Full fine-tuning's pieces (lorainit.full): which parameters train, what it costs, the refusal when it cannot fit,
 the float32 copy that leaves the base untouched, and the saved folder."""
+
 import pytest
 import torch
 from torch import nn
@@ -27,7 +28,10 @@ def test_embeddings_and_a_tied_output_layer_are_frozen_unless_asked(tiny_llama):
 
 def test_encoder_embedding_tables_frozen_its_layer_norm_and_head_trained(tiny_bert):
     names = set(full.trained(tiny_bert()))
-    assert not any(n.endswith(("word_embeddings.weight", "position_embeddings.weight", "token_type_embeddings.weight")) for n in names)
+    assert not any(
+        n.endswith(("word_embeddings.weight", "position_embeddings.weight", "token_type_embeddings.weight"))
+        for n in names
+    )
     assert {"bert.embeddings.LayerNorm.weight", "classifier.weight"} <= names
 
 

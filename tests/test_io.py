@@ -34,6 +34,7 @@ def test_unwritable_folder_raises_and_leaves_nothing(tmp_path):
 
 def test_files_follow_the_umask(tmp_path):
     import os
+
     old = os.umask(0o022)
     try:
         io.write_text(tmp_path / "r.txt", "x")

@@ -1,4 +1,5 @@
 """The chunked frozen-head cross-entropy equals transformers' loss, values and gradients (CPU)."""
+
 import helpers
 import pytest
 import torch

@@ -1,4 +1,5 @@
 """Model helpers: the seeded task head, switching dropout off, which module is the head."""
+
 import torch
 
 from lorainit import models
@@ -19,7 +20,9 @@ def test_seeded_head_is_a_function_of_the_seed_and_transformers_draw(tiny_bert):
 def test_without_dropout(tiny_bert, tiny_llama):
     import transformers
 
-    cfg = transformers.BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=48)
+    cfg = transformers.BertConfig(
+        vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=48
+    )
     bert = transformers.BertForSequenceClassification(cfg).train()
     ids = torch.randint(0, 64, (2, 8))
     assert not torch.equal(bert(input_ids=ids).logits, bert(input_ids=ids).logits)  # dropout on: two draws differ

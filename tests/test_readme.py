@@ -1,4 +1,5 @@
 """The README's examples as written: every Python block runs (tiny models), every command line parses."""
+
 import os
 import re
 import shlex

@@ -1,4 +1,5 @@
 """The run folder's layout (runfolder.py): the resume step from the checkpoint, the log cut back on resume, the card."""
+
 import json
 
 import torch
@@ -9,7 +10,13 @@ from lorainit.runfolder import RunFolder
 
 def test_an_empty_folder_starts_at_step_0_with_no_records(tmp_path):
     f = RunFolder(tmp_path / "r")
-    assert f.resume_step() == 0 and f.records() == [] and f.steps() == [] and f.card() is None and f.checkpoint_state() is None
+    assert (
+        f.resume_step() == 0
+        and f.records() == []
+        and f.steps() == []
+        and f.card() is None
+        and f.checkpoint_state() is None
+    )
 
 
 def test_resume_drops_the_records_the_checkpoint_does_not_cover(tmp_path):

@@ -1,4 +1,5 @@
 """Per-run losses of K stacked runs equal each run's own loss; the divergence record is per optimizer step."""
+
 import math
 
 import pytest
@@ -13,7 +14,7 @@ def lm_batch(seed, T=10, pad=0):
     labels = ids.clone()
     mask = torch.ones_like(ids)
     if pad:
-        labels[:, T - pad:], mask[:, T - pad:] = -100, 0
+        labels[:, T - pad :], mask[:, T - pad :] = -100, 0
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
@@ -31,8 +32,14 @@ def test_lm_losses_of_stacked_runs_equal_each_runs_model_loss(tiny_llama, plain_
 def test_classification_losses_of_stacked_runs(tiny_bert):
     model = tiny_bert()
     g = torch.Generator().manual_seed(0)
-    batches = [{"input_ids": torch.randint(0, 64, (2, T), generator=g), "attention_mask": torch.ones(2, T, dtype=torch.long),
-                "labels": torch.randint(0, 3, (2,), generator=g)} for T in (7, 9)]
+    batches = [
+        {
+            "input_ids": torch.randint(0, 64, (2, T), generator=g),
+            "attention_mask": torch.ones(2, T, dtype=torch.long),
+            "labels": torch.randint(0, 3, (2,), generator=g),
+        }
+        for T in (7, 9)
+    ]
     got = runloss.run_losses(model, multi.stack_batches(batches), 2, "classify")
     want = torch.stack([model(**b).loss for b in batches])
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)

@@ -1,4 +1,5 @@
 """One AdamW for K runs (lorainit.runopt) == torch.optim.AdamW on each run alone; gradients land in its buffers."""
+
 import pytest
 import torch
 
@@ -8,7 +9,10 @@ from lorainit.runopt import RunAdamW
 def losses_of(stacked, per_run_heads, x):
     """A toy loss per run k: a function of run k's slice of each stacked tensor and of its own head tensor."""
     W1, W2 = stacked
-    return [((x @ W1[k].T).tanh() @ W2[k].T).pow(2).mean() + (per_run_heads[k] * x[:, :3]).sum().pow(2) for k in range(W1.shape[0])]
+    return [
+        ((x @ W1[k].T).tanh() @ W2[k].T).pow(2).mean() + (per_run_heads[k] * x[:, :3]).sum().pow(2)
+        for k in range(W1.shape[0])
+    ]
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
@@ -19,11 +23,26 @@ def test_equals_torch_adamw_run_by_run(float64, weight_decay):
     lrs, ratio = [1e-3, 3e-2, 1e-1], 4.0
     ours = [torch.nn.Parameter(W1.clone()), torch.nn.Parameter(W2.clone())]
     our_heads = [torch.nn.Parameter(h.clone()) for h in heads]
-    opt = RunAdamW({"a": [ours[0]], "b": [ours[1]], "head": [our_heads]}, {"a": lrs, "b": [lr * ratio for lr in lrs], "head": lrs},
-                   betas=(0.9, 0.99), eps=1e-6, weight_decay=weight_decay)
-    theirs = [[torch.nn.Parameter(W1[k].clone()), torch.nn.Parameter(W2[k].clone()), torch.nn.Parameter(heads[k].clone())] for k in range(K)]
-    torch_opts = [torch.optim.AdamW([{"params": [t[0], t[2]], "lr": lrs[k]}, {"params": [t[1]], "lr": lrs[k] * ratio}],
-                                    betas=(0.9, 0.99), eps=1e-6, weight_decay=weight_decay) for k, t in enumerate(theirs)]
+    opt = RunAdamW(
+        {"a": [ours[0]], "b": [ours[1]], "head": [our_heads]},
+        {"a": lrs, "b": [lr * ratio for lr in lrs], "head": lrs},
+        betas=(0.9, 0.99),
+        eps=1e-6,
+        weight_decay=weight_decay,
+    )
+    theirs = [
+        [torch.nn.Parameter(W1[k].clone()), torch.nn.Parameter(W2[k].clone()), torch.nn.Parameter(heads[k].clone())]
+        for k in range(K)
+    ]
+    torch_opts = [
+        torch.optim.AdamW(
+            [{"params": [t[0], t[2]], "lr": lrs[k]}, {"params": [t[1]], "lr": lrs[k] * ratio}],
+            betas=(0.9, 0.99),
+            eps=1e-6,
+            weight_decay=weight_decay,
+        )
+        for k, t in enumerate(theirs)
+    ]
     for step in range(6):
         x = torch.randn(7, 4, generator=g)
         factor = 1.0 / (step + 1)  # a schedule: each group's lr = base_lr x factor
@@ -52,7 +71,9 @@ def test_parameters_and_gradients_live_in_the_buffers_and_the_state_round_trips(
     opt = RunAdamW({"a": [A]}, {"a": [1e-2, 1e-1]})
     assert torch.equal(A, before) and A.data_ptr() == opt.buffers["a"]["param"].data_ptr()
     (A * torch.arange(K)[:, None, None]).sum().backward()  # run 0's gradient is zero
-    assert torch.equal(opt.buffers["a"]["grad"][:12], torch.zeros(12)) and torch.equal(opt.buffers["a"]["grad"][12:], torch.ones(12))
+    assert torch.equal(opt.buffers["a"]["grad"][:12], torch.zeros(12)) and torch.equal(
+        opt.buffers["a"]["grad"][12:], torch.ones(12)
+    )
     opt.step()
     assert torch.equal(A[0], before[0]) and not torch.equal(A[1], before[1])  # a zero gradient moves nothing at step 1
     saved = opt.state_tensors()
@@ -77,7 +98,9 @@ def _bucketed_worker(rank, world, init_file, out):
     for micro in range(2):  # gradient accumulation: the all-reduce runs in the last micro-batch's backward only
         if micro == 1:
             sync.arm()
-        loss = sum((x @ p[k].T).tanh().sum() * (i + 1) for i, p in enumerate(layers) for k in range(2)) + sum(h.sum() ** 2 for h in head)
+        loss = sum((x @ p[k].T).tanh().sum() * (i + 1) for i, p in enumerate(layers) for k in range(2)) + sum(
+            h.sum() ** 2 for h in head
+        )
         loss.backward()
     sync.finish()
     torch.save({k: b["grad"].clone() for k, b in opt.buffers.items()}, f"{out}/rank{rank}.pt")

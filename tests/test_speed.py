@@ -1,4 +1,5 @@
 """The single-run fast path's pieces (CPU): uncompiled evaluation, LoRA inputs under autocast, block lookup, AdamW."""
+
 import pytest
 import torch
 from helpers import tiny_llama
@@ -51,9 +52,16 @@ def test_adamw_is_fused_only_when_every_tensor_is_on_a_gpu():
     assert not speed.adamw([{"params": [p]}], lr=1e-3).defaults["fused"]
 
 
-@pytest.mark.parametrize("mode,steps,device,want", [("auto", 499, "cuda", False), ("auto", 500, "cuda", True),
-                                                    ("on", 10, "cuda", True), ("off", 10**4, "cuda", False),
-                                                    ("on", 10**4, "cpu", False)])
+@pytest.mark.parametrize(
+    "mode,steps,device,want",
+    [
+        ("auto", 499, "cuda", False),
+        ("auto", 500, "cuda", True),
+        ("on", 10, "cuda", True),
+        ("off", 10**4, "cuda", False),
+        ("on", 10**4, "cpu", False),
+    ],
+)
 def test_compiles_follows_the_mode_the_steps_and_the_device(mode, steps, device, want):
     cfg = finetune.FinetuneConfig(compile=mode, steps=steps)
     assert finetune.compiles(cfg, torch.device(device)) is want

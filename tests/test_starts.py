@@ -1,4 +1,5 @@
 """Starts of several schemes at one seed: one data pass per needed statistic, each scheme's factors as drawn alone."""
+
 import pytest
 import torch
 
@@ -20,8 +21,17 @@ def drawn(model, schemes, counted=None):
     layers = layers_of(model)
     loss = counted or (lambda m, b: m(**b).loss)
     out = {}
-    for s, n, f in starts.draw_all(model, layers, schemes, seed=3, ranks={n: 4 for n in layers}, scalings={n: 2.0 for n in layers},
-                                   data=batches(), loss_fn=loss, hyperparameters={"hrp": {"preheat_steps": 3}}):
+    for s, n, f in starts.draw_all(
+        model,
+        layers,
+        schemes,
+        seed=3,
+        ranks={n: 4 for n in layers},
+        scalings={n: 2.0 for n in layers},
+        data=batches(),
+        loss_fn=loss,
+        hyperparameters={"hrp": {"preheat_steps": 3}},
+    ):
         out.setdefault(s, {})[n] = f
     return out
 
@@ -84,8 +94,15 @@ def test_the_preheat_settings_reach_the_preheat(tiny_llama, monkeypatch):
     model = tiny_llama()
     layers = layers_of(model)
     args = dict(seed=0, ranks={n: 4 for n in layers}, scalings={n: 2.0 for n in layers}, data=batches())
-    list(starts.draw_all(model, layers, ["hrp"], **args, hyperparameters={"hrp": {"preheat_steps": 2, "preheat_lr": 0.5}}))
+    list(
+        starts.draw_all(
+            model, layers, ["hrp"], **args, hyperparameters={"hrp": {"preheat_steps": 2, "preheat_lr": 0.5}}
+        )
+    )
     list(starts.draw_all(model, layers, ["hrp"], **args))
-    assert [(k["rank"], k["steps"], k["lr"]) for k in seen] == [(16, 2, 0.5), (16, 50, 1e-3)]  # rank None: 4 x the LoRA rank
+    assert [(k["rank"], k["steps"], k["lr"]) for k in seen] == [
+        (16, 2, 0.5),
+        (16, 50, 1e-3),
+    ]  # rank None: 4 x the LoRA rank
     with pytest.raises(ValueError, match="takes no option 'niter'"):
         list(starts.draw_all(model, layers, ["hrp"], **args, hyperparameters={"hrp": {"niter": 2}}))

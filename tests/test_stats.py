@@ -1,5 +1,6 @@
 """Data statistics for data-dependent inits (lorainit.stats): grouping under a memory budget, base weights and
 adapters switched off. (Gradients, activation statistics and HRP's preheat: tests/inits and tests/test_apply.py.)"""
+
 import peft
 import torch
 
@@ -36,8 +37,12 @@ def _plain_preheat(model, layers, data, loss_fn, *, rank, steps, lr, seed):
         W = stats.base_weight(layer)
         f = inits.get("init_a")(W.detach().float(), rank, generator=generator("hrp-preheat", seed, name))
         temp[name] = (torch.nn.Parameter(f.A), torch.nn.Parameter(f.B))
-    hooks = [stats.base_layer(layers[n]).register_forward_hook(
-        lambda m, a, out, n=n: out + ((a[0].to(temp[n][0].dtype) @ temp[n][0].T) @ temp[n][1].T).to(out.dtype)) for n in layers]
+    hooks = [
+        stats.base_layer(layers[n]).register_forward_hook(
+            lambda m, a, out, n=n: out + ((a[0].to(temp[n][0].dtype) @ temp[n][0].T) @ temp[n][1].T).to(out.dtype)
+        )
+        for n in layers
+    ]
     for p in model.parameters():
         p.requires_grad_(False)
     opt = torch.optim.AdamW([t for pair in temp.values() for t in pair], lr=lr, weight_decay=0.0)
@@ -64,7 +69,9 @@ def test_the_preheat_on_the_one_loop_gives_the_plain_loops_factors_bitwise_and_l
     assert torch.equal(torch.get_rng_state(), rng)  # (the loop seeds dropout per step inside a forked RNG)
     assert all(p.requires_grad for p in model.parameters())  # every parameter's requires_grad as it was
     model2 = tiny_llama()
-    layers2 = {starts.PEFT_PREFIX + n: m for n, m in multi.targets_of(model2, ["q_proj", "v_proj", "down_proj"]).items()}
+    layers2 = {
+        starts.PEFT_PREFIX + n: m for n, m in multi.targets_of(model2, ["q_proj", "v_proj", "down_proj"]).items()
+    }
     want = _plain_preheat(model2, layers2, data, loss, rank=8, steps=7, lr=3e-2, seed=1)
     for n in layers:
         assert torch.equal(got[n].A, want[n][0].detach()) and torch.equal(got[n].B, want[n][1].detach())

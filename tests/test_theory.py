@@ -1,4 +1,5 @@
 """Each claim of Lemma 1 and Theorems 1-2 of Hayou et al. 2024, checked against the executable calculus."""
+
 import math
 
 import pytest
@@ -54,7 +55,12 @@ def test_zero_quantities_are_minus_infinity():
 
 def test_table_rows_and_text():
     rows = theory.table(["init_a", "init_b"], [-1.0, -0.5])
-    assert [(r.init, r.gamma_eta) for r in rows] == [("init_a", -1.0), ("init_a", -0.5), ("init_b", -1.0), ("init_b", -0.5)]
+    assert [(r.init, r.gamma_eta) for r in rows] == [
+        ("init_a", -1.0),
+        ("init_a", -0.5),
+        ("init_b", -1.0),
+        ("init_b", -0.5),
+    ]
     text = theory.format_table(rows).splitlines()
     assert len(text) == 5 and text[0].split()[0] == "init"
     assert text[2].split()[-4:] == ["yes", "yes", "yes", "yes"]  # Init[A] at -1/2

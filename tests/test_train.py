@@ -1,5 +1,6 @@
 """The training loop (lorainit.train): the schedule its docstring states, LoRA+ groups, crash-safe checkpoints,
 the divergence stop and exact resume, on a tiny model."""
+
 import math
 
 import pytest
@@ -85,6 +86,13 @@ def test_a_diverging_loss_stops_the_run_with_its_reason_logged(tmp_path):
     records = []
     (tmp_path / "d").mkdir()
     with pytest.raises(FloatingPointError, match="loss exploded at step"):
-        train.train(Tiny(), batch_at, lambda m, b: loss_fn(m, b) * 1e6 ** (m.lora_B.abs().sum() > 0).float(),
-                    train.LoopConfig(steps=5, lr=1.0), tmp_path / "d", progress=False, log=records.append)
+        train.train(
+            Tiny(),
+            batch_at,
+            lambda m, b: loss_fn(m, b) * 1e6 ** (m.lora_B.abs().sum() > 0).float(),
+            train.LoopConfig(steps=5, lr=1.0),
+            tmp_path / "d",
+            progress=False,
+            log=records.append,
+        )
     assert records[-1]["diverged"] and records[-1]["reason"] == "loss exploded"

@@ -20,6 +20,7 @@ Writes a JSON summary (--out) with device, date and commit.
 
     python tools/fault_inject.py --scenario all --reps 10 --out bench/results/fault_injection_cpu.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,16 +37,44 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ARGS = ["--widths", "16,32", "--rank", "2", "--teacher-width", "40", "--n-train", "60", "--n-test", "20", "--device", "cpu",
-        "--steps", "400", "--lrs", "1e-3,3e-3,1e-2,1e3", "--seeds", "2", "--heartbeat", "0.05", "--grace", "5", "--no-progress"]
+ARGS = [
+    "--widths",
+    "16,32",
+    "--rank",
+    "2",
+    "--teacher-width",
+    "40",
+    "--n-train",
+    "60",
+    "--n-test",
+    "20",
+    "--device",
+    "cpu",
+    "--steps",
+    "400",
+    "--lrs",
+    "1e-3,3e-3,1e-2,1e3",
+    "--seeds",
+    "2",
+    "--heartbeat",
+    "0.05",
+    "--grace",
+    "5",
+    "--no-progress",
+]
 SCENARIOS = ("kill", "pg-restart", "sigstop")
 
 
 def worker(out: Path, batch: int, storage: str = "", study: str = "sweep") -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     where = ["--storage", storage, "--study", study] if storage else []
-    return subprocess.Popen([sys.executable, "-m", "lorainit", "sweep", *ARGS, *where, "--batch", str(batch), "--out", str(out)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "lorainit", "sweep", *ARGS, *where, "--batch", str(batch), "--out", str(out)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def values(url: str, study: str) -> tuple[dict, Counter, int]:
@@ -65,10 +94,16 @@ def check(ref: dict, out: Path, url: str, study: str) -> dict:
     vals, done, failed = values(url, study)
     leftovers = [f.name for f in out.rglob("*") if f.name.endswith(".tmp") or f.name.startswith(".")]
     mismatched = [k for k, v in ref.items() if (v is None) != (vals.get(k) is None) or (v is not None and vals[k] != v)]
-    return {"points": len(ref), "finished_points": len(done), "finished_twice": sum(c > 1 for c in done.values()),
-            "missing": len(set(ref) - set(done)), "lost_attempts_failed": failed,
-            "values_differing_from_uninterrupted": [[k, ref[k], vals.get(k)] for k in mismatched], "temporary_files_left": leftovers,
-            "ok": len(done) == len(ref) and max(done.values()) == 1 and not mismatched and not leftovers}
+    return {
+        "points": len(ref),
+        "finished_points": len(done),
+        "finished_twice": sum(c > 1 for c in done.values()),
+        "missing": len(set(ref) - set(done)),
+        "lost_attempts_failed": failed,
+        "values_differing_from_uninterrupted": [[k, ref[k], vals.get(k)] for k in mismatched],
+        "temporary_files_left": leftovers,
+        "ok": len(done) == len(ref) and max(done.values()) == 1 and not mismatched and not leftovers,
+    }
 
 
 def _exit(p: subprocess.Popen, timeout: float = 600) -> None:
@@ -90,7 +125,11 @@ def kill_rep(rng: random.Random, ref: dict, max_kills: int, tmp: Path, server=No
             p.send_signal(signal.SIGKILL)
             p.wait()
             kills.append(round(delay, 2))
-    return {"kills_after_s": kills, "workers_started": attempts, **check(ref, out, f"sqlite:///{out / 'study.db'}", "sweep")}
+    return {
+        "kills_after_s": kills,
+        "workers_started": attempts,
+        **check(ref, out, f"sqlite:///{out / 'study.db'}", "sweep"),
+    }
 
 
 def restart_rep(rng: random.Random, ref: dict, max_kills: int, tmp: Path, server=None) -> dict:
@@ -149,7 +188,9 @@ def main() -> int:
 
     scenarios = SCENARIOS if args.scenario == "all" else (args.scenario,)
     if any(s != "kill" for s in scenarios) and not pgserver.available():
-        raise SystemExit("fault_inject: the PostgreSQL scenarios need Debian's postgresql package (apt-get install postgresql)")
+        raise SystemExit(
+            "fault_inject: the PostgreSQL scenarios need Debian's postgresql package (apt-get install postgresql)"
+        )
     rng = random.Random(args.seed)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -167,14 +208,27 @@ def main() -> int:
         finally:
             if server is not None:
                 server.close()
-    events = {s: sum(len(r.get("kills_after_s", r.get("server_down_s", []))) + (r.get("stopped_after_s") is not None)
-                     for r in reps) for s, reps in results.items()}
-    summary = {"provenance": io.provenance(), "reps": {s: len(r) for s, r in results.items()}, "faults": events,
-               "all_ok": all(r["ok"] for reps in results.values() for r in reps), "repetitions": results, "grid": ARGS}
+    events = {
+        s: sum(
+            len(r.get("kills_after_s", r.get("server_down_s", []))) + (r.get("stopped_after_s") is not None)
+            for r in reps
+        )
+        for s, reps in results.items()
+    }
+    summary = {
+        "provenance": io.provenance(),
+        "reps": {s: len(r) for s, r in results.items()},
+        "faults": events,
+        "all_ok": all(r["ok"] for reps in results.values() for r in reps),
+        "repetitions": results,
+        "grid": ARGS,
+    }
     if args.out:
         io.write_json(args.out, summary)
-    print(f"{', '.join(f'{s}: {len(r)} repetitions, {events[s]} faults' for s, r in results.items())}: "
-          f"{'all ok' if summary['all_ok'] else 'FAILURES'}")
+    print(
+        f"{', '.join(f'{s}: {len(r)} repetitions, {events[s]} faults' for s, r in results.items())}: "
+        f"{'all ok' if summary['all_ok'] else 'FAILURES'}"
+    )
     return 0 if summary["all_ok"] else 1
 
 

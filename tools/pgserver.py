@@ -1,6 +1,7 @@
 """A throwaway PostgreSQL server on loopback for tests and fault injection: initdb into a temporary folder, start,
 stop and start again (a restart), remove. The binaries come from Debian's postgresql package (``.ci/run``
 installs it); as root the server runs as the package's postgres user (it refuses root)."""
+
 from __future__ import annotations
 
 import glob
@@ -37,8 +38,11 @@ class Server:
         if os.geteuid() == 0:
             shutil.chown(self.root, "postgres")
             as_user = ["runuser", "-u", "postgres", "--"]
-        subprocess.run([*as_user, binary("initdb"), "-D", data, "-A", "trust", "-U", "postgres", "--no-sync"], check=True,
-                       capture_output=True)
+        subprocess.run(
+            [*as_user, binary("initdb"), "-D", data, "-A", "trust", "-U", "postgres", "--no-sync"],
+            check=True,
+            capture_output=True,
+        )
         port = _free_port()
         self.url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
         self._ctl = [*as_user, binary("pg_ctl"), "-D", data]
@@ -53,6 +57,8 @@ class Server:
         subprocess.run([*self._ctl, "-o", self._opts, "-l", self._log, "-w", "start"], check=True, capture_output=True)
 
     def close(self) -> None:
-        subprocess.run([*self._ctl, "-m", "immediate", "stop"], check=False, capture_output=True)  # (already down: fine)
+        subprocess.run(
+            [*self._ctl, "-m", "immediate", "stop"], check=False, capture_output=True
+        )  # (already down: fine)
         time.sleep(0.2)
         shutil.rmtree(self.root, ignore_errors=True)

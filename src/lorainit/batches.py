@@ -10,6 +10,7 @@
 
 ``cfg`` is any config with ``seed``, ``batch_size``, ``grad_accum``, ``seq_len`` and ``max_train`` (the fine-tune's).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -41,13 +42,15 @@ class Batches:
 
     def full(self, step: int, micro: int = 0) -> dict:
         """The whole global micro-batch (every process computes data-dependent inits on the same data)."""
-        return collate(self.task, self.tok, [self.items[i] for i in self.indices(step, micro)], self.cfg.seq_len, self.device)
+        return collate(
+            self.task, self.tok, [self.items[i] for i in self.indices(step, micro)], self.cfg.seq_len, self.device
+        )
 
     def __call__(self, step: int, micro: int = 0) -> dict:
         """This process's contiguous shard of the global micro-batch."""
         idx = self.indices(step, micro)
         share = len(idx) // self.world
-        idx = idx[self.rank * share:(self.rank + 1) * share]
+        idx = idx[self.rank * share : (self.rank + 1) * share]
         return collate(self.task, self.tok, [self.items[i] for i in idx], self.cfg.seq_len, self.device)
 
 
@@ -76,12 +79,23 @@ def collate(task, tok, items: list, seq_len: int, device) -> dict:
         batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
     elif task.kind == "classify":
         pairs = [e.get("text_pair") for e in items]
-        enc = tok([e["text"] for e in items], pairs if all(p is not None for p in pairs) else None, truncation=True,
-                  max_length=seq_len, padding=True, return_tensors="pt")
+        enc = tok(
+            [e["text"] for e in items],
+            pairs if all(p is not None for p in pairs) else None,
+            truncation=True,
+            max_length=seq_len,
+            padding=True,
+            return_tensors="pt",
+        )
         batch = {**enc, "labels": torch.tensor([e["label"] for e in items])}
     else:  # choice: train on question + correct answer
-        enc = tok(["".join(choice_text(e)) + tok.eos_token for e in items], truncation=True, max_length=seq_len,
-                  padding=True, return_tensors="pt")
+        enc = tok(
+            ["".join(choice_text(e)) + tok.eos_token for e in items],
+            truncation=True,
+            max_length=seq_len,
+            padding=True,
+            return_tensors="pt",
+        )
         labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
         batch = {**enc, "labels": labels}
     return {k: v.to(device) for k, v in batch.items()}

@@ -1,4 +1,5 @@
 """``lorainit <command>``: the command line. Each command's flags come from a dataclass config (``cliargs``)."""
+
 from __future__ import annotations
 
 import argparse
@@ -15,7 +16,9 @@ class TheoryConfig:
 
     inits: tuple[str, ...] = ("init_a", "init_b")
     """inits with a width theory"""
-    gammas: tuple[float, ...] = dataclasses.field(default=(-1.5, -1.25, -1.0, -0.75, -0.5, -0.25, 0.0), metadata={"spacing": "linear"})
+    gammas: tuple[float, ...] = dataclasses.field(
+        default=(-1.5, -1.25, -1.0, -0.75, -0.5, -0.25, 0.0), metadata={"spacing": "linear"}
+    )
     """learning-rate exponents gamma[eta] (eta = Theta(n^gamma)); 'LO:HI:N' gives N evenly spaced values"""
     steps: int = 2
     """fine-tuning step t >= 2 at which the exponents are read (Def. 5 is about t > 1)"""
@@ -42,8 +45,14 @@ def _theory(argv: list[str]) -> int:
         print()
         for init in cfg.inits:
             hi = theory.max_stable_exponent(init)
-            unstable = [r.gamma_eta for r in theory.table([init], [k / 64 for k in range(-192, 65)]) if r.internal_instability]
-            span = f"; internal instability for gamma[eta] in [{min(unstable):g}, {max(unstable):g}] on a 1/64 grid" if unstable else ""
+            unstable = [
+                r.gamma_eta for r in theory.table([init], [k / 64 for k in range(-192, 65)]) if r.internal_instability
+            ]
+            span = (
+                f"; internal instability for gamma[eta] in [{min(unstable):g}, {max(unstable):g}] on a 1/64 grid"
+                if unstable
+                else ""
+            )
             print(f"{init}: max stable exponent {hi:g} (LR up to Theta(n^{hi:g})){span}")
         if cfg.study:
             from .experiments.toy_cli import print_measured
@@ -74,11 +83,21 @@ def _sweep(argv: list[str]) -> int:
     except ValueError as e:
         cliargs.fail("lorainit sweep", str(e))
     p = cliargs.Parser(prog="lorainit sweep", description=SWEEP_HELP)
-    p.add_argument("--out", type=Path, default=None, help="sweep folder: study.db, run folders, report (default: runs/sweep-EXPERIMENT)")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar (default: on)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="sweep folder: study.db, run folders, report (default: runs/sweep-EXPERIMENT)",
+    )
+    p.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar (default: on)"
+    )
     cliargs.add_dataclass(p, worker.SweepConfig)
-    cliargs.add_dataclass(p.add_argument_group(f"{exp} experiment"), runner.config,
-                          exclude=tuple(f for f in runner.replaced if f not in runner.from_config))
+    cliargs.add_dataclass(
+        p.add_argument_group(f"{exp} experiment"),
+        runner.config,
+        exclude=tuple(f for f in runner.replaced if f not in runner.from_config),
+    )
     cliargs.name_the_inits(p, full=bool(runner.methods))
     args = p.parse_args(argv)
     out = args.out or Path("runs") / f"sweep-{exp}"
@@ -98,16 +117,23 @@ def _sweep(argv: list[str]) -> int:
         cliargs.fail(p.prog, e.args[0] if e.args else str(e))
     if "workers" in res:
         failed = {g: c for g, c in res["workers"].items() if c}
-        print(f"study {res['study']!r} in {res['storage']}: {res['done']}/{res['total']} points finished by "
-              f"{len(res['workers'])} workers (GPUs {', '.join(res['workers'])}; their logs in {res['logs']})")
+        print(
+            f"study {res['study']!r} in {res['storage']}: {res['done']}/{res['total']} points finished by "
+            f"{len(res['workers'])} workers (GPUs {', '.join(res['workers'])}; their logs in {res['logs']})"
+        )
         if failed:
-            cliargs.fail(p.prog, f"the workers on GPU {', '.join(failed)} exited with {', '.join(map(str, failed.values()))}; "
-                                 f"see {res['logs']}; re-run the command to resume")
+            cliargs.fail(
+                p.prog,
+                f"the workers on GPU {', '.join(failed)} exited with {', '.join(map(str, failed.values()))}; "
+                f"see {res['logs']}; re-run the command to resume",
+            )
         if res["done"] >= res["total"]:
             print(f"next: lorainit report {out}")
         return 0
-    print(f"study {res['study']!r} in {res['storage']}: {res['done']}/{res['total']} points finished; this worker ran "
-          f"{res['ran']} ({res['diverged']} diverged, {res['lost']} lost to re-queueing)")
+    print(
+        f"study {res['study']!r} in {res['storage']}: {res['done']}/{res['total']} points finished; this worker ran "
+        f"{res['ran']} ({res['diverged']} diverged, {res['lost']} lost to re-queueing)"
+    )
     if res["done"] >= res["total"]:
         print(f"next: lorainit report {out}")
     return 0
@@ -124,22 +150,46 @@ def _report(argv: list[str]) -> int:
     from .sweeps import report, store
 
     p = cliargs.Parser(prog="lorainit report", description=REPORT_HELP)
-    p.add_argument("folder", type=Path, metavar="STUDY", help="the sweep folder (its sweep.json names the storage and study)")
-    p.add_argument("--storage", default="", help="storage URL (default: the one in STUDY/sweep.json; needed for a PostgreSQL password)")
-    p.add_argument("--study", "--study-name", dest="study_name", default="",
-                   help="study name inside the storage, as sweep's --study (default: the one in STUDY/sweep.json)")
+    p.add_argument(
+        "folder", type=Path, metavar="STUDY", help="the sweep folder (its sweep.json names the storage and study)"
+    )
+    p.add_argument(
+        "--storage",
+        default="",
+        help="storage URL (default: the one in STUDY/sweep.json; needed for a PostgreSQL password)",
+    )
+    p.add_argument(
+        "--study",
+        "--study-name",
+        dest="study_name",
+        default="",
+        help="study name inside the storage, as sweep's --study (default: the one in STUDY/sweep.json)",
+    )
     p.add_argument("--out", type=Path, default=None, help="where to write the report (default: the sweep folder)")
-    p.add_argument("--export-best", type=Path, default=None, metavar="DIR",
-                   help="also copy the winning run's adapter (a plain PEFT folder, with its run card) to DIR (a new folder)")
+    p.add_argument(
+        "--export-best",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also copy the winning run's adapter (a plain PEFT folder, with its run card) to DIR (a new folder)",
+    )
     args = p.parse_args(argv)
     try:
         meta = io.read_json(args.folder / "sweep.json") if (args.folder / "sweep.json").exists() else {}
         local = args.folder / "study.db"  # a copied sweep folder: its own database, wherever it was made
-        url = args.storage or (store.sqlite_url(local) if local.exists() else meta.get("storage")) or store.sqlite_url(local)
+        url = (
+            args.storage
+            or (store.sqlite_url(local) if local.exists() else meta.get("storage"))
+            or store.sqlite_url(local)
+        )
         if not args.storage and not meta and not (args.folder / "study.db").exists():
-            raise ValueError(f"{args.folder} is not a sweep folder (no sweep.json or study.db); give the folder 'lorainit sweep --out' wrote")
+            raise ValueError(
+                f"{args.folder} is not a sweep folder (no sweep.json or study.db); give the folder 'lorainit sweep --out' wrote"
+            )
         if "***" in url:
-            raise ValueError(f"the storage password is not stored in {args.folder / 'sweep.json'}; pass --storage with it")
+            raise ValueError(
+                f"the storage password is not stored in {args.folder / 'sweep.json'}; pass --storage with it"
+            )
         st = store.Store(url, args.study_name or meta.get("study", "sweep"), must_exist=True)
         st.load()
         out = args.out or args.folder
@@ -148,7 +198,9 @@ def _report(argv: list[str]) -> int:
     except (ValueError, KeyError) as e:
         cliargs.fail(p.prog, e.args[0] if e.args else str(e))
     integ = summary["integrity"]
-    print(f"{integ['finished_points']}/{integ['points']} points finished; wrote {out / 'report.md'}, summary.json, trials.csv and figures")
+    print(
+        f"{integ['finished_points']}/{integ['points']} points finished; wrote {out / 'report.md'}, summary.json, trials.csv and figures"
+    )
     for line in report.answer_lines(summary)[2:]:
         if line:
             print(line.replace("**", ""))
@@ -170,7 +222,12 @@ def _reproduce(argv: list[str]) -> int:
     return render.main(argv)
 
 
-TOOLS = {"theory": _theory, "sweep": _sweep, "report": _report, "reproduce": _reproduce}  # the experiments' own commands
+TOOLS = {
+    "theory": _theory,
+    "sweep": _sweep,
+    "report": _report,
+    "reproduce": _reproduce,
+}  # the experiments' own commands
 # (toy, mf, finetune: ``Experiment.command``) come from the registry, imported only when one runs
 
 
@@ -230,7 +287,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except OSError as e:  # unwritable or missing path, full disk: files are written atomically, so nothing half-written
         where = f" ({e.filename})" if getattr(e, "filename", None) else ""
-        cliargs.fail(f"lorainit {argv[0]}", f"{e.strerror or e}{where}; check the path, its permissions and free disk space")
+        cliargs.fail(
+            f"lorainit {argv[0]}", f"{e.strerror or e}{where}; check the path, its permissions and free disk space"
+        )
 
 
 if __name__ == "__main__":

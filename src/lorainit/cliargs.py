@@ -4,6 +4,7 @@ Types understood: int, float, str, bool (``--flag/--no-flag``), Literal[...] (ch
 int/float/str written comma-separated. A float tuple also takes ``LO:HI:N``: N log-spaced values from
 LO to HI inclusive (or evenly spaced where the field says ``metadata={"spacing": "linear"}``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,7 +53,9 @@ def parse_range(text: str, kind: type, spacing: str = "log") -> tuple:
         try:
             lo, hi, n = float(parts[0]), float(parts[1]), int(parts[2])
         except ValueError:
-            raise ValueError(f"malformed range {text!r}: LO and HI must be numbers and N an integer, e.g. 1e-4:1e-1:8") from None
+            raise ValueError(
+                f"malformed range {text!r}: LO and HI must be numbers and N an integer, e.g. 1e-4:1e-1:8"
+            ) from None
         if n < 1 or (n > 1 and not hi > lo):
             raise ValueError(f"malformed range {text!r}: need N >= 1 and HI > LO")
         if spacing == "log":
@@ -82,8 +85,13 @@ def add_dataclass(parser: argparse.ArgumentParser, cls: type, exclude: tuple[str
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         help_ = docs.get(f.name, "")
         if tp is bool:
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                                help=_with_default(help_, "on" if default else "off"))
+            parser.add_argument(
+                flag,
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=_with_default(help_, "on" if default else "off"),
+            )
             continue
         kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
         origin = typing.get_origin(tp)
@@ -137,4 +145,6 @@ def name_the_inits(parser: argparse.ArgumentParser, *, full: bool = False) -> No
 
     for action in parser._actions:
         if action.dest in ("init", "inits"):
-            action.help = f"{action.help}; one of: {', '.join(inits.names())}" + (", or full (no adapter)" if full else "")
+            action.help = f"{action.help}; one of: {', '.join(inits.names())}" + (
+                ", or full (no adapter)" if full else ""
+            )

@@ -12,6 +12,7 @@ Splits are a fixed-seed permutation of the examples (articles, for ``wiki``), in
 run's seed; the learning rate is chosen on ``val`` and results are reported on ``test``. The index
 lists are written beside the cached data (``splits/``) and a hash of them goes into every run card.
 """
+
 from __future__ import annotations
 
 import bz2
@@ -52,11 +53,19 @@ def split(n: int, val: int, test: int, seed: int = SPLIT_SEED) -> dict[str, list
     if n < val + test + 1:
         raise ValueError(f"only {n} examples: cannot hold out {val} for validation and {test} for test")
     perm = np.random.default_rng(seed).permutation(n).tolist()
-    return {"test": perm[:test], "val": perm[test:test + val], "train": perm[test + val:]}
+    return {"test": perm[:test], "val": perm[test : test + val], "train": perm[test + val :]}
 
 
-def _finish(name: str, kind: str, examples: list[dict], val: int, test: int, source: Path | None = None, digest: str | None = None,
-            **kw) -> Task:
+def _finish(
+    name: str,
+    kind: str,
+    examples: list[dict],
+    val: int,
+    test: int,
+    source: Path | None = None,
+    digest: str | None = None,
+    **kw,
+) -> Task:
     """The task with its fixed splits; ``digest``: the sha256 of ``source`` where the caller has it already."""
     idx = split(len(examples), val, test)
     h = hashlib.sha256(json.dumps(idx, sort_keys=True).encode()).hexdigest()[:16]
@@ -64,7 +73,9 @@ def _finish(name: str, kind: str, examples: list[dict], val: int, test: int, sou
     if not path.exists():
         io.write_json(path, {"seed": SPLIT_SEED, "hash": h, **idx})
     digest = digest or ("" if source is None else (assets.fingerprint(source) or assets.sha256(source)))
-    return Task(name, kind, {s: [examples[i] for i in ix] for s, ix in idx.items()}, split_hash=h, source_sha256=digest, **kw)
+    return Task(
+        name, kind, {s: [examples[i] for i in ix] for s, ix in idx.items()}, split_hash=h, source_sha256=digest, **kw
+    )
 
 
 def _bigbench(member: str) -> tuple[list[dict], Path]:
@@ -145,14 +156,20 @@ def jsonl(path: str) -> Task:
             try:
                 row = json.loads(line)
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg if hasattr(e, 'msg') else e}); one JSON object per line") from None
+                raise ValueError(
+                    f"{path}:{n}: not valid JSON ({e.msg if hasattr(e, 'msg') else e}); one JSON object per line"
+                ) from None
             if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-                raise ValueError(f"{path}:{n}: missing field 'text' (a string); lines look like {{\"text\": ..., \"label\": ...}}")
+                raise ValueError(
+                    f'{path}:{n}: missing field \'text\' (a string); lines look like {{"text": ..., "label": ...}}'
+                )
             try:
                 row["text"].encode("utf-8")
             except UnicodeEncodeError as e:  # JSON can carry a lone surrogate (\ud800) that no tokenizer takes
-                raise ValueError(f"{path}:{n}: the text holds an unpaired surrogate ({row['text'][e.start]!r}); "
-                                 "write it as valid UTF-8") from None
+                raise ValueError(
+                    f"{path}:{n}: the text holds an unpaired surrogate ({row['text'][e.start]!r}); "
+                    "write it as valid UTF-8"
+                ) from None
             rows.append(row)
     if not rows:
         raise ValueError(f"{path} holds no records")
@@ -162,7 +179,9 @@ def jsonl(path: str) -> Task:
             raise ValueError(f"{path}: labels must all be strings or all integers; found {', '.join(sorted(kinds))}")
         labels = sorted({r["label"] for r in rows})
         if len(labels) < 2:
-            raise ValueError(f"{path}: every record has the label {labels[0]!r}; a classification task needs two labels or more")
+            raise ValueError(
+                f"{path}: every record has the label {labels[0]!r}; a classification task needs two labels or more"
+            )
         ex = [{"text": r["text"], "label": labels.index(r["label"])} for r in rows]
         labels = [str(v) for v in labels]
         kind, model_kind = "classify", "encoder"
@@ -184,4 +203,6 @@ def load(name: str) -> Task:
         return TASKS[name]()
     if name.endswith(".jsonl") or Path(name).is_file():
         return jsonl(name)
-    raise ValueError(f"unknown task {name!r}{io.did_you_mean(name, TASKS)} (tasks: {', '.join(TASKS)}, or a .jsonl file)")
+    raise ValueError(
+        f"unknown task {name!r}{io.did_you_mean(name, TASKS)} (tasks: {', '.join(TASKS)}, or a .jsonl file)"
+    )

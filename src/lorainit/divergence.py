@@ -10,6 +10,7 @@ rise is far past any recovery); the toy and matrix-factorization studies ``STUDY
 first rise by orders of magnitude at large learning rates and still come down, which is what the max-stable-LR
 analysis must see).
 """
+
 from __future__ import annotations
 
 import math

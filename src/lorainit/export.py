@@ -9,6 +9,7 @@ so that s' B' A' = s (B A - B0 A0) with s' = s (``rank_2r``; ``lorainit.apply.sa
 PeftModel whose base was replaced by the residual). A trained task head is saved as PEFT saves its
 ``modules_to_save``. Folders are written to a temporary name and renamed: complete or absent.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,9 +31,18 @@ def alpha_2r(alpha: float, use_rslora: bool) -> float:
     return alpha * (2**0.5 if use_rslora else 2.0)
 
 
-def write_adapter(path: Path, factors: dict[str, tuple[torch.Tensor, torch.Tensor]], *, rank: int, alpha: float,
-                  use_rslora: bool, task_type: str | None = None, head: dict[str, torch.Tensor] | None = None,
-                  base_model: str | None = None, info: dict | None = None) -> dict:
+def write_adapter(
+    path: Path,
+    factors: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    *,
+    rank: int,
+    alpha: float,
+    use_rslora: bool,
+    task_type: str | None = None,
+    head: dict[str, torch.Tensor] | None = None,
+    base_model: str | None = None,
+    info: dict | None = None,
+) -> dict:
     """A PEFT adapter folder at ``path`` (replaced if present): ``factors`` maps module paths (without PEFT's
     prefix) to (lora_A (rank, in), lora_B (out, rank)); ``head`` maps the trained head's state-dict keys
     (e.g. "classifier.weight") to tensors. ``info`` goes to lorainit.json beside the adapter. Returns it."""
@@ -48,8 +58,16 @@ def write_adapter(path: Path, factors: dict[str, tuple[torch.Tensor, torch.Tenso
     for key, t in (head or {}).items():
         state[PEFT_PREFIX + key] = t.detach().float().contiguous().cpu()
     targets = sorted({n.rsplit(".", 1)[-1] for n in factors})
-    cfg = LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, lora_dropout=0.0, use_rslora=use_rslora,
-                     task_type=task_type, modules_to_save=list(HEADS) if head else None, base_model_name_or_path=base_model)
+    cfg = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        target_modules=targets,
+        lora_dropout=0.0,
+        use_rslora=use_rslora,
+        task_type=task_type,
+        modules_to_save=list(HEADS) if head else None,
+        base_model_name_or_path=base_model,
+    )
     info = {"rank": rank, "lora_alpha": alpha, **(info or {})}
 
     def fill(tmp: Path) -> None:

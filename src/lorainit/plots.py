@@ -1,4 +1,5 @@
 """Matplotlib figures as a paper would show them. Headless (Agg); every function writes one PNG."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -97,7 +98,15 @@ def lr_vs_width(ax, series: dict[str, dict], title: str) -> None:
             ax.plot(w[ok], lo, "_", w[ok], hi, "_", color=color(name, i), ms=8)
         cens = np.array(s.get("censored", [False] * len(w)), bool) & ok
         if cens.any():
-            ax.plot(w[cens], lr[cens], "^", ms=10, mfc="none", color=color(name, i), label=f"{label(name)}: grid edge (lower bound)")
+            ax.plot(
+                w[cens],
+                lr[cens],
+                "^",
+                ms=10,
+                mfc="none",
+                color=color(name, i),
+                label=f"{label(name)}: grid edge (lower bound)",
+            )
         anchors.append(lr[ok][0])
     all_w = sorted({w for s in series.values() for w in s["widths"]})
     if anchors:

@@ -9,6 +9,7 @@
 The training loop writes the checkpoint, the fine-tune writes the log and the card; readers (resume, sweeps,
 benchmarks) ask this class instead of rebuilding paths and re-parsing the log.
 """
+
 from __future__ import annotations
 
 import json

@@ -12,6 +12,7 @@ Divergence (``RunLosses``): a run that has diverged by ``lorainit.divergence``'s
 marked dead at that step with the reason and leaves the summed loss (its rows still compute,
 its adapter gets no gradient), so the other runs go on exactly as they would alone.
 """
+
 from __future__ import annotations
 
 import torch
@@ -32,11 +33,19 @@ def run_losses(model, batch: dict, K: int, kind: str) -> torch.Tensor:
     if plain is not None:
         decoder, weight = plain
         hidden = lmloss.last_hidden(decoder, batch)  # (K b, T, d)
-        return torch.stack([lmloss.next_token_loss(hidden[k * rows:(k + 1) * rows], weight, batch["labels"][k * rows:(k + 1) * rows])
-                            for k in range(K)])
+        return torch.stack(
+            [
+                lmloss.next_token_loss(
+                    hidden[k * rows : (k + 1) * rows], weight, batch["labels"][k * rows : (k + 1) * rows]
+                )
+                for k in range(K)
+            ]
+        )
     logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), use_cache=False).logits
     target = batch["labels"][:, 1:]  # position t predicts token t + 1
-    nll = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), target, ignore_index=-100, reduction="none")  # (K b, T-1)
+    nll = F.cross_entropy(
+        logits[:, :-1].float().transpose(1, 2), target, ignore_index=-100, reduction="none"
+    )  # (K b, T-1)
     valid = (target != -100).view(K, -1).sum(1).clamp(min=1)
     return nll.view(K, -1).sum(1) / valid
 
@@ -79,7 +88,9 @@ class RunLosses:
                 self.diverged_step[k], self.reason[k] = step, why
             self._sum[k] += v
         if micro == self.grad_accum - 1:
-            self.history.append([None if d is not None else s / self.grad_accum for d, s in zip(self.diverged_step, self._sum)])
+            self.history.append(
+                [None if d is not None else s / self.grad_accum for d, s in zip(self.diverged_step, self._sum)]
+            )
             self._sum = [0.0] * self.K
         alive = torch.tensor([d is None for d in self.diverged_step], device=losses.device)
         return torch.where(alive, losses, torch.zeros_like(losses)).sum()
@@ -90,13 +101,20 @@ class RunLosses:
 
     def checkpoint_state(self) -> dict:
         """What a resumed loop needs to go on judging each run as the uninterrupted one would (``train.train``)."""
-        return {"history": self.history, "first": self.first, "diverged_step": self.diverged_step, "reason": self.reason,
-                "calls": self.calls}
+        return {
+            "history": self.history,
+            "first": self.first,
+            "diverged_step": self.diverged_step,
+            "reason": self.reason,
+            "calls": self.calls,
+        }
 
     def load_checkpoint_state(self, state: dict) -> None:
         if len(state["first"]) != self.K:
-            raise ValueError(f"the checkpoint holds {len(state['first'])} runs' losses, this loop {self.K}: "
-                             "resume with the same runs or start in a new folder")
+            raise ValueError(
+                f"the checkpoint holds {len(state['first'])} runs' losses, this loop {self.K}: "
+                "resume with the same runs or start in a new folder"
+            )
         self.history, self.first = [list(h) for h in state["history"]], list(state["first"])
         self.diverged_step, self.reason = list(state["diverged_step"]), list(state["reason"])
         self.calls = state.get("calls", len(self.history) * self.grad_accum)

@@ -16,6 +16,7 @@ small tensors and their gradient accumulations per step. Checked run by run agai
 (tests). ``param_groups`` (one per kind and run, with "lr" and "base_lr") is what ``lorainit.train``'s
 schedule sets; ``state_tensors`` / ``load_state_tensors`` are its checkpoint.
 """
+
 from __future__ import annotations
 
 import torch
@@ -25,8 +26,15 @@ class RunAdamW:
     """AdamW over ``params`` (kind -> entries, each a leaf tensor shaped (K, ...) or a list of K leaf tensors, one per
     run), run k of a kind at peak LR ``lrs[kind][k]``."""
 
-    def __init__(self, params: dict[str, list], lrs: dict[str, list[float]], *, betas=(0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0):
+    def __init__(
+        self,
+        params: dict[str, list],
+        lrs: dict[str, list[float]],
+        *,
+        betas=(0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ):
         self.betas, self.eps, self.weight_decay, self.t = betas, eps, weight_decay, 0
         self.buffers: dict[str, dict[str, torch.Tensor]] = {}
         self.leaves: list[tuple[torch.Tensor, str, int, int]] = []  # (parameter, kind, start, end) of its block
@@ -37,7 +45,9 @@ class RunAdamW:
                 continue
             K = len(lrs[kind])
             leaves = [q for e in entries for q in (e if isinstance(e, (list, tuple)) else [e])]
-            dtype = torch.promote_types(leaves[0].dtype, torch.float32)  # fp32 at least: adapters of a bf16 base train in fp32
+            dtype = torch.promote_types(
+                leaves[0].dtype, torch.float32
+            )  # fp32 at least: adapters of a bf16 base train in fp32
             P = torch.empty(sum(q.numel() for q in leaves), dtype=dtype, device=leaves[0].device)
             G = torch.zeros_like(P)
             run, length, off = [], [], 0
@@ -45,16 +55,23 @@ class RunAdamW:
                 for k, q in enumerate(e if isinstance(e, (list, tuple)) else [e]):
                     n = q.numel()
                     self.leaves.append((q, kind, off, off + n))
-                    P[off:off + n].copy_(q.detach().reshape(-1))
-                    q.data = P[off:off + n].view(q.shape)  # the parameter now lives in its block of P ...
-                    q.grad = G[off:off + n].view(q.shape)  # ... and autograd adds its gradient into G in place
+                    P[off : off + n].copy_(q.detach().reshape(-1))
+                    q.data = P[off : off + n].view(q.shape)  # the parameter now lives in its block of P ...
+                    q.grad = G[off : off + n].view(q.shape)  # ... and autograd adds its gradient into G in place
                     per = K if not isinstance(e, (list, tuple)) else 1  # a (K, ...) tensor holds K runs' rows in order
                     run += list(range(K)) if per == K else [k]
                     length += [n // per] * per
                     off += n
             self.segments[kind] = (torch.tensor(run, device=P.device), torch.tensor(length, device=P.device))
-            self.buffers[kind] = {"param": P, "grad": G, "exp_avg": torch.zeros_like(P), "exp_avg_sq": torch.zeros_like(P)}
-            self.param_groups += [{"kind": kind, "run": k, "lr": lr, "base_lr": lr, "params": []} for k, lr in enumerate(lrs[kind])]
+            self.buffers[kind] = {
+                "param": P,
+                "grad": G,
+                "exp_avg": torch.zeros_like(P),
+                "exp_avg_sq": torch.zeros_like(P),
+            }
+            self.param_groups += [
+                {"kind": kind, "run": k, "lr": lr, "base_lr": lr, "params": []} for k, lr in enumerate(lrs[kind])
+            ]
         self.defaults = {"fused": False}
         self.state: dict = {}
 
@@ -94,7 +111,12 @@ class RunAdamW:
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """Everything a resumed run needs: each kind's parameters and moments (N,), and the step count."""
-        out = {f"{name}.{kind}": t.detach().cpu() for kind, b in self.buffers.items() for name, t in b.items() if name != "grad"}
+        out = {
+            f"{name}.{kind}": t.detach().cpu()
+            for kind, b in self.buffers.items()
+            for name, t in b.items()
+            if name != "grad"
+        }
         return {**out, "step": torch.tensor([float(self.t)])}
 
     @torch.no_grad()
@@ -103,8 +125,10 @@ class RunAdamW:
             for name in ("param", "exp_avg", "exp_avg_sq"):
                 saved = tensors[f"{name}.{kind}"]
                 if saved.shape != b[name].shape:
-                    raise ValueError(f"the checkpoint's {kind} {name} is {tuple(saved.shape)}, this run's {tuple(b[name].shape)}: "
-                                     "resume with the same runs and adapters, or start in a new folder")
+                    raise ValueError(
+                        f"the checkpoint's {kind} {name} is {tuple(saved.shape)}, this run's {tuple(b[name].shape)}: "
+                        "resume with the same runs and adapters, or start in a new folder"
+                    )
                 b[name].copy_(saved)
         self.t = int(tensors["step"].item())
 

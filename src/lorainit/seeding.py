@@ -1,4 +1,5 @@
 """Named, stable random streams: the same names give the same numbers on every machine and device."""
+
 from __future__ import annotations
 
 import hashlib

@@ -9,6 +9,7 @@
 - ``adamw(groups, **kw)``: torch's fused AdamW where every parameter is on a GPU, else the default.
 The loss over the vocabulary is ``lorainit.lmloss``. What each piece buys is measured in bench/single_run.py.
 """
+
 from __future__ import annotations
 
 import torch

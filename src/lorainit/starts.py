@@ -14,6 +14,7 @@ Layer names are PEFT's (``base_model.model.<module path>``), so a seed means the
 either path. The model must compute its base function during the pass: a PEFT model has its adapters
 disabled by ``stats``; a plain model must not carry adapters yet.
 """
+
 from __future__ import annotations
 
 from typing import Iterator
@@ -66,11 +67,21 @@ def draw(scheme: str, W: torch.Tensor, rank: int, *, seed: int, layer: str, laye
     layer name), and for schemes that take a ``scaling`` the layer's, unless ``kw`` gives one. The one definition
     of the draw, so that ``lorainit.multi`` starts each run where the same run through PEFT would."""
     entry = inits.entry(scheme)
-    return entry.fn(W, rank, generator=layer_generator(seed, scheme, layer), **_with_scaling(entry.fn, layer_scaling, kw))
+    return entry.fn(
+        W, rank, generator=layer_generator(seed, scheme, layer), **_with_scaling(entry.fn, layer_scaling, kw)
+    )
 
 
-def draw_stacked(scheme: str, layers: dict[str, nn.Module], ranks: dict[str, int], scalings: dict[str, float], *,
-                 seed: int, budget_mb: float = 1024.0, **kw) -> Iterator[tuple[str, Factors]]:
+def draw_stacked(
+    scheme: str,
+    layers: dict[str, nn.Module],
+    ranks: dict[str, int],
+    scalings: dict[str, float],
+    *,
+    seed: int,
+    budget_mb: float = 1024.0,
+    **kw,
+) -> Iterator[tuple[str, Factors]]:
     """(layer name, factors) of every layer through the scheme's stacked form: layers of one shape, dtype,
     device, rank and scaling go through as stacks whose working memory stays within ``budget_mb`` (counted
     as four float32 copies of each weight: the weight, its residual, and a full SVD's U and Vh), each layer
@@ -88,9 +99,19 @@ def draw_stacked(scheme: str, layers: dict[str, nn.Module], ranks: dict[str, int
             yield from zip(group, entry.stacked(W, rank, generators=gens, **_with_scaling(entry.stacked, scaling, kw)))
 
 
-def draw_all(model, layers: dict[str, nn.Module], schemes: list[str], *, seed: int, ranks: dict[str, int],
-             scalings: dict[str, float], data=None, loss_fn: stats.LossFn = stats.default_loss, budget_mb: float = 1024.0,
-             hyperparameters: dict[str, dict] | None = None) -> Iterator[tuple[str, str, Factors]]:
+def draw_all(
+    model,
+    layers: dict[str, nn.Module],
+    schemes: list[str],
+    *,
+    seed: int,
+    ranks: dict[str, int],
+    scalings: dict[str, float],
+    data=None,
+    loss_fn: stats.LossFn = stats.default_loss,
+    budget_mb: float = 1024.0,
+    hyperparameters: dict[str, dict] | None = None,
+) -> Iterator[tuple[str, str, Factors]]:
     """(scheme, layer name, factors) for every scheme in ``schemes`` and every layer of ``layers`` (PEFT layer
     names -> PEFT LoRA layers or plain linear layers), at ``seed``. ``data`` (an iterable of batches) and
     ``loss_fn`` feed the data-dependent schemes; ``hyperparameters`` maps a scheme to its options (``options``:
@@ -105,13 +126,19 @@ def draw_all(model, layers: dict[str, nn.Module], schemes: list[str], *, seed: i
         for need in e.needs:
             mine = {k: split[s][1].get(k, v) for k, v in PASS_OPTIONS.get(need, {}).items()}
             if settings.setdefault(need, mine) != mine:
-                raise ValueError(f"the schemes sharing the {need!r} data pass ask for different settings ({settings[need]} "
-                                 f"and {s}'s {mine}); draw them in separate calls")
+                raise ValueError(
+                    f"the schemes sharing the {need!r} data pass ask for different settings ({settings[need]} "
+                    f"and {s}'s {mine}); draw them in separate calls"
+                )
     if any("target" in e.needs for e in entries.values()):
-        raise ValueError("'target' is an oracle for synthetic problems with a known update (lorainit mf); it has no meaning on a model")
+        raise ValueError(
+            "'target' is an oracle for synthetic problems with a known update (lorainit mf); it has no meaning on a model"
+        )
     if any(e.needs for e in entries.values()) and data is None:
         needy = next(s for s, e in entries.items() if e.needs)
-        raise ValueError(f"{needy} needs training data ({', '.join(entries[needy].needs)}): pass data=an iterable of batches (and loss_fn)")
+        raise ValueError(
+            f"{needy} needs training data ({', '.join(entries[needy].needs)}): pass data=an iterable of batches (and loss_fn)"
+        )
     data = list(data) if data is not None else None
 
     def one(scheme: str, name: str, **stat) -> Factors:
@@ -122,7 +149,10 @@ def draw_all(model, layers: dict[str, nn.Module], schemes: list[str], *, seed: i
         if e.needs:
             continue
         if e.stacked is not None:
-            yield from ((scheme, n, f) for n, f in draw_stacked(scheme, layers, ranks, scalings, seed=seed, budget_mb=budget_mb, **kw[scheme]))
+            yield from (
+                (scheme, n, f)
+                for n, f in draw_stacked(scheme, layers, ranks, scalings, seed=seed, budget_mb=budget_mb, **kw[scheme])
+            )
         else:
             yield from ((scheme, n, one(scheme, n)) for n in layers)
     by_need = lambda need: [s for s, e in entries.items() if need in e.needs]  # noqa: E731
@@ -136,6 +166,8 @@ def draw_all(model, layers: dict[str, nn.Module], schemes: list[str], *, seed: i
     if by_need("preheated"):
         p = settings["preheated"]
         rp = p["preheat_rank"] or 4 * max(ranks.values())
-        pre = stats.preheat(model, layers, data, loss_fn, rank=rp, steps=p["preheat_steps"], lr=p["preheat_lr"], seed=seed)
+        pre = stats.preheat(
+            model, layers, data, loss_fn, rank=rp, steps=p["preheat_steps"], lr=p["preheat_lr"], seed=seed
+        )
         for name in layers:
             yield from ((s, name, one(s, name, preheated=pre[name])) for s in by_need("preheated"))

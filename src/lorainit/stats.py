@@ -15,6 +15,7 @@ layers of a model that has no adapters (``lorainit.multi`` runs the pass before 
 - ``preheat``: HRP's preheat, a temporary rank-r_p adapter trained with AdamW for a few steps; the
   adapter is a forward hook on each base layer (out + s (x A_p^T) B_p^T), so it needs no PEFT.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -63,8 +64,9 @@ def budget_groups(sizes_mb: dict[str, float], budget_mb: float) -> list[list[str
     return groups + ([current] if current else [])
 
 
-def gradients(model, layers: dict[str, nn.Module], data: Iterable, loss_fn: LossFn = default_loss,
-              *, budget_mb: float = 1024.0) -> Iterator[tuple[str, Tensor]]:
+def gradients(
+    model, layers: dict[str, nn.Module], data: Iterable, loss_fn: LossFn = default_loss, *, budget_mb: float = 1024.0
+) -> Iterator[tuple[str, Tensor]]:
     """Yield (layer name, mean dL/dW as (out, in) float32), group by group, at the pretrained point."""
     batches = list(data)
     if not batches:
@@ -104,6 +106,7 @@ def _shared_inputs(model, layers: dict[str, nn.Module], batch, loss_fn: LossFn) 
                 h = held.get(id(args[0]))
                 owner[name] = h[1] if h is not None and h[0] is args[0] else name
                 held[id(args[0])] = (args[0], owner[name])
+
         return record
 
     handles = [base_layer(layers[n]).register_forward_pre_hook(hook(n)) for n in layers]
@@ -119,8 +122,15 @@ def _shared_inputs(model, layers: dict[str, nn.Module], batch, loss_fn: LossFn) 
     return owner
 
 
-def activation_scatter(model, layers: dict[str, nn.Module], data: Iterable, loss_fn: LossFn = default_loss, *,
-                       budget_mb: float = 1024.0, keep: int | None = None) -> Iterator[tuple[str, Tensor]]:
+def activation_scatter(
+    model,
+    layers: dict[str, nn.Module],
+    data: Iterable,
+    loss_fn: LossFn = default_loss,
+    *,
+    budget_mb: float = 1024.0,
+    keep: int | None = None,
+) -> Iterator[tuple[str, Tensor]]:
     """Yield (layer name, R) with R^T R = sum_i (x_i - mean)(x_i - mean)^T over every input row the layer saw:
     R = diag(sqrt(l)) V^T from the eigendecomposition of that centred scatter (in x in, float64), or only its
     ``keep`` leading rows (the top eigen-directions, which is all EVA uses).
@@ -144,6 +154,7 @@ def activation_scatter(model, layers: dict[str, nn.Module], data: Iterable, loss
                 a[0] += x.shape[0]
                 a[1] = x.sum(0) if a[1] is None else a[1] + x.sum(0)
                 a[2] = x.T @ x if a[2] is None else a[2].addmm_(x.T, x)
+
             return record
 
         handles = [base_layer(layers[n]).register_forward_pre_hook(hook(n)) for n in group]
@@ -167,8 +178,17 @@ def activation_scatter(model, layers: dict[str, nn.Module], data: Iterable, loss
                     yield layer, R
 
 
-def preheat(model, layers: dict[str, nn.Module], data: Iterable, loss_fn: LossFn = default_loss, *, rank: int,
-            steps: int, lr: float, seed: int = 0) -> dict[str, Factors]:
+def preheat(
+    model,
+    layers: dict[str, nn.Module],
+    data: Iterable,
+    loss_fn: LossFn = default_loss,
+    *,
+    rank: int,
+    steps: int,
+    lr: float,
+    seed: int = 0,
+) -> dict[str, Factors]:
     """HRP's preheat: a temporary rank-``rank`` adapter (Init[A]: A ~ N(0, 1/in), B = 0, scaling 1) on the same
     layers, ``steps`` AdamW steps (constant ``lr``) of the one training loop (``train.train``) on ``loss_fn``
     cycling through ``data`` with the model's own adapters off; returns each layer's preheated factors (B_p, A_p).
@@ -191,6 +211,7 @@ def preheat(model, layers: dict[str, nn.Module], data: Iterable, loss_fn: LossFn
 
         def add(_module, args, out):  # out + (x A_p^T) B_p^T in the adapter's dtype, as PEFT adds a LoRA
             return out + ((args[0].to(A.dtype) @ A.T) @ B.T).to(out.dtype)
+
         return add
 
     params = list(model.parameters())
@@ -200,16 +221,32 @@ def preheat(model, layers: dict[str, nn.Module], data: Iterable, loss_fn: LossFn
         for p in params:
             p.requires_grad_(False)
         # the one loop (lorainit.train): constant lr, no checkpoint, this process alone, the global RNG left as it was
-        opt = torch.optim.AdamW([{"params": [t for pair in temp.values() for t in pair], "base_lr": lr}], lr=lr, weight_decay=0.0)
-        loop = train.LoopConfig(steps=steps, lr=lr, schedule="constant", warmup_ratio=0.0, eval_every=steps + 1,
-                                checkpoint_every=steps + 1)
+        opt = torch.optim.AdamW(
+            [{"params": [t for pair in temp.values() for t in pair], "base_lr": lr}], lr=lr, weight_decay=0.0
+        )
+        loop = train.LoopConfig(
+            steps=steps, lr=lr, schedule="constant", warmup_ratio=0.0, eval_every=steps + 1, checkpoint_every=steps + 1
+        )
         device = next(iter(temp.values()))[0].device
-        with adapters_off(model), tempfile.TemporaryDirectory() as out, \
-                torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        with (
+            adapters_off(model),
+            tempfile.TemporaryDirectory() as out,
+            torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
+        ):
             try:
-                train.train(model, lambda step, micro: batches[step % len(batches)], loss_fn, loop, out, progress=False,
-                            optimizer=opt, local=True)
-            except FloatingPointError as e:  # (the rule of every loop, lorainit.divergence): diverged factors mean nothing
+                train.train(
+                    model,
+                    lambda step, micro: batches[step % len(batches)],
+                    loss_fn,
+                    loop,
+                    out,
+                    progress=False,
+                    optimizer=opt,
+                    local=True,
+                )
+            except (
+                FloatingPointError
+            ) as e:  # (the rule of every loop, lorainit.divergence): diverged factors mean nothing
                 raise FloatingPointError(f"HRP's preheat: {e} (here the learning rate is preheat_lr)") from None
     finally:
         for h in handles:

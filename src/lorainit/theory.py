@@ -21,6 +21,7 @@ gamma[Delta Z_B] = 0; efficient iff stable and gamma[delta_1] = gamma[delta_2] =
 instability iff stable and gamma[Z_A] > 0 (Z_A grows with width while Z_B stays bounded).
 Theorem 1 (Init[A]): stable iff gamma[eta] <= -1/2. Theorem 2 (Init[B]): stable iff gamma[eta] <= -1.
 """
+
 from __future__ import annotations
 
 import math
@@ -126,10 +127,30 @@ def format_exponent(x: float) -> str:
 
 def format_table(rows: list[Exponents]) -> str:
     """A fixed-width text table of exponents and verdicts, one row per (init, gamma[eta])."""
-    head = ["init", "g[eta]", "g[Z_A]", "g[B]", "g[Z_B]", "g[d1]", "g[d2]", "g[dZ_B]", "stable", "feat.learn", "efficient", "int.instab"]
+    head = [
+        "init",
+        "g[eta]",
+        "g[Z_A]",
+        "g[B]",
+        "g[Z_B]",
+        "g[d1]",
+        "g[d2]",
+        "g[dZ_B]",
+        "stable",
+        "feat.learn",
+        "efficient",
+        "int.instab",
+    ]
     lines = [" ".join(f"{h:>10}" for h in head)]
     for r in rows:
-        cells = [r.init, format_exponent(r.gamma_eta), *(format_exponent(x) for x in (r.gamma_Z_A, r.gamma_B, r.gamma_Z_B, r.gamma_delta_1, r.gamma_delta_2, r.gamma_dZ_B))]
+        cells = [
+            r.init,
+            format_exponent(r.gamma_eta),
+            *(
+                format_exponent(x)
+                for x in (r.gamma_Z_A, r.gamma_B, r.gamma_Z_B, r.gamma_delta_1, r.gamma_delta_2, r.gamma_dZ_B)
+            ),
+        ]
         cells += ["yes" if v else "-" for v in (r.stable, r.feature_learning, r.efficient, r.internal_instability)]
         lines.append(" ".join(f"{c:>10}" for c in cells))
     return "\n".join(lines)

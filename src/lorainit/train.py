@@ -16,6 +16,7 @@ where ``model`` is wrapped in it, else here: in buckets during the backward wher
 (``runopt.RunAdamW``), or after the backward (one all-reduce per dtype); the logged loss is averaged over
 processes, and only rank 0 writes checkpoints.
 """
+
 from __future__ import annotations
 
 import json
@@ -52,7 +53,9 @@ class LoopConfig:
     checkpoint_every: int = 100
     seed: int = 0
     diverge_factor: float = divergence.FINETUNE_FACTOR  # the divergence rule's factor (lorainit.divergence)
-    schedule: str = "linear"  # "linear": warmup, then linear decay to 0 (fine-tunes); "constant": lr throughout (HRP's preheat)
+    schedule: str = (
+        "linear"  # "linear": warmup, then linear decay to 0 (fine-tunes); "constant": lr throughout (HRP's preheat)
+    )
 
 
 def param_groups(model: nn.Module, cfg: LoopConfig) -> list[dict]:
@@ -81,7 +84,11 @@ def save_checkpoint(path: Path, model: nn.Module, opt, step: int, extra: dict) -
     """The optimizer's parameters and moments (``opt.state_tensors()`` where it has them, else per named tensor)."""
     from safetensors.torch import save_file
 
-    tensors = {k: v.contiguous() for k, v in opt.state_tensors().items()} if hasattr(opt, "state_tensors") else _named_state(opt)
+    tensors = (
+        {k: v.contiguous() for k, v in opt.state_tensors().items()}
+        if hasattr(opt, "state_tensors")
+        else _named_state(opt)
+    )
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=".checkpoint."))
     try:
         save_file(tensors, tmp / "state.safetensors")
@@ -97,7 +104,9 @@ def save_checkpoint(path: Path, model: nn.Module, opt, step: int, extra: dict) -
 
 def _named_state(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
     """A torch optimizer's trainable tensors and AdamW moments, by the names its groups carry."""
-    tensors = {f"param.{n}": p.detach().contiguous().cpu() for g in opt.param_groups for n, p in zip(g["names"], g["params"])}
+    tensors = {
+        f"param.{n}": p.detach().contiguous().cpu() for g in opt.param_groups for n, p in zip(g["names"], g["params"])
+    }
     for g in opt.param_groups:
         for n, p in zip(g["names"], g["params"]):
             st = opt.state.get(p)
@@ -131,9 +140,11 @@ def load_checkpoint(path: Path, opt) -> dict:
                 p.copy_(tensors[f"param.{n}"])
                 if f"exp_avg.{n}" in tensors:
                     step = tensors[f"step.{n}"].reshape(())  # the fused kernel keeps it beside the parameter
-                    opt.state[p] = {"step": step.to(p.device) if opt.defaults.get("fused") else step.clone(),
-                                    "exp_avg": tensors[f"exp_avg.{n}"].to(p.device),
-                                    "exp_avg_sq": tensors[f"exp_avg_sq.{n}"].to(p.device)}
+                    opt.state[p] = {
+                        "step": step.to(p.device) if opt.defaults.get("fused") else step.clone(),
+                        "exp_avg": tensors[f"exp_avg.{n}"].to(p.device),
+                        "exp_avg_sq": tensors[f"exp_avg_sq.{n}"].to(p.device),
+                    }
     return json.loads((path / "state.json").read_text())
 
 
@@ -161,10 +172,21 @@ def average_gradients(grads: list[torch.Tensor], world: int) -> None:
             g.copy_(part.view_as(g))
 
 
-def train(model: nn.Module, batch_at: Callable[[int, int], object], loss_fn: Callable[[nn.Module, object], torch.Tensor],
-          cfg: LoopConfig, out: Path, *, evaluate: Callable[[int], dict] | None = None, progress: bool = True,
-          autocast: torch.dtype | None = None, log: Callable[[dict], None] = lambda rec: None,
-          groups: list[dict] | None = None, optimizer=None, local: bool = False) -> dict:
+def train(
+    model: nn.Module,
+    batch_at: Callable[[int, int], object],
+    loss_fn: Callable[[nn.Module, object], torch.Tensor],
+    cfg: LoopConfig,
+    out: Path,
+    *,
+    evaluate: Callable[[int], dict] | None = None,
+    progress: bool = True,
+    autocast: torch.dtype | None = None,
+    log: Callable[[dict], None] = lambda rec: None,
+    groups: list[dict] | None = None,
+    optimizer=None,
+    local: bool = False,
+) -> dict:
     """Run (or resume) the loop; ``batch_at(step, micro)`` gives micro-batch ``micro`` of step ``step``.
     A ``loss_fn`` with state (``runloss.RunLosses``: each run's divergence record) offers ``checkpoint_state()``
     (JSON-ready) and ``load_checkpoint_state(state)``, and that state is checkpointed with the loop; its
@@ -197,7 +219,15 @@ def train(model: nn.Module, batch_at: Callable[[int, int], object], loss_fn: Cal
     # a plain model under torchrun: its gradients are averaged here (DDP would have), during the last micro-batch's
     # backward where the optimizer offers it (``runopt.BucketedAllReduce``), else after it
     sync = opt.gradient_sync(world) if dist and core is model and hasattr(opt, "gradient_sync") else None
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="finetune", unit="step", disable=not progress, mininterval=2.0)
+    bar = tqdm(
+        range(start, cfg.steps),
+        initial=start,
+        total=cfg.steps,
+        desc="finetune",
+        unit="step",
+        disable=not progress,
+        mininterval=2.0,
+    )
     for step in bar:
         if evaluate is not None and step % cfg.eval_every == 0:
             log({"step": step, **evaluate(step)})
@@ -230,8 +260,15 @@ def train(model: nn.Module, batch_at: Callable[[int, int], object], loss_fn: Cal
             log({"step": step, "diverged": True, "reason": why, "loss": total})
             raise FloatingPointError(f"{why} at step {step} (lr {cfg.lr:g}): the run diverged; lower the learning rate")
         opt.step()
-        log({"step": step, "loss": total, "lr": opt.param_groups[0]["lr"], "elapsed": round(time.perf_counter() - t0, 4),
-             **(loss_fn.record() if hasattr(loss_fn, "record") else {})})
+        log(
+            {
+                "step": step,
+                "loss": total,
+                "lr": opt.param_groups[0]["lr"],
+                "elapsed": round(time.perf_counter() - t0, 4),
+                **(loss_fn.record() if hasattr(loss_fn, "record") else {}),
+            }
+        )
         bar.set_postfix(loss=f"{total:.4f}")
         if getattr(loss_fn, "all_diverged", False):  # every run of a batched loss is dead: nothing left to train
             log({"step": step + 1, "stopped": "every run diverged"})
@@ -242,5 +279,10 @@ def train(model: nn.Module, batch_at: Callable[[int, int], object], loss_fn: Cal
     bar.close()
     if evaluate is not None and not getattr(loss_fn, "all_diverged", False):
         log({"step": cfg.steps, **evaluate(cfg.steps)})
-    return {"steps": cfg.steps, "seconds": time.perf_counter() - t0, "tokens": tokens * world, "resumed_from": start,
-            "processes": world}
+    return {
+        "steps": cfg.steps,
+        "seconds": time.perf_counter() - t0,
+        "tokens": tokens * world,
+        "resumed_from": start,
+        "processes": world,
+    }

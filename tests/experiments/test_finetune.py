@@ -1,4 +1,5 @@
 """The fine-tune config: validation; and the user data files it reads."""
+
 import dataclasses
 
 import pytest
@@ -8,22 +9,35 @@ from lorainit.experiments import finetune
 
 
 def test_validate_refuses_bad_values():
-    for field, value, message in (("lr", 0.0, "lr must be > 0"), ("steps", 0, "steps must be a positive"),
-                                  ("warmup_ratio", 1.0, "warmup_ratio must be in"), ("alpha", -1.0, "alpha and loraplus_ratio")):
+    for field, value, message in (
+        ("lr", 0.0, "lr must be > 0"),
+        ("steps", 0, "steps must be a positive"),
+        ("warmup_ratio", 1.0, "warmup_ratio must be in"),
+        ("alpha", -1.0, "alpha and loraplus_ratio"),
+    ):
         with pytest.raises(ValueError, match=message):
             finetune.validate(dataclasses.replace(finetune.FinetuneConfig(), **{field: value}))
 
 
-@pytest.mark.parametrize("content, message", [
-    ("", "holds no records"),
-    ('{"text": "a"}\nnot json\n', ":2: not valid JSON"),
-    ('{"txt": "a"}\n', ":1: missing field 'text'"),
-    ('{"text": "a", "label": 1}\n{"text": "b"}\n', "record 2 has no 'label'"),
-    ('{"text": "a"}\n{"text": "' + "x" * (1 << 20) + '"}\n', ":2: line longer than 1048576 bytes"),
-    ("\n\n", "holds no records"),
-    ('{"text": "a", "label": "x"}\n{"text": "b", "label": "x"}\n', "every record has the label 'x'; a classification task needs two"),
-    ('{"text": "a", "label": 1}\n{"text": "b", "label": "1"}\n{"text": "c", "label": true}\n', "labels must all be strings or all integers"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("", "holds no records"),
+        ('{"text": "a"}\nnot json\n', ":2: not valid JSON"),
+        ('{"txt": "a"}\n', ":1: missing field 'text'"),
+        ('{"text": "a", "label": 1}\n{"text": "b"}\n', "record 2 has no 'label'"),
+        ('{"text": "a"}\n{"text": "' + "x" * (1 << 20) + '"}\n', ":2: line longer than 1048576 bytes"),
+        ("\n\n", "holds no records"),
+        (
+            '{"text": "a", "label": "x"}\n{"text": "b", "label": "x"}\n',
+            "every record has the label 'x'; a classification task needs two",
+        ),
+        (
+            '{"text": "a", "label": 1}\n{"text": "b", "label": "1"}\n{"text": "c", "label": true}\n',
+            "labels must all be strings or all integers",
+        ),
+    ],
+)
 def test_bad_data_files(tmp_path, content, message):
     f = tmp_path / "d.jsonl"
     f.write_text(content)

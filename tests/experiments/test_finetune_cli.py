@@ -1,5 +1,6 @@
 """``lorainit finetune`` (experiments/finetune_cli.py), run as a user would: bad input is one line and touches nothing
 (the fine-tune itself: test_finetune_run.py)."""
+
 from helpers import lorainit
 
 

@@ -1,4 +1,5 @@
 """Evaluating K stacked runs gives each run's metric as evaluating it alone; the feature monitor per run."""
+
 import dataclasses
 
 import pytest
@@ -15,14 +16,20 @@ CFG = finetune.FinetuneConfig(batch_size=3, seq_len=32, max_eval=4, device="cpu"
 def trained(scheme, W, name, seed):
     """A start of ``scheme`` with A moved away from it (so that B A != 0 for init_b: a 'trained' adapter)."""
     f = starts.draw(scheme, W, 2, seed=seed, layer=name, layer_scaling=1.0)
-    moved = f.A + 0.05 * torch.randn(f.A.shape, generator=torch.Generator().manual_seed(seed)) if scheme == "init_b" else f.A
+    moved = (
+        f.A + 0.05 * torch.randn(f.A.shape, generator=torch.Generator().manual_seed(seed))
+        if scheme == "init_b"
+        else f.A
+    )
     return dataclasses.replace(f, A=moved)
 
 
 def with_runs(model, targets, schemes, head=None):
     linears = multi.targets_of(model, targets)
     runs = [multi.Run(s, 1e-3, seed=k) for k, s in enumerate(schemes)]
-    fs = [{starts.PEFT_PREFIX + n: trained(s, m.weight, n, k) for n, m in linears.items()} for k, s in enumerate(schemes)]
+    fs = [
+        {starts.PEFT_PREFIX + n: trained(s, m.weight, n, k) for n, m in linears.items()} for k, s in enumerate(schemes)
+    ]
     heads = [models.seeded_head(model, head, k) for k in range(len(schemes))] if head else None
     multi.attach(model, runs, fs, scaling=1.0, targets=targets, head=head, heads=heads)
     return model
@@ -53,7 +60,11 @@ def test_classification_accuracy_per_run_and_features(tmp_path):
     base = finetune_eval.evaluate(model, 1, task, tok, "test", dataclasses.replace(CFG, task=str(f)), "cpu")
     with_runs(model, ["query", "value"], ["init_b", "init_b", "init_a"], head="classifier")
     got = finetune_eval.evaluate(model, 3, task, tok, "test", dataclasses.replace(CFG, task=str(f)), "cpu")
-    assert len(got["test_accuracy"]) == 3 and all(0 <= a <= 1 for a in got["test_accuracy"]) and len(base["test_accuracy"]) == 1
+    assert (
+        len(got["test_accuracy"]) == 3
+        and all(0 <= a <= 1 for a in got["test_accuracy"])
+        and len(base["test_accuracy"]) == 1
+    )
     probe = batches.collate(task, tok, task.splits["val"][:3], 32, "cpu")
     feats = finetune_eval.features(model, 3, probe)
     assert len(feats) == 3 and len(feats[0]) == 2 * 6  # query and value in 6 layers

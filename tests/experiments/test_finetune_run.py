@@ -2,6 +2,7 @@
 batch, batched == each run alone, saved adapters reload in plain PEFT with the same metric, exact resume, torchrun.
 
 Uses the real assets (downloaded from the package index on first use and cached)."""
+
 import dataclasses
 import json
 import os
@@ -20,8 +21,19 @@ from lorainit.experiments import finetune, finetune_eval, finetune_run, finetune
 
 pytestmark = pytest.mark.slow  # real models on CPU, torchrun and SIGKILL subprocesses
 
-TINY = finetune.FinetuneConfig(steps=4, batch_size=2, seq_len=32, eval_every=2, checkpoint_every=2, max_train=8,
-                               max_eval=4, lr=1e-3, rank=4, device="cpu", targets=("q_proj", "v_proj"))
+TINY = finetune.FinetuneConfig(
+    steps=4,
+    batch_size=2,
+    seq_len=32,
+    eval_every=2,
+    checkpoint_every=2,
+    max_train=8,
+    max_eval=4,
+    lr=1e-3,
+    rank=4,
+    device="cpu",
+    targets=("q_proj", "v_proj"),
+)
 ENCODER = dataclasses.replace(TINY, model="minilm-l6", task="nli", targets=("query", "value"))
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
@@ -30,21 +42,29 @@ def points(*inits, lr=1e-3, seed=0):
     return [{"init": i, "lr": lr * (1 + k), "seed": (seed + k) % 2} for k, i in enumerate(inits)]
 
 
-@pytest.mark.parametrize("cfg, metric", [
-    (TINY, "perplexity"),
-    (dataclasses.replace(TINY, task="mathqa", max_eval=2), "accuracy"),
-    (ENCODER, "accuracy"),
-    (dataclasses.replace(ENCODER, task="sentiment"), "accuracy"),
-])
+@pytest.mark.parametrize(
+    "cfg, metric",
+    [
+        (TINY, "perplexity"),
+        (dataclasses.replace(TINY, task="mathqa", max_eval=2), "accuracy"),
+        (ENCODER, "accuracy"),
+        (dataclasses.replace(ENCODER, task="sentiment"), "accuracy"),
+    ],
+)
 def test_each_model_and_task_trains_a_data_dependent_and_a_residual_init_batched(cfg, metric, tmp_path):
     pts = points("lora_one", "pissa")
     cards = finetune_run.run(cfg, pts, tmp_path / "b", run_dirs=[tmp_path / "r0", tmp_path / "r1"], progress=False)
     for k, card in enumerate(cards):
         assert card["config"]["init"] == pts[k]["init"] and card["diverged"] is None
         assert f"test_{metric}" in card["metrics"]["base_test"] and f"val_{metric}" in card["metrics"]["final"]
-        assert [r["step"] for r in card["metrics"]["val_history"]] == [0, 2, 4] and len(card["metrics"]["train_loss"]) == 4
+        assert [r["step"] for r in card["metrics"]["val_history"]] == [0, 2, 4] and len(
+            card["metrics"]["train_loss"]
+        ) == 4
         assert card["task"]["split_hash"] == data.load(cfg.task).split_hash and card["timing"]["runs_in_batch"] == 2
-        assert len(card["model"]["sha256"]) == 64 and card["task"]["data_sha256"] == data.load(cfg.task).source_sha256 != ""
+        assert (
+            len(card["model"]["sha256"]) == 64
+            and card["task"]["data_sha256"] == data.load(cfg.task).source_sha256 != ""
+        )
         run_dir = tmp_path / f"r{k}"
         assert (run_dir / "adapter" / "adapter_model.safetensors").exists() and (run_dir / "features.png").exists()
     assert cards[1]["adapter"]["converted_for_original_base"] and cards[1]["adapter"]["rank"] == 8  # pissa: rank 2r
@@ -72,8 +92,13 @@ def test_batched_equals_each_run_alone_and_adapters_reload_in_plain_peft(cfg, tm
         loaded = finetune_setup.load(cfg, torch.device("cpu"))
         fresh, _, _, _ = models.load(cfg.model, num_labels=len(loaded.task.labels) or None)
         models.without_dropout(fresh)
-        for model in (peft.PeftModel.from_pretrained(fresh, str(tmp_path / "all" / f"run{k}" / "adapter")),
-                      apply.load(models.load(cfg.model, num_labels=len(loaded.task.labels) or None)[0], tmp_path / "all" / f"run{k}" / "adapter")):
+        for model in (
+            peft.PeftModel.from_pretrained(fresh, str(tmp_path / "all" / f"run{k}" / "adapter")),
+            apply.load(
+                models.load(cfg.model, num_labels=len(loaded.task.labels) or None)[0],
+                tmp_path / "all" / f"run{k}" / "adapter",
+            ),
+        ):
             models.without_dropout(model)
             got = finetune_eval.evaluate(model, 1, loaded.task, loaded.tok, "val", cfg, torch.device("cpu"))
             metric = f"val_{loaded.task.metric}"
@@ -91,6 +116,7 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
             log(rec)
             if rec.get("step") == 4 and "loss" in rec:
                 raise KeyboardInterrupt("simulated crash")
+
         return real(*args, log=log_then_crash, **kw)
 
     monkeypatch.setattr(finetune_run.train, "train", crashing)
@@ -118,10 +144,16 @@ def test_finished_run_is_not_trained_again_and_another_config_is_refused(tmp_pat
         finetune_run.run(TINY, points("init_b"), tmp_path / "r", progress=False)
 
 
-@pytest.mark.parametrize("cfg, message", [
-    (dataclasses.replace(TINY, task="nli"), "task nli needs an encoder"),
-    (dataclasses.replace(ENCODER, task="wiki"), "task wiki needs a causal LM \\(e.g. smollm2-135m\\); minilm-l6 is an encoder"),
-])
+@pytest.mark.parametrize(
+    "cfg, message",
+    [
+        (dataclasses.replace(TINY, task="nli"), "task nli needs an encoder"),
+        (
+            dataclasses.replace(ENCODER, task="wiki"),
+            "task wiki needs a causal LM \\(e.g. smollm2-135m\\); minilm-l6 is an encoder",
+        ),
+    ],
+)
 def test_wrong_model_kind_for_the_task(cfg, message, tmp_path):
     with pytest.raises(ValueError, match=message):
         finetune_run.run(cfg, points("init_a"), tmp_path / "r", progress=False)
@@ -130,20 +162,49 @@ def test_wrong_model_kind_for_the_task(cfg, message, tmp_path):
 
 def test_jsonl_task_trains(tmp_path):
     f = tmp_path / "d.jsonl"
-    f.write_text("".join(json.dumps({"text": f"review {i} is {'good' if i % 2 else 'bad'}", "label": i % 2}) + "\n" for i in range(40)))
-    [card] = finetune_run.run(dataclasses.replace(ENCODER, task=str(f)), points("init_a"), tmp_path / "r", progress=False)
+    f.write_text(
+        "".join(
+            json.dumps({"text": f"review {i} is {'good' if i % 2 else 'bad'}", "label": i % 2}) + "\n"
+            for i in range(40)
+        )
+    )
+    [card] = finetune_run.run(
+        dataclasses.replace(ENCODER, task=str(f)), points("init_a"), tmp_path / "r", progress=False
+    )
     assert card["task"]["sizes"] == {"test": 4, "val": 4, "train": 32}
 
 
-CLI = ["--steps", "3", "--batch-size", "4", "--seq-len", "32", "--max-train", "16", "--max-eval", "4", "--eval-every", "3",
-       "--checkpoint-every", "3", "--lr", "1e-3", "--rank", "4", "--no-progress"]
+CLI = [
+    "--steps",
+    "3",
+    "--batch-size",
+    "4",
+    "--seq-len",
+    "32",
+    "--max-train",
+    "16",
+    "--max-eval",
+    "4",
+    "--eval-every",
+    "3",
+    "--checkpoint-every",
+    "3",
+    "--lr",
+    "1e-3",
+    "--rank",
+    "4",
+    "--no-progress",
+]
 
 
 LM_ARGS = ["--model", "smollm2-135m", "--task", "wiki", "--targets", "q_proj,v_proj"]
 
 
-@pytest.mark.parametrize("model_args, per_process", [(LM_ARGS, False), (["--model", "minilm-l6", "--task", "nli", "--init", "lora_ga"], False),
-                                                     (LM_ARGS, True)], ids=["lm", "encoder", "lm-batch-per-process"])
+@pytest.mark.parametrize(
+    "model_args, per_process",
+    [(LM_ARGS, False), (["--model", "minilm-l6", "--task", "nli", "--init", "lora_ga"], False), (LM_ARGS, True)],
+    ids=["lm", "encoder", "lm-batch-per-process"],
+)
 def test_two_process_ddp_matches_one_process_on_the_same_global_batch(model_args, per_process, tmp_path):
     """torchrun, 2 CPU processes, gloo: each trains half of every global batch (or, with --batch-per-process, a
     batch of --batch-size of its own); the averaged loss and the final adapter (and a fresh classifier head, drawn
@@ -151,16 +212,48 @@ def test_two_process_ddp_matches_one_process_on_the_same_global_batch(model_args
     in buckets during the backward (runopt.BucketedAllReduce)."""
     args = ["finetune", *model_args, *CLI]
     env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, "-m", "lorainit", *args, "--out", str(tmp_path / "one")], env=env,
-                         capture_output=True, text=True, timeout=600)
+    one = subprocess.run(
+        [sys.executable, "-m", "lorainit", *args, "--out", str(tmp_path / "one")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert one.returncode == 0, one.stderr[-2000:]
-    two_args = [*args, "--batch-size", "2", "--batch-per-process"] if per_process else args  # 2 x 2 = the 4 of one process
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "lorainit", *two_args, "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=600)
+    two_args = (
+        [*args, "--batch-size", "2", "--batch-per-process"] if per_process else args
+    )  # 2 x 2 = the 4 of one process
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "lorainit",
+            *two_args,
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert two.returncode == 0, two.stderr[-2000:]
     assert "destroy_process_group" not in two.stderr and "Guessing device" not in two.stderr
-    la = [json.loads(line)["loss"] for line in (tmp_path / "one" / "log.jsonl").read_text().splitlines() if '"loss"' in line]
-    lb = [json.loads(line)["loss"] for line in (tmp_path / "two" / "log.jsonl").read_text().splitlines() if '"loss"' in line]
+    la = [
+        json.loads(line)["loss"]
+        for line in (tmp_path / "one" / "log.jsonl").read_text().splitlines()
+        if '"loss"' in line
+    ]
+    lb = [
+        json.loads(line)["loss"]
+        for line in (tmp_path / "two" / "log.jsonl").read_text().splitlines()
+        if '"loss"' in line
+    ]
     assert len(la) == len(lb) == 3
     assert lb == pytest.approx(la, rel=1e-5)
     a = load_file(tmp_path / "one" / "adapter" / "adapter_model.safetensors")
@@ -173,13 +266,40 @@ def test_two_process_ddp_matches_one_process_on_the_same_global_batch(model_args
 
 def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path):
     """A real process killed with SIGKILL after a checkpoint (no clean-up runs) resumes to the same adapter."""
-    args = ["finetune", "--steps", "8", "--batch-size", "2", "--seq-len", "32", "--max-train", "8", "--max-eval", "2",
-            "--eval-every", "4", "--checkpoint-every", "2", "--lr", "1e-3", "--rank", "4", "--targets", "q_proj,v_proj",
-            "--init", "lora_one", "--no-progress"]
+    args = [
+        "finetune",
+        "--steps",
+        "8",
+        "--batch-size",
+        "2",
+        "--seq-len",
+        "32",
+        "--max-train",
+        "8",
+        "--max-eval",
+        "2",
+        "--eval-every",
+        "4",
+        "--checkpoint-every",
+        "2",
+        "--lr",
+        "1e-3",
+        "--rank",
+        "4",
+        "--targets",
+        "q_proj,v_proj",
+        "--init",
+        "lora_one",
+        "--no-progress",
+    ]
     env = {**os.environ, "PYTHONPATH": SRC}
     cmd = [sys.executable, "-m", "lorainit", *args]
-    assert subprocess.run([*cmd, "--out", str(tmp_path / "a")], env=env, capture_output=True, timeout=600).returncode == 0
-    proc = subprocess.Popen([*cmd, "--out", str(tmp_path / "b")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert (
+        subprocess.run([*cmd, "--out", str(tmp_path / "a")], env=env, capture_output=True, timeout=600).returncode == 0
+    )
+    proc = subprocess.Popen(
+        [*cmd, "--out", str(tmp_path / "b")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     log = tmp_path / "b" / "log.jsonl"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -210,6 +330,7 @@ def test_leftovers_of_a_killed_run_are_recovered_or_cleaned(tmp_path, monkeypatc
             log(rec)
             if rec.get("step") == 4 and "loss" in rec:
                 raise KeyboardInterrupt
+
         return real(*args, log=log_then_crash, **kw)
 
     monkeypatch.setattr(finetune_run.train, "train", stop_after_step_4)
@@ -229,8 +350,30 @@ def test_leftovers_of_a_killed_run_are_recovered_or_cleaned(tmp_path, monkeypatc
     assert not (b / "checkpoint").exists()
 
 
-FULL_ARGS = ["finetune", "--init", "full", "--steps", "6", "--batch-size", "2", "--seq-len", "32", "--max-train", "8", "--max-eval", "4",
-             "--eval-every", "3", "--checkpoint-every", "2", "--lr", "1e-3", "--device", "cpu", "--no-progress"]
+FULL_ARGS = [
+    "finetune",
+    "--init",
+    "full",
+    "--steps",
+    "6",
+    "--batch-size",
+    "2",
+    "--seq-len",
+    "32",
+    "--max-train",
+    "8",
+    "--max-eval",
+    "4",
+    "--eval-every",
+    "3",
+    "--checkpoint-every",
+    "2",
+    "--lr",
+    "1e-3",
+    "--device",
+    "cpu",
+    "--no-progress",
+]
 KILL_AFTER_CHECKPOINT_4 = """
 import os, runpy, signal, sys
 import lorainit.train as t
@@ -246,7 +389,9 @@ runpy.run_module("lorainit", run_name="__main__")
 
 
 @pytest.mark.parametrize("kind, task", [("llama", "wiki"), ("bert", "nli")])
-def test_full_finetune_trains_resumes_bitwise_after_sigkill_and_its_folder_reloads_to_the_same_outputs(kind, task, tiny_folders, tmp_path):
+def test_full_finetune_trains_resumes_bitwise_after_sigkill_and_its_folder_reloads_to_the_same_outputs(
+    kind, task, tiny_folders, tmp_path
+):
     """--init full on a tiny Llama and a tiny BERT: a process SIGKILLed right after its step-4 checkpoint resumes to the
     very weights of an uninterrupted run; the saved folder reloads with from_pretrained and scores what the run
     reported; the embedding tables are as loaded, every other weight moved."""
@@ -255,27 +400,49 @@ def test_full_finetune_trains_resumes_bitwise_after_sigkill_and_its_folder_reloa
 
     args = [*FULL_ARGS, "--model", str(tiny_folders / kind), "--task", task]
     env = {**os.environ, "PYTHONPATH": SRC}
-    whole = subprocess.run([sys.executable, "-m", "lorainit", *args, "--out", str(tmp_path / "a")], env=env, capture_output=True,
-                           text=True, timeout=600)
+    whole = subprocess.run(
+        [sys.executable, "-m", "lorainit", *args, "--out", str(tmp_path / "a")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert whole.returncode == 0, whole.stderr[-2000:]
-    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_CHECKPOINT_4, *args, "--out", str(tmp_path / "b")], env=env,
-                            capture_output=True, text=True, timeout=600)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_AFTER_CHECKPOINT_4, *args, "--out", str(tmp_path / "b")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert killed.returncode == -signal.SIGKILL and (tmp_path / "b" / "checkpoint" / "state.safetensors").exists()
     assert not (tmp_path / "b" / "model").exists()
-    again = subprocess.run([sys.executable, "-m", "lorainit", *args, "--out", str(tmp_path / "b")], env=env, capture_output=True,
-                           text=True, timeout=600)
+    again = subprocess.run(
+        [sys.executable, "-m", "lorainit", *args, "--out", str(tmp_path / "b")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert again.returncode == 0, again.stderr[-2000:]
     card = json.loads((tmp_path / "b" / "run_card.json").read_text())
     assert card["timing"]["resumed_from"] == 4 and card["config"]["init"] == "full" and card["adapter"] is None
-    assert card["model_folder"]["path"] == "model" and card["init"]["memory"]["trained"] == card["model"]["trainable_per_run"]
+    assert (
+        card["model_folder"]["path"] == "model"
+        and card["init"]["memory"]["trained"] == card["model"]["trainable_per_run"]
+    )
     a, b = (load_file(tmp_path / x / "model" / "model.safetensors") for x in "ab")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    base = {f"bert.{k}" if kind == "bert" else k: v for k, v in load_file(tiny_folders / kind / "model.safetensors").items()}
+    base = {
+        f"bert.{k}" if kind == "bert" else k: v for k, v in load_file(tiny_folders / kind / "model.safetensors").items()
+    }
     emb = [k for k in a if k.endswith(("embeddings.weight", "embed_tokens.weight"))]  # the tables (not their LayerNorm)
     rest = [k for k in a if k not in emb and k in base]
     assert emb and all(torch.equal(a[k], base[k]) for k in emb)
     assert rest and all(not torch.equal(a[k], base[k]) for k in rest)
-    cfg = finetune.FinetuneConfig(model=str(tmp_path / "b" / "model"), task=task, seq_len=32, batch_size=2, max_eval=4, device="cpu")
+    cfg = finetune.FinetuneConfig(
+        model=str(tmp_path / "b" / "model"), task=task, seq_len=32, batch_size=2, max_eval=4, device="cpu"
+    )
     auto = transformers.AutoModelForCausalLM if kind == "llama" else transformers.AutoModelForSequenceClassification
     model = auto.from_pretrained(tmp_path / "b" / "model").eval()
     tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "b" / "model")
@@ -285,8 +452,9 @@ def test_full_finetune_trains_resumes_bitwise_after_sigkill_and_its_folder_reloa
     assert got == pytest.approx(card["metrics"]["final"][f"test_{metric}"], rel=1e-6)
 
 
-def test_full_trains_alone_refuses_a_device_too_small_leaves_the_base_untouched_and_can_train_embeddings(tiny_folders, tmp_path,
-                                                                                                         monkeypatch):
+def test_full_trains_alone_refuses_a_device_too_small_leaves_the_base_untouched_and_can_train_embeddings(
+    tiny_folders, tmp_path, monkeypatch
+):
     from lorainit import full
 
     cfg = dataclasses.replace(TINY, model=str(tiny_folders / "llama"), targets=("q_proj", "v_proj"))

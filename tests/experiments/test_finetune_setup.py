@@ -1,4 +1,5 @@
 """The model is loaded once per process; starts are computed once per (init, seed) and read back from the cache."""
+
 import dataclasses
 
 import pytest
@@ -9,7 +10,9 @@ from lorainit.experiments import finetune, finetune_setup
 
 pytestmark = pytest.mark.slow  # a real model on CPU
 
-CFG = finetune.FinetuneConfig(batch_size=2, seq_len=32, max_train=8, rank=4, device="cpu", targets=("q_proj",), init_batches=1)
+CFG = finetune.FinetuneConfig(
+    batch_size=2, seq_len=32, max_train=8, rank=4, device="cpu", targets=("q_proj",), init_batches=1
+)
 
 
 def test_the_model_and_its_training_blocks_are_loaded_once_per_process():
@@ -22,20 +25,34 @@ def test_the_model_and_its_training_blocks_are_loaded_once_per_process():
 def test_starts_are_shared_by_a_batch_and_cached_under_every_field_they_depend_on(tmp_path, monkeypatch):
     loaded = finetune_setup.load(CFG, torch.device("cpu"))
     linears = multi.targets_of(loaded.model, ["q_proj"])
-    runs = [multi.Run("lora_one", lr, seed=0) for lr in (1e-3, 1e-2)] + [multi.Run("lora_ga", 1e-3, seed=0), multi.Run("lora_one", 1e-3, seed=1)]
+    runs = [multi.Run("lora_one", lr, seed=0) for lr in (1e-3, 1e-2)] + [
+        multi.Run("lora_ga", 1e-3, seed=0),
+        multi.Run("lora_one", 1e-3, seed=1),
+    ]
     computed = []
     real = finetune_setup._compute
     monkeypatch.setattr(finetune_setup, "_compute", lambda *a: computed.append((a[3], a[4])) or real(*a))
-    got, corrected, cost = finetune_setup.starts_for(loaded, CFG, runs, linears, 1.0, torch.device("cpu"), tmp_path, None)
-    assert computed == [(["lora_one", "lora_ga"], 0), (["lora_one"], 1)]  # one data pass per seed, shared by the schemes
+    got, corrected, cost = finetune_setup.starts_for(
+        loaded, CFG, runs, linears, 1.0, torch.device("cpu"), tmp_path, None
+    )
+    assert computed == [
+        (["lora_one", "lora_ga"], 0),
+        (["lora_one"], 1),
+    ]  # one data pass per seed, shared by the schemes
     assert got[0] is got[1] and corrected == [False, False, True, False] and len(list(tmp_path.iterdir())) == 3
     again, _, cost2 = finetune_setup.starts_for(loaded, CFG, runs, linears, 1.0, torch.device("cpu"), tmp_path, None)
-    assert len(computed) == 2 and cost2["computed"] == [] and sorted(map(tuple, cost2["cached"])) == [("lora_ga", 0), ("lora_one", 0), ("lora_one", 1)]
+    assert (
+        len(computed) == 2
+        and cost2["computed"] == []
+        and sorted(map(tuple, cost2["cached"])) == [("lora_ga", 0), ("lora_one", 0), ("lora_one", 1)]
+    )
     for a, b in zip(got, again):
         assert all(torch.equal(a[n].A, b[n].A) and torch.equal(a[n].B, b[n].B) for n in a)
     for field, value in (("init_batches", 2), ("rank", 2), ("seq_len", 16), ("model", "other")):
-        assert finetune_setup.start_key(dataclasses.replace(CFG, **{field: value}), "lora_one", 0, torch.device("cpu")) != \
-            finetune_setup.start_key(CFG, "lora_one", 0, torch.device("cpu")), field
+        assert finetune_setup.start_key(
+            dataclasses.replace(CFG, **{field: value}), "lora_one", 0, torch.device("cpu")
+        ) != finetune_setup.start_key(CFG, "lora_one", 0, torch.device("cpu")), field
     for field, value in (("lr", 1.0), ("steps", 9), ("eval_every", 1), ("loraplus_ratio", 2.0)):
-        assert finetune_setup.start_key(dataclasses.replace(CFG, **{field: value}), "lora_one", 0, torch.device("cpu")) == \
-            finetune_setup.start_key(CFG, "lora_one", 0, torch.device("cpu")), field
+        assert finetune_setup.start_key(
+            dataclasses.replace(CFG, **{field: value}), "lora_one", 0, torch.device("cpu")
+        ) == finetune_setup.start_key(CFG, "lora_one", 0, torch.device("cpu")), field

@@ -1,4 +1,5 @@
 """Matrix factorization (HRP Fig. 1): closed forms, the asymmetric limit, and the findings on a small run."""
+
 import dataclasses
 
 import pytest
@@ -27,7 +28,9 @@ def test_asymmetric_limit_is_the_projection_loss():
     losses, _, _ = mf.train(A, B, M, 3000, 0.2, freeze_A=True)
     for k in range(4):
         P = A[k].T @ torch.linalg.solve(A[k] @ A[k].T, A[k])  # projection onto A's row space
-        assert losses[-1, k].item() == pytest.approx(0.5 * float(((M @ (torch.eye(32, dtype=torch.float64) - P)) ** 2).sum()), rel=1e-6)
+        assert losses[-1, k].item() == pytest.approx(
+            0.5 * float(((M @ (torch.eye(32, dtype=torch.float64) - P)) ** 2).sum()), rel=1e-6
+        )
 
 
 def test_small_run_reproduces_the_figure_1_pattern():
@@ -40,7 +43,10 @@ def test_small_run_reproduces_the_figure_1_pattern():
     for name in s["classic"]:
         assert s["classic"][name]["final_loss_mean"] == pytest.approx(5.0, rel=1e-6)
     assert s["classic"]["hrp"]["steps_to_optimum_mean"] < s["classic"]["gaussian"]["steps_to_optimum_mean"]
-    assert s["classic"]["hrp"]["steps_to_optimum_mean_with_preheat"] == s["classic"]["hrp"]["steps_to_optimum_mean"] + SMALL.preheat_steps
+    assert (
+        s["classic"]["hrp"]["steps_to_optimum_mean_with_preheat"]
+        == s["classic"]["hrp"]["steps_to_optimum_mean"] + SMALL.preheat_steps
+    )
     assert set(res["hrp_preheat_sweep"]) == {"30"} and len(res["curves"]["classic"]["hrp"]) == 3
 
 
@@ -49,28 +55,44 @@ def test_runs_are_deterministic():
     assert mf.run(cfg)["curves"] == mf.run(cfg)["curves"]
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"rank": 0}, "rank must be"),
-    ({"ones": 40}, "ones must be"),
-    ({"preheat_rank": 1}, "below rank"),
-    ({"lr": 0.0}, "step sizes"),
-    ({"inits": ("gausian",)}, "did you mean 'gaussian'"),
-    ({"modes": ("both",)}, "unknown mode"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"rank": 0}, "rank must be"),
+        ({"ones": 40}, "ones must be"),
+        ({"preheat_rank": 1}, "below rank"),
+        ({"lr": 0.0}, "step sizes"),
+        ({"inits": ("gausian",)}, "did you mean 'gaussian'"),
+        ({"modes": ("both",)}, "unknown mode"),
+    ],
+)
 def test_validation(change, message):
     with pytest.raises((ValueError, KeyError), match=message):
         mf.validate(dataclasses.replace(SMALL, **change))
 
 
 def test_a_target_with_distinct_singular_values(tmp_path):
-    cfg = mf.MFConfig(n=8, singular_values=(5.0, 4.0, 3.0, 2.0, 1.0), rank=2, seeds=2, steps=300, lr=0.02, preheat_steps=50,
-                      preheat_lr=0.02, preheat_sweep=(), modes=("asymmetric",), inits=("gaussian", "target"))
+    cfg = mf.MFConfig(
+        n=8,
+        singular_values=(5.0, 4.0, 3.0, 2.0, 1.0),
+        rank=2,
+        seeds=2,
+        steps=300,
+        lr=0.02,
+        preheat_steps=50,
+        preheat_lr=0.02,
+        preheat_sweep=(),
+        modes=("asymmetric",),
+        inits=("gaussian", "target"),
+    )
     M = mf.target_matrix(cfg)
     assert torch.equal(torch.diag(M), torch.tensor([5.0, 4, 3, 2, 1, 0, 0, 0], dtype=torch.float64))
     assert mf.optimal_loss(M, 2) == pytest.approx(0.5 * (9 + 4 + 1))
     res = mf.run(cfg)
     s = res["summary"]["asymmetric"]
-    assert s["target"]["final_loss_mean"] == pytest.approx(res["optimal_loss"], rel=1e-3)  # A spans M's top-2 directions
+    assert s["target"]["final_loss_mean"] == pytest.approx(
+        res["optimal_loss"], rel=1e-3
+    )  # A spans M's top-2 directions
     assert s["gaussian"]["final_loss_mean"] > 1.05 * res["optimal_loss"]  # a random A does not
     from lorainit.experiments import mf_report
 

@@ -1,4 +1,5 @@
 """The matrix-factorization findings and Figure 1 (experiments/mf_report.py) from a real small run."""
+
 import dataclasses
 
 import numpy as np
@@ -23,7 +24,9 @@ def test_target_text_names_the_paper_target_and_a_distinct_spectrum():
 def test_findings_list_every_mode_and_init_with_the_runs_numbers(run):
     res, cfg = run
     text = mf_report.findings(res, cfg)
-    assert f"L* = {res['optimal_loss']:.4g}" in text and f"random A = {res['expected_random_asymmetric_loss']:.4g}" in text
+    assert (
+        f"L* = {res['optimal_loss']:.4g}" in text and f"random A = {res['expected_random_asymmetric_loss']:.4g}" in text
+    )
     rows = [line.split() for line in text.splitlines() if line.split()[:1] in (["classic"], ["asymmetric"])]
     assert {(r[0], r[1]) for r in rows} == {(m, i) for m in SMALL.modes for i in SMALL.inits}
     for r in rows:
@@ -42,7 +45,9 @@ def test_figure_draws_each_inits_mean_curve_and_hrp_shifted_by_its_preheat(run, 
         lines = {line.get_label(): line for line in ax.get_lines()}
         for name, per_seed in res["curves"][mode].items():
             np.testing.assert_allclose(lines[name].get_ydata(), np.mean(per_seed, axis=0))
-            np.testing.assert_allclose(lines[name].get_xdata(), np.arange(SMALL.steps + 1) + 1)  # step + 1, for the log axis
+            np.testing.assert_allclose(
+                lines[name].get_xdata(), np.arange(SMALL.steps + 1) + 1
+            )  # step + 1, for the log axis
         shifted = lines[f"hrp, x shifted by {SMALL.preheat_steps} preheat steps"]
         np.testing.assert_allclose(shifted.get_xdata(), np.arange(SMALL.steps + 1) + 1 + SMALL.preheat_steps)
         assert lines[f"optimal rank-{SMALL.rank} loss {res['optimal_loss']:.3g}"].get_ydata()[0] == res["optimal_loss"]

@@ -1,4 +1,5 @@
 """The teacher-student model of Hayou et al. 2024 eq. (4): batched runs equal a direct per-run reference."""
+
 import dataclasses
 
 import pytest
@@ -9,8 +10,19 @@ from lorainit.experiments import toy
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
-TINY = toy.ToyConfig(widths=(16, 32), rank=2, lrs=(1e-3, 1e-2, 5e-2), seeds=2, steps=12, teacher_width=40,
-                     teacher_rank=4, n_train=60, n_test=20, log_every=3, device="cpu")
+TINY = toy.ToyConfig(
+    widths=(16, 32),
+    rank=2,
+    lrs=(1e-3, 1e-2, 5e-2),
+    seeds=2,
+    steps=12,
+    teacher_width=40,
+    teacher_rank=4,
+    n_train=60,
+    n_test=20,
+    log_every=3,
+    device="cpu",
+)
 
 
 def test_teacher_follows_eq4_and_is_deterministic():
@@ -127,17 +139,20 @@ def test_a_huge_learning_rate_diverges_without_crashing():
     assert by_lr["init_a", 1e-2]["train_loss"][-1] < by_lr["init_a", 1e-2]["train_loss"][0]
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"widths": ()}, "widths is empty"),
-    ({"widths": (16, -4)}, "positive"),
-    ({"rank": 0}, "rank must be"),
-    ({"rank": 64}, "exceeds the smallest width"),
-    ({"lrs": ()}, "grid is empty"),
-    ({"lrs": (1e-3, 0.0)}, "> 0"),
-    ({"inits": ("init_c",)}, "unknown init"),
-    ({"steps": 0}, "steps must be"),
-    ({"seeds": 0}, "seeds must be"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"widths": ()}, "widths is empty"),
+        ({"widths": (16, -4)}, "positive"),
+        ({"rank": 0}, "rank must be"),
+        ({"rank": 64}, "exceeds the smallest width"),
+        ({"lrs": ()}, "grid is empty"),
+        ({"lrs": (1e-3, 0.0)}, "> 0"),
+        ({"inits": ("init_c",)}, "unknown init"),
+        ({"steps": 0}, "steps must be"),
+        ({"seeds": 0}, "seeds must be"),
+    ],
+)
 def test_validation(change, message):
     with pytest.raises((ValueError, KeyError), match=message):
         toy.validate(dataclasses.replace(TINY, **change))

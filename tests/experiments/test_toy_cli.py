@@ -1,10 +1,30 @@
 """``lorainit toy`` (experiments/toy_cli.py), run as a user would, and the study it leaves read by ``lorainit theory``."""
+
 import json
 
 from helpers import lorainit
 
-TINY = ["--widths", "16,32", "--rank", "2", "--lrs", "1e-3:1e-1:3", "--seeds", "2", "--steps", "6",
-        "--teacher-width", "40", "--n-train", "60", "--n-test", "20", "--log-every", "3", "--no-progress"]
+TINY = [
+    "--widths",
+    "16,32",
+    "--rank",
+    "2",
+    "--lrs",
+    "1e-3:1e-1:3",
+    "--seeds",
+    "2",
+    "--steps",
+    "6",
+    "--teacher-width",
+    "40",
+    "--n-train",
+    "60",
+    "--n-test",
+    "20",
+    "--log-every",
+    "3",
+    "--no-progress",
+]
 
 
 def test_toy_smoke(tmp_path):

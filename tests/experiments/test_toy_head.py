@@ -3,6 +3,7 @@
 Without a GPU the kernels run under Triton's interpreter (TRITON_INTERPRET=1 must be set before Triton
 compiles a kernel, so that check runs in a child process); on a GPU they run compiled, in process.
 """
+
 import json
 import os
 import subprocess
@@ -45,11 +46,16 @@ CHECK = textwrap.dedent("""
 """)
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU runs the compiled kernels (next test); older Triton "
-                    "interpreters (3.6) cannot run loops with runtime bounds")
+@pytest.mark.skipif(
+    torch.cuda.is_available(),
+    reason="a GPU runs the compiled kernels (next test); older Triton "
+    "interpreters (3.6) cannot run loops with runtime bounds",
+)
 def test_triton_kernels_equal_the_bmm_form_in_the_interpreter():
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    done = subprocess.run([sys.executable, "-c", CHECK, json.dumps(SHAPES)], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", CHECK, json.dumps(SHAPES)], env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     errors = json.loads(done.stdout.strip().splitlines()[-1])
     for shape, (out, g_za, g_b) in zip(SHAPES, errors):

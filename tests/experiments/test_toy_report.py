@@ -12,9 +12,14 @@ from lorainit.experiments import toy_report, toy_study
 def test_findings_give_each_widths_optimum_and_the_papers_checks():
     text = toy_report.findings(known_study())
     assert "does NOT hold" in text and "512: True, 1024: False" in text
-    rows = {line.split()[0]: line.split() for line in text.splitlines() if line.split()[:1] in (["256"], ["512"], ["1024"])}
+    rows = {
+        line.split()[0]: line.split() for line in text.splitlines() if line.split()[:1] in (["256"], ["512"], ["1024"])
+    }
     # per init: opt LR, its per-seed range, max-stable LR, loss at the optimum
-    assert rows["512"][1:5] == ["0.01", "[0.01,0.01]", ">=0.1", "0.1"] and rows["512"][5:7] == ["0.001", "[0.001,0.001]*"]
+    assert rows["512"][1:5] == ["0.01", "[0.01,0.01]", ">=0.1", "0.1"] and rows["512"][5:7] == [
+        "0.001",
+        "[0.001,0.001]*",
+    ]
     assert rows["1024"][1] == "0.001" and rows["1024"][5] == "0.01"
 
 

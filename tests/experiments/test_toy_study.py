@@ -1,4 +1,5 @@
 """Study folders resume, refuse a different config, and the analysis reads the right numbers off runs."""
+
 import dataclasses
 
 import pytest
@@ -45,13 +46,21 @@ def test_a_different_config_is_refused_and_nothing_is_touched(tmp_path):
 
 def test_optimal_and_max_stable_lr_per_width():
     cfg = dataclasses.replace(TINY, lrs=(1e-3, 1e-2, 1e-1), zb_bound=1.0)
-    loss = {("init_a", 0, 1e-3): 0.5, ("init_a", 0, 1e-2): 0.1, ("init_a", 0, 1e-1): 0.3,
-            ("init_a", 1, 1e-3): 0.5, ("init_a", 1, 1e-2): 0.2, ("init_a", 1, 1e-1): 0.15}
+    loss = {
+        ("init_a", 0, 1e-3): 0.5,
+        ("init_a", 0, 1e-2): 0.1,
+        ("init_a", 0, 1e-1): 0.3,
+        ("init_a", 1, 1e-3): 0.5,
+        ("init_a", 1, 1e-2): 0.2,
+        ("init_a", 1, 1e-1): 0.15,
+    }
     zb = {("init_a", 1, 1e-1): 5.0}  # seed 1 leaves the stable region at the largest LR
     r = toy_study.per_width(cfg, fake_width(64, loss, zb), "init_a")
     assert r["opt_lr"] == 1e-2  # seed means 0.5, 0.15, 0.225
     assert (r["opt_lr_seed_min"], r["opt_lr_seed_max"]) == (1e-2, 1e-1)
-    assert r["opt_loss_mean"] == pytest.approx(0.15) and r["opt_loss_sem"] == pytest.approx(0.05)  # std 0.0707 / sqrt(2)
+    assert r["opt_loss_mean"] == pytest.approx(0.15) and r["opt_loss_sem"] == pytest.approx(
+        0.05
+    )  # std 0.0707 / sqrt(2)
     assert r["max_stable_lr"] == 1e-2 and not r["max_stable_censored"]
     assert r["za_final_at_opt"] == pytest.approx(2.5)
     assert not r["opt_at_grid_edge"]

@@ -1,5 +1,6 @@
 """EVA (inits/activation.py): the principal directions of a layer's inputs, from the inputs or from a square root of
 their centred scatter matrix."""
+
 import pytest
 import torch
 
@@ -11,7 +12,9 @@ def inputs(seed=0):
     g = torch.Generator().manual_seed(seed)
     basis, _ = torch.linalg.qr(torch.randn(20, 20, generator=g, dtype=torch.float64))
     scales = torch.tensor([5.0, 3.0, 2.0] + [0.1] * 17, dtype=torch.float64)
-    return (torch.randn(4000, 20, generator=g, dtype=torch.float64) * scales) @ basis.T + 7.0, basis  # offset: centring matters
+    return (
+        torch.randn(4000, 20, generator=g, dtype=torch.float64) * scales
+    ) @ basis.T + 7.0, basis  # offset: centring matters
 
 
 def test_eva_takes_the_principal_directions_of_the_centred_inputs():

@@ -1,4 +1,5 @@
 """The one signature's pieces (inits.base): the factors' shapes and delta, rank checks, and the seeded CPU draw."""
+
 import pytest
 import torch
 
@@ -11,8 +12,15 @@ def test_delta_is_b_times_a():
     assert f.delta().shape == (4, 5) and torch.equal(f.delta(), B @ A) and f.residual is None
 
 
-@pytest.mark.parametrize("shape, rank, message", [((4, 5), 0, "rank must be a positive integer"), ((4, 5), True, "positive integer"),
-                                                  ((4, 5), 5, "rank 5 exceeds min\\(out, in\\) = 4"), ((4,), 1, "needs a 2-d weight")])
+@pytest.mark.parametrize(
+    "shape, rank, message",
+    [
+        ((4, 5), 0, "rank must be a positive integer"),
+        ((4, 5), True, "positive integer"),
+        ((4, 5), 5, "rank 5 exceeds min\\(out, in\\) = 4"),
+        ((4,), 1, "needs a 2-d weight"),
+    ],
+)
 def test_check_rank_refuses_what_cannot_be_a_lora_rank(shape, rank, message):
     with pytest.raises(ValueError, match=message):
         base.check_rank(torch.zeros(shape), rank)

@@ -1,4 +1,5 @@
 """LoRA-GA and LoRA-One: closed forms on gradients with a known spectrum."""
+
 import pytest
 import torch
 

@@ -1,4 +1,5 @@
 """HRP's init from a preheated product (reconstruction of Chen et al. 2025, see inits/hrp.py)."""
+
 import pytest
 import torch
 
@@ -7,7 +8,10 @@ from lorainit.inits import Factors, get
 
 def preheated(out=20, inp=30, r_p=6, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return Factors(A=torch.randn(r_p, inp, generator=g, dtype=torch.float64), B=torch.randn(out, r_p, generator=g, dtype=torch.float64))
+    return Factors(
+        A=torch.randn(r_p, inp, generator=g, dtype=torch.float64),
+        B=torch.randn(out, r_p, generator=g, dtype=torch.float64),
+    )
 
 
 def test_a_is_the_top_right_singular_directions_of_the_product_with_unit_rows():

@@ -1,4 +1,5 @@
 """Property-based checks of every registered scheme over random shapes, ranks and dtypes (hypothesis)."""
+
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -13,8 +14,13 @@ DTYPES = [torch.float32, torch.float64, torch.bfloat16]
 
 @pytest.mark.parametrize("name", inits.names())
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(out_f=st.integers(1, 40), in_f=st.integers(1, 40), rank=st.integers(-2, 45), dtype=st.sampled_from(DTYPES),
-       seed=st.integers(0, 2**31 - 1))
+@given(
+    out_f=st.integers(1, 40),
+    in_f=st.integers(1, 40),
+    rank=st.integers(-2, 45),
+    dtype=st.sampled_from(DTYPES),
+    seed=st.integers(0, 2**31 - 1),
+)
 def test_any_shape_rank_dtype(name, out_f, in_f, rank, dtype, seed):
     """Valid ranks give finite factors of the right shapes and dtype; invalid ranks a ValueError naming the rank."""
     e = inits.entry(name)

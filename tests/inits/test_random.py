@@ -1,4 +1,5 @@
 """Init[A] and Init[B] draw exactly the distributions their docstrings state (Kolmogorov-Smirnov tests)."""
+
 import math
 
 import pytest
@@ -51,7 +52,9 @@ def test_same_factors_on_any_device_dtype():
 
 def test_peft_default_variant_is_kaiming_uniform():
     """PEFT's default A: kaiming_uniform(a=sqrt(5)) = U(-1/sqrt(in), 1/sqrt(in)); B = 0."""
-    f = get("init_a")(torch.empty(64, 400), 8, generator=torch.Generator().manual_seed(0), distribution="kaiming_uniform")
+    f = get("init_a")(
+        torch.empty(64, 400), 8, generator=torch.Generator().manual_seed(0), distribution="kaiming_uniform"
+    )
     bound = 400**-0.5
     assert stats.kstest((f.A.flatten().double().numpy() + bound) / (2 * bound), "uniform").pvalue > 1e-3
     assert torch.count_nonzero(f.B) == 0
@@ -69,6 +72,10 @@ def test_orthogonal_rows_are_orthonormal_and_haar():
     torch.testing.assert_close(f.A @ f.A.T, 4.0 * torch.eye(6), atol=1e-5, rtol=0)
     assert torch.count_nonzero(f.B) == 0
     # Haar: a fixed coordinate of a uniformly random unit vector in R^50, times sqrt(50), is ~ N(0, 1)
-    first = torch.stack([get("orthogonal")(torch.empty(4, 50), 1, generator=torch.Generator().manual_seed(s)).A[0, 0]
-                         for s in range(400)])
+    first = torch.stack(
+        [
+            get("orthogonal")(torch.empty(4, 50), 1, generator=torch.Generator().manual_seed(s)).A[0, 0]
+            for s in range(400)
+        ]
+    )
     assert stats.kstest((first * 50**0.5).double().numpy(), "norm").pvalue > 1e-3

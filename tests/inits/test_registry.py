@@ -1,4 +1,5 @@
 """The registry: validation at registration, lookup errors, and the contract every scheme keeps."""
+
 import pytest
 import torch
 
@@ -35,7 +36,9 @@ def test_a_stacked_form_must_mirror_the_scheme():
     with pytest.raises(TypeError, match="stacked form"):
         inits.register("bad3", preserves_output=True, stacked=wrong)(scheme)
     with pytest.raises(TypeError, match="stacked form"):
-        inits.register("bad4", preserves_output=True, needs=("grad",), stacked=right)(lambda weight, rank, *, generator, grad: None)
+        inits.register("bad4", preserves_output=True, needs=("grad",), stacked=right)(
+            lambda weight, rank, *, generator, grad: None
+        )
     assert "bad3" not in inits.INITS and "bad4" not in inits.INITS
     assert inits.entry("pissa").stacked is not None
 

@@ -1,4 +1,5 @@
 """PiSSA and the target oracle: closed-form checks, randomized vs full SVD, refusals."""
+
 import pytest
 import torch
 
@@ -88,11 +89,14 @@ def test_a_stack_needs_one_generator_per_matrix():
         top_svd(stack_of(), 3, niter=1, generator=[torch.Generator()])
 
 
-@pytest.mark.parametrize("make", [
-    lambda g: torch.randn(4, 50, 6, generator=g),  # well conditioned: CholeskyQR2
-    lambda g: torch.randn(4, 50, 6, generator=g) * torch.logspace(0, -7, 6),  # cond 1e7: Householder
-    lambda g: torch.cat([torch.randn(4, 50, 5, generator=g), torch.zeros(4, 50, 1)], -1),  # rank-deficient
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda g: torch.randn(4, 50, 6, generator=g),  # well conditioned: CholeskyQR2
+        lambda g: torch.randn(4, 50, 6, generator=g) * torch.logspace(0, -7, 6),  # cond 1e7: Householder
+        lambda g: torch.cat([torch.randn(4, 50, 5, generator=g), torch.zeros(4, 50, 1)], -1),  # rank-deficient
+    ],
+)
 def test_orthonormal_basis_is_orthonormal_and_spans_y(make):
     Y = make(torch.Generator().manual_seed(0)).double()
     Q = orthonormal_basis(Y)

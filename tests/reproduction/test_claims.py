@@ -1,4 +1,5 @@
 """The verdict rules of the toy and mf claims, on analyses with known answers."""
+
 from lorainit.reproduction import claims
 from lorainit.reproduction.load import Studies
 
@@ -12,9 +13,13 @@ def toy(tmp_path, slope_a=-0.5, slope_b=-1.0, za=0.3, seeds=3, noise=0.02):
 def test_h1_holds_at_the_theory_slopes_and_not_when_init_b_is_as_flat(tmp_path):
     (tmp_path / "f").mkdir()
     v = claims.h1(toy(tmp_path), tmp_path / "f")
-    assert v.verdict == claims.HOLDS and "-0.50 ± " in v.numbers[0] and (tmp_path / "f" / "h1_max_stable_lr.png").exists()
+    assert (
+        v.verdict == claims.HOLDS and "-0.50 ± " in v.numbers[0] and (tmp_path / "f" / "h1_max_stable_lr.png").exists()
+    )
     assert claims.h1(toy(tmp_path, slope_b=-0.5), tmp_path / "f").verdict == claims.FAILS
-    assert claims.h1(toy(tmp_path, slope_b=-1.2, noise=0.0), tmp_path / "f").verdict == claims.OPEN  # misses -1 by 0.2 < 0.25
+    assert (
+        claims.h1(toy(tmp_path, slope_b=-1.2, noise=0.0), tmp_path / "f").verdict == claims.OPEN
+    )  # misses -1 by 0.2 < 0.25
     assert claims.h1(toy(tmp_path, seeds=1), tmp_path / "f").verdict == claims.OPEN
     assert claims.h1(Studies([], {}, [], tmp_path), tmp_path / "f").verdict == claims.NOT_RUN
 

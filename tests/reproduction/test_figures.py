@@ -1,5 +1,6 @@
 """The reproduction's figures (reproduction/figures.py) read back from the figure objects: what each bold line, bar,
 star and note shows, on studies with known answers."""
+
 import numpy as np
 import pytest
 
@@ -41,7 +42,9 @@ def test_task_figures_star_the_selection_and_bar_each_methods_tuned_test(tmp_pat
     s = load(tmp_path / "s").sweeps[0]
     figures.task_curves(s, tmp_path / "c.png", 2e-4)
     ax = drawn[0].axes[0]
-    stars = {(line.get_xdata()[0], round(line.get_ydata()[0], 6)) for line in ax.get_lines() if line.get_marker() == "*"}
+    stars = {
+        (line.get_xdata()[0], round(line.get_ydata()[0], 6)) for line in ax.get_lines() if line.get_marker() == "*"
+    }
     assert stars == {(1e-3, 19.01), (2e-4, 20.01)}  # the seed mean (seeds add 0, 0.01, 0.02) at each selected LR
     assert [line.get_xdata()[0] for line in ax.get_lines() if line.get_linestyle() == "--"] == [2e-4]
     figures.full_vs_lora(s, tmp_path / "f.png", ["init_a", "init_b"])

@@ -13,7 +13,9 @@ def test_finds_every_kind_of_study(tmp_path):
     for d in (1, 0):
         io.write_json(tmp_path / f"toy-d{d}" / "results.json", {**toy_results(d, -0.5, -1.0), "widths": [{"runs": []}]})
     (tmp_path / "mf-paper-p4").mkdir()
-    (tmp_path / "mf-paper-p4" / "results.json.gz").write_bytes(gzip.compress(json.dumps(mf_results(5.0, 0, 5.0, 4)).encode()))
+    (tmp_path / "mf-paper-p4" / "results.json.gz").write_bytes(
+        gzip.compress(json.dumps(mf_results(5.0, 0, 5.0, 4)).encode())
+    )
     sweep_folder(tmp_path / "tiny-wiki", {"init_a": lambda lr, s: (1.0, 1.0)})
     (tmp_path / "figures").mkdir()
     st = load.load(tmp_path)

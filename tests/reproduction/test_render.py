@@ -1,4 +1,5 @@
 """REPRODUCTION.md regenerated end to end by the CLI from tiny real toy and mf studies and a sweep folder."""
+
 import dataclasses
 
 import pytest
@@ -19,8 +20,13 @@ def studies(tmp_path_factory):
         toy_study.run_study(dataclasses.replace(TINY, data_seed=d), root / f"toy-d{d}", progress=False)
     for r in (2, 4):
         cfg = mf.MFConfig(seeds=2, steps=60, preheat_rank=r, preheat_steps=20, preheat_sweep=())
-        io.write_json(root / f"mf-paper-p{r}" / "results.json", {"config": io.config_dict(cfg), "provenance": io.provenance(), **mf.run(cfg)})
-    sweep_folder(root / "tiny-wiki", {"init_a": curve(1e-3, 19.0), "init_b": curve(2e-4, 20.0), "hrp": curve(1e-3, 19.2)})
+        io.write_json(
+            root / f"mf-paper-p{r}" / "results.json",
+            {"config": io.config_dict(cfg), "provenance": io.provenance(), **mf.run(cfg)},
+        )
+    sweep_folder(
+        root / "tiny-wiki", {"init_a": curve(1e-3, 19.0), "init_b": curve(2e-4, 20.0), "hrp": curve(1e-3, 19.2)}
+    )
     return root
 
 

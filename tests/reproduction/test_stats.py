@@ -20,7 +20,7 @@ def test_mean_ci_is_the_t_interval():
 
 def test_loglog_slope_recovers_a_power_law():
     w = np.array([128, 256, 1024, 4096])
-    assert stats.loglog_slope(w, 3 * w ** -0.5) == pytest.approx(-0.5)
+    assert stats.loglog_slope(w, 3 * w**-0.5) == pytest.approx(-0.5)
 
 
 def test_fmt_ci_and_spearman():

@@ -1,4 +1,5 @@
 """The real-task verdict rules on sweep folders written by the sweep report code from known per-seed values."""
+
 from lorainit.reproduction import tasks
 from lorainit.reproduction.claims import FAILS, HOLDS, NOT_RUN, OPEN
 from lorainit.reproduction.load import load
@@ -8,7 +9,10 @@ from .conftest import sweep_folder
 
 def curve(best_lr, best, noise=0.01):
     """Perplexity with its minimum ``best`` at ``best_lr``; each seed shifts every value alike (a data-order effect)."""
-    return lambda lr, seed: (best + abs(lr / best_lr - 1) + noise * seed, best + abs(lr / best_lr - 1) + noise * seed + 0.5)
+    return lambda lr, seed: (
+        best + abs(lr / best_lr - 1) + noise * seed,
+        best + abs(lr / best_lr - 1) + noise * seed + 0.5,
+    )
 
 
 def studies(tmp_path, values, **kw):
@@ -40,19 +44,29 @@ def test_a_task_that_was_not_learned_is_inconclusive(tmp_path):
 
 def collapsed_but(lr_learned, best, *, bump=0.0):
     """A classifier stuck at the majority class (0.493) at every LR but one, where it reaches ``best`` (+ bump)."""
-    return lambda lr, seed: ((best + bump + 0.01 * seed, best + bump + 0.01 * seed) if lr == lr_learned else (0.493, 0.5015))
+    return lambda lr, seed: (
+        (best + bump + 0.01 * seed, best + bump + 0.01 * seed) if lr == lr_learned else (0.493, 0.5015)
+    )
 
 
 def test_a_collapse_at_most_lrs_is_learned_where_one_lr_escapes_it_by_a_tenth_of_the_errors(tmp_path):
     # 3 of 4 LRs collapse (75% of cells) as at 1000 nli steps; the learned cell removes (0.70-0.493)/0.507 = 41% of
     # the one-class errors: the inits are ranked, Init[A] ahead by 0.02 in every seed
-    st = studies(tmp_path / "a", {"init_a": collapsed_but(2e-4, 0.67, bump=0.02), "init_b": collapsed_but(2e-4, 0.67)},
-                 direction="maximize", name_metric="accuracy")
+    st = studies(
+        tmp_path / "a",
+        {"init_a": collapsed_but(2e-4, 0.67, bump=0.02), "init_b": collapsed_but(2e-4, 0.67)},
+        direction="maximize",
+        name_metric="accuracy",
+    )
     assert tasks.stuck(st.sweeps[0]) == (0.75, 0.493) and tasks.not_learned(st.sweeps[0]) is None
     assert tasks.h4(st, tmp_path / "f").verdict == HOLDS
     # the same collapse with the best cell at 0.51 (seed mean): 3.4% of the errors removed, below the 10% bar
-    st = studies(tmp_path / "b", {"init_a": collapsed_but(2e-4, 0.49, bump=0.01), "init_b": collapsed_but(2e-4, 0.49)},
-                 direction="maximize", name_metric="accuracy")
+    st = studies(
+        tmp_path / "b",
+        {"init_a": collapsed_but(2e-4, 0.49, bump=0.01), "init_b": collapsed_but(2e-4, 0.49)},
+        direction="maximize",
+        name_metric="accuracy",
+    )
     note = tasks.not_learned(st.sweeps[0])
     assert note is not None and "0.51, removes 3.4% of the errors" in note and "75% of the (init, LR) cells" in note
 
@@ -99,7 +113,9 @@ def test_r5_holds_within_2_percent_of_full_fails_beyond_and_reports_lr_ratios(tm
     far = {"full": curve(1.25e-4, 19.0), "hrp": curve(1e-3, 19.6)}  # 3.2% worse
     assert tasks.r5(studies(tmp_path / "b", far, lrs=(6.25e-5, 1.25e-4, 1e-3, 2e-3)), tmp_path / "f").verdict == FAILS
     better = {"full": curve(1.25e-4, 19.6), "hrp": curve(1e-3, 19.0)}
-    assert tasks.r5(studies(tmp_path / "c", better, lrs=(6.25e-5, 1.25e-4, 1e-3, 2e-3)), tmp_path / "f").verdict == HOLDS
+    assert (
+        tasks.r5(studies(tmp_path / "c", better, lrs=(6.25e-5, 1.25e-4, 1e-3, 2e-3)), tmp_path / "f").verdict == HOLDS
+    )
 
 
 def test_r5_is_not_run_without_full_and_full_is_no_init_for_r3_and_l1(tmp_path):

@@ -2,6 +2,7 @@
 
 The server binaries come from Debian's postgresql package (``.ci/run`` installs it). Without them the
 PostgreSQL tests are skipped, unless LORAINIT_REQUIRE_POSTGRES=1 (set by ``.ci/run``) makes that a failure."""
+
 import os
 import sys
 from pathlib import Path

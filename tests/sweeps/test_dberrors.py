@@ -1,5 +1,6 @@
 """Database failures: transient ones waited out, permanent ones one line; a real PostgreSQL restart mid-sweep and
 a full disk under a SQLite study, end to end."""
+
 import os
 import resource
 import sqlite3
@@ -15,8 +16,25 @@ from lorainit.sweeps import dberrors
 from lorainit.sweeps.store import Store
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
-TOY = ["--widths", "16,32", "--rank", "2", "--teacher-width", "40", "--n-train", "60", "--n-test", "20", "--device", "cpu",
-       "--no-progress", "--lrs", "1e-3:1e-1:4", "--seeds", "2"]
+TOY = [
+    "--widths",
+    "16,32",
+    "--rank",
+    "2",
+    "--teacher-width",
+    "40",
+    "--n-train",
+    "60",
+    "--n-test",
+    "20",
+    "--device",
+    "cpu",
+    "--no-progress",
+    "--lrs",
+    "1e-3:1e-1:4",
+    "--seeds",
+    "2",
+]
 
 
 def wrapped(cause: Exception) -> Exception:
@@ -27,8 +45,10 @@ def wrapped(cause: Exception) -> Exception:
         try:
             raise cause
         except Exception as e:
-            raise optuna.exceptions.StorageInternalError("An exception is raised during the commit. This typically happens "
-                                                         "due to invalid data in the commit, e.g. exceeding max length.") from e
+            raise optuna.exceptions.StorageInternalError(
+                "An exception is raised during the commit. This typically happens "
+                "due to invalid data in the commit, e.g. exceeding max length."
+            ) from e
     except Exception as outer:
         return outer
 
@@ -37,7 +57,9 @@ def test_classify_reads_the_cause_not_optunas_message():
     import sqlalchemy
 
     full = wrapped(sqlalchemy.exc.OperationalError("INSERT ...", {}, Exception("database or disk is full")))
-    gone = wrapped(sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly")))
+    gone = wrapped(
+        sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
+    )
     assert dberrors.classify(full) == ("permanent", "(builtins.Exception) database or disk is full")
     assert dberrors.classify(gone)[0] == "transient"
     assert dberrors.classify(ValueError("exists with a different setup"))[0] is None
@@ -74,8 +96,14 @@ def test_transient_errors_are_retried_then_given_up_in_one_line_and_permanent_on
 
 def sweep(*args, **kw):
     env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "lorainit", "sweep", *TOY, *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "lorainit", "sweep", *TOY, *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 def finished(url, study="sweep"):
@@ -88,6 +116,7 @@ def finished(url, study="sweep"):
 def test_a_worker_survives_a_postgresql_restart_mid_sweep(tmp_path, postgres):
     study = f"restart{os.getpid()}"
     p = sweep("--steps", "400", "--batch", "1", "--storage", postgres.url, "--study", study, "--out", str(tmp_path))
+
     def done() -> int:
         try:
             return len(finished(postgres.url, study))

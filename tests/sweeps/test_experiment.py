@@ -1,5 +1,6 @@
 """The experiment contract (sweeps/experiment.py): registration checks it, and a new experiment is one class and one
 register line: the sweep's flags, workers, study and report pick it up."""
+
 import dataclasses
 import math
 
@@ -25,8 +26,13 @@ class Quad(Experiment):  # the whole experiment: a loss (log10(lr / center))^2, 
         return "loss", "minimize"
 
     def run(self, cfg, points, out):
-        return [(math.log10(p["lr"] / cfg.center) ** 2 + 0.01 * p["seed"], {"test": 0.0, "diverged_step": None, "reason": None})
-                for p in points]
+        return [
+            (
+                math.log10(p["lr"] / cfg.center) ** 2 + 0.01 * p["seed"],
+                {"test": 0.0, "diverged_step": None, "reason": None},
+            )
+            for p in points
+        ]
 
 
 @pytest.fixture
@@ -48,20 +54,42 @@ def test_a_new_experiment_sweeps_and_reports_through_the_registry(quad, tmp_path
 
 
 def test_its_config_fields_are_the_sweeps_flags(quad, tmp_path, capsys):
-    assert cli.main(["sweep", "--experiment", "quad", "--center", "1.0", "--gpus", "none", "--no-progress", "--out", str(tmp_path)]) == 0
+    assert (
+        cli.main(
+            [
+                "sweep",
+                "--experiment",
+                "quad",
+                "--center",
+                "1.0",
+                "--gpus",
+                "none",
+                "--no-progress",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     assert "12/12 points finished" in capsys.readouterr().out
     st = Store(f"sqlite:///{tmp_path / 'study.db'}", "sweep")
     st.load()
     assert report.summarize(st.grid.signature(), st.records())["groups"][0]["inits"]["init_a"]["selected_lr"] == 1.0
     with pytest.raises(SystemExit):
         cli.main(["sweep", "--experiment", "quad", "--help"])
-    assert "quad experiment: --center CENTER the learning rate where the loss is lowest" in " ".join(capsys.readouterr().out.split())
+    assert "quad experiment: --center CENTER the learning rate where the loss is lowest" in " ".join(
+        capsys.readouterr().out.split()
+    )
 
 
 def test_its_note_and_section_go_into_the_report(quad, tmp_path, monkeypatch):
     monkeypatch.setattr(Quad, "note", lambda self, grid: "Quad: the value is a parabola in log LR.", raising=False)
-    monkeypatch.setattr(Quad, "report_section", lambda self, grid, records, out: Section("Quad analysis", f"{len(records)} trials", [],
-                                                                                          {"quad": True}), raising=False)
+    monkeypatch.setattr(
+        Quad,
+        "report_section",
+        lambda self, grid, records, out: Section("Quad analysis", f"{len(records)} trials", [], {"quad": True}),
+        raising=False,
+    )
     worker.run(worker.SweepConfig(experiment="quad"), QuadConfig(), tmp_path, progress=False)
     st = Store(f"sqlite:///{tmp_path / 'study.db'}", "sweep")
     st.load()
@@ -97,7 +125,11 @@ def test_get_names_the_closest_experiment():
     assert experiment.names()[:3] == ["toy", "mf", "finetune"]
     with pytest.raises(ValueError, match="unknown experiment 'finetun'; did you mean 'finetune'\\?"):
         experiment.get("finetun")
-    assert experiment.get("toy").note({"config": {"select_on": "train"}}).startswith("Toy: 'validation' is the final loss on the train set")
+    assert (
+        experiment.get("toy")
+        .note({"config": {"select_on": "train"}})
+        .startswith("Toy: 'validation' is the final loss on the train set")
+    )
 
 
 def test_an_experiments_own_command_runs_as_lorainit_name(quad, monkeypatch, capsys):

@@ -1,5 +1,6 @@
 """A finetune sweep on the real package-shipped MiniLM and nli data (tiny slices): each trial a resumable
 run folder, the validation metric as the trial value, test beside it, a diverging LR recorded as such."""
+
 import dataclasses
 
 import pytest
@@ -10,13 +11,28 @@ from lorainit.sweeps.store import Store
 
 pytestmark = pytest.mark.slow  # real models on CPU
 
-TINY = finetune.FinetuneConfig(model="minilm-l6", task="nli", steps=4, batch_size=4, seq_len=32, eval_every=2,
-                               checkpoint_every=2, max_train=16, max_eval=8, rank=4, device="cpu")
+TINY = finetune.FinetuneConfig(
+    model="minilm-l6",
+    task="nli",
+    steps=4,
+    batch_size=4,
+    seq_len=32,
+    eval_every=2,
+    checkpoint_every=2,
+    max_train=16,
+    max_eval=8,
+    rank=4,
+    device="cpu",
+)
 
 
 def test_finetune_sweep_records_val_test_and_divergence(tmp_path):
-    res = worker.run(worker.SweepConfig(experiment="finetune", inits=("init_a",), lrs=(1e-3, 1e9), seeds=1), TINY, tmp_path,
-                     progress=False)
+    res = worker.run(
+        worker.SweepConfig(experiment="finetune", inits=("init_a",), lrs=(1e-3, 1e9), seeds=1),
+        TINY,
+        tmp_path,
+        progress=False,
+    )
     assert (res["done"], res["total"], res["diverged"]) == (2, 2, 1)
     st = Store(f"sqlite:///{tmp_path / 'study.db'}", "sweep")
     grid = st.load()
@@ -26,17 +42,37 @@ def test_finetune_sweep_records_val_test_and_divergence(tmp_path):
     assert ok["state"] == "COMPLETE" and 0 <= ok["value"] <= 1 and 0 <= ok["test"] <= 1
     assert [h["step"] for h in ok["val_history"]] == [0, 2, 4]
     assert (tmp_path / "trials" / "init_a-lr0.001-seed0" / "run_card.json").exists()
-    assert bad["state"] == "PRUNED" and bad["reason"] in ("loss exploded", "non-finite loss") and bad["diverged_step"] is not None
+    assert (
+        bad["state"] == "PRUNED"
+        and bad["reason"] in ("loss exploded", "non-finite loss")
+        and bad["diverged_step"] is not None
+    )
     s = report.summarize(grid, st.records())
     a = s["groups"][0]["inits"]["init_a"]
     assert a["selected_lr"] == 1e-3 and a["test_at_selected"][0] == ok["test"] and a["first_diverging_lr"] == 1e9
-    again = worker.run(worker.SweepConfig(experiment="finetune", inits=("init_a",), lrs=(1e-3, 1e9), seeds=1),
-                       dataclasses.replace(TINY), tmp_path, progress=False)
+    again = worker.run(
+        worker.SweepConfig(experiment="finetune", inits=("init_a",), lrs=(1e-3, 1e9), seeds=1),
+        dataclasses.replace(TINY),
+        tmp_path,
+        progress=False,
+    )
     assert again["ran"] == 0
 
 
-LM = finetune.FinetuneConfig(model="smollm2-135m", task="wiki", steps=4, batch_size=2, seq_len=32, eval_every=2,
-                             checkpoint_every=2, max_train=16, max_eval=4, rank=4, device="cpu", targets=("q_proj", "v_proj"))
+LM = finetune.FinetuneConfig(
+    model="smollm2-135m",
+    task="wiki",
+    steps=4,
+    batch_size=2,
+    seq_len=32,
+    eval_every=2,
+    checkpoint_every=2,
+    max_train=16,
+    max_eval=4,
+    rank=4,
+    device="cpu",
+    targets=("q_proj", "v_proj"),
+)
 
 
 def records(folder):
@@ -45,7 +81,9 @@ def records(folder):
     return {(r["init"], r["lr"]): r for r in st.records()}
 
 
-@pytest.mark.parametrize("cfg, inits", [(LM, ("init_a", "pissa", "lora_one", "eva")), (TINY, ("init_b", "lora_ga"))], ids=["lm", "classify"])
+@pytest.mark.parametrize(
+    "cfg, inits", [(LM, ("init_a", "pissa", "lora_one", "eva")), (TINY, ("init_b", "lora_ga"))], ids=["lm", "classify"]
+)
 def test_points_of_every_init_train_batched_and_equal_one_at_a_time(cfg, inits, tmp_path):
     grid = dict(experiment="finetune", inits=inits, lrs=(1e-3, 1e9), seeds=1)
     worker.run(worker.SweepConfig(**grid, batch=8), cfg, tmp_path / "batched", progress=False)
@@ -102,10 +140,17 @@ def test_a_batch_that_does_not_fit_is_split_until_it_does(tmp_path, monkeypatch)
     monkeypatch.setattr(finetune_run, "run", real)
     worker.run(worker.SweepConfig(**grid, batch=4), TINY, tmp_path / "whole", progress=False)
     split, whole = records(tmp_path / "split"), records(tmp_path / "whole")
-    assert {k: r["value"] for k, r in split.items()} == pytest.approx({k: r["value"] for k, r in whole.items()}, rel=1e-5)
-    assert [d.name for d in (tmp_path / "split" / "trials").iterdir() if d.name.startswith("batch-")] == \
-        [d.name for d in (tmp_path / "split" / "trials").iterdir() if d.name.startswith("batch-") and (d / "log.jsonl").exists()]
-    assert len([d for d in (tmp_path / "split" / "trials").iterdir() if d.name.startswith("batch-")]) == 2  # the failed one is gone
+    assert {k: r["value"] for k, r in split.items()} == pytest.approx(
+        {k: r["value"] for k, r in whole.items()}, rel=1e-5
+    )
+    assert [d.name for d in (tmp_path / "split" / "trials").iterdir() if d.name.startswith("batch-")] == [
+        d.name
+        for d in (tmp_path / "split" / "trials").iterdir()
+        if d.name.startswith("batch-") and (d / "log.jsonl").exists()
+    ]
+    assert (
+        len([d for d in (tmp_path / "split" / "trials").iterdir() if d.name.startswith("batch-")]) == 2
+    )  # the failed one is gone
 
 
 def test_the_report_names_one_answer_and_exports_its_adapter(tmp_path):
@@ -113,8 +158,12 @@ def test_the_report_names_one_answer_and_exports_its_adapter(tmp_path):
 
     from lorainit import models
 
-    worker.run(worker.SweepConfig(experiment="finetune", inits=("init_a", "init_b"), lrs=(1e-3, 3e-3), seeds=2, batch=8), LM,
-               tmp_path, progress=False)
+    worker.run(
+        worker.SweepConfig(experiment="finetune", inits=("init_a", "init_b"), lrs=(1e-3, 3e-3), seeds=2, batch=8),
+        LM,
+        tmp_path,
+        progress=False,
+    )
     st = Store(f"sqlite:///{tmp_path / 'study.db'}", "sweep")
     st.load()
     summary = report.write(st, tmp_path)
@@ -140,11 +189,15 @@ def test_full_points_train_alone_beside_one_batch_of_lora_points_and_report_as_a
     """--inits init_a,full,init_b: the LoRA points of a claim train as one batch, each full fine-tune alone (claimed
     by itself, so another worker could take the LoRA batch meanwhile); the report has a row for full at its own LR."""
     cfg = dataclasses.replace(LM, model=str(tiny_folders / "llama"))
-    sweep = worker.SweepConfig(experiment="finetune", inits=("init_a", "full", "init_b"), lrs=(1e-3, 1e-2), seeds=1, batch=8)
+    sweep = worker.SweepConfig(
+        experiment="finetune", inits=("init_a", "full", "init_b"), lrs=(1e-3, 1e-2), seeds=1, batch=8
+    )
     res = worker.run(sweep, cfg, tmp_path, progress=False)
     assert (res["done"], res["total"], res["ran"]) == (6, 6, 6)
     recs = records(tmp_path)
-    assert {k: r["batched_with"] for k, r in recs.items()} == {(i, lr): 1 if i == "full" else 4 for i in sweep.inits for lr in sweep.lrs}
+    assert {k: r["batched_with"] for k, r in recs.items()} == {
+        (i, lr): 1 if i == "full" else 4 for i in sweep.inits for lr in sweep.lrs
+    }
     assert all(r["state"] == "COMPLETE" for r in recs.values())
     assert (tmp_path / "trials" / "full-lr0.001-seed0" / "model" / "model.safetensors").exists()
     st = Store(f"sqlite:///{tmp_path / 'study.db'}", "sweep")

@@ -1,4 +1,5 @@
 """--gpus: which GPUs get a worker (fake device lists), and a sweep spread over two pinned worker processes."""
+
 import os
 import subprocess
 import sys
@@ -13,21 +14,26 @@ from lorainit.sweeps.store import Store
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
-@pytest.mark.parametrize("spec, devices, want", [
-    ("all", ["0", "1", "2"], ["0", "1", "2"]),
-    ("ALL", [], []),
-    ("2", ["0", "1", "2"], ["0", "1"]),
-    ("none", ["0", "1"], []),
-    ("0", ["0", "1"], []),
-    ("1,2", ["0", "1", "2"], ["1", "2"]),
-    ("5", ["3", "5", "6", "7", "8"], ["3", "5", "6", "7", "8"]),  # an integer is a count, not an id
-])
+@pytest.mark.parametrize(
+    "spec, devices, want",
+    [
+        ("all", ["0", "1", "2"], ["0", "1", "2"]),
+        ("ALL", [], []),
+        ("2", ["0", "1", "2"], ["0", "1"]),
+        ("none", ["0", "1"], []),
+        ("0", ["0", "1"], []),
+        ("1,2", ["0", "1", "2"], ["1", "2"]),
+        ("5", ["3", "5", "6", "7", "8"], ["3", "5", "6", "7", "8"]),  # an integer is a count, not an id
+    ],
+)
 def test_resolve(spec, devices, want):
     assert gpus.resolve(spec, devices) == want
 
 
-@pytest.mark.parametrize("spec, message", [("4", "only 2 GPUs visible \\(0, 1\\)"), ("0,7", "no visible GPU 7"),
-                                           ("1,1", "names a GPU twice")])
+@pytest.mark.parametrize(
+    "spec, message",
+    [("4", "only 2 GPUs visible \\(0, 1\\)"), ("0,7", "no visible GPU 7"), ("1,1", "names a GPU twice")],
+)
 def test_resolve_refusals(spec, message):
     with pytest.raises(ValueError, match=message):
         gpus.resolve(spec, ["0", "1"])
@@ -48,11 +54,39 @@ def test_pinned_argv_replaces_gpus_and_progress():
 @pytest.mark.slow
 def test_a_sweep_on_two_fake_gpus_runs_two_pinned_workers_and_every_point_once(tmp_path):
     env = {**os.environ, "PYTHONPATH": SRC, "CUDA_VISIBLE_DEVICES": "0,1", "OMP_NUM_THREADS": "1"}
-    args = ["--experiment", "toy", "--widths", "16,24,32", "--rank", "2", "--teacher-width", "40", "--n-train", "60",
-            "--n-test", "20", "--steps", "20", "--lrs", "1e-3,1e-2,1e3", "--seeds", "2", "--device", "cpu", "--batch", "6",
-            "--out", str(tmp_path / "sw")]
-    r = subprocess.run([sys.executable, "-m", "lorainit", "sweep", *args, "--no-progress"], env=env, capture_output=True,
-                       text=True, timeout=600)
+    args = [
+        "--experiment",
+        "toy",
+        "--widths",
+        "16,24,32",
+        "--rank",
+        "2",
+        "--teacher-width",
+        "40",
+        "--n-train",
+        "60",
+        "--n-test",
+        "20",
+        "--steps",
+        "20",
+        "--lrs",
+        "1e-3,1e-2,1e3",
+        "--seeds",
+        "2",
+        "--device",
+        "cpu",
+        "--batch",
+        "6",
+        "--out",
+        str(tmp_path / "sw"),
+    ]
+    r = subprocess.run(
+        [sys.executable, "-m", "lorainit", "sweep", *args, "--no-progress"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "36/36 points finished by 2 workers (GPUs 0, 1" in r.stdout
     logs = sorted(p.name for p in (tmp_path / "sw" / "workers").iterdir())
@@ -64,6 +98,11 @@ def test_a_sweep_on_two_fake_gpus_runs_two_pinned_workers_and_every_point_once(t
     assert len(done) == 36 and set(done.values()) == {1}
     pids = {t.user_attrs["worker"]["pid"] for t in trials if "worker" in t.user_attrs}
     assert 1 <= len(pids) <= 2 and os.getpid() not in pids  # the workers trained; the command that started them did not
-    again = subprocess.run([sys.executable, "-m", "lorainit", "sweep", *args, "--no-progress"], env=env, capture_output=True,
-                           text=True, timeout=600)
+    again = subprocess.run(
+        [sys.executable, "-m", "lorainit", "sweep", *args, "--no-progress"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert again.returncode == 0 and "36/36 points finished" in again.stdout

@@ -1,4 +1,5 @@
 """Who is alive (sweeps.liveness): a pid with its start time names one process; a dead pid is dead."""
+
 import os
 import subprocess
 import sys

@@ -1,4 +1,5 @@
 """The report's arithmetic on hand-made trials, and the files it writes for a real sweep."""
+
 import csv
 import json
 import math
@@ -9,8 +10,13 @@ from lorainit.experiments import toy
 from lorainit.sweeps import report, worker
 from lorainit.sweeps.store import Store
 
-GRID = {"experiment": "finetune", "dims": {"seed": [0, 1, 2], "init": ["a", "b"], "lr": [0.01, 0.1, 1.0]},
-        "config": {}, "metric": "accuracy", "direction": "maximize"}
+GRID = {
+    "experiment": "finetune",
+    "dims": {"seed": [0, 1, 2], "init": ["a", "b"], "lr": [0.01, 0.1, 1.0]},
+    "config": {},
+    "metric": "accuracy",
+    "direction": "maximize",
+}
 
 
 def rec(n, seed, init, lr, value, test=None, state="COMPLETE", **kw):
@@ -18,13 +24,29 @@ def rec(n, seed, init, lr, value, test=None, state="COMPLETE", **kw):
 
 
 def records():
-    vals = {("a", 0.01): [0.5, 0.6, 0.7], ("a", 0.1): [0.8, 0.9, 0.85], ("a", 1.0): [0.95, None, 0.9],
-            ("b", 0.01): [0.7, 0.7, 0.7], ("b", 0.1): [0.7, 0.75, 0.8], ("b", 1.0): [0.7, 0.75, 0.8]}
+    vals = {
+        ("a", 0.01): [0.5, 0.6, 0.7],
+        ("a", 0.1): [0.8, 0.9, 0.85],
+        ("a", 1.0): [0.95, None, 0.9],
+        ("b", 0.01): [0.7, 0.7, 0.7],
+        ("b", 0.1): [0.7, 0.75, 0.8],
+        ("b", 1.0): [0.7, 0.75, 0.8],
+    }
     out, n = [], 0
     for (init, lr), vs in vals.items():
         for seed, v in enumerate(vs):
-            out.append(rec(n, seed, init, lr, v, None if v is None else v - 0.1, state="PRUNED" if v is None else "COMPLETE",
-                           diverged_step=3 if v is None else None))
+            out.append(
+                rec(
+                    n,
+                    seed,
+                    init,
+                    lr,
+                    v,
+                    None if v is None else v - 0.1,
+                    state="PRUNED" if v is None else "COMPLETE",
+                    diverged_step=3 if v is None else None,
+                )
+            )
             n += 1
     out.append(rec(n, 0, "a", 0.01, None, state="FAIL"))  # a lost attempt: ignored
     return out
@@ -40,8 +62,12 @@ def test_selection_is_per_init_on_validation_and_skips_diverged_lrs():
     assert (a["first_diverging_lr"], a["max_stable_lr"]) == (1.0, 0.1)
     assert b["selected_lr"] == 0.1 and b["selected_at_edge"] is False  # tie with 1.0: the smaller LR
     assert (b["first_diverging_lr"], b["max_stable_lr"]) == (None, 1.0)
-    assert s["integrity"] == {"points": 18, "finished_points": 18, "points_finished_twice": 0,
-                              "trial_states": {"COMPLETE": 17, "PRUNED": 1, "FAIL": 1}}
+    assert s["integrity"] == {
+        "points": 18,
+        "finished_points": 18,
+        "points_finished_twice": 0,
+        "trial_states": {"COMPLETE": 17, "PRUNED": 1, "FAIL": 1},
+    }
 
 
 def test_minimize_direction_and_double_finished_points_are_counted():
@@ -52,7 +78,9 @@ def test_minimize_direction_and_double_finished_points_are_counted():
 
 
 def test_report_files_for_a_toy_sweep(tmp_path):
-    cfg = toy.ToyConfig(widths=(16, 32), rank=2, steps=6, teacher_width=40, n_train=60, n_test=20, log_every=3, device="cpu")
+    cfg = toy.ToyConfig(
+        widths=(16, 32), rank=2, steps=6, teacher_width=40, n_train=60, n_test=20, log_every=3, device="cpu"
+    )
     worker.run(worker.SweepConfig(lrs=(1e-2, 1e-1, 1e3), seeds=2), cfg, tmp_path, progress=False)
     st = Store(f"sqlite:///{tmp_path / 'study.db'}", "sweep")
     st.load()

@@ -1,20 +1,43 @@
 """Sweep figures (sweeps/report_plots.py) read back from the figure objects: the heatmap's cells, the curves' points,
 the selected LR's star and the first diverging LR's line, on hand-made trials with known means."""
+
 import numpy as np
 import pytest
 
 from lorainit.sweeps import report, report_plots
 
-GRID = {"experiment": "finetune", "dims": {"seed": [0, 1], "init": ["a", "b"], "lr": [0.01, 0.1, 1.0]},
-        "config": {}, "metric": "accuracy", "direction": "maximize"}
-VALUES = {("a", 0.01): [0.5, 0.7], ("a", 0.1): [0.8, 0.9], ("a", 1.0): [0.95, None],  # None: diverged
-          ("b", 0.01): [0.6, 0.6], ("b", 0.1): [0.7, 0.8], ("b", 1.0): [0.4, 0.5]}
+GRID = {
+    "experiment": "finetune",
+    "dims": {"seed": [0, 1], "init": ["a", "b"], "lr": [0.01, 0.1, 1.0]},
+    "config": {},
+    "metric": "accuracy",
+    "direction": "maximize",
+}
+VALUES = {
+    ("a", 0.01): [0.5, 0.7],
+    ("a", 0.1): [0.8, 0.9],
+    ("a", 1.0): [0.95, None],  # None: diverged
+    ("b", 0.01): [0.6, 0.6],
+    ("b", 0.1): [0.7, 0.8],
+    ("b", 1.0): [0.4, 0.5],
+}
 
 
 def summary():
-    recs = [{"number": n, "state": "COMPLETE" if v is not None else "PRUNED", "seed": seed, "init": init, "lr": lr, "value": v,
-             "test": v, "diverged_step": None if v is not None else 3}
-            for n, ((init, lr), vs) in enumerate(VALUES.items()) for seed, v in enumerate(vs)]
+    recs = [
+        {
+            "number": n,
+            "state": "COMPLETE" if v is not None else "PRUNED",
+            "seed": seed,
+            "init": init,
+            "lr": lr,
+            "value": v,
+            "test": v,
+            "diverged_step": None if v is not None else 3,
+        }
+        for n, ((init, lr), vs) in enumerate(VALUES.items())
+        for seed, v in enumerate(vs)
+    ]
     return report.summarize(GRID, recs)
 
 
@@ -45,14 +68,18 @@ def test_labels_and_file_names():
     assert report_plots.selection_label({"experiment": "toy", "config": {"select_on": "test"}}) == "final test loss"
     assert report_plots.selection_label({"experiment": "mf", "config": {}}) == "final loss"
     assert report_plots.selection_label(GRID) == "validation accuracy"
-    assert report_plots._tag({"width": 16, "mode": "classic"}) == "width16_modeclassic" and report_plots._tag({}) == "all"
+    assert (
+        report_plots._tag({"width": 16, "mode": "classic"}) == "width16_modeclassic" and report_plots._tag({}) == "all"
+    )
 
 
 def test_figures_of_a_sweep_with_nothing_finished_yet(tmp_path):
     """A report while every trial still runs (or was lost) draws empty figures instead of failing."""
     grid = {**GRID, "metric": "perplexity", "direction": "minimize"}
-    recs = [{"number": 0, "state": "RUNNING", "seed": 0, "init": "a", "lr": 0.01, "value": None, "test": None},
-            {"number": 1, "state": "FAIL", "seed": 1, "init": "b", "lr": 0.1, "value": None, "test": None}]
+    recs = [
+        {"number": 0, "state": "RUNNING", "seed": 0, "init": "a", "lr": 0.01, "value": None, "test": None},
+        {"number": 1, "state": "FAIL", "seed": 1, "init": "b", "lr": 0.1, "value": None, "test": None},
+    ]
     s = report.summarize(grid, recs)
     assert s["integrity"]["finished_points"] == 0
     paths = report_plots.figures(s, grid, tmp_path)

@@ -1,4 +1,5 @@
 """The study store on real SQLite files and a real PostgreSQL server: grid, claims, stale trials, refusals."""
+
 import hashlib
 import json
 import multiprocessing as mp
@@ -13,8 +14,13 @@ import pytest
 from lorainit.sweeps.liveness import Heartbeat
 from lorainit.sweeps.store import Grid, Store, point_key, redact
 
-GRID = Grid("toy", {"width": [8, 16], "seed": [0, 1], "init": ["init_a", "init_b"], "lr": [0.1, 0.01]}, {"steps": 3},
-            "final loss", "minimize")
+GRID = Grid(
+    "toy",
+    {"width": [8, 16], "seed": [0, 1], "init": ["init_a", "init_b"], "lr": [0.1, 0.01]},
+    {"steps": 3},
+    "final loss",
+    "minimize",
+)
 
 
 def sqlite(tmp_path):
@@ -61,9 +67,13 @@ def test_signature_mismatch_is_refused_and_the_file_untouched(tmp_path):
     db = tmp_path / "study.db"
     before = hashlib.sha256(db.read_bytes()).hexdigest()
     other = Grid("toy", {**GRID.dims, "lr": [0.1, 0.02]}, {"steps": 4}, "final loss", "minimize")
-    with pytest.raises(ValueError, match=r"exists with a different setup \(config.steps: 3 there, 4 now\): a study grows"):
+    with pytest.raises(
+        ValueError, match=r"exists with a different setup \(config.steps: 3 there, 4 now\): a study grows"
+    ):
         Store(sqlite(tmp_path), "s").open(other)
-    renamed = Grid("toy", {"width": [8], "seed": [0], "init": ["init_a"], "rate": [0.1]}, {"steps": 3}, "final loss", "minimize")
+    renamed = Grid(
+        "toy", {"width": [8], "seed": [0], "init": ["init_a"], "rate": [0.1]}, {"steps": 3}, "final loss", "minimize"
+    )
     with pytest.raises(ValueError, match=r"dimensions: width, seed, init, lr there, width, seed, init, rate now"):
         Store(sqlite(tmp_path), "s").open(renamed)
     assert hashlib.sha256(db.read_bytes()).hexdigest() == before
@@ -75,7 +85,9 @@ def test_a_study_grows_by_new_values_and_keeps_its_finished_points(tmp_path):
     claims = s.claim(16, lambda p: 0)
     for c in claims:
         assert s.finish(c, 1.0, {})
-    grown = Grid("toy", {**GRID.dims, "lr": [0.001, 0.1], "init": ["init_a", "gaussian"]}, {"steps": 3}, "final loss", "minimize")
+    grown = Grid(
+        "toy", {**GRID.dims, "lr": [0.001, 0.1], "init": ["init_a", "gaussian"]}, {"steps": 3}, "final loss", "minimize"
+    )
     s2 = Store(sqlite(tmp_path), "s")
     s2.open(grown)
     assert s2.grid.dims["lr"] == [0.1, 0.01, 0.001] and s2.grid.dims["init"] == ["init_a", "init_b", "gaussian"]
@@ -182,7 +194,9 @@ def test_storage_errors_are_one_clear_line(tmp_path):
         Store("mysql://u:secret@h/db", "s")
     with pytest.raises(ValueError, match="is not a file"):
         Store("sqlite:///:memory:", "s")
-    with pytest.raises(ValueError, match=r"cannot open storage postgresql://bob:\*\*\*@127.0.0.1:1/x: .*check the URL") as e:
+    with pytest.raises(
+        ValueError, match=r"cannot open storage postgresql://bob:\*\*\*@127.0.0.1:1/x: .*check the URL"
+    ) as e:
         Store("postgresql://bob:hunter2@127.0.0.1:1/x", "s")
     assert "hunter2" not in str(e.value)
     assert redact("postgresql://bob:hunter2@h/db") == "postgresql://bob:***@h/db"
@@ -213,7 +227,9 @@ def test_waiting_for_a_held_lock_ends_in_one_line_naming_the_holder(tmp_path):
         f.truncate(0)
         f.write("pid 4242 on somewhere")
         f.flush()
-        with pytest.raises(ValueError, match=r"lock .* has been held for 0 s by pid 4242 on somewhere; a stopped or hung worker"):
+        with pytest.raises(
+            ValueError, match=r"lock .* has been held for 0 s by pid 4242 on somewhere; a stopped or hung worker"
+        ):
             s.claim(1, lambda p: 0)
 
 

@@ -1,4 +1,5 @@
 """Sweeps end to end: batched trials equal the experiments' own runs, resume, many workers, SIGKILL."""
+
 import dataclasses
 import os
 import signal
@@ -15,7 +16,9 @@ from lorainit.experiments import mf, toy
 from lorainit.sweeps import worker
 from lorainit.sweeps.store import Store
 
-TOY = toy.ToyConfig(widths=(16, 32), rank=2, steps=8, teacher_width=40, n_train=60, n_test=20, log_every=4, device="cpu")
+TOY = toy.ToyConfig(
+    widths=(16, 32), rank=2, steps=8, teacher_width=40, n_train=60, n_test=20, log_every=4, device="cpu"
+)
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
@@ -30,16 +33,29 @@ def test_toy_sweep_equals_the_toy_study_runs(tmp_path, float64):
     sweep = worker.SweepConfig(lrs=(1e-3, 1e-2, 1e-1, 1e3), seeds=2, batch=5)  # batches cut across seeds and inits
     res = worker.run(sweep, TOY, tmp_path, progress=False)
     assert res["done"] == res["total"] == 2 * 2 * 2 * 4 and res["diverged"] == 8
-    ref = {w: toy.train_width(dataclasses.replace(TOY, inits=("init_a", "init_b"), lrs=sweep.lrs, seeds=2, diverge_factor=1e4),
-                              w, toy.teacher_data(TOY), "cpu") for w in TOY.widths}
+    ref = {
+        w: toy.train_width(
+            dataclasses.replace(TOY, inits=("init_a", "init_b"), lrs=sweep.lrs, seeds=2, diverge_factor=1e4),
+            w,
+            toy.teacher_data(TOY),
+            "cpu",
+        )
+        for w in TOY.widths
+    }
     s = Store(f"sqlite:///{tmp_path / 'study.db'}", "sweep")
     s.load()
     recs = s.records()
     assert len(recs) == 32
     for r in recs:
-        run = next(x for x in ref[r["width"]]["runs"] if (x["seed"], x["init"], x["lr"]) == (r["seed"], r["init"], r["lr"]))
+        run = next(
+            x for x in ref[r["width"]]["runs"] if (x["seed"], x["init"], x["lr"]) == (r["seed"], r["init"], r["lr"])
+        )
         if run["diverged_step"] is not None:
-            assert r["state"] == "PRUNED" and r["diverged_step"] == run["diverged_step"] and r["reason"] == run["diverged_reason"]
+            assert (
+                r["state"] == "PRUNED"
+                and r["diverged_step"] == run["diverged_step"]
+                and r["reason"] == run["diverged_reason"]
+            )
         else:
             assert r["state"] == "COMPLETE"
             assert r["value"] == pytest.approx(run["train_loss"][-1], rel=1e-10)
@@ -48,7 +64,9 @@ def test_toy_sweep_equals_the_toy_study_runs(tmp_path, float64):
 
 def test_mf_sweep_equals_mf_runs(tmp_path):
     cfg = mf.MFConfig(steps=60, seeds=2, modes=("asymmetric",), preheat_steps=20)
-    res = worker.run(worker.SweepConfig(experiment="mf", lrs=(0.1, 50.0), seeds=2, batch=64), cfg, tmp_path, progress=False)
+    res = worker.run(
+        worker.SweepConfig(experiment="mf", lrs=(0.1, 50.0), seeds=2, batch=64), cfg, tmp_path, progress=False
+    )
     assert res["done"] == 16 and res["diverged"] == 8  # lr 50 explodes for every init
     ref = mf.run(dataclasses.replace(cfg, lr=0.1, preheat_sweep=()))
     s = Store(f"sqlite:///{tmp_path / 'study.db'}", "sweep")
@@ -75,12 +93,31 @@ def test_resume_runs_only_what_is_left(tmp_path):
 
 def cli(*args, **kw):
     env = {**os.environ, "PYTHONPATH": SRC}
-    return subprocess.Popen([sys.executable, "-m", "lorainit", "sweep", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "lorainit", "sweep", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
-TOY_ARGS = ["--widths", "16,32", "--rank", "2", "--teacher-width", "40", "--n-train", "60", "--n-test", "20",
-            "--device", "cpu", "--no-progress"]
+TOY_ARGS = [
+    "--widths",
+    "16,32",
+    "--rank",
+    "2",
+    "--teacher-width",
+    "40",
+    "--n-train",
+    "60",
+    "--n-test",
+    "20",
+    "--device",
+    "cpu",
+    "--no-progress",
+]
 
 
 @pytest.mark.slow
@@ -88,8 +125,21 @@ TOY_ARGS = ["--widths", "16,32", "--rank", "2", "--teacher-width", "40", "--n-tr
 def test_two_worker_processes_share_one_study(tmp_path, backend, request):
     url = f"sqlite:///{tmp_path / 'shared.db'}" if backend == "sqlite" else request.getfixturevalue("postgres_url")
     study = f"two-{os.getpid()}-{time.time_ns()}"
-    args = [*TOY_ARGS, "--steps", "150", "--lrs", "1e-3:1e-1:4", "--seeds", "2", "--batch", "2",
-            "--storage", url, "--study", study]
+    args = [
+        *TOY_ARGS,
+        "--steps",
+        "150",
+        "--lrs",
+        "1e-3:1e-1:4",
+        "--seeds",
+        "2",
+        "--batch",
+        "2",
+        "--storage",
+        url,
+        "--study",
+        study,
+    ]
     procs = [cli(*args, "--out", str(tmp_path / f"w{i}")) for i in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
@@ -135,8 +185,27 @@ def test_a_stopped_worker_loses_its_trials_to_a_live_one_on_the_same_host(tmp_pa
     On PostgreSQL, where the server also ends a session a stopped worker left inside a transaction (its row locks
     would hold the others up); under SQLite a worker stopped in the middle of a write holds the whole file."""
     study = f"stopped{os.getpid()}"
-    args = [*TOY_ARGS, "--steps", "300", "--lrs", "1e-3:1e-1:3", "--seeds", "1", "--batch", "1", "--heartbeat", "0.5",
-            "--grace", "3", "--storage", postgres_url, "--study", study, "--out", str(tmp_path)]
+    args = [
+        *TOY_ARGS,
+        "--steps",
+        "300",
+        "--lrs",
+        "1e-3:1e-1:3",
+        "--seeds",
+        "1",
+        "--batch",
+        "1",
+        "--heartbeat",
+        "0.5",
+        "--grace",
+        "3",
+        "--storage",
+        postgres_url,
+        "--study",
+        study,
+        "--out",
+        str(tmp_path),
+    ]
     first = cli(*args)
 
     def running() -> bool:

@@ -2,6 +2,7 @@
 its validation and identity. The batches a run trains on are the data layer's (``lorainit.batches``); the runs
 themselves (K >= 1 on one frozen base) are ``finetune_run``; their evaluation and feature monitor ``finetune_eval``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -102,7 +103,16 @@ def run_identity(cfg: FinetuneConfig, point: dict) -> dict:
 def validate(cfg: FinetuneConfig) -> None:
     if not cfg.lr > 0:
         raise ValueError(f"lr must be > 0; got {cfg.lr}")
-    for name in ("rank", "steps", "batch_size", "grad_accum", "seq_len", "eval_every", "checkpoint_every", "init_batches"):
+    for name in (
+        "rank",
+        "steps",
+        "batch_size",
+        "grad_accum",
+        "seq_len",
+        "eval_every",
+        "checkpoint_every",
+        "init_batches",
+    ):
         if getattr(cfg, name) <= 0:
             raise ValueError(f"{name} must be a positive integer; got {getattr(cfg, name)}")
     if not cfg.loraplus_ratio > 0 or not cfg.alpha > 0:

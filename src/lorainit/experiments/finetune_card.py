@@ -1,6 +1,7 @@
 """What a finished fine-tune leaves in its run folder: the trained weights (a plain PEFT adapter, or for a full
 fine-tune a plain transformers folder), features.png (the Z_A / Z_B monitor of Hayou et al. 2024, Fig. 3) and
 run_card.json: config, provenance, versions, task and model hashes, metrics, divergence, execution and timing."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,8 +12,27 @@ from .. import export, full, io, plots
 from .finetune import autocast_dtype, compiles, run_identity
 
 
-def finish(k: int, point: dict, run_dir: Path, layers: dict, head_state, corrected: bool, *, cfg, loaded, device, world,
-           scaling, params, init_cost, setup, wall, trained, trainee=None, memory=None) -> dict:
+def finish(
+    k: int,
+    point: dict,
+    run_dir: Path,
+    layers: dict,
+    head_state,
+    corrected: bool,
+    *,
+    cfg,
+    loaded,
+    device,
+    world,
+    scaling,
+    params,
+    init_cost,
+    setup,
+    wall,
+    trained,
+    trainee=None,
+    memory=None,
+) -> dict:
     """Run k's weights, features.png and run card in ``run_dir``; ``trainee``: the trained copy of a full fine-tune."""
     import peft
     import transformers
@@ -33,28 +53,66 @@ def finish(k: int, point: dict, run_dir: Path, layers: dict, head_state, correct
             if corrected:
                 A, B = export.rank_2r(A, B, m.corr_A[k], -m.corr_B[k])
             factors[name] = (A, B)
-        adapter = export.write_adapter(run_dir / "adapter", factors, rank=cfg.rank * (2 if corrected else 1),
-                                       alpha=export.alpha_2r(cfg.alpha, cfg.rslora) if corrected else cfg.alpha,
-                                       use_rslora=cfg.rslora, task_type="SEQ_CLS" if head_state else None, head=head_state,
-                                       base_model=cfg.model, info={"scheme": point["init"], "converted_for_original_base": corrected})
-        _feature_plot(evals, k, run_dir / "features.png", f"{cfg.model}, {cfg.task}, {point['init']}, lr {point['lr']:g}")
+        adapter = export.write_adapter(
+            run_dir / "adapter",
+            factors,
+            rank=cfg.rank * (2 if corrected else 1),
+            alpha=export.alpha_2r(cfg.alpha, cfg.rslora) if corrected else cfg.alpha,
+            use_rslora=cfg.rslora,
+            task_type="SEQ_CLS" if head_state else None,
+            head=head_state,
+            base_model=cfg.model,
+            info={"scheme": point["init"], "converted_for_original_base": corrected},
+        )
+        _feature_plot(
+            evals, k, run_dir / "features.png", f"{cfg.model}, {cfg.task}, {point['init']}, lr {point['lr']:g}"
+        )
     result = trained["result"]
     card = {
-        "config": run_identity(cfg, point), "provenance": io.provenance(),
+        "config": run_identity(cfg, point),
+        "provenance": io.provenance(),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
-        "task": {"name": task.name, "metric": metric, "split_hash": task.split_hash, "data_sha256": task.source_sha256,
-                 "sizes": {s: len(v) for s, v in task.splits.items()}, "max_train": cfg.max_train, "max_eval": cfg.max_eval},
+        "task": {
+            "name": task.name,
+            "metric": metric,
+            "split_hash": task.split_hash,
+            "data_sha256": task.source_sha256,
+            "sizes": {s: len(v) for s, v in task.splits.items()},
+            "max_train": cfg.max_train,
+            "max_eval": cfg.max_eval,
+        },
         "model": {"name": cfg.model, "kind": loaded.kind, "sha256": loaded.fingerprint, **params},
-        "init": {"scheme": point["init"], "corrected": corrected, "scaling": scaling, "starts": init_cost,
-                 **({"memory": memory} if memory else {})},
-        "metrics": {"base_test": pick(trained["base"]), "final": pick(last) if last else None,
-                    "val_history": [{"step": r["step"], **pick({key: v for key, v in r.items() if key.startswith("val_")})} for r in evals],
-                    "train_loss": trained["curves"][k]},
+        "init": {
+            "scheme": point["init"],
+            "corrected": corrected,
+            "scaling": scaling,
+            "starts": init_cost,
+            **({"memory": memory} if memory else {}),
+        },
+        "metrics": {
+            "base_test": pick(trained["base"]),
+            "final": pick(last) if last else None,
+            "val_history": [
+                {"step": r["step"], **pick({key: v for key, v in r.items() if key.startswith("val_")})} for r in evals
+            ],
+            "train_loss": trained["curves"][k],
+        },
         "diverged": None if dead is None else {"step": dead, "reason": losses.reason[k]},
-        "execution": {"device": str(device), "compile": compiles(cfg, device), "autocast": str(autocast_dtype(device)), "processes": world},
-        "timing": {"runs_in_batch": losses.K, "seconds": wall / losses.K, "batch_seconds": wall, "batch_setup_seconds": setup,
-                   "loop_seconds": result["seconds"], "resumed_from": result["resumed_from"],
-                   "tokens_per_second": result["tokens"] / result["seconds"] if result["seconds"] else None},
+        "execution": {
+            "device": str(device),
+            "compile": compiles(cfg, device),
+            "autocast": str(autocast_dtype(device)),
+            "processes": world,
+        },
+        "timing": {
+            "runs_in_batch": losses.K,
+            "seconds": wall / losses.K,
+            "batch_seconds": wall,
+            "batch_setup_seconds": setup,
+            "loop_seconds": result["seconds"],
+            "resumed_from": result["resumed_from"],
+            "tokens_per_second": result["tokens"] / result["seconds"] if result["seconds"] else None,
+        },
         "adapter": adapter,
         **({"model_folder": model_folder} if trainee is not None else {}),
     }
@@ -80,6 +138,9 @@ def _feature_plot(evals: list[dict], k: int, path: Path, title: str) -> None:
         ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    plots.caption(fig, "Grey: each LoRA layer; black: their mean. z: a layer's input tokens on a fixed probe batch "
-                       "(Hayou et al. 2024, Fig. 3: under Init[A], |Z_A| grows with width).")
+    plots.caption(
+        fig,
+        "Grey: each LoRA layer; black: their mean. z: a layer's input tokens on a fixed probe batch "
+        "(Hayou et al. 2024, Fig. 3: under Init[A], |Z_A| grows with width).",
+    )
     plots.save(fig, path)

@@ -1,5 +1,6 @@
 """``lorainit finetune``: one fine-tune of a real model (any init, or full fine-tuning) from the command line; under
 torchrun, data parallel."""
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,9 @@ def main(argv: list[str]) -> int:
     p = cliargs.Parser(prog="lorainit finetune", description=HELP)
     p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/finetune/MODEL-TASK-INIT-LR)")
     p.add_argument("--overwrite", action="store_true", help="discard a run already in --out, even with another config")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar (default: on)")
+    p.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar (default: on)"
+    )
     cliargs.add_dataclass(p, finetune.FinetuneConfig)
     cliargs.name_the_inits(p, full=True)
     args = p.parse_args(argv)
@@ -30,12 +33,19 @@ def main(argv: list[str]) -> int:
         finetune.validate(cfg)
         full.check(cfg.init)
         out = args.out or Path("runs/finetune") / f"{Path(cfg.model).name}-{Path(cfg.task).stem}-{cfg.init}-{cfg.lr:g}"
-        [card] = finetune_run.run(cfg, [{"init": cfg.init, "lr": cfg.lr, "seed": cfg.seed}], out, overwrite=args.overwrite,
-                                  progress=args.progress)
+        [card] = finetune_run.run(
+            cfg,
+            [{"init": cfg.init, "lr": cfg.lr, "seed": cfg.seed}],
+            out,
+            overwrite=args.overwrite,
+            progress=args.progress,
+        )
         if card.get("diverged"):
             d = card["diverged"]
-            raise ValueError(f"{d['reason']} at step {d['step']} (lr {cfg.lr:g}): the run diverged; lower the learning rate "
-                             f"(recorded in {out / 'run_card.json'})")
+            raise ValueError(
+                f"{d['reason']} at step {d['step']} (lr {cfg.lr:g}): the run diverged; lower the learning rate "
+                f"(recorded in {out / 'run_card.json'})"
+            )
     except (ValueError, KeyError, FileExistsError, RuntimeError) as e:
         cliargs.fail(p.prog, e.args[0] if e.args else str(e))
     finally:
@@ -48,5 +58,8 @@ def main(argv: list[str]) -> int:
     m = card["metrics"]
     print(f"{cfg.model} on {cfg.task}, init {cfg.init}, lr {cfg.lr:g}: base test {m['base_test']}")
     print(f"final {m['final']}")
-    print("wrote " + ", ".join(str(out / f) for f in ("run_card.json", "adapter", "model", "features.png") if (out / f).exists()))
+    print(
+        "wrote "
+        + ", ".join(str(out / f) for f in ("run_card.json", "adapter", "model", "features.png") if (out / f).exists())
+    )
     return 0

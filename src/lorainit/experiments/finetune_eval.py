@@ -10,6 +10,7 @@ adapters and head, so the K runs cost one forward per batch. Metrics (as the pap
 ``features``: the monitor of Hayou et al. 2024, Fig. 3 on a real model: per run and LoRA layer, the mean
 token norms |Z_A| = ||A z|| and |Z_B| = ||B A z|| on a fixed probe batch.
 """
+
 from __future__ import annotations
 
 import math
@@ -31,21 +32,23 @@ def evaluate(model, K: int, task, tok, split: str, cfg, device, *, progress=None
     was = model.training
     model.eval()
     try:
-        items = (blocks(tok, task.splits[split], cfg.seq_len) if task.kind == "lm" else task.splits[split])[: cfg.max_eval or None]
+        items = (blocks(tok, task.splits[split], cfg.seq_len) if task.kind == "lm" else task.splits[split])[
+            : cfg.max_eval or None
+        ]
         b = cfg.batch_size
         if task.kind == "lm":
             nll, count = torch.zeros(K, dtype=torch.float64), 0
             for i in range(0, len(items), b):
-                batch = collate(task, tok, items[i:i + b], cfg.seq_len, device)
+                batch = collate(task, tok, items[i : i + b], cfg.seq_len, device)
                 n = int((batch["labels"][:, 1:] != -100).sum())
                 nll += runloss.run_losses(model, _stacked(batch, K), K, "lm").double().cpu() * n
                 count += n
-                progress and progress(len(items[i:i + b]))
+                progress and progress(len(items[i : i + b]))
             loss = (nll / max(count, 1)).tolist()
             return {f"{split}_loss": loss, f"{split}_perplexity": [math.exp(v) if v < 700 else math.inf for v in loss]}
         right = torch.zeros(K, dtype=torch.long)
         for i in range(0, len(items), b):
-            chunk = items[i:i + b]
+            chunk = items[i : i + b]
             right += (_classify if task.kind == "classify" else _choose)(model, K, task, tok, chunk, cfg, device)
             progress and progress(len(chunk))
         return {f"{split}_accuracy": (right.double() / max(len(items), 1)).tolist()}
@@ -90,8 +93,10 @@ def features(model, K: int, probe: dict) -> list[dict[str, list[float]]]:
     if not layers:  # a full fine-tune: no adapter, no Z_A / Z_B
         return [{} for _ in range(K)]
     norms: dict[str, tuple[list[float], list[float]]] = {}
-    handles = [m.register_forward_hook(lambda m, args, out, n=n: norms.__setitem__(n, m.feature_norms(args[0])))
-               for n, m in layers.items()]
+    handles = [
+        m.register_forward_hook(lambda m, args, out, n=n: norms.__setitem__(n, m.feature_norms(args[0])))
+        for n, m in layers.items()
+    ]
     was = model.training
     try:
         model.eval()

@@ -15,6 +15,7 @@ unfinished. Each run's folder (``run_dirs``; ``out`` itself when K = 1) ends wit
 run_card.json and features.png (``finetune_card``). Re-running resumes; a batch whose runs all have their cards is not
 trained again.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -44,8 +45,16 @@ def finished(run_dir: Path, cfg: FinetuneConfig, point: dict) -> dict | None:
     return None
 
 
-def run(cfg: FinetuneConfig, points: list[dict], out: Path, *, run_dirs: list[Path] | None = None,
-        init_cache: Path | None = None, overwrite: bool = False, progress: bool = True) -> list[dict]:
+def run(
+    cfg: FinetuneConfig,
+    points: list[dict],
+    out: Path,
+    *,
+    run_dirs: list[Path] | None = None,
+    init_cache: Path | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> list[dict]:
     """Train the points (dicts with init, lr, seed) together; returns each run's card (see the module docstring).
     ``init_cache``: where starts are cached (default: ``out``/inits, removed when the batch is done)."""
     validate(cfg)
@@ -55,19 +64,25 @@ def run(cfg: FinetuneConfig, points: list[dict], out: Path, *, run_dirs: list[Pa
             raise ValueError(f"lr must be > 0; got {p['lr']}")
     out, K = Path(out), len(points)
     if K > 1 and any(full.is_full(p["init"]) for p in points):
-        raise ValueError(f"a full fine-tune shares no frozen base with other runs: train each '{full.FULL}' point in a "
-                         "batch of its own")
+        raise ValueError(
+            f"a full fine-tune shares no frozen base with other runs: train each '{full.FULL}' point in a "
+            "batch of its own"
+        )
     run_dirs = [Path(d) for d in run_dirs] if run_dirs else ([out] if K == 1 else [out / f"run{k}" for k in range(K)])
     wanted = identity(cfg, points)
     what = "a fine-tune run" if K == 1 else "a batch of fine-tune runs"
-    io.check_folder(out, wanted, overwrite=overwrite, what=what)  # read-only: nothing is written before the setup succeeded
+    io.check_folder(
+        out, wanted, overwrite=overwrite, what=what
+    )  # read-only: nothing is written before the setup succeeded
     cards = [None if overwrite else finished(d, cfg, p) for d, p in zip(run_dirs, points)]
     if all(cards):  # (killed after its last card: what it had not yet removed goes now)
         _tidy(out, run_dirs)
         return cards
     rank, world, device = _distributed(resolve_device(cfg.device), cfg)
     if rank == 0:
-        train.recover_checkpoint(RunFolder(out).checkpoint)  # (before the temporaries, .checkpoint.old among them, are cleaned)
+        train.recover_checkpoint(
+            RunFolder(out).checkpoint
+        )  # (before the temporaries, .checkpoint.old among them, are cleaned)
     data_cfg = cfg  # what the data order and the starts follow: the global batch
     if cfg.batch_per_process:
         _same_processes(out, world)
@@ -81,15 +96,26 @@ def run(cfg: FinetuneConfig, points: list[dict], out: Path, *, run_dirs: list[Pa
     local_cache = init_cache is None
     trainee = memory = None
     try:
-        if full.is_full(runs[0].init):  # a float32 copy of the base trains (lorainit.full); the loaded base is untouched
+        if full.is_full(
+            runs[0].init
+        ):  # a float32 copy of the base trains (lorainit.full); the loaded base is untouched
             memory = full.memory(loaded.model, embeddings=cfg.train_embeddings)
             full.check_memory(memory, device, cfg.model)
             if progress and rank == 0:
                 tqdm.write(full.describe(memory, cfg.model))
-            model = trainee = full.prepare(loaded.model, embeddings=cfg.train_embeddings, head=head,
-                                           head_module=models.seeded_head(loaded.model, head, runs[0].seed) if head else None)
-            opt = speed.adamw(train.param_groups(model, loop), lr=loop.lr, betas=(loop.beta1, loop.beta2), eps=loop.eps,
-                              weight_decay=loop.weight_decay)
+            model = trainee = full.prepare(
+                loaded.model,
+                embeddings=cfg.train_embeddings,
+                head=head,
+                head_module=models.seeded_head(loaded.model, head, runs[0].seed) if head else None,
+            )
+            opt = speed.adamw(
+                train.param_groups(model, loop),
+                lr=loop.lr,
+                betas=(loop.beta1, loop.beta2),
+                eps=loop.eps,
+                weight_decay=loop.weight_decay,
+            )
             scaling, corrected, init_cost, heads = None, [False], None, None
         else:  # K adapters on the one frozen base (lorainit.multi), detached again below
             model = loaded.model
@@ -97,17 +123,27 @@ def run(cfg: FinetuneConfig, points: list[dict], out: Path, *, run_dirs: list[Pa
             linears = multi.targets_of(model, targets)
             for name, lin in linears.items():
                 if cfg.rank > min(lin.weight.shape):
-                    raise ValueError(f"rank {cfg.rank} exceeds min(out, in) = {min(lin.weight.shape)} of layer {name}; "
-                                     f"choose rank <= {min(lin.weight.shape)} or leave that layer out of the targets")
+                    raise ValueError(
+                        f"rank {cfg.rank} exceeds min(out, in) = {min(lin.weight.shape)} of layer {name}; "
+                        f"choose rank <= {min(lin.weight.shape)} or leave that layer out of the targets"
+                    )
             scaling = multi.scaling_of(cfg.rank, cfg.alpha, cfg.rslora)
-            start, corrected, init_cost = finetune_setup.starts_for(loaded, data_cfg, runs, linears, scaling, device,
-                                                                    out / "inits" if local_cache else init_cache, head)
+            start, corrected, init_cost = finetune_setup.starts_for(
+                loaded, data_cfg, runs, linears, scaling, device, out / "inits" if local_cache else init_cache, head
+            )
             heads = [models.seeded_head(model, head, r.seed) for r in runs] if head else None
-            multi.attach(model, runs, start, scaling=scaling, targets=targets, corrected=corrected, head=head, heads=heads)
-            opt = multi.optimizer(model, runs, betas=(loop.beta1, loop.beta2), eps=loop.eps, weight_decay=loop.weight_decay)
+            multi.attach(
+                model, runs, start, scaling=scaling, targets=targets, corrected=corrected, head=head, heads=heads
+            )
+            opt = multi.optimizer(
+                model, runs, betas=(loop.beta1, loop.beta2), eps=loop.eps, weight_decay=loop.weight_decay
+            )
         if world > 1:  # every process starts from rank 0's parameters
-            for t in ([p.data for p in model.parameters() if p.requires_grad] if trainee is not None
-                      else [b["param"] for b in opt.buffers.values()]):
+            for t in (
+                [p.data for p in model.parameters() if p.requires_grad]
+                if trainee is not None
+                else [b["param"] for b in opt.buffers.values()]
+            ):
                 torch.distributed.broadcast(t, 0)
         if compiles(cfg, device):
             torch._dynamo.reset()  # a worker's earlier batch compiled other modules: start the cache afresh
@@ -116,16 +152,34 @@ def run(cfg: FinetuneConfig, points: list[dict], out: Path, *, run_dirs: list[Pa
             for folder in (out, *run_dirs):
                 io.clean_temporaries(folder)
             # (the cached starts in inits/ are keyed by everything they depend on: never stale)
-            io.claim_folder(out, wanted, overwrite=overwrite, what=what,
-                            stale=[LOG, CHECKPOINT, "run[0-9]*", "adapter", "model", CARD, "features.png"])
+            io.claim_folder(
+                out,
+                wanted,
+                overwrite=overwrite,
+                what=what,
+                stale=[LOG, CHECKPOINT, "run[0-9]*", "adapter", "model", CARD, "features.png"],
+            )
         if world > 1:
             torch.distributed.barrier()
         setup = time.perf_counter() - t0
-        batches = [Batches(task, loaded.tok, dataclasses.replace(data_cfg, seed=r.seed), device, rank, world,
-                           items=finetune_setup.items(loaded, cfg)) for r in runs]
+        batches = [
+            Batches(
+                task,
+                loaded.tok,
+                dataclasses.replace(data_cfg, seed=r.seed),
+                device,
+                rank,
+                world,
+                items=finetune_setup.items(loaded, cfg),
+            )
+            for r in runs
+        ]
         trained = _train(cfg, model, runs, batches, loaded, out, device, rank, progress, loop, opt)
-        params = {"parameters": sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in model.parameters() if p.requires_grad),
-                  "trainable_per_run": sum(p.numel() for p in model.parameters() if p.requires_grad) // K}
+        params = {
+            "parameters": sum(p.numel() for p in model.parameters())
+            - sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "trainable_per_run": sum(p.numel() for p in model.parameters() if p.requires_grad) // K,
+        }
         layers = {n: m for n, m in model.named_modules() if isinstance(m, multi.MultiLoRALinear)}
         head_states = [{f"{head}.{k}": v for k, v in h.state_dict().items()} for h in heads] if heads else [None] * K
     finally:
@@ -133,9 +187,24 @@ def run(cfg: FinetuneConfig, points: list[dict], out: Path, *, run_dirs: list[Pa
     if rank:
         torch.distributed.barrier()
         return [{"rank": rank}] * K
-    ctx = dict(cfg=cfg, loaded=loaded, device=device, world=world, scaling=scaling, params=params, init_cost=init_cost,
-               setup=setup, wall=time.perf_counter() - t0, trained=trained, trainee=trainee, memory=memory)
-    cards = [finetune_card.finish(k, p, d, layers, head_states[k], corrected[k], **ctx) for k, (p, d) in enumerate(zip(points, run_dirs))]
+    ctx = dict(
+        cfg=cfg,
+        loaded=loaded,
+        device=device,
+        world=world,
+        scaling=scaling,
+        params=params,
+        init_cost=init_cost,
+        setup=setup,
+        wall=time.perf_counter() - t0,
+        trained=trained,
+        trainee=trainee,
+        memory=memory,
+    )
+    cards = [
+        finetune_card.finish(k, p, d, layers, head_states[k], corrected[k], **ctx)
+        for k, (p, d) in enumerate(zip(points, run_dirs))
+    ]
     _tidy(out, run_dirs, local_cache)
     if world > 1:
         torch.distributed.barrier()
@@ -157,8 +226,10 @@ def _same_processes(out: Path, world: int) -> None:
     state = RunFolder(out).checkpoint_state()
     if state is not None and state.get("processes", world) != world:
         was = state["processes"]
-        raise ValueError(f"{out} was checkpointed by {was} processes with --batch-per-process; resume it with "
-                         f"--nproc_per_node {was} (this is {world}) or start in a new folder")
+        raise ValueError(
+            f"{out} was checkpointed by {was} processes with --batch-per-process; resume it with "
+            f"--nproc_per_node {was} (this is {world}) or start in a new folder"
+        )
 
 
 def _threads(world: int) -> None:
@@ -180,8 +251,9 @@ def _distributed(device: torch.device, cfg: FinetuneConfig) -> tuple[int, int, t
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo",
-                                             device_id=device if device.type == "cuda" else None)
+        torch.distributed.init_process_group(
+            "nccl" if device.type == "cuda" else "gloo", device_id=device if device.type == "cuda" else None
+        )
     return torch.distributed.get_rank(), world, device
 
 
@@ -195,9 +267,16 @@ def _evaluating(device):
 
 
 def _loop(cfg: FinetuneConfig, runs: list) -> train.LoopConfig:
-    return train.LoopConfig(steps=cfg.steps, lr=max(r.lr for r in runs), warmup_ratio=cfg.warmup_ratio, grad_accum=cfg.grad_accum,
-                            eval_every=cfg.eval_every, checkpoint_every=cfg.checkpoint_every, seed=runs[0].seed,
-                            diverge_factor=math.inf)  # each run's divergence is judged by RunLosses
+    return train.LoopConfig(
+        steps=cfg.steps,
+        lr=max(r.lr for r in runs),
+        warmup_ratio=cfg.warmup_ratio,
+        grad_accum=cfg.grad_accum,
+        eval_every=cfg.eval_every,
+        checkpoint_every=cfg.checkpoint_every,
+        seed=runs[0].seed,
+        diverge_factor=math.inf,
+    )  # each run's divergence is judged by RunLosses
 
 
 def _train(cfg, model, runs, batches, loaded, out: Path, device, rank: int, progress: bool, loop, opt) -> dict:
@@ -205,20 +284,37 @@ def _train(cfg, model, runs, batches, loaded, out: Path, device, rank: int, prog
     record, the base (step-0) test metrics and every evaluation."""
     K, task = len(runs), loaded.task
     losses = runloss.RunLosses(K, task.kind, grad_accum=cfg.grad_accum)
-    step_at = (lambda s, m: batches[0](s, m)) if K == 1 else (lambda s, m: multi.stack_batches([b(s, m) for b in batches]))
+    step_at = (
+        (lambda s, m: batches[0](s, m)) if K == 1 else (lambda s, m: multi.stack_batches([b(s, m) for b in batches]))
+    )
     if rank:
-        result = train.train(model, step_at, losses, loop, out, progress=False, autocast=autocast_dtype(device), optimizer=opt)
+        result = train.train(
+            model, step_at, losses, loop, out, progress=False, autocast=autocast_dtype(device), optimizer=opt
+        )
         return {"result": result, "losses": losses}
     folder = RunFolder(out)
     log, logfile, records = folder.open_log(folder.resume_step())
-    probe = collate(task, loaded.tok, (finetune_setup.items(loaded, cfg) if task.kind == "lm" else task.splits["val"])[: cfg.batch_size],
-                    cfg.seq_len, device)
+    probe = collate(
+        task,
+        loaded.tok,
+        (finetune_setup.items(loaded, cfg) if task.kind == "lm" else task.splits["val"])[: cfg.batch_size],
+        cfg.seq_len,
+        device,
+    )
     base = next((r["base"] for r in records if "base" in r), None)
 
     def evaluate(split: str, what: str) -> dict:
         size = min(len(task.splits[split]), cfg.max_eval or len(task.splits[split])) if task.kind != "lm" else None
-        with _evaluating(device), tqdm(total=size, desc=f"{what}: {split}", unit="block" if size is None else "example",
-                                       leave=False, disable=not progress) as bar:
+        with (
+            _evaluating(device),
+            tqdm(
+                total=size,
+                desc=f"{what}: {split}",
+                unit="block" if size is None else "example",
+                leave=False,
+                disable=not progress,
+            ) as bar,
+        ):
             return finetune_eval.evaluate(model, K, task, loaded.tok, split, cfg, device, progress=bar.update)
 
     if base is None:
@@ -236,8 +332,18 @@ def _train(cfg, model, runs, batches, loaded, out: Path, device, rank: int, prog
         return rec
 
     try:
-        result = train.train(model, step_at, losses, loop, out, evaluate=evaluate_fn, progress=progress, log=log,
-                             autocast=autocast_dtype(device), optimizer=opt)
+        result = train.train(
+            model,
+            step_at,
+            losses,
+            loop,
+            out,
+            evaluate=evaluate_fn,
+            progress=progress,
+            log=log,
+            autocast=autocast_dtype(device),
+            optimizer=opt,
+        )
     finally:
         logfile.close()
     steps_logged = folder.steps()

@@ -9,6 +9,7 @@
   are cached as safetensors in ``cache_dir`` under a key of everything they depend on, so a resumed run or
   a sweep's later batches read them instead of computing them again.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,8 +28,20 @@ from ..inits import Factors
 from .finetune import FinetuneConfig
 
 # config fields a run's initial factors depend on (with its init and seed); lr, steps, schedule and evaluation do not
-START_FIELDS = ("model", "task", "rank", "alpha", "targets", "rslora", "batch_size", "grad_accum", "seq_len", "max_train",
-                "init_batches", "dropout")
+START_FIELDS = (
+    "model",
+    "task",
+    "rank",
+    "alpha",
+    "targets",
+    "rslora",
+    "batch_size",
+    "grad_accum",
+    "seq_len",
+    "max_train",
+    "init_batches",
+    "dropout",
+)
 
 
 @dataclasses.dataclass
@@ -54,8 +67,11 @@ def load(cfg: FinetuneConfig, device: torch.device) -> Loaded:
         _, known, _ = models.resolve(cfg.model)
         if known and known != task.model_kind:
             _refuse(cfg, task, known)
-        model, tok, kind, targets = models.load(cfg.model, num_labels=len(task.labels) or None,
-                                                dtype=torch.bfloat16 if device.type == "cuda" else torch.float32)
+        model, tok, kind, targets = models.load(
+            cfg.model,
+            num_labels=len(task.labels) or None,
+            dtype=torch.bfloat16 if device.type == "cuda" else torch.float32,
+        )
         if kind != task.model_kind:
             _refuse(cfg, task, kind)
         if not cfg.dropout:
@@ -67,7 +83,9 @@ def load(cfg: FinetuneConfig, device: torch.device) -> Loaded:
 
 def _refuse(cfg: FinetuneConfig, task: data.Task, kind: str):
     need = "an encoder (e.g. minilm-l6)" if task.model_kind == "encoder" else "a causal LM (e.g. smollm2-135m)"
-    raise ValueError(f"task {cfg.task} needs {need}; {cfg.model} is {'an encoder' if kind == 'encoder' else 'a causal LM'}")
+    raise ValueError(
+        f"task {cfg.task} needs {need}; {cfg.model} is {'an encoder' if kind == 'encoder' else 'a causal LM'}"
+    )
 
 
 def items(loaded: Loaded, cfg: FinetuneConfig) -> list:
@@ -87,8 +105,16 @@ def start_key(cfg: FinetuneConfig, init: str, seed: int, device: torch.device) -
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def starts_for(loaded: Loaded, cfg: FinetuneConfig, runs: list, linears: dict[str, torch.nn.Module], scaling: float,
-               device: torch.device, cache_dir: Path | None, head: str | None) -> tuple[list[dict[str, Factors]], list[bool], dict]:
+def starts_for(
+    loaded: Loaded,
+    cfg: FinetuneConfig,
+    runs: list,
+    linears: dict[str, torch.nn.Module],
+    scaling: float,
+    device: torch.device,
+    cache_dir: Path | None,
+    head: str | None,
+) -> tuple[list[dict[str, Factors]], list[bool], dict]:
     """Each run's start (PEFT layer name -> Factors), whether it carries a frozen correction (a residual scheme),
     and what it cost: {"computed": [(init, seed)...], "cached": [...], "seconds"}."""
     t0 = time.perf_counter()
@@ -109,18 +135,24 @@ def starts_for(loaded: Loaded, cfg: FinetuneConfig, runs: list, linears: dict[st
             found[(init, seed)] = value
             if cache_dir is not None:
                 _write(_cache_path(cache_dir, cfg, init, seed, device), *value)
-    cost = {"computed": [[i, s] for s, ss in missing.items() for i in ss],
-            "cached": [list(k) for k in found if k[0] not in missing.get(k[1], [])], "seconds": time.perf_counter() - t0}
+    cost = {
+        "computed": [[i, s] for s, ss in missing.items() for i in ss],
+        "cached": [list(k) for k in found if k[0] not in missing.get(k[1], [])],
+        "seconds": time.perf_counter() - t0,
+    }
     return [found[(r.init, r.seed)][0] for r in runs], [found[(r.init, r.seed)][1] for r in runs], cost
 
 
-def _compute(loaded: Loaded, cfg: FinetuneConfig, layers: dict, schemes: list[str], seed: int, scaling: float,
-             head: str | None) -> dict[str, tuple[dict[str, Factors], bool]]:
+def _compute(
+    loaded: Loaded, cfg: FinetuneConfig, layers: dict, schemes: list[str], seed: int, scaling: float, head: str | None
+) -> dict[str, tuple[dict[str, Factors], bool]]:
     """The starts of ``schemes`` at ``seed``: one data pass per needed statistic, on the first ``init_batches``
     global batches of the seed's data order, with the seed's classifier head in place (its gradients depend on it)."""
     model, task = loaded.model, loaded.task
     needs = any(inits.entry(s).needs for s in schemes)
-    batches = Batches(task, loaded.tok, dataclasses.replace(cfg, seed=seed), next(model.parameters()).device, items=items(loaded, cfg))
+    batches = Batches(
+        task, loaded.tok, dataclasses.replace(cfg, seed=seed), next(model.parameters()).device, items=items(loaded, cfg)
+    )
     batch_data = [batches.full(s) for s in range(cfg.init_batches)] if needs else None
     original = model.get_submodule(head) if head else None
     if head:
@@ -128,10 +160,19 @@ def _compute(loaded: Loaded, cfg: FinetuneConfig, layers: dict, schemes: list[st
         setattr(model, head, starts_head)
     out: dict[str, tuple[dict[str, Factors], bool]] = {s: ({}, False) for s in schemes}
     try:
-        for scheme, name, f in starts.draw_all(model, layers, schemes, seed=seed, ranks={n: cfg.rank for n in layers},
-                                               scalings={n: scaling for n in layers}, data=batch_data,
-                                               loss_fn=lambda m, b: runloss.run_losses(m, b, 1, task.kind)[0]):
-            out[scheme][0][name] = Factors(A=f.A.detach(), B=f.B.detach())  # a residual base is not kept: the run carries a correction
+        for scheme, name, f in starts.draw_all(
+            model,
+            layers,
+            schemes,
+            seed=seed,
+            ranks={n: cfg.rank for n in layers},
+            scalings={n: scaling for n in layers},
+            data=batch_data,
+            loss_fn=lambda m, b: runloss.run_losses(m, b, 1, task.kind)[0],
+        ):
+            out[scheme][0][name] = Factors(
+                A=f.A.detach(), B=f.B.detach()
+            )  # a residual base is not kept: the run carries a correction
             if f.residual is not None:
                 out[scheme] = (out[scheme][0], True)
     finally:
@@ -141,7 +182,11 @@ def _compute(loaded: Loaded, cfg: FinetuneConfig, layers: dict, schemes: list[st
 
 
 def _cache_path(cache_dir: Path | None, cfg: FinetuneConfig, init: str, seed: int, device) -> Path | None:
-    return None if cache_dir is None else Path(cache_dir) / f"{init}-seed{seed}-{start_key(cfg, init, seed, device)}.safetensors"
+    return (
+        None
+        if cache_dir is None
+        else Path(cache_dir) / f"{init}-seed{seed}-{start_key(cfg, init, seed, device)}.safetensors"
+    )
 
 
 def _write(path: Path, factors: dict[str, Factors], corrected: bool) -> None:

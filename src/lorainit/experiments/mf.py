@@ -16,6 +16,7 @@ vectors; ``hrp`` the top-r right singular vectors of a rank-``preheat_rank`` cla
 trained ``preheat_steps`` steps on the same objective. Every (init, seed) run of a mode trains as one
 batched program; so does every seed's preheat.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -72,9 +73,13 @@ def validate(cfg: MFConfig) -> None:
             raise ValueError(f"{name} must be a positive integer; got {getattr(cfg, name)}")
     if not cfg.singular_values and not 0 < cfg.ones <= cfg.n:  # (--singular-values replaces --ones)
         raise ValueError(f"ones must be in 1..n={cfg.n}; got {cfg.ones}")
-    if cfg.singular_values and (len(cfg.singular_values) > cfg.n or min(cfg.singular_values) < 0 or max(cfg.singular_values) <= 0):
-        raise ValueError(f"singular_values must be at most n={cfg.n} values >= 0, one of them > 0; got "
-                         f"{','.join(f'{v:g}' for v in cfg.singular_values)}")
+    if cfg.singular_values and (
+        len(cfg.singular_values) > cfg.n or min(cfg.singular_values) < 0 or max(cfg.singular_values) <= 0
+    ):
+        raise ValueError(
+            f"singular_values must be at most n={cfg.n} values >= 0, one of them > 0; got "
+            f"{','.join(f'{v:g}' for v in cfg.singular_values)}"
+        )
     if cfg.rank > cfg.n:
         raise ValueError(f"rank {cfg.rank} exceeds n = {cfg.n}")
     if "hrp" in cfg.inits and cfg.preheat_rank < cfg.rank:
@@ -93,7 +98,11 @@ def validate(cfg: MFConfig) -> None:
 
 def target_matrix(cfg: MFConfig) -> Tensor:
     """M = diag(s_1, ..., s_k, 0, ..., 0) (n x n): ``singular_values`` where given, else ``ones`` ones."""
-    values = torch.tensor(cfg.singular_values, dtype=torch.float64) if cfg.singular_values else torch.ones(cfg.ones, dtype=torch.float64)
+    values = (
+        torch.tensor(cfg.singular_values, dtype=torch.float64)
+        if cfg.singular_values
+        else torch.ones(cfg.ones, dtype=torch.float64)
+    )
     return torch.diag(torch.cat([values, torch.zeros(cfg.n - len(values), dtype=torch.float64)]))
 
 
@@ -106,15 +115,31 @@ def _loss(B: Tensor, A: Tensor, M: Tensor) -> Tensor:
     return 0.5 * ((B @ A - M) ** 2).sum((1, 2))  # (K,)
 
 
-def train(A0: Tensor, B0: Tensor, M: Tensor, steps: int, lr: float | Tensor, *, freeze_A: bool,
-          diverge_factor: float = float("inf")) -> tuple[Tensor, Tensor, Tensor]:
+def train(
+    A0: Tensor,
+    B0: Tensor,
+    M: Tensor,
+    steps: int,
+    lr: float | Tensor,
+    *,
+    freeze_A: bool,
+    diverge_factor: float = float("inf"),
+) -> tuple[Tensor, Tensor, Tensor]:
     """K runs of gradient descent on 1/2 ||B A - M||^2 from (A0 (K, r, n), B0 (K, n, r)), each at its own
     step size (``lr`` a float or (K,)); returns losses (steps+1, K), A, B."""
     return train_history(A0, B0, M, steps, lr, freeze_A=freeze_A, diverge_factor=diverge_factor)[:3]
 
 
-def train_history(A0: Tensor, B0: Tensor, M: Tensor, steps: int, lr: float | Tensor, *, freeze_A: bool,
-                  diverge_factor: float = float("inf")) -> tuple[Tensor, Tensor, Tensor, batched.History]:
+def train_history(
+    A0: Tensor,
+    B0: Tensor,
+    M: Tensor,
+    steps: int,
+    lr: float | Tensor,
+    *,
+    freeze_A: bool,
+    diverge_factor: float = float("inf"),
+) -> tuple[Tensor, Tensor, Tensor, batched.History]:
     """``train`` that also returns the batched history (divergence step and reason per run)."""
     A = A0.clone().requires_grad_(not freeze_A)
     B = B0.clone().requires_grad_(True)
@@ -132,7 +157,9 @@ def preheat(cfg: MFConfig, M: Tensor, steps: int) -> list[inits.Factors]:
     """Each seed's rank-``preheat_rank`` classic LoRA, Init[A] (A ~ N(0, 1/n), B = 0), after ``steps`` steps."""
     W = torch.zeros_like(M)
     f = [inits.get("init_a")(W, cfg.preheat_rank, generator=generator("mf-preheat", s)) for s in range(cfg.seeds)]
-    _, A, B = train(torch.stack([x.A for x in f]), torch.stack([x.B for x in f]), M, steps, cfg.preheat_lr, freeze_A=False)
+    _, A, B = train(
+        torch.stack([x.A for x in f]), torch.stack([x.B for x in f]), M, steps, cfg.preheat_lr, freeze_A=False
+    )
     return [inits.Factors(A=A[s], B=B[s]) for s in range(cfg.seeds)]
 
 
@@ -184,8 +211,10 @@ def run(cfg: MFConfig) -> dict:
         losses, _, _ = train(A0, B0, M, cfg.steps, cfg.lr, freeze_A=mode == "asymmetric")
         curves[mode], summary[mode] = {}, {}
         for i, name in enumerate(cfg.inits):
-            per_seed = losses[:, i * cfg.seeds:(i + 1) * cfg.seeds].T.tolist()  # seeds x (steps+1)
-            summary[mode][name] = summarize(per_seed, best * (1 + cfg.tolerance), cfg.preheat_steps if name == "hrp" else 0)
+            per_seed = losses[:, i * cfg.seeds : (i + 1) * cfg.seeds].T.tolist()  # seeds x (steps+1)
+            summary[mode][name] = summarize(
+                per_seed, best * (1 + cfg.tolerance), cfg.preheat_steps if name == "hrp" else 0
+            )
             curves[mode][name] = per_seed
     sweep = {}
     if "hrp" in cfg.inits:
@@ -196,6 +225,14 @@ def run(cfg: MFConfig) -> dict:
             for mode in cfg.modes:
                 losses, _, _ = train(A, B, M, cfg.steps, cfg.lr, freeze_A=mode == "asymmetric")
                 full = summarize(losses.T.tolist(), best * (1 + cfg.tolerance), t)
-                sweep[str(t)][mode] = {k: full[k] for k in ("final_loss_mean", "seeds_reaching_optimum", "steps_to_optimum_mean_with_preheat")}
-    return {"optimal_loss": best, "expected_random_asymmetric_loss": 0.5 * (1 - cfg.rank / cfg.n) * float((M**2).sum()),
-            "summary": summary, "hrp_preheat_sweep": sweep, "curves": curves}
+                sweep[str(t)][mode] = {
+                    k: full[k]
+                    for k in ("final_loss_mean", "seeds_reaching_optimum", "steps_to_optimum_mean_with_preheat")
+                }
+    return {
+        "optimal_loss": best,
+        "expected_random_asymmetric_loss": 0.5 * (1 - cfg.rank / cfg.n) * float((M**2).sum()),
+        "summary": summary,
+        "hrp_preheat_sweep": sweep,
+        "curves": curves,
+    }

@@ -1,4 +1,5 @@
 """``lorainit mf``: the matrix factorization of Chen et al. 2025 (HRP, Fig. 1) from the command line."""
+
 from __future__ import annotations
 
 from pathlib import Path

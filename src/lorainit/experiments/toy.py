@@ -15,6 +15,7 @@ the hidden layer through ``toy_head`` (fused Triton kernels on the GPU).
 Seeds vary the student's frozen weights and the LoRA init; the teacher and data come from
 ``data_seed`` and are shared by every run.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -99,7 +100,9 @@ def validate(cfg: ToyConfig) -> None:
     if cfg.rank <= 0:
         raise ValueError(f"rank must be a positive integer; got {cfg.rank}")
     if cfg.rank > min(cfg.widths):
-        raise ValueError(f"rank {cfg.rank} exceeds the smallest width {min(cfg.widths)}; lower --rank or raise --widths")
+        raise ValueError(
+            f"rank {cfg.rank} exceeds the smallest width {min(cfg.widths)}; lower --rank or raise --widths"
+        )
     if not cfg.lrs:
         raise ValueError("the learning-rate grid is empty: give e.g. --lrs 1e-4:1e-1:8")
     if any(not lr > 0 for lr in cfg.lrs):
@@ -110,8 +113,10 @@ def validate(cfg: ToyConfig) -> None:
         e = inits.entry(name)  # KeyError with the closest name
         if e.needs or e.residual:
             why = f"needs {', '.join(e.needs)}" if e.needs else "replaces the frozen W_h by a residual"
-            raise ValueError(f"init {name!r} {why}; the teacher-student study takes data-free schemes that keep W_h "
-                             f"(e.g. {', '.join(n for n in inits.names() if not inits.entry(n).needs and not inits.entry(n).residual)})")
+            raise ValueError(
+                f"init {name!r} {why}; the teacher-student study takes data-free schemes that keep W_h "
+                f"(e.g. {', '.join(n for n in inits.names() if not inits.entry(n).needs and not inits.entry(n).residual)})"
+            )
     for name in ("seeds", "steps", "input_dim", "teacher_width", "teacher_rank", "n_train", "n_test", "log_every"):
         if getattr(cfg, name) <= 0:
             raise ValueError(f"{name} must be a positive integer; got {getattr(cfg, name)}")
@@ -135,8 +140,12 @@ def teacher_weights(cfg: ToyConfig, g: torch.Generator | None = None) -> dict[st
     """Teacher of eq. (4): W_h = 0 and an injected rank-``teacher_rank`` LoRA, every weight N(0, 1/fan_in)."""
     g = generator("toy-teacher", cfg.data_seed) if g is None else g
     d, n, r = cfg.input_dim, cfg.teacher_width, cfg.teacher_rank
-    return {"W_in": _normal((n, d), 1 / d, g), "A": _normal((r, n), 1 / n, g), "B": _normal((n, r), 1 / r, g),
-            "W_out": _normal((n,), 1 / n, g)}
+    return {
+        "W_in": _normal((n, d), 1 / d, g),
+        "A": _normal((r, n), 1 / n, g),
+        "B": _normal((n, r), 1 / r, g),
+        "W_out": _normal((n,), 1 / n, g),
+    }
 
 
 def teacher_data(cfg: ToyConfig) -> dict[str, Tensor]:
@@ -146,7 +155,12 @@ def teacher_data(cfg: ToyConfig) -> dict[str, Tensor]:
     X = torch.randn(cfg.n_train + cfg.n_test, cfg.input_dim, generator=g)  # (N, d)
     pre = X @ w["W_in"].T  # (N, n)
     Y = torch.relu(pre + torch.relu(pre) @ w["A"].T @ w["B"].T) @ w["W_out"]  # (N,)
-    return {"X_train": X[: cfg.n_train], "Y_train": Y[: cfg.n_train], "X_test": X[cfg.n_train :], "Y_test": Y[cfg.n_train :]}
+    return {
+        "X_train": X[: cfg.n_train],
+        "Y_train": Y[: cfg.n_train],
+        "X_test": X[cfg.n_train :],
+        "Y_test": Y[cfg.n_train :],
+    }
 
 
 @dataclass
@@ -159,8 +173,9 @@ class Student:
     W_h: list[Tensor]  # S x (n, n): the weight the LoRA adapts (handed to the init schemes)
 
 
-def students(cfg: ToyConfig, width: int, X: dict[str, Tensor], device: torch.device,
-             seeds: list[int] | None = None) -> dict[str, Student]:
+def students(
+    cfg: ToyConfig, width: int, X: dict[str, Tensor], device: torch.device, seeds: list[int] | None = None
+) -> dict[str, Student]:
     """Each seed's frozen student (B.1.1 variances), evaluated on the train and test inputs; ``seeds``
     (default ``range(cfg.seeds)``) are stacked in the order given."""
     per_split: dict[str, list] = {"train": [], "test": []}
@@ -228,8 +243,9 @@ def grid_seeds(grid: list[tuple[int, str, float]]) -> list[int]:
     return seeds
 
 
-def init_factors(cfg: ToyConfig, width: int, student: Student, device: torch.device,
-                 grid: list[tuple[int, str, float]] | None = None) -> tuple[Tensor, Tensor]:
+def init_factors(
+    cfg: ToyConfig, width: int, student: Student, device: torch.device, grid: list[tuple[int, str, float]] | None = None
+) -> tuple[Tensor, Tensor]:
     """Stacked initial (A, B) of every run; one draw per (seed, init), shared by all its LRs."""
     grid = run_grid(cfg) if grid is None else grid
     position = {s: i for i, s in enumerate(grid_seeds(grid))}
@@ -252,8 +268,13 @@ class Setup:
     B: Tensor  # (K, n, r) initial lora_B
 
 
-def setup_width(cfg: ToyConfig, width: int, data: dict[str, Tensor], device: torch.device,
-                grid: list[tuple[int, str, float]] | None = None) -> Setup:
+def setup_width(
+    cfg: ToyConfig,
+    width: int,
+    data: dict[str, Tensor],
+    device: torch.device,
+    grid: list[tuple[int, str, float]] | None = None,
+) -> Setup:
     """Build the students of the seeds in ``grid`` (default: the whole grid) and every run's init."""
     grid = run_grid(cfg) if grid is None else grid
     st = students(cfg, width, {"train": data["X_train"], "test": data["X_test"]}, device, seeds=grid_seeds(grid))
@@ -263,15 +284,24 @@ def setup_width(cfg: ToyConfig, width: int, data: dict[str, Tensor], device: tor
     return Setup(grid, st, A, B)
 
 
-def train_width(cfg: ToyConfig, width: int, data: dict[str, Tensor], device: torch.device, on_step=None,
-                grid: list[tuple[int, str, float]] | None = None, setup: Setup | None = None) -> dict:
+def train_width(
+    cfg: ToyConfig,
+    width: int,
+    data: dict[str, Tensor],
+    device: torch.device,
+    on_step=None,
+    grid: list[tuple[int, str, float]] | None = None,
+    setup: Setup | None = None,
+) -> dict:
     """Train every (seed, init, LR) run of one width together (or only the runs of ``grid``, seed-major
     with equal runs per seed, or those of a prepared ``setup``, which is left unchanged); return
     JSON-ready results."""
     start = time.perf_counter()
     grid = run_grid(cfg) if grid is None and setup is None else grid
     lone = setup is None and len(grid) == 1
-    if lone:  # K = 1 takes other kernels (a bmm of one, einsum's 2-D path) whose rounding differs from any K >= 2, and a
+    if (
+        lone
+    ):  # K = 1 takes other kernels (a bmm of one, einsum's 2-D path) whose rounding differs from any K >= 2, and a
         grid = grid * 2  # run's value must not depend on its batch: a lone run trains as one of two identical runs
     setup = setup_width(cfg, width, data, device, grid) if setup is None else setup
     grid, st = setup.grid, setup.students
@@ -289,16 +319,36 @@ def train_width(cfg: ToyConfig, width: int, data: dict[str, Tensor], device: tor
         return {"test_loss": ((out - Y["test"]) ** 2).mean(-1)}
 
     opt = batched.AdamW(beta1=cfg.beta1, beta2=cfg.beta2, eps=cfg.eps, weight_decay=0.0)
-    hist = batched.fit([A, B], loss_fn, lr, cfg.steps, opt=opt, log_every=cfg.log_every, evaluate=evaluate,
-                       diverge_factor=cfg.diverge_factor, on_step=on_step)
+    hist = batched.fit(
+        [A, B],
+        loss_fn,
+        lr,
+        cfg.steps,
+        opt=opt,
+        log_every=cfg.log_every,
+        evaluate=evaluate,
+        diverge_factor=cfg.diverge_factor,
+        on_step=on_step,
+    )
     runs = []
     for k, (seed, name, lr_k) in enumerate(grid):
         curve = lambda t: [None if v != v else float(v) for v in t[:, k].tolist()]  # NaN -> null  # noqa: E731
-        runs.append({
-            "seed": seed, "init": name, "lr": lr_k,
-            "diverged_step": int(hist.diverged_step[k]) if hist.diverged_step[k] >= 0 else None,
-            "diverged_reason": hist.reason[k],
-            "train_loss": curve(hist.train_loss), "test_loss": curve(hist.metrics["test_loss"]),
-            "za": curve(hist.metrics["za"]), "zb": curve(hist.metrics["zb"]),
-        })
-    return {"width": width, "steps": hist.steps, "runs": runs[:1] if lone else runs, "seconds": time.perf_counter() - start}
+        runs.append(
+            {
+                "seed": seed,
+                "init": name,
+                "lr": lr_k,
+                "diverged_step": int(hist.diverged_step[k]) if hist.diverged_step[k] >= 0 else None,
+                "diverged_reason": hist.reason[k],
+                "train_loss": curve(hist.train_loss),
+                "test_loss": curve(hist.metrics["test_loss"]),
+                "za": curve(hist.metrics["za"]),
+                "zb": curve(hist.metrics["zb"]),
+            }
+        )
+    return {
+        "width": width,
+        "steps": hist.steps,
+        "runs": runs[:1] if lone else runs,
+        "seconds": time.perf_counter() - start,
+    }

@@ -1,5 +1,6 @@
 """``lorainit toy``: the teacher-student study of Hayou et al. 2024 from the command line (and the toy study readers
 ``lorainit theory --study`` uses)."""
+
 from __future__ import annotations
 
 import argparse
@@ -17,20 +18,33 @@ results.json, findings.txt and three PNG figures into --out."""
 
 def main(argv: list[str]) -> int:
     p = cliargs.Parser(prog="lorainit toy", description=HELP)
-    p.add_argument("--preset", choices=list(toy.PRESETS), default="quick",
-                   help="starting point: 'quick' (CPU, about a minute; the defaults shown below) or 'paper' (widths "
-                        "128..8192, 29 LRs, 3 seeds, 400 steps; meant for a GPU); flags below override it (default: quick)")
-    p.add_argument("--out", type=Path, default=None, help="study folder (default: runs/toy-PRESET); re-running resumes it")
-    p.add_argument("--overwrite", action="store_true", help="discard a study already in --out, even with another config")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar (default: on)")
+    p.add_argument(
+        "--preset",
+        choices=list(toy.PRESETS),
+        default="quick",
+        help="starting point: 'quick' (CPU, about a minute; the defaults shown below) or 'paper' (widths "
+        "128..8192, 29 LRs, 3 seeds, 400 steps; meant for a GPU); flags below override it (default: quick)",
+    )
+    p.add_argument(
+        "--out", type=Path, default=None, help="study folder (default: runs/toy-PRESET); re-running resumes it"
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="discard a study already in --out, even with another config"
+    )
+    p.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar (default: on)"
+    )
     cliargs.add_dataclass(p, toy.ToyConfig)
     args = p.parse_args(argv)
     out = args.out or Path("runs") / f"toy-{args.preset}"
     try:
         cfg = toy_study.preset(args.preset, **cliargs.given(args, toy.ToyConfig))
         if max(cfg.widths) >= 4096 and toy.resolve_device(cfg.device).type == "cpu":
-            print(f"lorainit toy: warning: widths up to {max(cfg.widths)} on a CPU take hours (the paper preset is meant for a "
-                  "GPU: 16 s on an H100); --preset quick or smaller --widths run in minutes", file=sys.stderr)
+            print(
+                f"lorainit toy: warning: widths up to {max(cfg.widths)} on a CPU take hours (the paper preset is meant for a "
+                "GPU: 16 s on an H100); --preset quick or smaller --widths run in minutes",
+                file=sys.stderr,
+            )
         study = toy_study.run_study(cfg, out, overwrite=args.overwrite, progress=args.progress)
     except (ValueError, KeyError) as e:
         cliargs.fail(p.prog, e.args[0] if e.args else str(e))
@@ -58,4 +72,6 @@ def print_measured(path: Path) -> None:
     for init, s in slopes.items():
         ms, op = s["max_stable"], s["optimal"]
         f = lambda v: "-" if v is None else f"{v:+.2f}"  # noqa: E731
-        print(f"{init}: max-stable LR slope {f(ms['slope'])} (theory {f(toy_study.THEORY_SLOPE.get(init))}), optimal LR slope {f(op['slope'])}")
+        print(
+            f"{init}: max-stable LR slope {f(ms['slope'])} (theory {f(toy_study.THEORY_SLOPE.get(init))}), optimal LR slope {f(op['slope'])}"
+        )

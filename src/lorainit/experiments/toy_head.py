@@ -19,6 +19,7 @@ Two implementations of that one function:
     Used for float32 CUDA tensors when Triton is installed; tested on the CPU through Triton's
     interpreter (TRITON_INTERPRET=1).
 """
+
 from __future__ import annotations
 
 import warnings
@@ -43,7 +44,9 @@ class _HeadBmm(torch.autograd.Function):
         pre = torch.bmm(Z_A, B.transpose(1, 2))  # (K, N, n) = Z_B
         pre.view(S, K // S, N, n).add_(P.unsqueeze(1)).relu_()
         w = w_out.repeat_interleave(K // S, dim=0).unsqueeze(-1)  # (K, n, 1)
-        out = torch.bmm(pre, w).view(K, N)  # (K, N); per run, not per seed: a run's sum must not depend on its seed's company
+        out = torch.bmm(pre, w).view(
+            K, N
+        )  # (K, N); per run, not per seed: a run's sum must not depend on its seed's company
         ctx.save_for_backward(pre.gt_(0), Z_A, B, w_out)  # pre becomes the 0/1 mask D in place
         return out
 
@@ -67,18 +70,38 @@ if triton is not None:
     def _pre_tile(za, b_ptr, p_ptr, k, s, i, j, N, n, R: tl.constexpr, RP: tl.constexpr):
         """P_s[i, j] + Z_A,k[i] B_k[j]^T for a tile: za (BN, RP) zero-padded beyond R -> (BN, BJ)."""
         rr = tl.arange(0, RP)
-        bt = tl.load(b_ptr + k * n * R + j[None, :] * R + rr[:, None], mask=(j[None, :] < n) & (rr[:, None] < R), other=0.0)  # (RP, BJ)
-        p = tl.load(p_ptr + s.to(tl.int64) * N * n + i[:, None] * n + j[None, :], mask=(i[:, None] < N) & (j[None, :] < n), other=0.0)
+        bt = tl.load(
+            b_ptr + k * n * R + j[None, :] * R + rr[:, None], mask=(j[None, :] < n) & (rr[:, None] < R), other=0.0
+        )  # (RP, BJ)
+        p = tl.load(
+            p_ptr + s.to(tl.int64) * N * n + i[:, None] * n + j[None, :],
+            mask=(i[:, None] < N) & (j[None, :] < n),
+            other=0.0,
+        )
         return p + tl.dot(za, bt, input_precision=PRECISION), bt
 
     @triton.jit
     def _load_za(za_ptr, k, i, N, R: tl.constexpr, RP: tl.constexpr):
         rr = tl.arange(0, RP)
-        return tl.load(za_ptr + k * N * R + i[:, None] * R + rr[None, :], mask=(i[:, None] < N) & (rr[None, :] < R), other=0.0)
+        return tl.load(
+            za_ptr + k * N * R + i[:, None] * R + rr[None, :], mask=(i[:, None] < N) & (rr[None, :] < R), other=0.0
+        )
 
     @triton.jit
-    def _fwd_kernel(za_ptr, b_ptr, p_ptr, w_ptr, out_ptr, N, n, M,
-                    R: tl.constexpr, RP: tl.constexpr, BN: tl.constexpr, BJ: tl.constexpr):
+    def _fwd_kernel(
+        za_ptr,
+        b_ptr,
+        p_ptr,
+        w_ptr,
+        out_ptr,
+        N,
+        n,
+        M,
+        R: tl.constexpr,
+        RP: tl.constexpr,
+        BN: tl.constexpr,
+        BJ: tl.constexpr,
+    ):
         k = tl.program_id(0)  # runs vary fastest: the M runs of a seed read the same P tile
         s = k // M
         i = tl.program_id(1) * BN + tl.arange(0, BN)
@@ -92,8 +115,21 @@ if triton is not None:
         tl.store(out_ptr + k * N + i, acc, mask=i < N)
 
     @triton.jit
-    def _grad_za_kernel(za_ptr, b_ptr, p_ptr, w_ptr, g_ptr, gza_ptr, N, n, M,
-                        R: tl.constexpr, RP: tl.constexpr, BN: tl.constexpr, BJ: tl.constexpr):
+    def _grad_za_kernel(
+        za_ptr,
+        b_ptr,
+        p_ptr,
+        w_ptr,
+        g_ptr,
+        gza_ptr,
+        N,
+        n,
+        M,
+        R: tl.constexpr,
+        RP: tl.constexpr,
+        BN: tl.constexpr,
+        BJ: tl.constexpr,
+    ):
         k = tl.program_id(0)
         s = k // M
         i = tl.program_id(1) * BN + tl.arange(0, BN)
@@ -106,11 +142,28 @@ if triton is not None:
             acc += tl.dot(tl.where(pre > 0, w[None, :], 0.0), tl.trans(bt), input_precision=PRECISION)
         g = tl.load(g_ptr + k * N + i, mask=i < N, other=0.0)
         rr = tl.arange(0, RP)
-        tl.store(gza_ptr + k * N * R + i[:, None] * R + rr[None, :], g[:, None] * acc, mask=(i[:, None] < N) & (rr[None, :] < R))
+        tl.store(
+            gza_ptr + k * N * R + i[:, None] * R + rr[None, :],
+            g[:, None] * acc,
+            mask=(i[:, None] < N) & (rr[None, :] < R),
+        )
 
     @triton.jit
-    def _grad_b_kernel(za_ptr, b_ptr, p_ptr, w_ptr, g_ptr, gb_ptr, N, n, M,
-                       R: tl.constexpr, RP: tl.constexpr, BN: tl.constexpr, BJ: tl.constexpr):
+    def _grad_b_kernel(
+        za_ptr,
+        b_ptr,
+        p_ptr,
+        w_ptr,
+        g_ptr,
+        gb_ptr,
+        N,
+        n,
+        M,
+        R: tl.constexpr,
+        RP: tl.constexpr,
+        BN: tl.constexpr,
+        BJ: tl.constexpr,
+    ):
         k = tl.program_id(0)
         s = k // M
         j = tl.program_id(1) * BJ + tl.arange(0, BJ)
@@ -123,7 +176,11 @@ if triton is not None:
             acc += tl.dot(tl.trans(za * g[:, None]), (pre > 0).to(tl.float32), input_precision=PRECISION)
         w = tl.load(w_ptr + s * n + j, mask=j < n, other=0.0)
         rr = tl.arange(0, RP)
-        tl.store(gb_ptr + k * n * R + j[None, :] * R + rr[:, None], acc * w[None, :], mask=(j[None, :] < n) & (rr[:, None] < R))
+        tl.store(
+            gb_ptr + k * n * R + j[None, :] * R + rr[:, None],
+            acc * w[None, :],
+            mask=(j[None, :] < n) & (rr[:, None] < R),
+        )
 
 
 def _shape(Z_A: Tensor, P: Tensor) -> tuple[int, int, int, int, int, int]:
@@ -171,7 +228,9 @@ def fused_available(x: Tensor) -> bool:
 def _self_check(device: torch.device) -> bool:
     g = torch.Generator(device=device).manual_seed(0)
     S, M, N, n, r = 2, 2, 40, 72, 3
-    inputs = [torch.randn(*shape, generator=g, device=device) for shape in ((S * M, N, r), (S * M, n, r), (S, N, n), (S, n))]
+    inputs = [
+        torch.randn(*shape, generator=g, device=device) for shape in ((S * M, N, r), (S * M, n, r), (S, N, n), (S, n))
+    ]
     try:
         with torch.enable_grad():
             got, want = [], []
@@ -181,10 +240,14 @@ def _self_check(device: torch.device) -> bool:
                 acc += [y, *torch.autograd.grad(y.sum(), [z, b])]
         bad = [i for i, (a, e) in enumerate(zip(got, want)) if not torch.allclose(a, e, rtol=1e-4, atol=1e-4)]
         if bad:
-            raise ArithmeticError(f"results differ from the bmm form ({', '.join(['out', 'dZ_A', 'dB'][i] for i in bad)})")
+            raise ArithmeticError(
+                f"results differ from the bmm form ({', '.join(['out', 'dZ_A', 'dB'][i] for i in bad)})"
+            )
     except Exception as e:  # noqa: BLE001 - any failure to compile or run means: use the bmm form
-        warnings.warn(f"the toy's Triton kernels do not run on {device} ({type(e).__name__}: "
-                      f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}); using batched matmuls instead")
+        warnings.warn(
+            f"the toy's Triton kernels do not run on {device} ({type(e).__name__}: "
+            f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}); using batched matmuls instead"
+        )
         return False
     return True
 

@@ -4,6 +4,7 @@ Figures: ``opt_lr_vs_width.png`` (Fig. 2: optimal LR vs width with n^-1 and n^-1
 and the max-stable LR), ``feature_norms.png`` (Fig. 3: |Z_A|, |Z_B| over steps at the smallest and
 largest width, each init at its optimal LR), ``loss_vs_lr.png`` (final loss vs LR per width).
 """
+
 from __future__ import annotations
 
 import math
@@ -23,15 +24,21 @@ def _fmt(x, spec=".3g") -> str:
 def findings(study: dict) -> str:
     an = study["analysis"]
     inits = list(an["per_width"])
-    lines = [f"Teacher-student study: {len(study['widths'])} widths, inits {', '.join(inits)}, "
-             f"{study['config']['seeds']} seeds, {len(study['config']['lrs'])} LRs, {study['config']['steps']} steps "
-             f"(optimal LR chosen on final {an['select_on']} loss; stable = no divergence and per-coordinate |Z_B| < {an['zb_bound']:g})",
-             "", f"{'width':>6} " + " ".join(f"{h + ' ' + plots.label(i):>22}" for i in inits for h in ("opt LR", "max-stable LR", "loss@opt"))]
+    lines = [
+        f"Teacher-student study: {len(study['widths'])} widths, inits {', '.join(inits)}, "
+        f"{study['config']['seeds']} seeds, {len(study['config']['lrs'])} LRs, {study['config']['steps']} steps "
+        f"(optimal LR chosen on final {an['select_on']} loss; stable = no divergence and per-coordinate |Z_B| < {an['zb_bound']:g})",
+        "",
+        f"{'width':>6} "
+        + " ".join(f"{h + ' ' + plots.label(i):>22}" for i in inits for h in ("opt LR", "max-stable LR", "loss@opt")),
+    ]
     for k in range(len(study["widths"])):
         cells = []
         for i in inits:
             r = an["per_width"][i][k]
-            opt = f"{_fmt(r['opt_lr'])} [{_fmt(r['opt_lr_seed_min'])},{_fmt(r['opt_lr_seed_max'])}]" + ("*" if r["opt_at_grid_edge"] else "")
+            opt = f"{_fmt(r['opt_lr'])} [{_fmt(r['opt_lr_seed_min'])},{_fmt(r['opt_lr_seed_max'])}]" + (
+                "*" if r["opt_at_grid_edge"] else ""
+            )
             ms = (">=" if r["max_stable_censored"] else "") + _fmt(r["max_stable_lr"])
             cells += [opt, ms, _fmt(r["opt_loss_mean"], ".4g")]
         lines.append(f"{an['per_width'][inits[0]][k]['width']:>6} " + " ".join(f"{c:>22}" for c in cells))
@@ -40,17 +47,23 @@ def findings(study: dict) -> str:
         ms, op = s["max_stable"], s["optimal"]
         theory = f" (theory {s['theory_max_stable']:g})" if s["theory_max_stable"] is not None else ""
         sens = ", ".join(f"{_fmt(v, '+.2f')} at bound {b}" for b, v in s["max_stable_vs_zb_bound"].items())
-        lines.append(f"{plots.label(i)}: max-stable LR slope vs width {_fmt(ms['slope'], '+.2f')} ± {_fmt(ms['stderr'], '.2f')}"
-                     f" over {ms['points']} widths{theory}; optimal LR slope {_fmt(op['slope'], '+.2f')} ± {_fmt(op['stderr'], '.2f')}"
-                     f" [robustness: {sens}]")
+        lines.append(
+            f"{plots.label(i)}: max-stable LR slope vs width {_fmt(ms['slope'], '+.2f')} ± {_fmt(ms['stderr'], '.2f')}"
+            f" over {ms['points']} widths{theory}; optimal LR slope {_fmt(op['slope'], '+.2f')} ± {_fmt(op['stderr'], '.2f')}"
+            f" [robustness: {sens}]"
+        )
     ch = an["checks"]
     if ch:
         ok = ch["opt_lr_a_ge_b_at_width_ge_512"]
         verdict = "holds" if ok and all(ok.values()) else "does NOT hold" if ok else "not tested (no width >= 512)"
-        lines.append(f"Paper: optimal LR of Init[A] >= Init[B] at every width >= 512: {verdict} ({', '.join(f'{w}: {v}' for w, v in ok.items())})")
+        lines.append(
+            f"Paper: optimal LR of Init[A] >= Init[B] at every width >= 512: {verdict} ({', '.join(f'{w}: {v}' for w, v in ok.items())})"
+        )
         z = ch["za_at_largest_width"]
         rel = "larger" if (z["init_a"] or 0) > (z["init_b"] or 0) else "NOT larger"
-        lines.append(f"Paper: |Z_A| at width {z['width']} larger under Init[A]: {rel} ({_fmt(z['init_a'])} vs {_fmt(z['init_b'])}, final step at each init's optimal LR)")
+        lines.append(
+            f"Paper: |Z_A| at width {z['width']} larger under Init[A]: {rel} ({_fmt(z['init_a'])} vs {_fmt(z['init_b'])}, final step at each init's optimal LR)"
+        )
     return "\n".join(lines)
 
 
@@ -59,7 +72,10 @@ def figures(study: dict, out: Path) -> list[Path]:
     out = Path(out)
     paths = [out / "opt_lr_vs_width.png", out / "feature_norms.png", out / "loss_vs_lr.png"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, key, title in ((axes[0], "opt_lr", f"optimal LR (final {an['select_on']} loss)"), (axes[1], "max_stable_lr", "max-stable LR")):
+    for ax, key, title in (
+        (axes[0], "opt_lr", f"optimal LR (final {an['select_on']} loss)"),
+        (axes[1], "max_stable_lr", "max-stable LR"),
+    ):
         series = {}
         for i, rows in an["per_width"].items():
             s = {"widths": [r["width"] for r in rows], "lr": [np.nan if r[key] is None else r[key] for r in rows]}
@@ -70,9 +86,12 @@ def figures(study: dict, out: Path) -> list[Path]:
             series[i] = s
         plots.lr_vs_width(ax, series, title)
     fig.tight_layout(w_pad=3)
-    plots.caption(fig, "Optimal LR: the grid LR with the lowest seed-mean loss; bars span the per-seed optima. Max-stable LR: "
-                       "the largest LR at which every seed stays stable; open triangles: stable at the grid's top (a lower "
-                       "bound). Grey lines: n^-1 and n^-1/2 through the first point, for slope only.")
+    plots.caption(
+        fig,
+        "Optimal LR: the grid LR with the lowest seed-mean loss; bars span the per-seed optima. Max-stable LR: "
+        "the largest LR at which every seed stays stable; open triangles: stable at the grid's top (a lower "
+        "bound). Grey lines: n^-1 and n^-1/2 through the first point, for slope only.",
+    )
     plots.save(fig, paths[0])
     plots.save(_feature_figure(study), paths[1])
     plots.save(_loss_figure(study), paths[2])
@@ -92,15 +111,25 @@ def _feature_figure(study: dict):
                 style = ["-", "--", ":", "-."][run["seed"] % 4]
                 for row, key in enumerate(("za", "zb")):
                     y = [np.nan if v is None else v for v in run[key]]
-                    axes[row, col].plot(res["steps"], y, style, color=plots.color(name, i),
-                                        label=f"{plots.label(name)} lr={lr:.2g} seed {run['seed']} loss={_fmt(run['train_loss'][-1], '.3g')}")
+                    axes[row, col].plot(
+                        res["steps"],
+                        y,
+                        style,
+                        color=plots.color(name, i),
+                        label=f"{plots.label(name)} lr={lr:.2g} seed {run['seed']} loss={_fmt(run['train_loss'][-1], '.3g')}",
+                    )
         for row, key in enumerate(("|Z_A|", "|Z_B|")):
-            axes[row, col].set(title=f"{key}, width {res['width']}", xlabel="step", ylabel=f"mean {key} over train data", yscale="log")
+            axes[row, col].set(
+                title=f"{key}, width {res['width']}", xlabel="step", ylabel=f"mean {key} over train data", yscale="log"
+            )
             plots.tidy_log_axis(axes[row, col].yaxis)
             axes[row, col].legend(fontsize=8)
     fig.tight_layout()
-    plots.caption(fig, "Each init at its optimal LR of that width; one line per seed (solid, dashed, dotted). Z_A = A z and "
-                       "Z_B = B A z for the hidden features z of the training inputs (Hayou et al. 2024, Fig. 3).")
+    plots.caption(
+        fig,
+        "Each init at its optimal LR of that width; one line per seed (solid, dashed, dotted). Z_A = A z and "
+        "Z_B = B A z for the hidden features z of the training inputs (Hayou et al. 2024, Fig. 3).",
+    )
     return fig
 
 
@@ -122,18 +151,29 @@ def _loss_figure(study: dict):
                 warnings.simplefilter("ignore", RuntimeWarning)  # an LR where every seed diverged
                 mean = np.nanmean(per_seed, 0)
                 ax.plot(lrs[whole], mean[whole], "o-", ms=3, color=c, label=plots.label(name))
-                ax.fill_between(lrs[whole], np.nanmin(per_seed, 0)[whole], np.nanmax(per_seed, 0)[whole], color=c, alpha=0.2)
+                ax.fill_between(
+                    lrs[whole], np.nanmin(per_seed, 0)[whole], np.nanmax(per_seed, 0)[whole], color=c, alpha=0.2
+                )
             part = ~whole & ~np.isnan(mean)
             if part.any():  # some seeds diverged: the survivors' mean, marked
                 ax.plot(lrs[part], mean[part], "x", ms=7, mew=2, color=c, label=f"{plots.label(name)}: a seed diverged")
             if r["opt_lr"] is not None:
                 ax.plot([r["opt_lr"]], [r["opt_loss_mean"]], "*", ms=12, color=c)
-        ax.set(xscale="log", yscale="log", title=f"width {rows[k]['width']}", xlabel="learning rate", ylabel=f"final {an['select_on']} loss")
+        ax.set(
+            xscale="log",
+            yscale="log",
+            title=f"width {rows[k]['width']}",
+            xlabel="learning rate",
+            ylabel=f"final {an['select_on']} loss",
+        )
         plots.tidy_log_axis(ax.yaxis)
         ax.legend(fontsize=8)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     fig.tight_layout()
-    plots.caption(fig, "Line: the mean over seeds where every seed finished; band: their min to max; x: LRs where a seed "
-                       "diverged (the mean of the others); star: the optimal LR.")
+    plots.caption(
+        fig,
+        "Line: the mean over seeds where every seed finished; band: their min to max; x: LRs where a seed "
+        "diverged (the mean of the others); star: the optimal LR.",
+    )
     return fig

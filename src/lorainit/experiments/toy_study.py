@@ -10,6 +10,7 @@ loss) with the per-seed optima as its spread; the largest grid LR at which every
 step); and the log-log slopes of both against width, next to the theory's -1/2 (Init[A], Thm. 1) and
 -1 (Init[B], Thm. 2).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -45,8 +46,13 @@ def run_study(cfg: ToyConfig, out: Path, *, overwrite: bool = False, progress: b
     data = teacher_data(cfg)
     results = []
     # the bar counts work, not steps: a step of width n costs about n times a step of width 1 (N x n per run)
-    bar = tqdm(total=sum(cfg.widths) * cfg.steps, desc="toy", disable=not progress, mininterval=2.0,
-               bar_format="{l_bar}{bar}| {elapsed}<{remaining}{postfix}")
+    bar = tqdm(
+        total=sum(cfg.widths) * cfg.steps,
+        desc="toy",
+        disable=not progress,
+        mininterval=2.0,
+        bar_format="{l_bar}{bar}| {elapsed}<{remaining}{postfix}",
+    )
     for width in cfg.widths:
         path = out / "widths" / f"width_{width:05d}.json"
         if path.exists():
@@ -130,23 +136,38 @@ def analyse(cfg: ToyConfig, results: list[dict]) -> dict:
     rows = {i: [per_width(cfg, res, i) for res in results] for i in cfg.inits}
     slopes = {}
     for init, rs in rows.items():
-        stable_pts = [(r["width"], r["max_stable_lr"]) for r in rs if r["max_stable_lr"] and not r["max_stable_censored"]]
+        stable_pts = [
+            (r["width"], r["max_stable_lr"]) for r in rs if r["max_stable_lr"] and not r["max_stable_censored"]
+        ]
         opt_pts = [(r["width"], r["opt_lr"]) for r in rs if r["opt_lr"]]
         sens = {}
         for factor in (1 / 3, 3.0):
             b = cfg.zb_bound * factor
-            pts = [(r["width"], r["max_stable_lr"]) for r in (per_width(cfg, res, init, b) for res in results)
-                   if r["max_stable_lr"] and not r["max_stable_censored"]]
+            pts = [
+                (r["width"], r["max_stable_lr"])
+                for r in (per_width(cfg, res, init, b) for res in results)
+                if r["max_stable_lr"] and not r["max_stable_censored"]
+            ]
             sens[f"{b:.3g}"] = fit_slope(pts)["slope"]
-        slopes[init] = {"max_stable": fit_slope(stable_pts), "optimal": fit_slope(opt_pts),
-                        "theory_max_stable": THEORY_SLOPE.get(init), "max_stable_vs_zb_bound": sens}
+        slopes[init] = {
+            "max_stable": fit_slope(stable_pts),
+            "optimal": fit_slope(opt_pts),
+            "theory_max_stable": THEORY_SLOPE.get(init),
+            "max_stable_vs_zb_bound": sens,
+        }
     checks = {}
     if {"init_a", "init_b"} <= set(cfg.inits):
         a = {r["width"]: r for r in rows["init_a"]}
         b = {r["width"]: r for r in rows["init_b"]}
         big = [w for w in a if w >= 512]
         checks["opt_lr_a_ge_b_at_width_ge_512"] = {
-            str(w): (a[w]["opt_lr"] is not None and b[w]["opt_lr"] is not None and a[w]["opt_lr"] >= b[w]["opt_lr"]) for w in big}
+            str(w): (a[w]["opt_lr"] is not None and b[w]["opt_lr"] is not None and a[w]["opt_lr"] >= b[w]["opt_lr"])
+            for w in big
+        }
         wmax = max(a)
-        checks["za_at_largest_width"] = {"width": wmax, "init_a": a[wmax]["za_final_at_opt"], "init_b": b[wmax]["za_final_at_opt"]}
+        checks["za_at_largest_width"] = {
+            "width": wmax,
+            "init_a": a[wmax]["za_final_at_opt"],
+            "init_b": b[wmax]["za_final_at_opt"],
+        }
     return {"select_on": cfg.select_on, "zb_bound": cfg.zb_bound, "per_width": rows, "slopes": slopes, "checks": checks}

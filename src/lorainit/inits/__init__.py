@@ -6,6 +6,7 @@
 Registering validates the function's signature, so a scheme that does not follow the one protocol
 fails at import time, not in the middle of a sweep.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -34,14 +35,23 @@ class Entry:
         """The scheme's own keywords and their defaults: everything after (weight, rank) but the generator and the
         data it ``needs`` (a layer's ``scaling`` is filled in per layer unless given)."""
         skip = {"generator", *self.needs}
-        return {p.name: p.default for p in list(inspect.signature(self.fn).parameters.values())[2:] if p.name not in skip}
+        return {
+            p.name: p.default for p in list(inspect.signature(self.fn).parameters.values())[2:] if p.name not in skip
+        }
 
 
 INITS: dict[str, Entry] = {}
 
 
-def register(name: str, *, preserves_output: bool, needs: tuple[str, ...] = (), stochastic: bool = True,
-             residual: bool = False, stacked: Callable[..., list[Factors]] | None = None) -> Callable[[InitScheme], InitScheme]:
+def register(
+    name: str,
+    *,
+    preserves_output: bool,
+    needs: tuple[str, ...] = (),
+    stochastic: bool = True,
+    residual: bool = False,
+    stacked: Callable[..., list[Factors]] | None = None,
+) -> Callable[[InitScheme], InitScheme]:
     """Decorator adding ``fn`` to ``INITS`` under ``name`` after checking its signature (and that of its
     ``stacked`` form: (weights, rank, *, generators, ...) with ``fn``'s other keywords)."""
 
@@ -51,7 +61,9 @@ def register(name: str, *, preserves_output: bool, needs: tuple[str, ...] = (), 
             raise TypeError(f"init scheme {name!r} must take (weight, rank, *, generator, ...)")
         keyword_only = {p.name for p in params[2:] if p.kind is inspect.Parameter.KEYWORD_ONLY}
         if "generator" not in keyword_only or len(keyword_only) != len(params) - 2:
-            raise TypeError(f"init scheme {name!r}: everything after (weight, rank) must be keyword-only, incl. generator")
+            raise TypeError(
+                f"init scheme {name!r}: everything after (weight, rank) must be keyword-only, incl. generator"
+            )
         missing = [n for n in needs if n not in keyword_only]
         if missing:
             raise TypeError(f"init scheme {name!r} needs {missing} but takes no such keyword argument")
@@ -59,12 +71,21 @@ def register(name: str, *, preserves_output: bool, needs: tuple[str, ...] = (), 
             sp = list(inspect.signature(stacked).parameters)
             want = ["weights", "rank", "generators"] + [p.name for p in params[2:] if p.name != "generator"]
             if needs or sorted(sp) != sorted(want) or sp[:2] != want[:2]:
-                raise TypeError(f"init scheme {name!r}: its stacked form must take (weights, rank, *, generators) and the "
-                                "scheme's other keywords, and data-dependent schemes have none")
+                raise TypeError(
+                    f"init scheme {name!r}: its stacked form must take (weights, rank, *, generators) and the "
+                    "scheme's other keywords, and data-dependent schemes have none"
+                )
         if name in INITS:
             raise ValueError(f"init scheme {name!r} is already registered")
-        INITS[name] = Entry(name=name, fn=fn, preserves_output=preserves_output, needs=tuple(needs), stochastic=stochastic,
-                            residual=residual, stacked=stacked)
+        INITS[name] = Entry(
+            name=name,
+            fn=fn,
+            preserves_output=preserves_output,
+            needs=tuple(needs),
+            stochastic=stochastic,
+            residual=residual,
+            stacked=stacked,
+        )
         return fn
 
     return wrap

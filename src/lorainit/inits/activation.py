@@ -8,6 +8,7 @@ across layers (rho > 1) is a model-level step, not part of this per-layer functi
 matrix (R^T R = X_c^T X_c), which has the same right singular vectors and values as X_c, or only its
 k >= r leading rows diag(sqrt(l_1..k)) V_k^T (what ``lorainit.stats.activation_scatter(keep=r)`` gives).
 """
+
 from __future__ import annotations
 
 import torch
@@ -19,8 +20,16 @@ from .spectral import check_decomposable, top_svd, working
 
 
 @register("eva", preserves_output=True, needs=("activations",), stochastic=False)
-def eva(weight: Tensor, rank: int, *, generator: torch.Generator | None = None, activations: Tensor,
-        whiten: bool = False, niter: int | None = None, center: bool = True) -> Factors:
+def eva(
+    weight: Tensor,
+    rank: int,
+    *,
+    generator: torch.Generator | None = None,
+    activations: Tensor,
+    whiten: bool = False,
+    niter: int | None = None,
+    center: bool = True,
+) -> Factors:
     """EVA: A = top-r principal directions of the layer inputs, B = 0."""
     check_rank(weight, rank)
     X = working(activations.reshape(-1, activations.shape[-1]))  # (N, in): tokens of any batch shape
@@ -31,5 +40,7 @@ def eva(weight: Tensor, rank: int, *, generator: torch.Generator | None = None, 
     check_decomposable(X, "activations")
     _, S, Vh = top_svd(X - X.mean(0) if center else X, rank, niter=niter, generator=generator)
     A = Vh / S.sqrt()[:, None] if whiten else Vh
-    return Factors(A=A.to(weight.dtype).to(weight.device),
-                   B=torch.zeros(weight.shape[0], rank, dtype=weight.dtype, device=weight.device))
+    return Factors(
+        A=A.to(weight.dtype).to(weight.device),
+        B=torch.zeros(weight.shape[0], rank, dtype=weight.dtype, device=weight.device),
+    )

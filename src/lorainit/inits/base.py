@@ -13,6 +13,7 @@ base weight to use instead of ``W``.
 Random draws come from ``generator`` on the CPU and are then moved to ``weight.device``: the same
 seed gives the same factors on any device.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -36,9 +37,7 @@ class Factors:
 
 
 class InitScheme(Protocol):
-    def __call__(
-        self, weight: Tensor, rank: int, *, generator: torch.Generator | None = None, **kw
-    ) -> Factors: ...
+    def __call__(self, weight: Tensor, rank: int, *, generator: torch.Generator | None = None, **kw) -> Factors: ...
 
 
 def check_rank(weight: Tensor, rank: int) -> None:

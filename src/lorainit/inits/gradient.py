@@ -10,6 +10,7 @@
   B A = (-G)_r / (gamma s_1): one normalized gradient step's top-r part. The base weight is NOT
   shifted, so the output changes at step 0 (by design: the init is itself a first update).
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -29,9 +30,18 @@ def _check_grad(weight: Tensor, grad: Tensor) -> None:
 
 
 @register("lora_ga", preserves_output=True, needs=("grad",), stochastic=False, residual=True)
-def lora_ga(weight: Tensor, rank: int, *, generator: torch.Generator | None = None, grad: Tensor,
-            scaling: float = 1.0, direction: Literal["ArB2r", "A2rBr"] = "ArB2r",
-            scale: Literal["stable", "unit"] = "stable", stable_gamma: float = 16.0, niter: int | None = None) -> Factors:
+def lora_ga(
+    weight: Tensor,
+    rank: int,
+    *,
+    generator: torch.Generator | None = None,
+    grad: Tensor,
+    scaling: float = 1.0,
+    direction: Literal["ArB2r", "A2rBr"] = "ArB2r",
+    scale: Literal["stable", "unit"] = "stable",
+    stable_gamma: float = 16.0,
+    niter: int | None = None,
+) -> Factors:
     """LoRA-GA: adapter from the gradient's singular vectors, base shifted by -scaling B A."""
     check_rank(weight, rank)
     _check_grad(weight, grad)
@@ -39,9 +49,9 @@ def lora_ga(weight: Tensor, rank: int, *, generator: torch.Generator | None = No
         raise ValueError(f"lora_ga uses 2r = {2 * rank} singular vectors; rank must be <= {min(weight.shape) // 2}")
     U, _, Vh = top_svd(working(grad), 2 * rank, niter=niter, generator=generator)
     if direction == "ArB2r":
-        A, B = Vh[:rank], U[:, rank:2 * rank]
+        A, B = Vh[:rank], U[:, rank : 2 * rank]
     elif direction == "A2rBr":
-        A, B = Vh[rank:2 * rank], U[:, :rank]
+        A, B = Vh[rank : 2 * rank], U[:, :rank]
     else:
         raise ValueError(f"direction must be 'ArB2r' or 'A2rBr'; got {direction!r}")
     if scale == "stable":
@@ -56,8 +66,15 @@ def lora_ga(weight: Tensor, rank: int, *, generator: torch.Generator | None = No
 
 
 @register("lora_one", preserves_output=False, needs=("grad",), stochastic=False)
-def lora_one(weight: Tensor, rank: int, *, generator: torch.Generator | None = None, grad: Tensor,
-             gamma: float = 16.0, niter: int | None = None) -> Factors:
+def lora_one(
+    weight: Tensor,
+    rank: int,
+    *,
+    generator: torch.Generator | None = None,
+    grad: Tensor,
+    gamma: float = 16.0,
+    niter: int | None = None,
+) -> Factors:
     """LoRA-One: B A = top-r part of -G divided by gamma times its largest singular value; base unchanged."""
     check_rank(weight, rank)
     _check_grad(weight, grad)

@@ -14,6 +14,7 @@ No public code exists; this is the reconstruction documented in ``shared/papers/
    B_0 = U_r sqrt(S_r) / scaling, and the base weight becomes W - scaling B_0 A_0 (output unchanged).
 5. Training then proceeds as usual; in the asymmetric variant A stays frozen.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -39,16 +40,26 @@ def factored_svd(B: Tensor, A: Tensor, rank: int) -> tuple[Tensor, Tensor, Tenso
 
 
 @register("hrp", preserves_output=True, needs=("preheated",), stochastic=False)
-def hrp(weight: Tensor, rank: int, *, generator: torch.Generator | None = None, preheated: Factors,
-        a_scale: Literal["unit", "sqrt_s"] = "unit", row_norm: float = 1.0, seed_b: bool = False,
-        scaling: float = 1.0) -> Factors:
+def hrp(
+    weight: Tensor,
+    rank: int,
+    *,
+    generator: torch.Generator | None = None,
+    preheated: Factors,
+    a_scale: Literal["unit", "sqrt_s"] = "unit",
+    row_norm: float = 1.0,
+    seed_b: bool = False,
+    scaling: float = 1.0,
+) -> Factors:
     """Rank-r init from the top singular directions of a preheated higher-rank adapter's product."""
     check_rank(weight, rank)
     out_features, in_features = weight.shape
     r_p = preheated.A.shape[0]
     if preheated.A.shape[1] != in_features or preheated.B.shape != (out_features, r_p):
-        raise ValueError(f"preheated factors {tuple(preheated.B.shape)} x {tuple(preheated.A.shape)} do not fit "
-                         f"a weight of shape {tuple(weight.shape)}")
+        raise ValueError(
+            f"preheated factors {tuple(preheated.B.shape)} x {tuple(preheated.A.shape)} do not fit "
+            f"a weight of shape {tuple(weight.shape)}"
+        )
     if r_p < rank:
         raise ValueError(f"preheat rank {r_p} is below the LoRA rank {rank}; preheat at a rank >= {rank}")
     U, S, Vh = factored_svd(working(preheated.B), working(preheated.A), rank)

@@ -10,6 +10,7 @@ Baselines of Chen et al. 2025 (HRP), Fig. 1:
   so the rows of A are orthonormal directions. (PEFT's ``"orthogonal"`` is another scheme: both
   factors nonzero with B A = 0.)
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -26,8 +27,14 @@ def _zeros(shape, like: Tensor) -> Tensor:
 
 
 @register("init_a", preserves_output=True)
-def init_a(weight: Tensor, rank: int, *, generator: torch.Generator | None = None, std: float | None = None,
-           distribution: Literal["normal", "kaiming_uniform"] = "normal") -> Factors:
+def init_a(
+    weight: Tensor,
+    rank: int,
+    *,
+    generator: torch.Generator | None = None,
+    std: float | None = None,
+    distribution: Literal["normal", "kaiming_uniform"] = "normal",
+) -> Factors:
     """Init[A]: B = 0 and A ~ N(0, std^2), std = in_features^-1/2 unless given; or U(-1/sqrt(in), 1/sqrt(in)) (PEFT default)."""
     check_rank(weight, rank)
     out_features, in_features = weight.shape
@@ -51,14 +58,18 @@ def init_b(weight: Tensor, rank: int, *, generator: torch.Generator | None = Non
 
 
 @register("gaussian", preserves_output=True)
-def gaussian(weight: Tensor, rank: int, *, generator: torch.Generator | None = None, std: float | None = None) -> Factors:
+def gaussian(
+    weight: Tensor, rank: int, *, generator: torch.Generator | None = None, std: float | None = None
+) -> Factors:
     """B = 0 and A ~ N(0, std^2), std = 1/rank unless given (PEFT's "gaussian")."""
     check_rank(weight, rank)
     return init_a(weight, rank, generator=generator, std=1 / rank if std is None else std)
 
 
 @register("orthogonal", preserves_output=True)
-def orthogonal(weight: Tensor, rank: int, *, generator: torch.Generator | None = None, row_norm: float = 1.0) -> Factors:
+def orthogonal(
+    weight: Tensor, rank: int, *, generator: torch.Generator | None = None, row_norm: float = 1.0
+) -> Factors:
     """B = 0 and A with orthonormal rows times ``row_norm`` (1: the expected row norm of Init[A]), Haar-random."""
     check_rank(weight, rank)
     out_features, in_features = weight.shape

@@ -8,6 +8,7 @@
 - ``target`` (Chen et al. 2025, HRP, Thm. 2 "target initialization"): an oracle for synthetic
   problems where the target update M is known: A = row_norm * V_r^T from M = U S V^T, B = 0.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -22,8 +23,10 @@ from .base import Factors, check_rank
 def check_decomposable(weight: Tensor, what: str = "weight") -> None:
     """SVD schemes need real floating-point values: refuse packed/quantized storage and non-finite entries."""
     if not weight.is_floating_point():
-        raise TypeError(f"{what} has dtype {weight.dtype}: an SVD of quantized or packed storage is meaningless; "
-                        "dequantize the layer first (or pick a data-free scheme such as init_a)")
+        raise TypeError(
+            f"{what} has dtype {weight.dtype}: an SVD of quantized or packed storage is meaningless; "
+            "dequantize the layer first (or pick a data-free scheme such as init_a)"
+        )
     if not torch.isfinite(weight).all():
         raise ValueError(f"{what} has non-finite entries; an SVD-based init cannot use it")
 
@@ -33,8 +36,14 @@ def working(t: Tensor) -> Tensor:
     return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
-def top_svd(M: Tensor, rank: int, *, niter: int | None = None, oversample: int = 8,
-            generator: torch.Generator | Sequence[torch.Generator | None] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+def top_svd(
+    M: Tensor,
+    rank: int,
+    *,
+    niter: int | None = None,
+    oversample: int = 8,
+    generator: torch.Generator | Sequence[torch.Generator | None] | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
     """Top-``rank`` singular triplets of M (m, n), float32 or wider: U (m, r), S (r,), Vh (r, n); or of
     each matrix of a stack M (L, m, n): U (L, m, r), S (L, r), Vh (L, r, n).
 
@@ -49,12 +58,16 @@ def top_svd(M: Tensor, rank: int, *, niter: int | None = None, oversample: int =
         return U[..., :rank], S[..., :rank], Vh[..., :rank, :]
     single = M.ndim == 2
     Ms = M[None] if single else M  # (L, m, n)
-    gens = [generator] if single else (list(generator) if isinstance(generator, Sequence) else [generator] * Ms.shape[0])
+    gens = (
+        [generator] if single else (list(generator) if isinstance(generator, Sequence) else [generator] * Ms.shape[0])
+    )
     if len(gens) != Ms.shape[0]:
         raise ValueError(f"a stack of {Ms.shape[0]} matrices needs as many generators; got {len(gens)}")
     m, n = Ms.shape[-2:]
     q = min(rank + oversample, m, n)
-    omega = torch.stack([torch.randn(n, q, generator=g, dtype=torch.float32) for g in gens]).to(M.dtype).to(M.device)  # (L, n, q)
+    omega = (
+        torch.stack([torch.randn(n, q, generator=g, dtype=torch.float32) for g in gens]).to(M.dtype).to(M.device)
+    )  # (L, n, q)
     Y = orthonormal_basis(Ms @ omega)  # (L, m, q) basis of the sketched range
     for _ in range(niter):  # power iterations
         Y = orthonormal_basis(Ms @ orthonormal_basis(Ms.mT @ Y))
@@ -99,8 +112,15 @@ def _small_svd(Bm: Tensor, keep: int) -> tuple[Tensor, Tensor, Tensor]:
     return U.to(Bm.dtype), S.to(Bm.dtype), Vh.to(Bm.dtype)
 
 
-def pissa_stack(weights: Tensor, rank: int, *, generators: Sequence[torch.Generator | None], scaling: float = 1.0,
-                niter: int | None = None, oversample: int = 8) -> list[Factors]:
+def pissa_stack(
+    weights: Tensor,
+    rank: int,
+    *,
+    generators: Sequence[torch.Generator | None],
+    scaling: float = 1.0,
+    niter: int | None = None,
+    oversample: int = 8,
+) -> list[Factors]:
     """``pissa`` for a stack (L, out, in) of same-shape weights, matrix i drawing from ``generators[i]``:
     one batched decomposition for L layers (``lorainit.apply`` groups a model's layers by shape)."""
     check_rank(weights[0], rank)
@@ -115,16 +135,28 @@ def pissa_stack(weights: Tensor, rank: int, *, generators: Sequence[torch.Genera
     return [Factors(A=a.to(dt), B=b.to(dt), residual=res.to(dt)) for a, b, res in zip(A, B, residual)]
 
 
-@register("pissa", preserves_output=True, stochastic=False, residual=True, stacked=pissa_stack)  # full SVD by default; niter=K draws a sketch
-def pissa(weight: Tensor, rank: int, *, generator: torch.Generator | None = None, scaling: float = 1.0,
-          niter: int | None = None, oversample: int = 8) -> Factors:
+@register(
+    "pissa", preserves_output=True, stochastic=False, residual=True, stacked=pissa_stack
+)  # full SVD by default; niter=K draws a sketch
+def pissa(
+    weight: Tensor,
+    rank: int,
+    *,
+    generator: torch.Generator | None = None,
+    scaling: float = 1.0,
+    niter: int | None = None,
+    oversample: int = 8,
+) -> Factors:
     """Principal singular directions of W in the adapter, the rest in the residual base weight."""
-    return pissa_stack(weight[None], rank, generators=[generator], scaling=scaling, niter=niter, oversample=oversample)[0]
+    return pissa_stack(weight[None], rank, generators=[generator], scaling=scaling, niter=niter, oversample=oversample)[
+        0
+    ]
 
 
 @register("target", preserves_output=True, needs=("target",), stochastic=False)
-def target(weight: Tensor, rank: int, *, generator: torch.Generator | None = None, target: Tensor,
-           row_norm: float = 1.0) -> Factors:
+def target(
+    weight: Tensor, rank: int, *, generator: torch.Generator | None = None, target: Tensor, row_norm: float = 1.0
+) -> Factors:
     """Oracle: A spans the top-r right singular directions of the known target update (B = 0)."""
     check_rank(weight, rank)
     if target.shape != weight.shape:

@@ -1,4 +1,5 @@
 """The reproduction's figures, one PNG per call, each with a caption saying what its lines, bands and markers are."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -37,8 +38,11 @@ def toy_lr_vs_width(st, key: str, path: Path) -> Path:
     ax.set(xscale="log", yscale="log", xlabel="width n", ylabel=what, title=f"Toy model: {what} vs width")
     plots.width_axis(ax, w)
     ax.legend(fontsize=8)
-    plots.caption(fig, f"Thin lines: each of {len(st.toy)} data seeds (3 LoRA seeds each); bold: their geometric mean; "
-                       "gray: n^-1 and n^-1/2 through the first point.")
+    plots.caption(
+        fig,
+        f"Thin lines: each of {len(st.toy)} data seeds (3 LoRA seeds each); bold: their geometric mean; "
+        "gray: n^-1 and n^-1/2 through the first point.",
+    )
     plots.save(fig, path)
     return path
 
@@ -51,11 +55,26 @@ def toy_features(st, path: Path) -> Path:
             w, y = _per_width(st, init, key)
             for row in y:
                 ax.plot(w, row, color=plots.color(init, i), lw=0.7, alpha=0.5)
-            ax.plot(w, np.exp(np.nanmean(np.log(y), axis=0)), marker="o", color=plots.color(init, i), lw=2, label=plots.label(init))
-        ax.set(xscale="log", yscale="log", xlabel="width n", ylabel=f"{name} (per coordinate)", title=f"{name} at the optimal LR")
+            ax.plot(
+                w,
+                np.exp(np.nanmean(np.log(y), axis=0)),
+                marker="o",
+                color=plots.color(init, i),
+                lw=2,
+                label=plots.label(init),
+            )
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlabel="width n",
+            ylabel=f"{name} (per coordinate)",
+            title=f"{name} at the optimal LR",
+        )
         plots.width_axis(ax, w)
         ax.legend(fontsize=8)
-    plots.caption(fig, "Final step of the run at each init's optimal LR; thin lines: each data seed; bold: geometric mean.")
+    plots.caption(
+        fig, "Final step of the run at each init's optimal LR; thin lines: each data seed; bold: geometric mean."
+    )
     plots.save(fig, path)
     return path
 
@@ -76,13 +95,19 @@ def mf_final(st, path: Path) -> Path:
         steps = [c[i]["steps_to_optimum_mean"] or np.nan for i in inits]
         pre = [(c[i]["steps_to_optimum_mean_with_preheat"] or np.nan) - s for i, s in zip(inits, steps)]
         axes[1].bar(x + 0.4 * j - 0.2, steps, 0.4, color=f"C{j}", label=f"{t}: main run")
-        axes[1].bar(x + 0.4 * j - 0.2, pre, 0.4, bottom=steps, color=f"C{j}", alpha=0.35, hatch="//", label=f"{t}: HRP preheat")
+        axes[1].bar(
+            x + 0.4 * j - 0.2, pre, 0.4, bottom=steps, color=f"C{j}", alpha=0.35, hatch="//", label=f"{t}: HRP preheat"
+        )
     axes[0].axhline(1.0, color="gray", lw=0.8)
     axes[0].set(xticks=x, xticklabels=inits, ylabel="final loss / L*", title="Asymmetric LoRA (A frozen): final loss")
-    axes[1].set(xticks=x, xticklabels=inits, ylabel="steps to within 1% of L*", title="Classic LoRA: steps to the optimum")
+    axes[1].set(
+        xticks=x, xticklabels=inits, ylabel="steps to within 1% of L*", title="Classic LoRA: steps to the optimum"
+    )
     for ax in axes:
         ax.legend(fontsize=8)
-    plots.caption(fig, "Means over seeds; 'target' starts at M's own top singular directions (a reference, not a method).")
+    plots.caption(
+        fig, "Means over seeds; 'target' starts at M's own top singular directions (a reference, not a method)."
+    )
     plots.save(fig, path)
     return path
 
@@ -92,9 +117,17 @@ def mf_rank(st, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 4))
     for j, (t, runs) in enumerate(st.mf.items()):
         ranks = sorted(runs)
-        gap = [max(runs[k]["summary"]["asymmetric"]["hrp"]["final_loss_mean"] / runs[k]["optimal_loss"] - 1, 1e-7) for k in ranks]
+        gap = [
+            max(runs[k]["summary"]["asymmetric"]["hrp"]["final_loss_mean"] / runs[k]["optimal_loss"] - 1, 1e-7)
+            for k in ranks
+        ]
         ax.plot(ranks, gap, marker="o", color=f"C{j}", label=t)
-    ax.set(yscale="log", xlabel="preheat rank", ylabel="(final loss - L*) / L*", title="HRP, asymmetric LoRA: distance to the optimum")
+    ax.set(
+        yscale="log",
+        xlabel="preheat rank",
+        ylabel="(final loss - L*) / L*",
+        title="HRP, asymmetric LoRA: distance to the optimum",
+    )
     ax.legend(fontsize=8)
     plots.caption(fig, "Mean over seeds of HRP's final loss; values at or below 1e-7 are drawn at 1e-7 (L* reached).")
     plots.save(fig, path)
@@ -109,19 +142,36 @@ def task_curves(s, path: Path, shared_lr: float) -> Path:
         if not rows:
             continue
         lr = [x["lr"] for x in rows]
-        ax.errorbar(lr, [x["val_mean"] for x in rows], yerr=[x["val_se"] or 0 for x in rows], marker="o", ms=3,
-                    color=plots.color(init, i), label=plots.label(init), lw=1.2, capsize=2)
+        ax.errorbar(
+            lr,
+            [x["val_mean"] for x in rows],
+            yerr=[x["val_se"] or 0 for x in rows],
+            marker="o",
+            ms=3,
+            color=plots.color(init, i),
+            label=plots.label(init),
+            lw=1.2,
+            capsize=2,
+        )
         if r["selected_lr"] is not None:
             sel = next(x for x in rows if x["lr"] == r["selected_lr"])
             ax.plot(r["selected_lr"], sel["val_mean"], "*", ms=11, color=plots.color(init, i))
     ax.axvline(shared_lr, color="gray", ls="--", lw=0.8)
-    ax.set(xscale="log", xlabel="learning rate", ylabel=f"validation {s.summary['metric']}", title=f"{s.name}: every init across LRs")
+    ax.set(
+        xscale="log",
+        xlabel="learning rate",
+        ylabel=f"validation {s.summary['metric']}",
+        title=f"{s.name}: every init across LRs",
+    )
     vals = [x["val_mean"] for r in s.per_init().values() for x in r["rows"] if x["val_mean"] is not None]
     if s.sign > 0 and vals:  # perplexity: the diverged top LRs would squash the rest
         ax.set_ylim(min(vals) * 0.98, min(vals) * 1.25)
     plots.tidy_log_axis(ax.xaxis)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    plots.caption(fig, "Mean over seeds with s.e. bars; star: the LR selected on validation; dashed: the shared LR 2e-4 of claim L1.")
+    plots.caption(
+        fig,
+        "Mean over seeds with s.e. bars; star: the LR selected on validation; dashed: the shared LR 2e-4 of claim L1.",
+    )
     plots.save(fig, path)
     return path
 
@@ -130,12 +180,22 @@ def _bar_range(ax, values: list[float], pad: float) -> None:
     """The y range of a bar figure around its values (``pad`` of their spread either side); with none, a note saying so."""
     if values:
         lo, hi = min(values), max(values)
-        spread = hi - lo if hi - lo > 1e-9 * max(1.0, abs(hi)) else 0.05 * (abs(hi) or 1.0)  # equal values: 5% of the value
+        spread = (
+            hi - lo if hi - lo > 1e-9 * max(1.0, abs(hi)) else 0.05 * (abs(hi) or 1.0)
+        )  # equal values: 5% of the value
         ax.set_ylim(lo - pad * spread, hi + pad * spread)
     else:
         ax.set_yticks([])
-        ax.text(0.5, 0.5, "nothing to show yet:\nno LR has every seed finished\n(the study is unfinished)",
-                ha="center", va="center", transform=ax.transAxes, fontsize=9, color="gray")
+        ax.text(
+            0.5,
+            0.5,
+            "nothing to show yet:\nno LR has every seed finished\n(the study is unfinished)",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+            fontsize=9,
+            color="gray",
+        )
 
 
 def shared_vs_tuned(s, lr: float, path: Path, inits: list[str]) -> Path:
@@ -147,9 +207,22 @@ def shared_vs_tuned(s, lr: float, path: Path, inits: list[str]) -> Path:
     shared = [v if len(v) == seeds else [] for v in (list(per_seed(s, i, lr).values()) for i in inits)]
     x = np.arange(len(inits))
     fig, ax = plt.subplots(figsize=(8, 4))
-    ax.bar(x - 0.2, [t[0] if t[0] is not None else np.nan for t in tuned], 0.4, yerr=[t[1] or 0 for t in tuned], label="tuned LR", color="C0")
-    ax.bar(x + 0.2, [np.mean(v) if v else np.nan for v in shared], 0.4,
-           yerr=[np.std(v, ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0 for v in shared], label=f"shared LR {lr:.3g}", color="C1")
+    ax.bar(
+        x - 0.2,
+        [t[0] if t[0] is not None else np.nan for t in tuned],
+        0.4,
+        yerr=[t[1] or 0 for t in tuned],
+        label="tuned LR",
+        color="C0",
+    )
+    ax.bar(
+        x + 0.2,
+        [np.mean(v) if v else np.nan for v in shared],
+        0.4,
+        yerr=[np.std(v, ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0 for v in shared],
+        label=f"shared LR {lr:.3g}",
+        color="C1",
+    )
     _bar_range(ax, [v for t in tuned for v in [t[0]] if v is not None] + [np.mean(v) for v in shared if v], 0.15)
     ax.set(xticks=x, ylabel=f"test {s.summary['metric']}", title=f"{s.name}: tuned vs shared LR")
     ax.set_xticklabels(inits, rotation=30, ha="right")
@@ -170,11 +243,26 @@ def full_vs_lora(s, path: Path, methods: list[str]) -> Path:
     ax.bar(x, means, 0.6, yerr=errs, color=[plots.color(m, order.index(m)) for m in methods])
     for i, r in enumerate(rows):
         if r["selected_lr"] is not None:
-            ax.annotate(f"LR {r['selected_lr']:.2g}", (x[i], means[i] + errs[i]), ha="center", va="bottom", fontsize=8,
-                        xytext=(0, 6), textcoords="offset points")
-    _bar_range(ax, [v for m, e in zip(means, errs) if not np.isnan(m) for v in (m - e, m + e)], 0.3)  # the bars' whiskers too
-    ax.set(xticks=x, ylabel=f"test {s.summary['metric']}", title=f"{s.name}: full fine-tuning vs LoRA, each at its tuned LR")
+            ax.annotate(
+                f"LR {r['selected_lr']:.2g}",
+                (x[i], means[i] + errs[i]),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+                xytext=(0, 6),
+                textcoords="offset points",
+            )
+    _bar_range(
+        ax, [v for m, e in zip(means, errs) if not np.isnan(m) for v in (m - e, m + e)], 0.3
+    )  # the bars' whiskers too
+    ax.set(
+        xticks=x,
+        ylabel=f"test {s.summary['metric']}",
+        title=f"{s.name}: full fine-tuning vs LoRA, each at its tuned LR",
+    )
     ax.set_xticklabels([plots.label(m) for m in methods])
-    plots.caption(fig, "Mean over seeds with s.e. bars at each method's LR selected on validation (written on the bar).")
+    plots.caption(
+        fig, "Mean over seeds with s.e. bars at each method's LR selected on validation (written on the bar)."
+    )
     plots.save(fig, path)
     return path

@@ -9,6 +9,7 @@ One folder per study, named by what it is:
 - any other folder with a summary.json: a ``lorainit sweep --experiment finetune`` study (its summary.json,
   trials.csv and sweep.json; the study database is kept beside them so the sweep can be resumed or re-reported).
 """
+
 from __future__ import annotations
 
 import csv
@@ -70,8 +71,17 @@ def _points(folder: Path) -> list[dict]:
     with open(folder / "trials.csv", newline="") as f:
         for r in csv.DictReader(f):
             value, test = (float(r[k]) if r.get(k) not in (None, "") else None for k in ("value", "test"))
-            rows.append({"init": r["init"], "lr": float(r["lr"]), "seed": int(r["seed"]), "state": r["state"],
-                         "value": value, "test": test, "number": int(r["number"])})
+            rows.append(
+                {
+                    "init": r["init"],
+                    "lr": float(r["lr"]),
+                    "seed": int(r["seed"]),
+                    "state": r["state"],
+                    "value": value,
+                    "test": test,
+                    "number": int(r["number"]),
+                }
+            )
     return list(report.finished(rows, ["init", "lr", "seed"])[0].values())
 
 

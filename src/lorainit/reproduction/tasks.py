@@ -3,6 +3,7 @@ arXiv 2602.04998), judged on ``lorainit sweep --experiment finetune`` studies, e
 validation, compared on test. Comparisons are paired by seed: a seed fixes the data order of every init's run, so
 the per-seed difference removes the data order's share of the noise. Intervals are 95% t over the seeds. Full
 fine-tuning (``full``) is a reference method, not an init: R5 compares against it, the init claims leave it out."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,8 +17,11 @@ SHARED_LR = 2e-4  # L1's one shared learning rate
 FULL = "full"  # full fine-tuning (lorainit.full)
 BAND = 0.02  # "comparable" / "within 1-2%": a relative gap of at most 2% (L1 and R5)
 STANDS_IN = {  # our task: the paper's task it stands in for, and why the study exists where that is not obvious
-    "wiki": "WikiText-2", "mathqa": "GSM8k", "nli": "MNLI",
-    "sentiment": "SST-2, of the paper's GLUE tasks; added after the 200-step nli study, in which no method, full fine-tuning included, learned its task"}
+    "wiki": "WikiText-2",
+    "mathqa": "GSM8k",
+    "nli": "MNLI",
+    "sentiment": "SST-2, of the paper's GLUE tasks; added after the 200-step nli study, in which no method, full fine-tuning included, learned its task",
+}
 
 
 def lora(s: Sweep) -> list[str]:
@@ -32,18 +36,26 @@ def setup(st: Studies) -> str:
     for s in st.sweeps:
         c, d = s.config, s.grid["dims"]
         i = s.summary["integrity"]
-        out.append(f"`{s.name}`: {c['model']} on {c['task']}, LoRA rank {c['rank']} (alpha {c['alpha']:g}) on every linear "
-                   f"projection, {c['steps']} steps of {c['batch_size']} x {c['seq_len']} tokens, "
-                   f"{len([i for i in d['init'] if i != FULL])} inits{' and full fine-tuning' if FULL in d['init'] else ''} x "
-                   f"{len(d['lr'])} LRs ({min(d['lr']):.3g}..{max(d['lr']):.3g}) x {len(d['seed'])} seeds; "
-                   f"{i['finished_points']}/{i['points']} points finished"
-                   + (f" (stands in for {STANDS_IN[c['task']]})." if c["task"] in STANDS_IN else "."))
-    return " ".join(out) + (" The paper's models are larger (RoBERTa-large, TinyLlama, Llama-7b) and train for epochs; "
-                            "these are the package-shipped stand-ins (ASSETS.md).")
+        out.append(
+            f"`{s.name}`: {c['model']} on {c['task']}, LoRA rank {c['rank']} (alpha {c['alpha']:g}) on every linear "
+            f"projection, {c['steps']} steps of {c['batch_size']} x {c['seq_len']} tokens, "
+            f"{len([i for i in d['init'] if i != FULL])} inits{' and full fine-tuning' if FULL in d['init'] else ''} x "
+            f"{len(d['lr'])} LRs ({min(d['lr']):.3g}..{max(d['lr']):.3g}) x {len(d['seed'])} seeds; "
+            f"{i['finished_points']}/{i['points']} points finished"
+            + (f" (stands in for {STANDS_IN[c['task']]})." if c["task"] in STANDS_IN else ".")
+        )
+    return " ".join(out) + (
+        " The paper's models are larger (RoBERTa-large, TinyLlama, Llama-7b) and train for epochs; "
+        "these are the package-shipped stand-ins (ASSETS.md)."
+    )
 
 
 def per_seed(s: Sweep, init: str, lr: float) -> dict[int, float]:
-    return {p["seed"]: p["test"] for p in s.points if p["init"] == init and p["lr"] == lr and p["state"] == "COMPLETE" and p["test"] is not None}
+    return {
+        p["seed"]: p["test"]
+        for p in s.points
+        if p["init"] == init and p["lr"] == lr and p["state"] == "COMPLETE" and p["test"] is not None
+    }
 
 
 def mean_at(s: Sweep, init: str, lr: float) -> float | None:
@@ -89,13 +101,17 @@ def not_learned(s: Sweep) -> str | None:
     share, one = stuck(s)
     if share < ONE_CLASS or s.sign > 0 or one is None or one >= 1:
         return None
-    best = max((r["val_mean"] for i in s.per_init().values() for r in i["rows"] if r.get("val_mean") is not None), default=one)
+    best = max(
+        (r["val_mean"] for i in s.per_init().values() for r in i["rows"] if r.get("val_mean") is not None), default=one
+    )
     gain = (best - one) / (1 - one)
     if gain >= LEARNED:
         return None
-    return (f"the best (init, LR) cell's validation accuracy, {best:.3g}, removes {gain:.1%} of the errors of predicting "
-            f"one class ({one:.3g}, the value {share:.0%} of the (init, LR) cells sit at in every seed): these "
-            "fine-tunes did not learn the task, so they cannot rank inits")
+    return (
+        f"the best (init, LR) cell's validation accuracy, {best:.3g}, removes {gain:.1%} of the errors of predicting "
+        f"one class ({one:.3g}, the value {share:.0%} of the (init, LR) cells sit at in every seed): these "
+        "fine-tunes did not learn the task, so they cannot rank inits"
+    )
 
 
 def edge_checked(s: Sweep, v: str, r: str, a: str, b: str) -> tuple[str, str]:
@@ -140,9 +156,14 @@ def h4(st: Studies, figdir: Path) -> Verdict:
     """On real models Init[A] is better at its tuned LR, and its optimal LR is larger. Rule per task: holds if the
     paired test difference favours Init[A] (interval above 0) and its selected LR is >= Init[B]'s; does not hold if
     the difference favours Init[B] or Init[A]'s LR is smaller; inconclusive otherwise or where the task was not learned."""
-    title, paper = ("Real models: Init[A] vs Init[B] at tuned LRs", ("Sec. 4, Figs 4-5: Init[A] beats Init[B] at each's best "
-                    "LR, with a larger optimal LR (RoBERTa-large MNLI 90.69 vs 89.47 at LR 8e-5 vs 1e-5; TinyLlama "
-                    "WikiText-2 and Llama-7b Flan-v2/GSM8k likewise)."))
+    title, paper = (
+        "Real models: Init[A] vs Init[B] at tuned LRs",
+        (
+            "Sec. 4, Figs 4-5: Init[A] beats Init[B] at each's best "
+            "LR, with a larger optimal LR (RoBERTa-large MNLI 90.69 vs 89.47 at LR 8e-5 vs 1e-5; TinyLlama "
+            "WikiText-2 and Llama-7b Flan-v2/GSM8k likewise)."
+        ),
+    )
     runs = [s for s in st.sweeps if {"init_a", "init_b"} <= set(s.per_init())]
     if not runs:
         return Verdict("H4", title, paper, "", [], NOT_RUN, "no finetune study with init_a and init_b")
@@ -165,7 +186,10 @@ def h4(st: Studies, figdir: Path) -> Verdict:
 def r3(st: Studies, figdir: Path) -> Verdict:
     """HRP beats the other inits. Rule per task: holds if HRP's paired test difference to every other init is above 0,
     does not hold if some init beats HRP (its interval above 0), else inconclusive; the task verdicts combine."""
-    title, paper = "HRP vs every other init", "Chen et al. Tables 2-4: HRP improves over LoRA's default and the other inits on NLU and NLG fine-tunes."
+    title, paper = (
+        "HRP vs every other init",
+        "Chen et al. Tables 2-4: HRP improves over LoRA's default and the other inits on NLU and NLG fine-tunes.",
+    )
     runs = [s for s in st.sweeps if "hrp" in s.per_init()]
     if not runs:
         return Verdict("R3", title, paper, "", [], NOT_RUN, "no finetune study with hrp")
@@ -180,9 +204,20 @@ def r3(st: Studies, figdir: Path) -> Verdict:
             v, r = OPEN, "hrp has no LR where every seed has finished (the study is unfinished)"
         if note := not_learned(s):
             v, r = OPEN, note
-        nums.append(f"`{s.name}`: {_fmt(s, 'hrp')}; best other: "
-                    + (_fmt(s, min((i for i in others if s.per_init()[i]['selected_lr'] is not None),
-                                   key=lambda i: s.sign * s.per_init()[i]["test_at_selected"][0], default=others[0]))) + ".")
+        nums.append(
+            f"`{s.name}`: {_fmt(s, 'hrp')}; best other: "
+            + (
+                _fmt(
+                    s,
+                    min(
+                        (i for i in others if s.per_init()[i]["selected_lr"] is not None),
+                        key=lambda i: s.sign * s.per_init()[i]["test_at_selected"][0],
+                        default=others[0],
+                    ),
+                )
+            )
+            + "."
+        )
         verdicts.append(v)
         reasons.append(f"{s.name}: {v} ({r})")
     figs = [figures.task_curves(s, figdir / f"task_{s.name}.png", SHARED_LR) for s in runs]
@@ -202,13 +237,20 @@ def l1(st: Studies, figdir: Path) -> Verdict:
     Rule per task: holds if the tuned spread (best vs worst test, relative) is <= 2% and smaller than the spread at the
     shared LR 2e-4 (the grid's LR nearest it); does not hold if the tuned spread is above 2%; inconclusive where not
     every init is selected or the task was not learned."""
-    title, paper = ("Tuned LRs shrink the gaps between inits", ("'LR matters' (arXiv 2602.04998): with each method's LR "
-                    "tuned, LoRA inits land within 1-2% of each other; compared at one LR, the gaps look larger."))
+    title, paper = (
+        "Tuned LRs shrink the gaps between inits",
+        (
+            "'LR matters' (arXiv 2602.04998): with each method's LR "
+            "tuned, LoRA inits land within 1-2% of each other; compared at one LR, the gaps look larger."
+        ),
+    )
     if not st.sweeps:
         return Verdict("L1", title, paper, "", [], NOT_RUN, "no finetune study")
     nums, verdicts, reasons = [], [], []
     for s in st.sweeps:
-        sel = {i: r["test_at_selected"][0] for i, r in s.per_init().items() if r["selected_lr"] is not None and i != FULL}
+        sel = {
+            i: r["test_at_selected"][0] for i, r in s.per_init().items() if r["selected_lr"] is not None and i != FULL
+        }
         lr = lr_nearest(s)
         shared = {i: m for i in lora(s) if (m := mean_at(s, i, lr)) is not None}
         if len(sel) < 2 or len(shared) < 2:
@@ -221,7 +263,9 @@ def l1(st: Studies, figdir: Path) -> Verdict:
         r = f"tuned spread {tsp:.1%} ({tb} to {tw}), at LR {lr:.3g} {ssp:.1%} ({sb} to {sw})"
         edge = sorted(i for i in sel if s.per_init()[i]["selected_at_edge"])
         firm = {i: x for i, x in sel.items() if i not in edge}
-        if edge and ((v == HOLDS and tb in edge) or (v == FAILS and tw in edge)):  # the edge init's optimum may lie outside
+        if edge and (
+            (v == HOLDS and tb in edge) or (v == FAILS and tw in edge)
+        ):  # the edge init's optimum may lie outside
             r += f"; selected at the grid's edge: {', '.join(edge)}"
             if v == HOLDS or len(firm) < 2 or spread(firm, s.sign)[0] <= BAND:
                 v = OPEN
@@ -236,7 +280,10 @@ def l1(st: Studies, figdir: Path) -> Verdict:
             v, r = OPEN, note + f" ({r})"
         nums.append(f"`{s.name}`: {r}.")
         verdicts.append(v)
-        reasons.append(f"{s.name}: {v}" + (" (tuned spread above 2%: a missing init can only widen it)" if v == FAILS and missing else ""))
+        reasons.append(
+            f"{s.name}: {v}"
+            + (" (tuned spread above 2%: a missing init can only widen it)" if v == FAILS and missing else "")
+        )
     figs = [figures.shared_vs_tuned(s, lr_nearest(s), figdir / f"l1_{s.name}.png", lora(s)) for s in st.sweeps]
     return Verdict("L1", title, paper, setup(st), nums, combine(verdicts), "; ".join(reasons), figs)
 
@@ -269,7 +316,11 @@ def _fmt_rel(d, a: str, b: str) -> str:
 def lr_ratios(s: Sweep) -> dict[str, float]:
     """Each LoRA init's selected LR over full fine-tuning's (inits without a selected LR left out)."""
     lf = s.per_init()[FULL]["selected_lr"]
-    return {} if lf is None else {i: s.per_init()[i]["selected_lr"] / lf for i in lora(s) if s.per_init()[i]["selected_lr"] is not None}
+    return (
+        {}
+        if lf is None
+        else {i: s.per_init()[i]["selected_lr"] / lf for i in lora(s) if s.per_init()[i]["selected_lr"] is not None}
+    )
 
 
 @claim
@@ -280,12 +331,17 @@ def r5(st: Studies, figdir: Path) -> Verdict:
     is worse by more than 2% (interval below -2%); inconclusive otherwise or where the task was not learned. Written
     after the wiki study's summary had been seen; the 2% band is L1's, fixed before. Also reported: Init[A] vs full,
     and each LoRA init's selected LR over full's."""
-    title, paper = ("HRP vs full fine-tuning, and LoRA's LR vs full fine-tuning's", "Chen et al. Sec. 5: HRP \"achieves "
-                    "results comparable to full-parameter fine-tuning\" (NLU/NLG tables). Rule of thumb: LoRA's best LR "
-                    "is about 10x full fine-tuning's; muA (Hayou et al.): Init[B]'s LR transfers to full fine-tuning.")
+    title, paper = (
+        "HRP vs full fine-tuning, and LoRA's LR vs full fine-tuning's",
+        'Chen et al. Sec. 5: HRP "achieves '
+        "results comparable to full-parameter fine-tuning\" (NLU/NLG tables). Rule of thumb: LoRA's best LR "
+        "is about 10x full fine-tuning's; muA (Hayou et al.): Init[B]'s LR transfers to full fine-tuning.",
+    )
     runs = [s for s in st.sweeps if FULL in s.per_init()]
     if not runs:
-        return Verdict("R5", title, paper, "", [], NOT_RUN, "no finetune study with full (lorainit sweep --inits ...,full)")
+        return Verdict(
+            "R5", title, paper, "", [], NOT_RUN, "no finetune study with full (lorainit sweep --inits ...,full)"
+        )
     nums, verdicts, reasons = [], [], []
     for s in runs:
         d = relative(s, "hrp", FULL) if "hrp" in s.per_init() else None
@@ -299,18 +355,29 @@ def r5(st: Studies, figdir: Path) -> Verdict:
             v, r = edge_checked(s, v, f"HRP {m:+.2%} ± {h:.2%} relative to full over {n} paired seeds", "hrp", FULL)
         if note := not_learned(s):
             v, r = OPEN, note
-        best = min(((m, lr) for lr in s.grid["dims"]["lr"] if (m := mean_at(s, FULL, lr)) is not None),
-                   key=lambda b: s.sign * b[0], default=None)
+        best = min(
+            ((m, lr) for lr in s.grid["dims"]["lr"] if (m := mean_at(s, FULL, lr)) is not None),
+            key=lambda b: s.sign * b[0],
+            default=None,
+        )
         oracle = f" (full's best mean test at any LR, an oracle: {best[0]:.4g} at LR {best[1]:.3g})" if best else ""
         ratios = lr_ratios(s)
         shown = ", ".join(f"{i} {x:.3g}x" for i, x in ratios.items() if i in ("init_a", "init_b", "hrp"))
-        spread_ = f"; over {len(ratios)} inits {min(ratios.values()):.3g}x..{max(ratios.values()):.3g}x" if ratios else ""
-        nums.append(f"`{s.name}`: {_fmt(s, FULL)}{oracle}; {_fmt(s, 'hrp') if 'hrp' in s.per_init() else 'no hrp'}; "
-                    f"{_fmt(s, 'init_a') if 'init_a' in s.per_init() else 'no init_a'}. "
-                    f"{_fmt_rel(d, 'hrp', FULL)}; {_fmt_rel(relative(s, 'init_a', FULL) if 'init_a' in s.per_init() else None, 'init_a', FULL)}. "
-                    f"Selected LR over full's: {shown or 'n/a'}{spread_}.")
+        spread_ = (
+            f"; over {len(ratios)} inits {min(ratios.values()):.3g}x..{max(ratios.values()):.3g}x" if ratios else ""
+        )
+        nums.append(
+            f"`{s.name}`: {_fmt(s, FULL)}{oracle}; {_fmt(s, 'hrp') if 'hrp' in s.per_init() else 'no hrp'}; "
+            f"{_fmt(s, 'init_a') if 'init_a' in s.per_init() else 'no init_a'}. "
+            f"{_fmt_rel(d, 'hrp', FULL)}; {_fmt_rel(relative(s, 'init_a', FULL) if 'init_a' in s.per_init() else None, 'init_a', FULL)}. "
+            f"Selected LR over full's: {shown or 'n/a'}{spread_}."
+        )
         verdicts.append(v)
         reasons.append(f"{s.name}: {v} ({r})")
-    figs = [figures.full_vs_lora(s, figdir / f"r5_{s.name}.png", [i for i in ("full", "hrp", "init_a", "init_b") if i in s.per_init()])
-            for s in runs]
+    figs = [
+        figures.full_vs_lora(
+            s, figdir / f"r5_{s.name}.png", [i for i in ("full", "hrp", "init_a", "init_b") if i in s.per_init()]
+        )
+        for s in runs
+    ]
     return Verdict("R5", title, paper, setup(st), nums, combine(verdicts), "; ".join(reasons), figs)

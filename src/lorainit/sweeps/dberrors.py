@@ -8,19 +8,44 @@ are re-queued by the next worker to look (``store.py``).
 Optuna reports many of these as ``StorageInternalError`` ("... e.g. exceeding max length"): the cause is read
 from the exception's chain, not from that message.
 """
+
 from __future__ import annotations
 
 import functools
 import sys
 import time
 
-TRANSIENT = ("server closed the connection", "connection refused", "could not connect", "terminating connection",
-             "the database system is starting up", "the database system is shutting down", "the database system is in recovery",
-             "database is locked", "connection is closed", "connection already closed", "consuming input failed",
-             "ssl syscall", "connection reset", "connection timed out", "no connection to the server", "server conn crashed",
-             "connection to server", "lock timeout", "idle-in-transaction timeout")
-PERMANENT = ("database or disk is full", "disk i/o error", "file is not a database", "database disk image is malformed",
-             "no space left", "readonly database", "unable to open database file", "file too large")
+TRANSIENT = (
+    "server closed the connection",
+    "connection refused",
+    "could not connect",
+    "terminating connection",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery",
+    "database is locked",
+    "connection is closed",
+    "connection already closed",
+    "consuming input failed",
+    "ssl syscall",
+    "connection reset",
+    "connection timed out",
+    "no connection to the server",
+    "server conn crashed",
+    "connection to server",
+    "lock timeout",
+    "idle-in-transaction timeout",
+)
+PERMANENT = (
+    "database or disk is full",
+    "disk i/o error",
+    "file is not a database",
+    "database disk image is malformed",
+    "no space left",
+    "readonly database",
+    "unable to open database file",
+    "file too large",
+)
 
 
 class DatabaseError(ValueError):
@@ -66,15 +91,22 @@ def retrying(method):
                 if kind is None:
                     raise
                 if kind == "permanent":
-                    raise DatabaseError(f"the study's database {self.shown} failed: {first}; nothing finished is lost: "
-                                        "free disk space or restore the database, then re-run the same command") from None
+                    raise DatabaseError(
+                        f"the study's database {self.shown} failed: {first}; nothing finished is lost: "
+                        "free disk space or restore the database, then re-run the same command"
+                    ) from None
                 deadline = deadline or time.monotonic() + self.patience
                 if time.monotonic() + pause > deadline:
-                    raise DatabaseError(f"lost the study's database {self.shown} for {self.patience:.0f} s ({first}); "
-                                        "nothing finished is lost: re-run the same command once it is back") from None
+                    raise DatabaseError(
+                        f"lost the study's database {self.shown} for {self.patience:.0f} s ({first}); "
+                        "nothing finished is lost: re-run the same command once it is back"
+                    ) from None
                 if not told:
-                    print(f"lorainit sweep: the study's database is unreachable ({first}); retrying for up to "
-                          f"{self.patience:.0f} s", file=sys.stderr)
+                    print(
+                        f"lorainit sweep: the study's database is unreachable ({first}); retrying for up to "
+                        f"{self.patience:.0f} s",
+                        file=sys.stderr,
+                    )
                     told = True
                 time.sleep(pause)
                 pause = min(2 * pause, 8.0)

@@ -12,6 +12,7 @@ A point is a dict of the grid's dimensions: "seed", "init", "lr" and the experim
 mf "mode"). ``run`` returns one outcome per point, in order: (value, attrs), value the metric that selects the LR
 (None: diverged), attrs a JSON-ready dict with at least "test", "diverged_step" and "reason".
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,7 +41,9 @@ class Experiment:
     methods: tuple[str, ...] = ()  # values of --inits that are not init schemes (finetune: full)
     defaults: dict = {}  # "inits", "lrs", "seeds", "batch" when the sweep's flags leave them out
     dim_flags: dict[str, str] = {}  # the flag that lists each dimension of ``dims`` (toy: {"width": "widths"})
-    command: str = ""  # "module:function" of its own subcommand, ``lorainit NAME`` (function(argv) -> exit code); "" for none
+    command: str = (
+        ""  # "module:function" of its own subcommand, ``lorainit NAME`` (function(argv) -> exit code); "" for none
+    )
     summary: str = ""  # the subcommand's line in ``lorainit --help``
 
     def validate(self, cfg) -> None:
@@ -94,7 +97,9 @@ def register(exp: Experiment) -> Experiment:
     fields = {f.name for f in dataclasses.fields(exp.config)}
     unknown = [f for f in (*exp.replaced, *exp.from_config) if f not in fields]
     if unknown:
-        raise TypeError(f"experiment {exp.name!r}: replaced/from_config name {unknown}, which {exp.config.__name__} has not")
+        raise TypeError(
+            f"experiment {exp.name!r}: replaced/from_config name {unknown}, which {exp.config.__name__} has not"
+        )
     if exp.command and (exp.command.count(":") != 1 or not exp.summary):
         raise TypeError(f"experiment {exp.name!r}: command must be 'module:function' and come with a summary line")
     lacking = [k for k in ("inits", "lrs", "seeds", "batch") if k not in exp.defaults]
@@ -114,7 +119,9 @@ def get(name: str) -> Experiment:
     """The experiment registered as ``name``; a ValueError naming the closest one otherwise."""
     _builtin()
     if name not in EXPERIMENTS:
-        raise ValueError(f"unknown experiment {name!r}{did_you_mean(name, EXPERIMENTS)} (experiments: {', '.join(EXPERIMENTS)})")
+        raise ValueError(
+            f"unknown experiment {name!r}{did_you_mean(name, EXPERIMENTS)} (experiments: {', '.join(EXPERIMENTS)})"
+        )
     return EXPERIMENTS[name]
 
 

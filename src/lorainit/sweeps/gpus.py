@@ -6,6 +6,7 @@ safe, as for workers started by hand), so points are spread over the GPUs as the
 and its report are those of a one-GPU sweep. This process only watches: it shows the study's progress and
 waits for the workers. Several hosts: the same command on each, with one ``--storage postgresql://...``.
 """
+
 from __future__ import annotations
 
 import os
@@ -39,8 +40,10 @@ def resolve(spec: str, devices: list[str]) -> list[str]:
     if spec.isdigit():
         n = int(spec)
         if n > len(devices):
-            raise ValueError(f"--gpus {n}: only {len(devices)} GPU{'s' * (len(devices) != 1)} visible "
-                             f"({', '.join(devices) or 'none'}); give at most {len(devices)} or 'all'")
+            raise ValueError(
+                f"--gpus {n}: only {len(devices)} GPU{'s' * (len(devices) != 1)} visible "
+                f"({', '.join(devices) or 'none'}); give at most {len(devices)} or 'all'"
+            )
         return devices[:n]
     ids = [s.strip() for s in spec.split(",") if s.strip()]
     unknown = [i for i in ids if i not in devices]
@@ -67,8 +70,9 @@ def pinned_argv(argv: list[str], gpu: str) -> list[str]:
     return [*out, "--gpus", gpu, "--no-progress"]
 
 
-def run_workers(argv: list[str], gpus: list[str], logs: Path, progress_of, *, progress: bool = True,
-                poll: float = 2.0) -> list[int]:
+def run_workers(
+    argv: list[str], gpus: list[str], logs: Path, progress_of, *, progress: bool = True, poll: float = 2.0
+) -> list[int]:
     """Start one ``lorainit sweep`` worker per GPU (``argv``: this sweep's flags), show the study's progress
     (``progress_of()`` -> (done, running, total)) until they all exit, and return their exit codes. Their output
     goes to ``logs``/gpu<ID>.log. Ctrl-C stops them (they resume where they were when the command runs again)."""
@@ -77,8 +81,14 @@ def run_workers(argv: list[str], gpus: list[str], logs: Path, progress_of, *, pr
     for gpu in gpus:
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}
         log = open(logs / f"gpu{gpu}.log", "w")
-        procs.append(subprocess.Popen([sys.executable, "-m", "lorainit", "sweep", *pinned_argv(argv, gpu)], env=env,
-                                      stdout=log, stderr=subprocess.STDOUT))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "lorainit", "sweep", *pinned_argv(argv, gpu)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
         log.close()
     done, _, total = progress_of()
     bar = tqdm(total=total, initial=done, desc=f"sweep on {len(gpus)} GPUs", unit="trial", disable=not progress)

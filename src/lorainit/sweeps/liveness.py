@@ -5,6 +5,7 @@ identity), its pid and its process start time (a reused pid is another process).
 ``heartbeat`` attribute of the trials a worker holds from a thread: a lease that every worker judges, on its
 own host or not, so that a stopped, hung or vanished worker's trials are re-queued once it expires (``store.py``).
 """
+
 from __future__ import annotations
 
 import os

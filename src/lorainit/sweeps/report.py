@@ -11,6 +11,7 @@ An experiment adds its own section (``Experiment.report_section``: toy, the pape
 analysis) and says what its values are (``Experiment.note``).
 Exports: trials.csv (one row per trial attempt), summary.json, report.md and PNG figures.
 """
+
 from __future__ import annotations
 
 import csv
@@ -69,10 +70,22 @@ def summarize(grid: dict, records: list[dict]) -> dict:
                 ok = [r for r in got if r["state"] == "COMPLETE"]
                 mean, se = _mean_se([r["value"] for r in ok])
                 tmean, tse = _mean_se([r["test"] for r in ok if r.get("test") is not None])
-                rows.append({"lr": lr, "finished": len(got), "diverged": len(div), "val_mean": mean, "val_se": se,
-                             "test_mean": tmean, "test_se": tse,
-                             "diverged_steps": [r.get("diverged_step") for r in div], "reasons": sorted({r.get("reason") for r in div})})
-            eligible = [r for r in rows if r["finished"] == len(seeds) and not r["diverged"] and r["val_mean"] is not None]
+                rows.append(
+                    {
+                        "lr": lr,
+                        "finished": len(got),
+                        "diverged": len(div),
+                        "val_mean": mean,
+                        "val_se": se,
+                        "test_mean": tmean,
+                        "test_se": tse,
+                        "diverged_steps": [r.get("diverged_step") for r in div],
+                        "reasons": sorted({r.get("reason") for r in div}),
+                    }
+                )
+            eligible = [
+                r for r in rows if r["finished"] == len(seeds) and not r["diverged"] and r["val_mean"] is not None
+            ]
             best = min(eligible, key=lambda r: (sign * r["val_mean"], r["lr"])) if eligible else None
             first_div = next((r["lr"] for r in rows if r["diverged"]), None)
             below = [r["lr"] for r in rows if r["finished"] and (first_div is None or r["lr"] < first_div)]
@@ -90,33 +103,61 @@ def summarize(grid: dict, records: list[dict]) -> dict:
     for r in records:
         states[r["state"]] += 1
     total = len(seeds) * len(lrs) * len(grid["dims"]["init"]) * math.prod(len(grid["dims"][g]) for g in gnames)
-    return {"metric": grid["metric"], "direction": grid["direction"], "groups": groups,
-            "integrity": {"points": total, "finished_points": len(points), "points_finished_twice": duplicates,
-                          "trial_states": dict(states)}}
+    return {
+        "metric": grid["metric"],
+        "direction": grid["direction"],
+        "groups": groups,
+        "integrity": {
+            "points": total,
+            "finished_points": len(points),
+            "points_finished_twice": duplicates,
+            "trial_states": dict(states),
+        },
+    }
 
 
 def _best(per_init: dict, points: dict, gpoint: dict, sign: int) -> dict | None:
     """The answer of a group: the init whose validation metric at its own selected LR is best, its margin over the
     runner-up in standard errors (over seeds; sqrt(se_1^2 + se_2^2)), and the winning trial (the best seed there)."""
-    ranked = sorted(((sign * s["val_at_selected"][0], init) for init, s in per_init.items() if s["selected_lr"] is not None))
+    ranked = sorted(
+        ((sign * s["val_at_selected"][0], init) for init, s in per_init.items() if s["selected_lr"] is not None)
+    )
     if not ranked:
         return None
     init = ranked[0][1]
     s = per_init[init]
-    seeds = [r for r in points.values() if r["state"] == "COMPLETE" and r["init"] == init and r["lr"] == s["selected_lr"]
-             and all(r.get(k) == v for k, v in gpoint.items())]
+    seeds = [
+        r
+        for r in points.values()
+        if r["state"] == "COMPLETE"
+        and r["init"] == init
+        and r["lr"] == s["selected_lr"]
+        and all(r.get(k) == v for k, v in gpoint.items())
+    ]
     trial = min(seeds, key=lambda r: sign * r["value"])
-    out = {"init": init, "lr": s["selected_lr"], "val": s["val_at_selected"], "test": s["test_at_selected"],
-           "trial": {"number": trial["number"], "seed": trial["seed"], "run": trial.get("run")}, "runner_up": None}
+    out = {
+        "init": init,
+        "lr": s["selected_lr"],
+        "val": s["val_at_selected"],
+        "test": s["test_at_selected"],
+        "trial": {"number": trial["number"], "seed": trial["seed"], "run": trial.get("run")},
+        "runner_up": None,
+    }
     if len(ranked) > 1:
         other = per_init[ranked[1][1]]
         margin = abs(s["val_at_selected"][0] - other["val_at_selected"][0])
         ses = (s["val_at_selected"][1], other["val_at_selected"][1])
         se = math.hypot(*ses) if None not in ses else None
-        out["runner_up"] = {"init": ranked[1][1], "lr": other["selected_lr"], "val": other["val_at_selected"],
-                            "test": other["test_at_selected"], "margin": margin, "margin_se": se,
-                            "margin_in_se": None if se is None else margin / se if se else (math.inf if margin else 0.0),
-                            "exceeds_se": None if se is None else margin > se}
+        out["runner_up"] = {
+            "init": ranked[1][1],
+            "lr": other["selected_lr"],
+            "val": other["val_at_selected"],
+            "test": other["test_at_selected"],
+            "margin": margin,
+            "margin_se": se,
+            "margin_in_se": None if se is None else margin / se if se else (math.inf if margin else 0.0),
+            "exceeds_se": None if se is None else margin > se,
+        }
     return out
 
 
@@ -129,12 +170,20 @@ def answer_lines(summary: dict) -> list[str]:
         if b is None:
             lines += [f"- {title + ': ' if title else ''}no init has a finished, non-diverged LR yet.", ""]
             continue
-        edge = " (at the grid's edge: the optimum may lie outside; widen --lrs)" if g["inits"][b["init"]]["selected_at_edge"] else ""
-        text = (f"**{b['init']}** at LR {b['lr']:.3g}{edge}: validation {summary['metric']} {_fmt(*b['val'])}, "
-                f"test {_fmt(*b['test'])}")
+        edge = (
+            " (at the grid's edge: the optimum may lie outside; widen --lrs)"
+            if g["inits"][b["init"]]["selected_at_edge"]
+            else ""
+        )
+        text = (
+            f"**{b['init']}** at LR {b['lr']:.3g}{edge}: validation {summary['metric']} {_fmt(*b['val'])}, "
+            f"test {_fmt(*b['test'])}"
+        )
         r = b["runner_up"]
         if r is not None:
-            text += f"; runner-up {r['init']} at LR {r['lr']:.3g} (validation {_fmt(*r['val'])}, test {_fmt(*r['test'])})"
+            text += (
+                f"; runner-up {r['init']} at LR {r['lr']:.3g} (validation {_fmt(*r['val'])}, test {_fmt(*r['test'])})"
+            )
             if r["margin_se"] is None:
                 text += f", margin {r['margin']:.3g}: with one seed there is no standard error to judge it by (run --seeds 3 or more)"
             elif r["margin"] == 0:
@@ -145,8 +194,10 @@ def answer_lines(summary: dict) -> list[str]:
         lines.append(f"- {title + ': ' if title else ''}{text}.")
         run = b["trial"]["run"]
         if run:
-            lines.append(f"  Winning run: trial {b['trial']['number']} (seed {b['trial']['seed']}), `{run}`; its adapter: "
-                         "`lorainit report STUDY --export-best DIR`.")
+            lines.append(
+                f"  Winning run: trial {b['trial']['number']} (seed {b['trial']['seed']}), `{run}`; its adapter: "
+                "`lorainit report STUDY --export-best DIR`."
+            )
         lines.append("")
     return lines
 
@@ -162,11 +213,15 @@ def export_best(summary: dict, dest: Path) -> Path:
     if not bests:
         raise ValueError("no finished, non-diverged point yet: nothing to export")
     if len(bests) > 1:
-        raise ValueError("this study has one answer per group (width or mode), and none of them has an adapter to export")
+        raise ValueError(
+            "this study has one answer per group (width or mode), and none of them has an adapter to export"
+        )
     run = bests[0]["trial"]["run"]
     if not run or not (Path(run) / "adapter" / "adapter_config.json").exists():
-        raise ValueError(f"the winning trial {bests[0]['trial']['number']} has no saved adapter "
-                         f"({'toy and mf runs save none' if not run else f'none in {run}'})")
+        raise ValueError(
+            f"the winning trial {bests[0]['trial']['number']} has no saved adapter "
+            f"({'toy and mf runs save none' if not run else f'none in {run}'})"
+        )
 
     def fill(tmp: Path) -> None:
         for f in (Path(run) / "adapter").iterdir():
@@ -195,30 +250,49 @@ def experiment_of(grid: dict):
 
 def markdown(grid: dict, summary: dict, figures: list[str], section=None) -> str:
     integ = summary["integrity"]
-    lines = [f"# Sweep report: {grid['experiment']}", "",
-             f"Metric: **{grid['metric']}** ({grid['direction']}d), selected per init on validation; test reported at the selected LR.",
-             f"Grid: {len(grid['dims']['init'])} inits x {len(grid['dims']['lr'])} LRs x {len(grid['dims']['seed'])} seeds"
-             + "".join(f" x {len(grid['dims'][g])} {g}s" for g in _group_names(grid)) + f" = {integ['points']} points; "
-             f"finished {integ['finished_points']}, finished twice {integ['points_finished_twice']}; "
-             f"trial states {', '.join(f'{k} {v}' for k, v in sorted(integ['trial_states'].items()))} "
-             "(PRUNED = diverged, FAIL = an attempt lost with its worker, re-queued).", "", *answer_lines(summary)]
+    lines = [
+        f"# Sweep report: {grid['experiment']}",
+        "",
+        f"Metric: **{grid['metric']}** ({grid['direction']}d), selected per init on validation; test reported at the selected LR.",
+        f"Grid: {len(grid['dims']['init'])} inits x {len(grid['dims']['lr'])} LRs x {len(grid['dims']['seed'])} seeds"
+        + "".join(f" x {len(grid['dims'][g])} {g}s" for g in _group_names(grid))
+        + f" = {integ['points']} points; "
+        f"finished {integ['finished_points']}, finished twice {integ['points_finished_twice']}; "
+        f"trial states {', '.join(f'{k} {v}' for k, v in sorted(integ['trial_states'].items()))} "
+        "(PRUNED = diverged, FAIL = an attempt lost with its worker, re-queued).",
+        "",
+        *answer_lines(summary),
+    ]
     note = experiment_of(grid).note(grid)
     if note:
         lines += [note, ""]
     for g in summary["groups"]:
         title = ", ".join(f"{k} {v}" for k, v in g["group"].items()) or "all"
-        lines += [f"## {title}", "", "| init | selected LR | val at selected | test at selected | largest LR below divergence | first diverging LR |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            f"## {title}",
+            "",
+            "| init | selected LR | val at selected | test at selected | largest LR below divergence | first diverging LR |",
+            "|---|---|---|---|---|---|",
+        ]
         for init, s in g["inits"].items():
-            sel = "-" if s["selected_lr"] is None else f"{s['selected_lr']:.3g}" + ("*" if s["selected_at_edge"] else "")
+            sel = (
+                "-" if s["selected_lr"] is None else f"{s['selected_lr']:.3g}" + ("*" if s["selected_at_edge"] else "")
+            )
             stable = "-" if s["max_stable_lr"] is None else format(s["max_stable_lr"], ".3g")
             if s["max_stable_lr"] is not None and s["first_diverging_lr"] is None:
                 stable = f">= {stable} (none diverged: the grid's top is a lower bound)"
-            lines.append(f"| {init} | {sel} | {_fmt(*s['val_at_selected'])} | {_fmt(*s['test_at_selected'])} | {stable} | "
-                         f"{'none' if s['first_diverging_lr'] is None else format(s['first_diverging_lr'], '.3g')} |")
+            lines.append(
+                f"| {init} | {sel} | {_fmt(*s['val_at_selected'])} | {_fmt(*s['test_at_selected'])} | {stable} | "
+                f"{'none' if s['first_diverging_lr'] is None else format(s['first_diverging_lr'], '.3g')} |"
+            )
         lrs = [r["lr"] for r in next(iter(g["inits"].values()))["rows"]]
-        lines += ["", "Validation metric by LR (mean ± s.e. over seeds; div = a seed diverged):", "",
-                  "| init | " + " | ".join(f"{lr:.3g}" for lr in lrs) + " |", "|---" * (len(lrs) + 1) + "|"]
+        lines += [
+            "",
+            "Validation metric by LR (mean ± s.e. over seeds; div = a seed diverged):",
+            "",
+            "| init | " + " | ".join(f"{lr:.3g}" for lr in lrs) + " |",
+            "|---" * (len(lrs) + 1) + "|",
+        ]
         for init, s in g["inits"].items():
             cells = ["div" if r["diverged"] else _fmt(r["val_mean"], r["val_se"]) for r in s["rows"]]
             lines.append(f"| {init} | " + " | ".join(cells) + " |")
@@ -254,7 +328,9 @@ def write(store, out: Path) -> dict:
         figs += section.figures
         summary.update(section.summary)
     io.write_text(out / "trials.csv", trials_csv(grid, records))
-    io.write_json(out / "summary.json", {"grid": grid, "storage": store.shown, "study": store.study_name,
-                                         "provenance": io.provenance(), **summary})
+    io.write_json(
+        out / "summary.json",
+        {"grid": grid, "storage": store.shown, "study": store.study_name, "provenance": io.provenance(), **summary},
+    )
     io.write_text(out / "report.md", markdown(grid, summary, [str(f) for f in figs], section))
     return summary

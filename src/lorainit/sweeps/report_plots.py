@@ -1,6 +1,7 @@
 """Sweep figures: the init x LR heatmap of the metric (Hayou et al. 2024, Fig. 4/5 style: mean and
 standard error over seeds in each cell, diverged cells greyed) and metric-vs-LR curves per init with
 the selected LR starred. One PNG of each per group of the extra dimensions (toy width, mf mode)."""
+
 from __future__ import annotations
 
 import re
@@ -49,8 +50,16 @@ def heatmap(group: dict, grid: dict, path: Path) -> Path:
                 text = f"{r['val_mean']:.3g}" + (f"\n±{r['val_se']:.1g}" if r["val_se"] is not None else "")
             bold = r["lr"] == s["selected_lr"]
             rgb = (0.8, 0.8, 0.8) if np.isnan(M[i, j]) else im.cmap(im.norm(M[i, j]))[:3]
-            ax.text(j, i, text, ha="center", va="center", fontsize=6.5, fontweight="bold" if bold else "normal",
-                    color="black" if 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] > 0.5 else "white")
+            ax.text(
+                j,
+                i,
+                text,
+                ha="center",
+                va="center",
+                fontsize=6.5,
+                fontweight="bold" if bold else "normal",
+                color="black" if 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] > 0.5 else "white",
+            )
     ax.set_xticks(range(len(lrs)), [f"{lr:.2g}" for lr in lrs], rotation=45, fontsize=7)
     ax.set_yticks(range(len(inits)), [plots.label(i) for i in inits], fontsize=8)
     title = ", ".join(f"{k} {v}" for k, v in group["group"].items())
@@ -84,9 +93,14 @@ def curves(group: dict, grid: dict, path: Path) -> Path:
         plots.tidy_log_axis(ax.yaxis)
     if plotted:
         plots.tidy_log_axis(ax.xaxis)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # (beside the curves: ten methods would cover them)
-    plots.caption(fig, "Mean ± standard error over seeds at LRs where no seed diverged; star: the selected LR; dotted: the "
-                       "init's first LR where a seed diverged.")
+    ax.legend(
+        fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0)
+    )  # (beside the curves: ten methods would cover them)
+    plots.caption(
+        fig,
+        "Mean ± standard error over seeds at LRs where no seed diverged; star: the selected LR; dotted: the "
+        "init's first LR where a seed diverged.",
+    )
     plots.save(fig, path)
     return path
 

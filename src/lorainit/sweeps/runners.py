@@ -7,6 +7,7 @@ claimed points as K runs on one frozen base (``lorainit.multi``). An outcome is 
 validation metric (None for a diverged run), attrs the test metric, curves and divergence step and reason. Toy
 adds the paper's width analysis to its report (``report_section``).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -66,8 +67,10 @@ class Toy(Experiment):
         return f"final {grid['config'].get('select_on', 'train')} loss"
 
     def note(self, grid: dict) -> str:
-        return (f"Toy: 'validation' is the final loss on the {grid['config']['select_on']} set (the paper selects on train), "
-                "'test' the held-out test loss.")
+        return (
+            f"Toy: 'validation' is the final loss on the {grid['config']['select_on']} set (the paper selects on train), "
+            "'test' the held-out test loss."
+        )
 
     def report_section(self, grid: dict, records: list[dict], out: Path) -> Section | None:
         """The paper's optimal / max-stable LR vs width analysis (``toy_study.analyse``), once every point is finished."""
@@ -78,18 +81,38 @@ class Toy(Experiment):
         if not grid["dims"]["width"] or len(points) < math.prod(len(v) for v in grid["dims"].values()):
             return None
         d = grid["dims"]
-        cfg = toy.ToyConfig(**{**{k: tuple(v) if isinstance(v, list) else v for k, v in grid["config"].items()},
-                               "widths": tuple(d["width"]), "inits": tuple(d["init"]), "lrs": tuple(d["lr"]), "seeds": len(d["seed"])})
+        cfg = toy.ToyConfig(
+            **{
+                **{k: tuple(v) if isinstance(v, list) else v for k, v in grid["config"].items()},
+                "widths": tuple(d["width"]),
+                "inits": tuple(d["init"]),
+                "lrs": tuple(d["lr"]),
+                "seeds": len(d["seed"]),
+            }
+        )
         widths = []
         for w in d["width"]:
-            runs = [{"seed": r["seed"], "init": r["init"], "lr": r["lr"], "diverged_step": r.get("diverged_step"),
-                     "diverged_reason": r.get("reason"), **{k: r.get(k) or [None] for k in ("train_loss", "test_loss", "za", "zb")}}
-                    for r in points.values() if r["width"] == w]
+            runs = [
+                {
+                    "seed": r["seed"],
+                    "init": r["init"],
+                    "lr": r["lr"],
+                    "diverged_step": r.get("diverged_step"),
+                    "diverged_reason": r.get("reason"),
+                    **{k: r.get(k) or [None] for k in ("train_loss", "test_loss", "za", "zb")},
+                }
+                for r in points.values()
+                if r["width"] == w
+            ]
             steps = next(r["steps"] for r in points.values() if r["width"] == w and r.get("steps"))
             widths.append({"width": w, "runs": runs, "steps": steps})
         study = {"config": toy_study.config_dict(cfg), "widths": widths, "analysis": toy_study.analyse(cfg, widths)}
-        return Section("Width study (Hayou et al. 2024, Sec. 3.7)", toy_report.findings(study), toy_report.figures(study, out),
-                       {"toy_analysis": study["analysis"]})
+        return Section(
+            "Width study (Hayou et al. 2024, Sec. 3.7)",
+            toy_report.findings(study),
+            toy_report.figures(study, out),
+            {"toy_analysis": study["analysis"]},
+        )
 
     def run(self, cfg, points: list[dict], out: Path) -> list[tuple]:
         data = toy.teacher_data(cfg)
@@ -97,17 +120,27 @@ class Toy(Experiment):
         results = {}
         for chunk in _seed_balanced(points):
             grid = [(p["seed"], p["init"], p["lr"]) for p in chunk]
-            c = dataclasses.replace(cfg, widths=(chunk[0]["width"],), seeds=max(s for s, _, _ in grid) + 1,
-                                    inits=tuple(dict.fromkeys(i for _, i, _ in grid)), lrs=tuple(dict.fromkeys(lr for _, _, lr in grid)),
-                                    diverge_factor=min(cfg.diverge_factor, DIVERGE_FACTOR))
+            c = dataclasses.replace(
+                cfg,
+                widths=(chunk[0]["width"],),
+                seeds=max(s for s, _, _ in grid) + 1,
+                inits=tuple(dict.fromkeys(i for _, i, _ in grid)),
+                lrs=tuple(dict.fromkeys(lr for _, _, lr in grid)),
+                diverge_factor=min(cfg.diverge_factor, DIVERGE_FACTOR),
+            )
             toy.validate(c)
             res = toy.train_width(c, c.widths[0], data, device, grid=grid)
             for p, r in zip(chunk, res["runs"]):
                 key = "train_loss" if cfg.select_on == "train" else "test_loss"
                 diverged = r["diverged_step"] is not None
-                attrs = {"test": _last(r["test_loss"]), "diverged_step": r["diverged_step"], "reason": r["diverged_reason"],
-                         **{k: _curve(r[k]) for k in ("train_loss", "test_loss", "za", "zb")},
-                         "steps": list(res["steps"]), "seconds": res["seconds"] / len(chunk)}
+                attrs = {
+                    "test": _last(r["test_loss"]),
+                    "diverged_step": r["diverged_step"],
+                    "reason": r["diverged_reason"],
+                    **{k: _curve(r[k]) for k in ("train_loss", "test_loss", "za", "zb")},
+                    "steps": list(res["steps"]),
+                    "seconds": res["seconds"] / len(chunk),
+                }
                 results[point_key(p)] = (None if diverged else _last(r[key]), attrs)
         return [results[point_key(p)] for p in points]
 
@@ -132,7 +165,12 @@ class MF(Experiment):
     config = mf.MFConfig
     replaced = ("inits", "lr", "seeds", "modes")
     from_config = ("modes",)
-    defaults = {"inits": ("gaussian", "orthogonal", "hrp", "target"), "lrs": tuple(0.0125 * 2**k for k in range(6)), "seeds": 3, "batch": 64}
+    defaults = {
+        "inits": ("gaussian", "orthogonal", "hrp", "target"),
+        "lrs": tuple(0.0125 * 2**k for k in range(6)),
+        "seeds": 3,
+        "batch": 64,
+    }
     dim_flags = {"mode": "modes"}
     command = "lorainit.experiments.mf_cli:main"
     summary = "matrix factorization of Chen et al. 2025 (HRP, Fig. 1): HRP vs random inits"
@@ -157,15 +195,26 @@ class MF(Experiment):
 
     def run(self, cfg, points: list[dict], out: Path) -> list[tuple]:
         start = time.perf_counter()
-        c = dataclasses.replace(cfg, seeds=max(p["seed"] for p in points) + 1,
-                                inits=tuple(dict.fromkeys(p["init"] for p in points)), lr=max(p["lr"] for p in points))
+        c = dataclasses.replace(
+            cfg,
+            seeds=max(p["seed"] for p in points) + 1,
+            inits=tuple(dict.fromkeys(p["init"] for p in points)),
+            lr=max(p["lr"] for p in points),
+        )
         mf.validate(c)
         M = mf.target_matrix(c)
         pre = mf.preheat(c, M, c.preheat_steps) if any(p["init"] == "hrp" for p in points) else None
         fs = [mf.factors(c, M, p["init"], p["seed"], pre[p["seed"]] if pre else None) for p in points]
         lrs = torch.tensor([p["lr"] for p in points], dtype=M.dtype)
-        losses, _, _, hist = mf.train_history(torch.stack([f.A for f in fs]), torch.stack([f.B for f in fs]), M, c.steps, lrs,
-                                              freeze_A=points[0]["mode"] == "asymmetric", diverge_factor=DIVERGE_FACTOR)
+        losses, _, _, hist = mf.train_history(
+            torch.stack([f.A for f in fs]),
+            torch.stack([f.B for f in fs]),
+            M,
+            c.steps,
+            lrs,
+            freeze_A=points[0]["mode"] == "asymmetric",
+            diverge_factor=DIVERGE_FACTOR,
+        )
         level = mf.optimal_loss(M, c.rank) * (1 + c.tolerance)
         every = max(1, c.steps // 100)
         outcomes = []
@@ -173,10 +222,20 @@ class MF(Experiment):
             curve = _curve(losses[:, k].tolist())
             diverged = int(hist.diverged_step[k]) >= 0
             reach = None if diverged else mf.steps_to_reach(curve, level)
-            outcomes.append((None if diverged else _last(curve), {
-                "test": None if diverged else _last(curve), "train_loss": curve[::every], "log_every": every,
-                "diverged_step": int(hist.diverged_step[k]) if diverged else None, "reason": hist.reason[k],
-                "steps_to_optimum": reach, "seconds": (time.perf_counter() - start) / len(points)}))
+            outcomes.append(
+                (
+                    None if diverged else _last(curve),
+                    {
+                        "test": None if diverged else _last(curve),
+                        "train_loss": curve[::every],
+                        "log_every": every,
+                        "diverged_step": int(hist.diverged_step[k]) if diverged else None,
+                        "reason": hist.reason[k],
+                        "steps_to_optimum": reach,
+                        "seconds": (time.perf_counter() - start) / len(points),
+                    },
+                )
+            )
         return outcomes
 
 
@@ -193,7 +252,12 @@ class Finetune(Experiment):
     config = finetune.FinetuneConfig
     methods = (FULL,)  # full fine-tuning: a method beside the inits, trained alone (it shares no frozen base)
     replaced = ("init", "lr", "seed")
-    defaults = {"inits": ("init_a", "init_b"), "lrs": tuple(1e-5 * 300 ** (k / 9) for k in range(10)), "seeds": 1, "batch": 8}
+    defaults = {
+        "inits": ("init_a", "init_b"),
+        "lrs": tuple(1e-5 * 300 ** (k / 9) for k in range(10)),
+        "seeds": 1,
+        "batch": 8,
+    }
     command = "lorainit.experiments.finetune_cli:main"
     summary = "one LoRA fine-tune of a real model with any init (resumable; torchrun for data parallel)"
 
@@ -232,10 +296,18 @@ class Finetune(Experiment):
 
         if not points:
             return []
-        folder = out / "trials" / f"batch-{hashlib.sha256(json.dumps(points, sort_keys=True).encode()).hexdigest()[:12]}"
+        folder = (
+            out / "trials" / f"batch-{hashlib.sha256(json.dumps(points, sort_keys=True).encode()).hexdigest()[:12]}"
+        )
         try:
-            return finetune_run.run(cfg, points, folder, run_dirs=[out / "trials" / slug(p) for p in points],
-                                    init_cache=out / "inits", progress=False)
+            return finetune_run.run(
+                cfg,
+                points,
+                folder,
+                run_dirs=[out / "trials" / slug(p) for p in points],
+                init_cache=out / "inits",
+                progress=False,
+            )
         except torch.OutOfMemoryError:
             if len(points) == 1:
                 raise
@@ -253,16 +325,24 @@ class Finetune(Experiment):
         div = card["diverged"] or {}
         value = None if card["diverged"] else m["final"][f"val_{metric}"]
         return value, {
-            "test": None if card["diverged"] else m["final"].get(f"test_{metric}"), "base_test": m["base_test"].get(f"test_{metric}"),
+            "test": None if card["diverged"] else m["final"].get(f"test_{metric}"),
+            "base_test": m["base_test"].get(f"test_{metric}"),
             "val_history": [{"step": r["step"], "val": r.get(f"val_{metric}")} for r in m["val_history"]],
-            "diverged_step": div.get("step"), "reason": div.get("reason"), "seconds": card["timing"]["seconds"],
-            "tokens_per_second": card["timing"]["tokens_per_second"], "batched_with": card["timing"]["runs_in_batch"],
-            "run": str(folder)}
+            "diverged_step": div.get("step"),
+            "reason": div.get("reason"),
+            "seconds": card["timing"]["seconds"],
+            "tokens_per_second": card["timing"]["tokens_per_second"],
+            "batched_with": card["timing"]["runs_in_batch"],
+            "run": str(folder),
+        }
 
 
 def slug(point: dict) -> str:
     """A folder name for a point: 'init_a-lr0.001-seed0'."""
-    text = "-".join(f"{k}{v:g}" if isinstance(v, float) else (str(v) if k == "init" else f"{k}{v}") for k, v in sorted(point.items()))
+    text = "-".join(
+        f"{k}{v:g}" if isinstance(v, float) else (str(v) if k == "init" else f"{k}{v}")
+        for k, v in sorted(point.items())
+    )
     return re.sub(r"[^A-Za-z0-9_.=-]", "_", text)
 
 

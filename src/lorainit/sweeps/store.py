@@ -19,6 +19,7 @@ Protocol (every step through Optuna's public storage API):
   step and reason; details go to user attributes.
 A point is done when it has a COMPLETE or PRUNED trial; FAIL trials are lost attempts, kept for the record.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -74,8 +75,17 @@ class Grid:
         return [dict(zip(names, values)) for values in itertools.product(*self.dims.values())]
 
     def signature(self) -> dict:
-        return json.loads(json.dumps({"experiment": self.experiment, "dims": self.dims, "config": self.config,
-                                      "metric": self.metric, "direction": self.direction}))
+        return json.loads(
+            json.dumps(
+                {
+                    "experiment": self.experiment,
+                    "dims": self.dims,
+                    "config": self.config,
+                    "metric": self.metric,
+                    "direction": self.direction,
+                }
+            )
+        )
 
 
 @dataclass
@@ -86,8 +96,17 @@ class Claim:
 
 
 class Store:
-    def __init__(self, url: str, study: str, *, heartbeat: float = 10.0, grace: float = 120.0, must_exist: bool = False,
-                 lock_timeout: float = 600.0, patience: float = 120.0):
+    def __init__(
+        self,
+        url: str,
+        study: str,
+        *,
+        heartbeat: float = 10.0,
+        grace: float = 120.0,
+        must_exist: bool = False,
+        lock_timeout: float = 600.0,
+        patience: float = 120.0,
+    ):
         import optuna
         import sqlalchemy
 
@@ -101,7 +120,9 @@ class Store:
         self.kind = scheme
         kwargs = {}
         if scheme == "sqlite":
-            path = (sqlalchemy.engine.make_url(url).database or "") if ":///" in url else ""  # unquoted: a folder may hold '?'
+            path = (
+                (sqlalchemy.engine.make_url(url).database or "") if ":///" in url else ""
+            )  # unquoted: a folder may hold '?'
             if not path or path.startswith(":memory:"):
                 raise ValueError(f"storage {self.shown!r} is not a file: write sqlite:///PATH/study.db")
             if must_exist and not (Path(path).exists() and Path(path).stat().st_size > 0):
@@ -110,19 +131,29 @@ class Store:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             self.lock_path = Path(path + ".lock")
             kwargs = {"connect_args": {"timeout": 120}}
-        if url.startswith("postgresql://"):  # the psycopg 3 driver (the 'postgres' extra), whatever SQLAlchemy's default
-            url = "postgresql+psycopg://" + url[len("postgresql://"):]
+        if url.startswith(
+            "postgresql://"
+        ):  # the psycopg 3 driver (the 'postgres' extra), whatever SQLAlchemy's default
+            url = "postgresql+psycopg://" + url[len("postgresql://") :]
         if scheme == "postgresql":  # the server ends a session left inside a transaction (a stopped worker's) so that
             # its row locks do not hold the others up for longer than a lease
-            kwargs = {"connect_args": {"options": f"-c idle_in_transaction_session_timeout={int(1000 * max(10.0, 2 * grace))}"}}
+            kwargs = {
+                "connect_args": {
+                    "options": f"-c idle_in_transaction_session_timeout={int(1000 * max(10.0, 2 * grace))}"
+                }
+            }
         kwargs["pool_pre_ping"] = True  # a connection dropped by a server restart is replaced, not used
         try:
             self.storage = self._connect(url, kwargs)
         except ImportError as e:
-            raise ValueError(f"storage {self.shown} needs the database driver {e.name!r}: pip install 'psycopg[binary]'") from None
+            raise ValueError(
+                f"storage {self.shown} needs the database driver {e.name!r}: pip install 'psycopg[binary]'"
+            ) from None
         except sqlalchemy.exc.SQLAlchemyError as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ValueError(f"cannot open storage {self.shown}: {first}; check the URL and that the server runs") from None
+            raise ValueError(
+                f"cannot open storage {self.shown}: {first}; check the URL and that the server runs"
+            ) from None
         self.host = host_id()
         self.study = None
 
@@ -159,8 +190,10 @@ class Store:
                         if time.monotonic() > deadline:
                             f.seek(0)
                             holder = f.read().strip() or "another worker"
-                            raise ValueError(f"the study's lock {self.lock_path} has been held for {self.lock_timeout:.0f} s "
-                                             f"by {holder}; a stopped or hung worker holds it: resume or end it, then re-run") from None
+                            raise ValueError(
+                                f"the study's lock {self.lock_path} has been held for {self.lock_timeout:.0f} s "
+                                f"by {holder}; a stopped or hung worker holds it: resume or end it, then re-run"
+                            ) from None
                         time.sleep(pause)
                         pause = min(2 * pause, 0.5)
                 f.seek(0)
@@ -175,9 +208,11 @@ class Store:
         with self.storage.engine.connect() as conn:
             while not conn.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
                 if time.monotonic() > deadline:
-                    raise ValueError(f"the study's lock (advisory lock {key} in {self.shown}) has been held for "
-                                     f"{self.lock_timeout:.0f} s; a stopped or hung worker's database session holds it: "
-                                     "resume or end that worker (or pg_terminate_backend its session), then re-run")
+                    raise ValueError(
+                        f"the study's lock (advisory lock {key} in {self.shown}) has been held for "
+                        f"{self.lock_timeout:.0f} s; a stopped or hung worker's database session holds it: "
+                        "resume or end that worker (or pg_terminate_backend its session), then re-run"
+                    )
                 time.sleep(pause)
                 pause = min(2 * pause, 0.5)
             try:
@@ -202,7 +237,9 @@ class Store:
 
         have = self.existing()
         if not have:
-            raise ValueError(f"no lorainit sweep study named {self.study_name!r} in {self.shown}; check --study and --storage")
+            raise ValueError(
+                f"no lorainit sweep study named {self.study_name!r} in {self.shown}; check --study and --storage"
+            )
         self.study = optuna.load_study(study_name=self.study_name, storage=self.storage)
         self.grid = Grid(**have)
         return have
@@ -218,8 +255,9 @@ class Store:
             if have == {} and self._half_made():  # a worker died (or lost its lock) between creating it and naming it
                 have = None
             merged = want if have is None else self._grown(have, want)
-            self.study = optuna.create_study(study_name=self.study_name, storage=self.storage, direction=grid.direction,
-                                             load_if_exists=True)
+            self.study = optuna.create_study(
+                study_name=self.study_name, storage=self.storage, direction=grid.direction, load_if_exists=True
+            )
             if merged != have:
                 self.study.set_user_attr("lorainit", merged)
             self.grid = Grid(**merged)
@@ -235,16 +273,21 @@ class Store:
     def _grown(self, have: dict, want: dict) -> dict:
         """The study's grid grown by ``want``'s new values (more LRs, seeds, inits, widths, modes: finished points keep
         their meaning); anything else that differs (the experiment, its fixed config) is refused, naming each field."""
-        diff = [f"{k}: {have.get(k)!r} there, {want.get(k)!r} now" for k in ("experiment", "metric", "direction")
-                if have.get(k) != want.get(k)]
+        diff = [
+            f"{k}: {have.get(k)!r} there, {want.get(k)!r} now"
+            for k in ("experiment", "metric", "direction")
+            if have.get(k) != want.get(k)
+        ]
         hc, wc = have.get("config", {}), want.get("config", {})
         diff += [f"config.{k}: {hc.get(k)!r} there, {wc.get(k)!r} now" for k in config_diff(hc, wc)]
         if list(have.get("dims", {})) != list(want["dims"]):
             diff.append(f"dimensions: {', '.join(have.get('dims', {})) or 'none'} there, {', '.join(want['dims'])} now")
         if diff:
-            raise ValueError(f"study {self.study_name!r} in {self.shown} exists with a different setup ({'; '.join(diff)}): "
-                             "a study grows by more LRs, seeds or inits, not by a change to what its finished points mean; "
-                             "use another --study or --out")
+            raise ValueError(
+                f"study {self.study_name!r} in {self.shown} exists with a different setup ({'; '.join(diff)}): "
+                "a study grows by more LRs, seeds or inits, not by a change to what its finished points mean; "
+                "use another --study or --out"
+            )
         dims = {k: list(v) + [x for x in want["dims"][k] if x not in v] for k, v in have["dims"].items()}
         return {**have, "dims": dims}
 
@@ -260,7 +303,11 @@ class Store:
             if w.get("start") is not None and process_start(w["pid"]) != w["start"]:
                 return f"worker pid {w['pid']} on this host is gone (the pid now names another process)"
         quiet = now - t.user_attrs.get("heartbeat", 0.0)
-        return f"no heartbeat for {quiet:.0f} s from {w['host'].split('/')[0]} pid {w['pid']}" if quiet > self.grace else None
+        return (
+            f"no heartbeat for {quiet:.0f} s from {w['host'].split('/')[0]} pid {w['pid']}"
+            if quiet > self.grace
+            else None
+        )
 
     def _repair(self) -> list:
         """Fail trials of lost workers and re-queue points with no live or finished trial (under the lock)."""
@@ -279,7 +326,9 @@ class Store:
                 except UpdateFinishedTrialError:
                     pass
         queued: dict[str, object] = {}
-        for t in sorted(trials, key=lambda t: t.number):  # a point queued twice (two workers repairing without the lock,
+        for t in sorted(
+            trials, key=lambda t: t.number
+        ):  # a point queued twice (two workers repairing without the lock,
             if t.state != TrialState.WAITING:  # one of them having lost it): the later copies go
                 continue
             key = t.user_attrs.get("point")
@@ -290,8 +339,11 @@ class Store:
             queued.setdefault(key, t)
         if failed:
             trials = self.study.get_trials(deepcopy=False)
-        covered = {t.user_attrs.get("point") for t in trials
-                   if t.state.name in DONE_STATES or t.state in (TrialState.WAITING, TrialState.RUNNING)}
+        covered = {
+            t.user_attrs.get("point")
+            for t in trials
+            if t.state.name in DONE_STATES or t.state in (TrialState.WAITING, TrialState.RUNNING)
+        }
         missing = [(p, key) for p in self.grid.points() if (key := point_key(p)) not in covered]
         for p, key in missing:
             self.study.enqueue_trial(p, user_attrs={"point": key})
@@ -319,14 +371,17 @@ class Store:
                     continue
                 if not self.storage.set_trial_state_values(t._trial_id, TrialState.RUNNING):
                     continue
-                self.storage.set_trial_user_attr(t._trial_id, "worker", {"host": self.host, "pid": os.getpid(),
-                                                                          "start": process_start(os.getpid())})
+                self.storage.set_trial_user_attr(
+                    t._trial_id, "worker", {"host": self.host, "pid": os.getpid(), "start": process_start(os.getpid())}
+                )
                 self.storage.set_trial_user_attr(t._trial_id, "heartbeat", time.time())
                 try:  # visible to Optuna's own tools ...
                     for name, values in self.grid.dims.items():
                         dist = CategoricalDistribution(values)
                         self.storage.set_trial_param(t._trial_id, name, dist.to_internal_repr(point[name]), dist)
-                except ValueError:  # ... unless the grid grew: Optuna's categorical choices cannot (the point attribute stays)
+                except (
+                    ValueError
+                ):  # ... unless the grid grew: Optuna's categorical choices cannot (the point attribute stays)
                     pass
                 claims.append(Claim(t._trial_id, t.number, point))
                 busy.add(key)

@@ -6,6 +6,7 @@ claims up to ``batch`` queued points that can train together, runs them through 
 is finished (waiting while other workers still hold some) or after ``max_trials``. Start the same command again, on this or any
 machine sharing the storage, to add workers or to resume after a crash.
 """
+
 from __future__ import annotations
 
 import time
@@ -70,7 +71,10 @@ def grid_for(sweep: SweepConfig, cfg) -> Grid:
     config = io.config_dict(cfg, drop=(*runner.replaced, *io.EXECUTION))
     metric, direction = runner.metric(cfg)
     dims = {**runner.dims(cfg), "seed": list(range(seeds)), "init": list(names), "lr": [float(x) for x in lrs]}
-    for dim, values in dims.items():  # a repeated value would make two trials of one point (and a worker wait on itself)
+    for (
+        dim,
+        values,
+    ) in dims.items():  # a repeated value would make two trials of one point (and a worker wait on itself)
         twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
         if twice is not None:
             flag = {"init": "inits", "lr": "lrs", **runner.dim_flags}.get(dim, dim)
@@ -83,7 +87,12 @@ def validate(sweep: SweepConfig) -> None:
     experiment.get(sweep.experiment)  # a ValueError naming the closest experiment
     if sweep.batch < 0:
         raise ValueError(f"batch must be a positive integer (or 0: the experiment's default); got {sweep.batch}")
-    if sweep.max_trials < 0 or not sweep.heartbeat > 0 or not sweep.grace > sweep.heartbeat or not sweep.db_patience >= 0:
+    if (
+        sweep.max_trials < 0
+        or not sweep.heartbeat > 0
+        or not sweep.grace > sweep.heartbeat
+        or not sweep.db_patience >= 0
+    ):
         raise ValueError("need max_trials >= 0, heartbeat > 0, grace > heartbeat and db_patience >= 0")
 
 
@@ -95,10 +104,17 @@ def _open(sweep: SweepConfig, cfg, out: Path) -> Store:
     url = sweep.storage or sqlite_url(out / "study.db")
     store = Store(url, sweep.study, heartbeat=sweep.heartbeat, grace=sweep.grace, patience=sweep.db_patience)
     meta = io.read_json(out / "sweep.json") if (out / "sweep.json").exists() else None
-    copied = meta is not None and not sweep.storage and (out / "study.db").exists() and str(meta.get("storage")).startswith("sqlite:")
+    copied = (
+        meta is not None
+        and not sweep.storage
+        and (out / "study.db").exists()
+        and str(meta.get("storage")).startswith("sqlite:")
+    )
     if meta is not None and (meta.get("study") != sweep.study or (meta.get("storage") != store.shown and not copied)):
-        raise ValueError(f"{out} holds the sweep of study {meta.get('study')!r} in {meta.get('storage')}; give that --study "
-                         f"(and --storage) to work on it, or another --out for study {sweep.study!r}")
+        raise ValueError(
+            f"{out} holds the sweep of study {meta.get('study')!r} in {meta.get('storage')}; give that --study "
+            f"(and --storage) to work on it, or another --out for study {sweep.study!r}"
+        )
     store.open(grid)  # (a study that exists grows by the new values of its dimensions)
     io.write_json(out / "sweep.json", {"storage": store.shown, "study": sweep.study, "grid": store.grid.signature()})
     return store
@@ -114,8 +130,15 @@ def run_on_gpus(sweep: SweepConfig, cfg, out: Path, argv: list[str], ids: list[s
     store = _open(sweep, cfg, out)
     codes = gpus.run_workers(argv, ids, out / "workers", store.progress, progress=progress)
     done, running, total = store.progress()
-    return {"done": done, "total": total, "running": running, "workers": dict(zip(ids, codes)), "logs": str(out / "workers"),
-            "storage": store.shown, "study": sweep.study}
+    return {
+        "done": done,
+        "total": total,
+        "running": running,
+        "workers": dict(zip(ids, codes)),
+        "logs": str(out / "workers"),
+        "storage": store.shown,
+        "study": sweep.study,
+    }
 
 
 def run(sweep: SweepConfig, cfg, out: Path, *, progress: bool = True) -> dict:
@@ -148,5 +171,13 @@ def run(sweep: SweepConfig, cfg, out: Path, *, progress: bool = True) -> dict:
         bar.refresh()
     bar.close()
     done, running, total = store.progress()
-    return {"ran": ran, "lost": lost, "diverged": diverged, "done": done, "total": total, "running": running,
-            "storage": store.shown, "study": sweep.study}
+    return {
+        "ran": ran,
+        "lost": lost,
+        "diverged": diverged,
+        "done": done,
+        "total": total,
+        "running": running,
+        "storage": store.shown,
+        "study": sweep.study,
+    }
