@@ -3,22 +3,20 @@
 A claim function reads only the committed studies (``load.Studies``), draws its figure(s) into ``figdir`` and returns
 a ``Verdict``: 'holds', 'does not hold', 'inconclusive' (the studies cannot tell at this sample size) or 'not run'
 (its studies are missing). The rule behind each verdict is in the function's docstring and in its ``reason``.
-Adding a claim touches this registry only: ``render`` lists every registered claim.
-This module: the toy model (H1-H3, Hayou et al. Sec. 3.7, Thm 1-2, Figs 2-3) and matrix factorization (R1, R2, R4,
-Chen et al. Fig. 1). ``tasks`` holds the real-task claims (H4, R3, R5, L1).
+Adding a claim is one decorated function in a claim module: ``render`` lists every registered claim.
+This module: the verdict type and the registry. The claim modules: ``toy_claims`` (H1-H3, Hayou et al. Sec. 3.7,
+Thm 1-2, Figs 2-3), ``mf_claims`` (R1, R2, R4, Chen et al. Fig. 1) and ``tasks`` (the real-task claims H4, R3, R5,
+L1); ``every_claim`` imports them in that order, which is the order of the report.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
-from . import figures
 from .load import Studies
-from .stats import fmt_ci, loglog_slope, mean_ci, spearman
 
 HOLDS, FAILS, OPEN, NOT_RUN = "holds", "does not hold", "inconclusive", "not run"
 
@@ -36,6 +34,7 @@ class Verdict:
 
 
 CLAIMS: dict[str, Callable[[Studies, Path], Verdict]] = {}
+MODULES = ("toy_claims", "mf_claims", "tasks")  # the modules of claims, in the report's order
 
 
 def claim(fn):
@@ -43,325 +42,12 @@ def claim(fn):
     return fn
 
 
-def _not_run(id_, title, paper, what) -> Verdict:
+def every_claim() -> dict[str, Callable[[Studies, Path], Verdict]]:
+    """Every registered claim by id, in the report's order: by module in ``MODULES`` order, then as defined."""
+    mods = [importlib.import_module(f"{__package__}.{name}").__name__ for name in MODULES]
+    rank = {m: i for i, m in enumerate(mods)}  # a claim registered elsewhere (a test's) comes last
+    return dict(sorted(CLAIMS.items(), key=lambda kv: rank.get(kv[1].__module__, len(mods))))
+
+
+def not_run(id_, title, paper, what) -> Verdict:
     return Verdict(id_, title, paper, "", [], NOT_RUN, f"no {what} study in the study folder (see 'Regenerate')")
-
-
-TOY_SETUP = (
-    "Teacher-student model of the paper (eq. 4, App. B.1.1): `lorainit toy --preset paper` (rank 4, 29 LRs "
-    "2^-15..2^-1, 3 LoRA seeds, 400 full-batch AdamW steps, optimal LR chosen on the final train loss) with widths "
-    "{widths} and {k} data seeds (teacher and data; the paper uses one). Stable = no divergence and "
-    "per-coordinate |Z_B| < 10."
-)
-
-
-def _toy_setup(st: Studies) -> str:
-    return TOY_SETUP.format(widths=", ".join(map(str, st.toy[0]["config"]["widths"])), k=len(st.toy))
-
-
-def _slopes(st: Studies, init: str, kind: str, bound: str | None = None) -> list[float]:
-    s = [r["analysis"]["slopes"][init] for r in st.toy]
-    return [x[kind]["slope"] if bound is None else x["max_stable_vs_zb_bound"][bound] for x in s]
-
-
-@claim
-def h1(st: Studies, figdir: Path) -> Verdict:
-    """Max stable LR ~ n^-1/2 under Init[A], n^-1 under Init[B]. Rule: holds if each init's slope (mean over data
-    seeds, 95% t interval) contains its theory value and Init[B]'s slope is below Init[A]'s in every data seed; does
-    not hold if the order fails or an interval misses its theory value by more than 0.25; else inconclusive. The same
-    rule is applied at the other |Z_B| bounds the toy records (the sensitivity to the stability definition)."""
-    title, paper = (
-        "Max stable LR vs width",
-        (
-            "Thm 1-2, Fig. 2: the largest stable LR scales as n^-1/2 under Init[A] and "
-            "n^-1 under Init[B] (gamma-operator analysis, width n)."
-        ),
-    )
-    if not st.toy:
-        return _not_run("H1", title, paper, "toy")
-
-    def judge(a: list, b: list) -> tuple[str, str]:
-        if None in a or None in b:
-            return OPEN, "a data seed has no slope (too few widths with a finite max stable LR)"
-        (ma, ha), (mb, hb) = mean_ci(a), mean_ci(b)
-        order = all(x < y for x, y in zip(b, a))
-        if ha is None:
-            return OPEN, "one data seed: no interval"
-        miss = max(abs(ma + 0.5) - ha, abs(mb + 1.0) - hb)
-        if not order or miss > 0.25:
-            return (
-                FAILS,
-                "Init[B] is not steeper in every data seed"
-                if not order
-                else f"an interval misses its theory value by {miss:.2f}",
-            )
-        if miss <= 0:
-            return HOLDS, "both intervals contain the theory values and Init[B] is steeper in every data seed"
-        return OPEN, f"an interval misses its theory value by {miss:.2f} (under 0.25)"
-
-    a, b = _slopes(st, "init_a", "max_stable"), _slopes(st, "init_b", "max_stable")
-    verdict, reason = judge(a, b)
-    bound = st.toy[0]["config"]["zb_bound"]
-    if verdict == OPEN and (None in a or None in b):
-        return Verdict(
-            "H1",
-            title,
-            paper,
-            _toy_setup(st),
-            [],
-            verdict,
-            reason,
-            [figures.toy_lr_vs_width(st, "max_stable_lr", figdir / "h1_max_stable_lr.png")],
-        )
-    nums = [
-        (
-            f"Slope of log max-stable LR vs log n (95% t interval over {len(a)} data seeds; per seed {', '.join(f'{x:.2f}' for x in a)} "
-            f"and {', '.join(f'{x:.2f}' for x in b)}): Init[A] **{fmt_ci(*mean_ci(a), '.2f')}** (theory -0.5), "
-            f"Init[B] **{fmt_ci(*mean_ci(b), '.2f')}** (theory -1), at |Z_B| bound {bound:g}."
-        )
-    ]
-    for other in st.toy[0]["analysis"]["slopes"]["init_a"]["max_stable_vs_zb_bound"]:
-        oa, ob = _slopes(st, "init_a", "", other), _slopes(st, "init_b", "", other)
-        v, _ = judge(oa, ob)
-        if v != OPEN or None not in oa + ob:
-            nums.append(
-                f"At |Z_B| bound {other}: Init[A] {fmt_ci(*mean_ci(oa), '.2f')}, Init[B] {fmt_ci(*mean_ci(ob), '.2f')}: {v}."
-            )
-    figs = [figures.toy_lr_vs_width(st, "max_stable_lr", figdir / "h1_max_stable_lr.png")]
-    return Verdict("H1", title, paper, _toy_setup(st), nums, verdict, reason, figs)
-
-
-@claim
-def h2(st: Studies, figdir: Path) -> Verdict:
-    """Init[A]'s optimal LR >= Init[B]'s at widths >= 512, and Init[A] reaches a lower loss. Rule: holds if both are
-    true at every such width in every data seed; does not hold if either fails in most (width, seed) pairs; else
-    inconclusive."""
-    title, paper = (
-        "Optimal LR and loss: Init[A] vs Init[B]",
-        (
-            "Fig. 2: for large widths the optimal LR of Init[A] is at "
-            "least Init[B]'s, and Init[A] reaches a lower train loss."
-        ),
-    )
-    if not st.toy:
-        return _not_run("H2", title, paper, "toy")
-    lr_ok, loss_ok, ratios = [], [], []
-    for r in st.toy:
-        pa, pb = (r["analysis"]["per_width"][i] for i in ("init_a", "init_b"))
-        for x, y in zip(pa, pb):
-            if x["width"] >= 512 and x["opt_lr"] and y["opt_lr"]:
-                lr_ok.append(x["opt_lr"] >= y["opt_lr"])
-                loss_ok.append(x["opt_loss_mean"] < y["opt_loss_mean"])
-                ratios.append(x["opt_lr"] / y["opt_lr"])
-    if not lr_ok:
-        return Verdict("H2", title, paper, _toy_setup(st), [], OPEN, "no width >= 512 in the toy studies")
-    n = len(lr_ok)
-    verdict = HOLDS if all(lr_ok) and all(loss_ok) else FAILS if min(sum(lr_ok), sum(loss_ok)) < n / 2 else OPEN
-    nums = [
-        (
-            f"Optimal LR of Init[A] >= Init[B]'s in **{sum(lr_ok)}/{n}** (width >= 512, data seed) pairs; ratio A/B "
-            f"median {np.median(ratios):.2f} (range {min(ratios):.2f}..{max(ratios):.2f})."
-        ),
-        f"Train loss at the optimum lower under Init[A] in **{sum(loss_ok)}/{n}** pairs.",
-    ]
-    reason = {
-        HOLDS: "both hold in every (width, data seed) pair",
-        FAILS: "one of the two fails in most pairs",
-        OPEN: "both hold in most, not all, pairs",
-    }[verdict]
-    figs = [figures.toy_lr_vs_width(st, "opt_lr", figdir / "h2_optimal_lr.png")]
-    return Verdict("H2", title, paper, _toy_setup(st), nums, verdict, reason, figs)
-
-
-@claim
-def h3(st: Studies, figdir: Path) -> Verdict:
-    """Internal instability: under Init[A], |Z_A| grows with width while |Z_B| stays bounded (at the optimal LR,
-    final step). Rule: holds if the log-log slope of |Z_A| vs n under Init[A] has a 95% interval above 0 and |Z_B|'s
-    interval does not lie above 0; does not hold if |Z_A|'s interval lies at or below 0; else inconclusive."""
-    title, paper = (
-        "Internal instability of Init[A]",
-        (
-            "Fig. 3, Sec. 3.5: under Init[A] with the maximal stable LR, "
-            "Z_A = A z grows with width (as n^1/2) while Z_B = B A z stays bounded."
-        ),
-    )
-    if not st.toy:
-        return _not_run("H3", title, paper, "toy")
-
-    def slopes(init, key):
-        out = []
-        for r in st.toy:
-            p = [x for x in r["analysis"]["per_width"][init] if x.get(key)]
-            out.append(loglog_slope([x["width"] for x in p], [x[key] for x in p]) if len(p) > 2 else None)
-        return out
-
-    za, zb, zb_b = (
-        slopes("init_a", "za_final_at_opt"),
-        slopes("init_a", "zb_final_at_opt"),
-        slopes("init_b", "zb_final_at_opt"),
-    )
-    if None in za + zb + zb_b:
-        return Verdict(
-            "H3",
-            title,
-            paper,
-            _toy_setup(st),
-            [],
-            OPEN,
-            "a data seed has fewer than three widths with features at the optimum: no slope",
-            [figures.toy_features(st, figdir / "h3_feature_norms.png")],
-        )
-    (ma, ha), (mb, hb) = mean_ci(za), mean_ci(zb)
-    if ha is None:
-        verdict, reason = OPEN, "one data seed: no interval"
-    elif ma - ha > 0 and not mb - hb > 0:
-        verdict, reason = (
-            HOLDS,
-            "|Z_A| grows (interval above 0) and |Z_B| shows no growth (interval reaches 0 or below)",
-        )
-    elif ma + ha <= 0:
-        verdict, reason = FAILS, "|Z_A| does not grow with width"
-    else:
-        verdict, reason = OPEN, "the intervals do not settle it"
-    nums = [
-        (
-            f"Under Init[A] at its optimal LR: |Z_A| ~ n^**{fmt_ci(ma, ha, '.2f')}** (theory at the max stable LR: 0.5), "
-            f"|Z_B| ~ n^**{fmt_ci(mb, hb, '.2f')}** (95% t intervals over {len(za)} data seeds)."
-        ),
-        f"For contrast, Init[B] at its optimal LR: |Z_B| ~ n^{fmt_ci(*mean_ci(zb_b), '.2f')}.",
-    ]
-    figs = [figures.toy_features(st, figdir / "h3_feature_norms.png")]
-    return Verdict("H3", title, paper, _toy_setup(st), nums, verdict, reason, figs)
-
-
-MF_SETUP = (
-    "`lorainit mf` (n = 32, rank 2, 8 seeds, 1500 gradient-descent steps at lr 0.1, HRP preheat 100 steps) toward "
-    "the paper's M = diag(I_12, 0) ('paper') and toward M = diag(0.1..1 log-spaced, 12 values, 0) ('distinct', "
-    "whose top-2 directions are unique: the paper's degenerate target cannot tell a right subspace from any other). "
-    "'Reaches' = within 1% of the optimal rank-2 loss L*."
-)
-
-
-def mf_default(st: Studies) -> dict:
-    """target -> the run at the default preheat rank 6 (else the smallest rank there is)."""
-    return {t: runs.get(6, runs[min(runs)]) for t, runs in st.mf.items()}
-
-
-@claim
-def r1(st: Studies, figdir: Path) -> Verdict:
-    """Asymmetric LoRA (A frozen) from a random init ends above L*, from HRP at L*. Rule: holds if on every target no
-    seed of gaussian/orthogonal reaches L* and every HRP seed does; does not hold if a random init reaches L* in most
-    seeds or HRP in fewer than half; else inconclusive."""
-    title, paper = (
-        "Asymmetric LoRA: random init vs HRP",
-        "Fig. 1: asymmetric LoRA from a random init converges to a suboptimal loss; from HRP it reaches the optimum.",
-    )
-    if not st.mf:
-        return _not_run("R1", title, paper, "matrix factorization")
-    nums, ok, bad = [], [], []
-    for t, r in mf_default(st).items():
-        a, seeds = r["summary"]["asymmetric"], r["config"]["seeds"]
-        rand = [a[i]["seeds_reaching_optimum"] for i in ("gaussian", "orthogonal") if i in a]
-        ok.append(max(rand) == 0 and a["hrp"]["seeds_reaching_optimum"] == seeds)
-        bad.append(max(rand) > seeds / 2 or a["hrp"]["seeds_reaching_optimum"] < seeds / 2)
-        nums.append(
-            f"{t}: L* = {r['optimal_loss']:.4g}; final loss gaussian {fmt_ci(a['gaussian']['final_loss_mean'], a['gaussian']['final_loss_sem'], '.4g')} "
-            f"({a['gaussian']['seeds_reaching_optimum']}/{seeds} reach), orthogonal {a['orthogonal']['final_loss_mean']:.4g} "
-            f"({a['orthogonal']['seeds_reaching_optimum']}/{seeds}), **HRP {a['hrp']['final_loss_mean']:.4g} "
-            f"({a['hrp']['seeds_reaching_optimum']}/{seeds})** (± = s.e. over seeds)."
-        )
-    verdict = HOLDS if all(ok) else FAILS if any(bad) else OPEN
-    reason = {
-        HOLDS: "on every target no random-init seed reaches L* and every HRP seed does",
-        FAILS: "a random init reaches L*, or HRP misses it, in most seeds on some target",
-        OPEN: "HRP reaches L* in most but not all seeds on some target",
-    }[verdict]
-    return Verdict("R1", title, paper, MF_SETUP, nums, verdict, reason, [figures.mf_final(st, figdir / "r1_r2_mf.png")])
-
-
-@claim
-def r2(st: Studies, figdir: Path) -> Verdict:
-    """Classic LoRA reaches L* from every init, HRP faster. Rule: holds if every classic seed reaches L* and HRP needs
-    fewer steps than the random inits with its preheat steps counted; does not hold if a classic init misses L* or HRP
-    is slower with the preheat counted (the comparison of equal work); the steps without the preheat are reported."""
-    title, paper = (
-        "Classic LoRA: every init reaches L*, HRP faster",
-        "Fig. 1: classic LoRA reaches the optimum from any init; HRP gets there faster.",
-    )
-    if not st.mf:
-        return _not_run("R2", title, paper, "matrix factorization")
-    nums, all_reach, faster, faster_free = [], True, [], []
-    for t, r in mf_default(st).items():
-        c, seeds = r["summary"]["classic"], r["config"]["seeds"]
-        all_reach &= all(c[i]["seeds_reaching_optimum"] == seeds for i in c)
-        rand = min(c[i]["steps_to_optimum_mean"] for i in ("gaussian", "orthogonal"))
-        faster.append(c["hrp"]["steps_to_optimum_mean_with_preheat"] < rand)
-        faster_free.append(c["hrp"]["steps_to_optimum_mean"] < rand)
-        nums.append(
-            f"{t}: steps to L* (mean over seeds): gaussian {c['gaussian']['steps_to_optimum_mean']:.1f}, orthogonal "
-            f"{c['orthogonal']['steps_to_optimum_mean']:.1f}, HRP **{c['hrp']['steps_to_optimum_mean']:.1f} without "
-            f"its preheat, {c['hrp']['steps_to_optimum_mean_with_preheat']:.1f} with it**; every init reaches L* in "
-            f"{min(c[i]['seeds_reaching_optimum'] for i in c)}/{seeds}+ seeds."
-        )
-    if all_reach and all(faster):
-        verdict, reason = HOLDS, "every classic run reaches L*, and HRP is faster even with its preheat counted"
-    else:
-        verdict = FAILS
-        reason = (
-            "a classic run misses L*"
-            if not all_reach
-            else "every classic run reaches L*, but with its preheat steps counted HRP is slower than a random init"
-            + (" (it is faster only when the preheat is not counted)" if all(faster_free) else "")
-        )
-    return Verdict("R2", title, paper, MF_SETUP, nums, verdict, reason, [figures.mf_final(st, figdir / "r1_r2_mf.png")])
-
-
-@claim
-def r4(st: Studies, figdir: Path) -> Verdict:
-    """HRP's gain grows with the preheating rank. Gain = how far HRP's asymmetric final loss is below the random
-    init's (gaussian). Rule per target: grows if the Spearman correlation of gain with preheat rank is >= 0.8, flat if
-    the gain moves by less than 1e-3 of L* over the ranks; holds if it grows on some target and falls on none."""
-    title, paper = (
-        "HRP's gain vs preheat rank",
-        "Chen et al.: a higher preheating rank gives a better initialization (the gain grows with the rank).",
-    )
-    if not st.mf or all(len(r) < 2 for r in st.mf.values()):
-        return _not_run("R4", title, paper, "matrix factorization (two preheat ranks or more)")
-    nums, trend = [], {}
-    for t, runs in st.mf.items():
-        ranks = sorted(runs)
-        gain = [
-            runs[k]["summary"]["asymmetric"]["gaussian"]["final_loss_mean"]
-            - runs[k]["summary"]["asymmetric"]["hrp"]["final_loss_mean"]
-            for k in ranks
-        ]
-        gap = [runs[k]["summary"]["asymmetric"]["hrp"]["final_loss_mean"] - runs[k]["optimal_loss"] for k in ranks]
-        flat = max(gain) - min(gain) < 1e-3 * runs[ranks[0]]["optimal_loss"]
-        rho = spearman(ranks, gain)
-        trend[t] = "flat" if flat else "grows" if rho >= 0.8 else "falls" if rho <= -0.8 else "mixed"
-        nums.append(
-            f"{t}: HRP's asymmetric loss above L* at preheat rank "
-            + ", ".join(f"{k}: {g:.2g}" for k, g in zip(ranks, gap))
-            + f"; gain over gaussian {gain[0]:.4g} -> {gain[-1]:.4g} (Spearman {rho:.2f}): **{trend[t]}**."
-        )
-    grows = [t for t, v in trend.items() if v == "grows"]
-    verdict = (
-        HOLDS
-        if grows and "falls" not in trend.values()
-        else FAILS
-        if "falls" in trend.values() or not any(v == "mixed" for v in trend.values()) and not grows
-        else OPEN
-    )
-    reason = "; ".join(f"{t}: {v}" for t, v in trend.items())
-    if "flat" in trend.values():
-        reason += " (flat: HRP reaches L* from the smallest preheat rank, so more rank cannot help)"
-    return Verdict(
-        "R4",
-        title,
-        paper,
-        MF_SETUP + " Preheat rank varied over " + ", ".join(map(str, sorted(next(iter(st.mf.values()))))) + ".",
-        nums,
-        verdict,
-        reason,
-        [figures.mf_rank(st, figdir / "r4_preheat_rank.png")],
-    )

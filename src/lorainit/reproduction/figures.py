@@ -8,6 +8,7 @@ import numpy as np
 
 from .. import plots
 from ..plots import plt
+from .paired import per_seed
 
 INITS = ("init_a", "init_b")
 
@@ -82,7 +83,7 @@ def toy_features(st, path: Path) -> Path:
 def mf_final(st, path: Path) -> Path:
     """Per target: asymmetric final loss relative to L* by init (left), classic steps to L* with and without HRP's
     preheat (right)."""
-    from .claims import mf_default
+    from .mf_claims import mf_default
 
     runs = mf_default(st)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -200,7 +201,6 @@ def _bar_range(ax, values: list[float], pad: float) -> None:
 
 def shared_vs_tuned(s, lr: float, path: Path, inits: list[str]) -> Path:
     """Test metric per init (of ``inits``) at its tuned LR and at the one shared LR."""
-    from .tasks import per_seed
 
     tuned = [s.per_init()[i]["test_at_selected"] for i in inits]
     seeds = len(s.grid["dims"]["seed"])

@@ -7,8 +7,7 @@ import os
 from pathlib import Path
 
 from .. import io
-from . import tasks  # noqa: F401  (registers the real-task claims)
-from .claims import CLAIMS, Verdict
+from .claims import Verdict, every_claim
 from .load import Studies, load
 
 REGENERATE = """\
@@ -76,7 +75,7 @@ def _studies_list(st: Studies) -> list[str]:
 def render(st: Studies, out: Path) -> tuple[str, list[Verdict]]:
     figdir = st.folder / "figures"
     figdir.mkdir(parents=True, exist_ok=True)
-    verdicts = [fn(st, figdir) for fn in CLAIMS.values()]
+    verdicts = [fn(st, figdir) for fn in every_claim().values()]
     head = [
         "# Reproduction: Hayou, Ghosh, Yu 2024 and Chen et al. 2025 (HRP), each method at its own tuned LR",
         "",
