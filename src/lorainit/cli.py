@@ -147,7 +147,7 @@ Works on an unfinished study too (showing what is finished)."""
 
 def _report(argv: list[str]) -> int:
     from . import io
-    from .sweeps import report, store
+    from .sweeps import report, storage, store
 
     p = cliargs.Parser(prog="lorainit report", description=REPORT_HELP)
     p.add_argument(
@@ -179,8 +179,8 @@ def _report(argv: list[str]) -> int:
         local = args.folder / "study.db"  # a copied sweep folder: its own database, wherever it was made
         url = (
             args.storage
-            or (store.sqlite_url(local) if local.exists() else meta.get("storage"))
-            or store.sqlite_url(local)
+            or (storage.sqlite_url(local) if local.exists() else meta.get("storage"))
+            or storage.sqlite_url(local)
         )
         if not args.storage and not meta and not (args.folder / "study.db").exists():
             raise ValueError(

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import io
-from .store import DONE_STATES
+from .grid import DONE_STATES
 
 DIMS = ("seed", "init", "lr")
 

@@ -24,7 +24,7 @@ from .. import divergence
 from ..experiments import finetune, mf, toy
 from ..full import FULL
 from .experiment import Experiment, Section, register
-from .store import point_key
+from .grid import point_key
 
 DIVERGE_FACTOR = divergence.STUDY_FACTOR  # toy and mf (lorainit.divergence)
 

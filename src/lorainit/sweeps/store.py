@@ -5,9 +5,8 @@ Protocol (every step through Optuna's public storage API):
   opening a study with new values of its dimensions grows the grid (finished points are kept, new ones
   queued); one with another experiment or fixed config is refused before anything is written.
 - Points are queued as WAITING trials (``enqueue_trial``) carrying their key as the ``point`` attribute.
-- Claiming (WAITING -> RUNNING) and repairing the queue run under a study-wide lock: a file lock beside
-  a SQLite file (Optuna's SQLite transactions do not lock on read, so two processes could both pop one
-  trial), ``pg_advisory_lock`` on PostgreSQL. Under the lock a worker
+- Claiming (WAITING -> RUNNING) and repairing the queue run under a study-wide lock (``storage``: a file lock
+  beside a SQLite file, ``pg_advisory_lock`` on PostgreSQL). Under the lock a worker
   1. fails RUNNING trials whose worker is gone: on the same host (hostname + boot id) its pid no longer
      exists or names a process started later; on any host, no heartbeat for ``grace`` seconds (a lease: a
      stopped or hung worker loses its trials too); or no owner recorded at all (the claimer died in the lock);
@@ -22,70 +21,16 @@ A point is done when it has a COMPLETE or PRUNED trial; FAIL trials are lost att
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import itertools
 import json
 import os
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..io import config_diff, json_safe
+from . import storage
 from .dberrors import retrying
+from .grid import DONE_STATES, Grid, point_key
 from .liveness import host_id, pid_alive, process_start
-
-DONE_STATES = ("COMPLETE", "PRUNED")
-
-
-def point_key(point: dict) -> str:
-    return json.dumps(point, sort_keys=True)
-
-
-def sqlite_url(path: Path) -> str:
-    """The SQLite URL of a database file, its path quoted (a folder named 'a?b' would otherwise end the path at '?')."""
-    from urllib.parse import quote
-
-    return f"sqlite:///{quote(str(path))}"
-
-
-def redact(url: str) -> str:
-    """The storage URL with any password replaced by ***, for messages and files."""
-    import sqlalchemy
-
-    try:
-        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - an unparsable URL: show only its scheme
-        return url.split(":", 1)[0] + "://..."
-
-
-@dataclass(frozen=True)
-class Grid:
-    """What a study is: the experiment, its fixed config, the grid dimensions and the metric's direction."""
-
-    experiment: str
-    dims: dict  # name -> list of values, in enqueue order (outermost first)
-    config: dict
-    metric: str
-    direction: str  # "minimize" or "maximize"
-
-    def points(self) -> list[dict]:
-        names = list(self.dims)
-        return [dict(zip(names, values)) for values in itertools.product(*self.dims.values())]
-
-    def signature(self) -> dict:
-        return json.loads(
-            json.dumps(
-                {
-                    "experiment": self.experiment,
-                    "dims": self.dims,
-                    "config": self.config,
-                    "metric": self.metric,
-                    "direction": self.direction,
-                }
-            )
-        )
 
 
 @dataclass
@@ -108,118 +53,18 @@ class Store:
         patience: float = 120.0,
     ):
         import optuna
-        import sqlalchemy
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.url, self.study_name, self.heartbeat, self.grace = url, study, heartbeat, grace
         self.lock_timeout, self.patience = lock_timeout, patience
-        self.shown = redact(url)
-        scheme = url.split(":", 1)[0].split("+", 1)[0]
-        if scheme not in ("sqlite", "postgresql"):
-            raise ValueError(f"unsupported storage {self.shown!r}: use sqlite:///PATH or postgresql://USER@HOST/DB")
-        self.kind = scheme
-        kwargs = {}
-        if scheme == "sqlite":
-            path = (
-                (sqlalchemy.engine.make_url(url).database or "") if ":///" in url else ""
-            )  # unquoted: a folder may hold '?'
-            if not path or path.startswith(":memory:"):
-                raise ValueError(f"storage {self.shown!r} is not a file: write sqlite:///PATH/study.db")
-            if must_exist and not (Path(path).exists() and Path(path).stat().st_size > 0):
-                what = "an empty file" if Path(path).exists() else "no such file"
-                raise ValueError(f"no study database at {path} ({what}); check the sweep folder or --storage")
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self.lock_path = Path(path + ".lock")
-            kwargs = {"connect_args": {"timeout": 120}}
-        if url.startswith(
-            "postgresql://"
-        ):  # the psycopg 3 driver (the 'postgres' extra), whatever SQLAlchemy's default
-            url = "postgresql+psycopg://" + url[len("postgresql://") :]
-        if scheme == "postgresql":  # the server ends a session left inside a transaction (a stopped worker's) so that
-            # its row locks do not hold the others up for longer than a lease
-            kwargs = {
-                "connect_args": {
-                    "options": f"-c idle_in_transaction_session_timeout={int(1000 * max(10.0, 2 * grace))}"
-                }
-            }
-        kwargs["pool_pre_ping"] = True  # a connection dropped by a server restart is replaced, not used
-        try:
-            self.storage = self._connect(url, kwargs)
-        except ImportError as e:
-            raise ValueError(
-                f"storage {self.shown} needs the database driver {e.name!r}: pip install 'psycopg[binary]'"
-            ) from None
-        except sqlalchemy.exc.SQLAlchemyError as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ValueError(
-                f"cannot open storage {self.shown}: {first}; check the URL and that the server runs"
-            ) from None
+        self.shown = storage.redact(url)
+        self.kind, self.lock_path, self.storage = storage.connect(url, grace=grace, must_exist=must_exist)
         self.host = host_id()
         self.study = None
 
-    def _connect(self, url: str, kwargs: dict):
-        """Optuna's RDBStorage; schema creation by several fresh workers at once is serialized (SQLite: under
-        the file lock) or retried (PostgreSQL: the loser of a concurrent CREATE TABLE sees an error)."""
-        import optuna
-        import sqlalchemy
-
-        if self.kind == "sqlite":
-            with open(self.lock_path, "a+") as f:
-                fcntl.flock(f, fcntl.LOCK_EX)
-                return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-        for attempt in range(5):
-            try:
-                return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
-                if attempt == 4:
-                    raise
-                time.sleep(0.2 * (attempt + 1))
-
-    @contextmanager
     def lock(self):
-        """The study-wide lock around claiming and queue repair (held for milliseconds). Waiting for it ends after
-        ``lock_timeout`` seconds with one line naming the holder: a stopped or hung worker would hold it forever."""
-        deadline, pause = time.monotonic() + self.lock_timeout, 0.01
-        if self.kind == "sqlite":
-            with open(self.lock_path, "a+") as f:
-                while True:
-                    try:
-                        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                        break
-                    except BlockingIOError:
-                        if time.monotonic() > deadline:
-                            f.seek(0)
-                            holder = f.read().strip() or "another worker"
-                            raise ValueError(
-                                f"the study's lock {self.lock_path} has been held for {self.lock_timeout:.0f} s "
-                                f"by {holder}; a stopped or hung worker holds it: resume or end it, then re-run"
-                            ) from None
-                        time.sleep(pause)
-                        pause = min(2 * pause, 0.5)
-                f.seek(0)
-                f.truncate()
-                f.write(f"pid {os.getpid()} on {self.host.split('/')[0]}")
-                f.flush()
-                yield
-            return
-        import sqlalchemy
-
-        key = int.from_bytes(hashlib.sha256(self.study_name.encode()).digest()[:8], "big", signed=True)
-        with self.storage.engine.connect() as conn:
-            while not conn.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
-                if time.monotonic() > deadline:
-                    raise ValueError(
-                        f"the study's lock (advisory lock {key} in {self.shown}) has been held for "
-                        f"{self.lock_timeout:.0f} s; a stopped or hung worker's database session holds it: "
-                        "resume or end that worker (or pg_terminate_backend its session), then re-run"
-                    )
-                time.sleep(pause)
-                pause = min(2 * pause, 0.5)
-            try:
-                yield
-            finally:
-                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                conn.commit()
+        """The study-wide lock around claiming and queue repair (``storage.study_lock``)."""
+        return storage.study_lock(self, timeout=self.lock_timeout)
 
     def existing(self) -> dict | None:
         """The grid signature of the study in this storage, None if there is no such study."""
@@ -326,10 +171,10 @@ class Store:
                 except UpdateFinishedTrialError:
                     pass
         queued: dict[str, object] = {}
-        for t in sorted(
-            trials, key=lambda t: t.number
-        ):  # a point queued twice (two workers repairing without the lock,
-            if t.state != TrialState.WAITING:  # one of them having lost it): the later copies go
+        # a point queued twice (two workers repairing without the lock, one of them having lost it): the later
+        # copies go
+        for t in sorted(trials, key=lambda t: t.number):
+            if t.state != TrialState.WAITING:
                 continue
             key = t.user_attrs.get("point")
             if key in queued:
@@ -379,9 +224,7 @@ class Store:
                     for name, values in self.grid.dims.items():
                         dist = CategoricalDistribution(values)
                         self.storage.set_trial_param(t._trial_id, name, dist.to_internal_repr(point[name]), dist)
-                except (
-                    ValueError
-                ):  # ... unless the grid grew: Optuna's categorical choices cannot (the point attribute stays)
+                except ValueError:  # ... unless the grid grew: Optuna's categorical choices cannot (the point stays)
                     pass
                 claims.append(Claim(t._trial_id, t.number, point))
                 busy.add(key)

@@ -17,8 +17,10 @@ from tqdm.auto import tqdm
 
 from .. import inits, io
 from . import experiment
+from .grid import Grid
 from .liveness import Heartbeat
-from .store import Grid, Store, sqlite_url
+from .storage import sqlite_url
+from .store import Store
 
 
 @dataclass(frozen=True)
