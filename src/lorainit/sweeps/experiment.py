@@ -112,7 +112,7 @@ def register(exp: Experiment) -> Experiment:
 
 
 def _builtin() -> None:
-    from . import runners  # noqa: F401  (registers toy, mf and finetune)
+    from . import runners, runners_finetune  # noqa: F401  (register toy and mf, then finetune)
 
 
 def get(name: str) -> Experiment:
