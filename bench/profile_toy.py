@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import toy_batched  # noqa: E402
 
 from lorainit import batched  # noqa: E402
-from lorainit.experiments import toy  # noqa: E402
+from lorainit.experiments import toy, toy_model  # noqa: E402
 
 
 def main() -> None:
@@ -30,7 +30,7 @@ def main() -> None:
     args = ap.parse_args()
     device = torch.device("cuda")
     cfg = toy_batched.grid_config(args.width, args.runs, args.steps, "cuda")
-    data = toy.teacher_data(cfg)
+    data = toy_model.teacher_data(cfg)
     setup = toy.setup_width(cfg, args.width, data, device)
     real_fit = batched.fit
     with mock.patch.object(batched, "fit", lambda *a, **k: real_fit(*a, **{**k, "cuda_graph": False})):

@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from lorainit import batched, io  # noqa: E402
-from lorainit.experiments import toy, toy_head, toy_study  # noqa: E402
+from lorainit.experiments import toy, toy_head, toy_model, toy_study  # noqa: E402
 
 
 def sync(device):
@@ -63,11 +63,11 @@ def own_k1_run(st_train, st_test, y_train, y_test, A0, B0, lr, cfg):
     A, B = A0[None].clone().requires_grad_(True), B0[None].clone().requires_grad_(True)
 
     def loss_fn(params, log):
-        out, Z_A = toy.forward(st_train, *params, cfg.scaling)
-        return ((out - y_train) ** 2).mean(-1), toy.feature_norms(Z_A.detach(), params[1].detach()) if log else {}
+        out, Z_A = toy_model.forward(st_train, *params, cfg.scaling)
+        return ((out - y_train) ** 2).mean(-1), toy_model.feature_norms(Z_A.detach(), params[1].detach()) if log else {}
 
     def evaluate(params):
-        return {"test_loss": ((toy.forward(st_test, *params, cfg.scaling)[0] - y_test) ** 2).mean(-1)}
+        return {"test_loss": ((toy_model.forward(st_test, *params, cfg.scaling)[0] - y_test) ** 2).mean(-1)}
 
     opt = batched.AdamW(beta1=cfg.beta1, beta2=cfg.beta2, eps=cfg.eps)
     h = batched.fit(
@@ -82,13 +82,13 @@ def own_k1_run(st_train, st_test, y_train, y_test, A0, B0, lr, cfg):
     return h.train_loss[:, 0]
 
 
-def one_seed(st: toy.Student) -> toy.Student:
-    return toy.Student(Z=st.Z[:1], P=st.P[:1], w_out=st.w_out[:1], W_h=st.W_h[:1])
+def one_seed(st: toy_model.Student) -> toy_model.Student:
+    return toy_model.Student(Z=st.Z[:1], P=st.P[:1], w_out=st.w_out[:1], W_h=st.W_h[:1])
 
 
 def bench_grid(width: int, k: int, steps: int, device: torch.device, repeats: int) -> dict:
     cfg = grid_config(width, k, steps, str(device))
-    data = toy.teacher_data(cfg)
+    data = toy_model.teacher_data(cfg)
     y_train, y_test = data["Y_train"].to(device), data["Y_test"].to(device)
     sync(device)
     t0 = time.perf_counter()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lorainit.experiments import mf, toy
+from lorainit.experiments import mf, toy, toy_model
 from lorainit.sweeps import worker
 from lorainit.sweeps.store import Store
 
@@ -37,7 +37,7 @@ def test_toy_sweep_equals_the_toy_study_runs(tmp_path, float64):
         w: toy.train_width(
             dataclasses.replace(TOY, inits=("init_a", "init_b"), lrs=sweep.lrs, seeds=2, diverge_factor=1e4),
             w,
-            toy.teacher_data(TOY),
+            toy_model.teacher_data(TOY),
             "cpu",
         )
         for w in TOY.widths

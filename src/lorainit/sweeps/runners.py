@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from .. import divergence
-from ..experiments import mf, toy
+from ..experiments import mf, toy, toy_model
 from .experiment import Experiment, Section, register
 from .grid import point_key
 
@@ -112,7 +112,7 @@ class Toy(Experiment):
         )
 
     def run(self, cfg, points: list[dict], out: Path) -> list[tuple]:
-        data = toy.teacher_data(cfg)
+        data = toy_model.teacher_data(cfg)
         device = toy.resolve_device(cfg.device)
         results = {}
         for chunk in _seed_balanced(points):
