@@ -9,6 +9,7 @@ from pathlib import Path
 
 from lorainit import io
 from lorainit.sweeps import report
+from lorainit.sweeps.summary import summarize
 
 WIDTHS = (128, 256, 512, 1024)
 
@@ -110,7 +111,7 @@ def sweep_folder(
                     "test": got[1],
                 }
             )
-    summary = report.summarize(grid, records)
+    summary = summarize(grid, records)
     folder.mkdir(parents=True)
     io.write_text(folder / "trials.csv", report.trials_csv(grid, records))
     io.write_json(folder / "summary.json", {"grid": grid, **summary})

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from lorainit import cli
-from lorainit.sweeps import experiment, report, worker
+from lorainit.sweeps import experiment, report, summary, worker
 from lorainit.sweeps.experiment import Experiment, Section, register
 from lorainit.sweeps.store import Store
 
@@ -74,7 +74,7 @@ def test_its_config_fields_are_the_sweeps_flags(quad, tmp_path, capsys):
     assert "12/12 points finished" in capsys.readouterr().out
     st = Store(f"sqlite:///{tmp_path / 'study.db'}", "sweep")
     st.load()
-    assert report.summarize(st.grid.signature(), st.records())["groups"][0]["inits"]["init_a"]["selected_lr"] == 1.0
+    assert summary.summarize(st.grid.signature(), st.records())["groups"][0]["inits"]["init_a"]["selected_lr"] == 1.0
     with pytest.raises(SystemExit):
         cli.main(["sweep", "--experiment", "quad", "--help"])
     assert "quad experiment: --center CENTER the learning rate where the loss is lowest" in " ".join(

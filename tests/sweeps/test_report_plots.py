@@ -4,7 +4,8 @@ the selected LR's star and the first diverging LR's line, on hand-made trials wi
 import numpy as np
 import pytest
 
-from lorainit.sweeps import report, report_plots
+from lorainit.sweeps import report_plots
+from lorainit.sweeps.summary import summarize
 
 GRID = {
     "experiment": "finetune",
@@ -38,7 +39,7 @@ def summary():
         for n, ((init, lr), vs) in enumerate(VALUES.items())
         for seed, v in enumerate(vs)
     ]
-    return report.summarize(GRID, recs)
+    return summarize(GRID, recs)
 
 
 def test_heatmap_cells_are_the_seed_means_and_a_diverged_cell_is_grey(tmp_path, drawn):
@@ -80,7 +81,7 @@ def test_figures_of_a_sweep_with_nothing_finished_yet(tmp_path):
         {"number": 0, "state": "RUNNING", "seed": 0, "init": "a", "lr": 0.01, "value": None, "test": None},
         {"number": 1, "state": "FAIL", "seed": 1, "init": "b", "lr": 0.1, "value": None, "test": None},
     ]
-    s = report.summarize(grid, recs)
+    s = summarize(grid, recs)
     assert s["integrity"]["finished_points"] == 0
     paths = report_plots.figures(s, grid, tmp_path)
     assert [p.name for p in paths] == ["heatmap_all.png", "curves_all.png"] and all(p.exists() for p in paths)

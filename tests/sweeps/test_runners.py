@@ -5,7 +5,7 @@ on its batch neighbours nor on their number, nor on a worker dying and the study
 import pytest
 
 from lorainit.experiments import mf, toy
-from lorainit.sweeps import report, runners, worker
+from lorainit.sweeps import runners, summary, worker
 from lorainit.sweeps.store import Store
 
 TOY = toy.ToyConfig(widths=(32,), rank=2, teacher_width=40, n_train=60, n_test=20, device="cpu", steps=200)
@@ -65,7 +65,7 @@ def test_a_study_finished_after_a_worker_stopped_reports_what_one_uninterrupted_
         recs = st.records()
         got[name] = (
             {(r["width"], r["seed"], r["init"], r["lr"]): (r["state"], r["value"], r["test"]) for r in recs},
-            report.summarize(grid, recs)["groups"],
+            summary.summarize(grid, recs)["groups"],
         )
     assert got["one"][0] == got["two"][0] and len(got["one"][0]) == 32
     assert got["one"][1] == got["two"][1]

@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 
 from lorainit.experiments import finetune
-from lorainit.sweeps import experiment, report, worker
+from lorainit.sweeps import experiment, report, summary, worker
 from lorainit.sweeps.store import Store
 
 pytestmark = pytest.mark.slow  # real models on CPU
@@ -47,7 +47,7 @@ def test_finetune_sweep_records_val_test_and_divergence(tmp_path):
         and bad["reason"] in ("loss exploded", "non-finite loss")
         and bad["diverged_step"] is not None
     )
-    s = report.summarize(grid, st.records())
+    s = summary.summarize(grid, st.records())
     a = s["groups"][0]["inits"]["init_a"]
     assert a["selected_lr"] == 1e-3 and a["test_at_selected"][0] == ok["test"] and a["first_diverging_lr"] == 1e9
     again = worker.run(
@@ -201,7 +201,7 @@ def test_full_points_train_alone_beside_one_batch_of_lora_points_and_report_as_a
     assert all(r["state"] == "COMPLETE" for r in recs.values())
     assert (tmp_path / "trials" / "full-lr0.001-seed0" / "model" / "model.safetensors").exists()
     st = Store(f"sqlite:///{tmp_path / 'study.db'}", "sweep")
-    s = report.summarize(st.load(), st.records())
+    s = summary.summarize(st.load(), st.records())
     assert s["groups"][0]["inits"]["full"]["selected_lr"] in (1e-3, 1e-2)
 
 

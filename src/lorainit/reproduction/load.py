@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 
 from .. import io
-from ..sweeps import report
+from ..sweeps import summary
 
 HEAVY = {"toy": ("widths",), "mf": ("curves",)}  # per-run data that the reproduction never reads
 
@@ -82,7 +82,7 @@ def _points(folder: Path) -> list[dict]:
                     "number": int(r["number"]),
                 }
             )
-    return list(report.finished(rows, ["init", "lr", "seed"])[0].values())
+    return list(summary.finished(rows, ["init", "lr", "seed"])[0].values())
 
 
 def load(folder: Path) -> Studies:

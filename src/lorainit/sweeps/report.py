@@ -1,164 +1,18 @@
-"""``lorainit report``: what a sweep found, with every init at its own validation-selected learning rate.
-
-For each group of the extra dimensions (toy: width, mf: mode) and each init:
-- the metric per LR over seeds (mean and standard error s.d./sqrt(n)); an LR where any seed diverged
-  counts as diverged and is never selected;
-- the selected LR: best mean validation metric among LRs where every seed finished without diverging
-  (ties: the smaller LR); '*' marks a selection at the edge of the grid (widen the grid);
-- the test metric at the selected LR (mean and standard error): the number to compare inits by;
-- the divergence boundary: the largest LR below the first LR where any seed diverged.
-An experiment adds its own section (``Experiment.report_section``: toy, the paper's optimal / max-stable LR vs width
-analysis) and says what its values are (``Experiment.note``).
-Exports: trials.csv (one row per trial attempt), summary.json, report.md and PNG figures.
+"""``lorainit report``: what a sweep found (the numbers: ``summary``), written out as report.md, summary.json,
+trials.csv (one row per trial attempt) and PNG figures, and the winning run's adapter on request (--export-best).
+'*' marks a selected LR at the edge of the grid (widen the grid). An experiment adds its own section
+(``Experiment.report_section``: toy, the paper's optimal / max-stable LR vs width analysis) and says what its values
+are (``Experiment.note``).
 """
 
 from __future__ import annotations
 
 import csv
 import io as _io
-import itertools
-import math
-from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
-
 from .. import io
-from .grid import DONE_STATES
-
-DIMS = ("seed", "init", "lr")
-
-
-def _group_names(grid: dict) -> list[str]:
-    return [d for d in grid["dims"] if d not in DIMS]
-
-
-def finished(records: list[dict], names: list[str]) -> tuple[dict, int]:
-    """The finished trial of each point (the first, by number), keyed by the sorted (dim, value) pairs,
-    and how many points were finished more than once."""
-    by: dict[tuple, list] = defaultdict(list)
-    for r in sorted(records, key=lambda r: r["number"]):
-        if r["state"] in DONE_STATES:
-            by[tuple(sorted((k, r[k]) for k in names))].append(r)
-    return {k: v[0] for k, v in by.items()}, sum(len(v) > 1 for v in by.values())
-
-
-def _mean_se(values: list[float]) -> tuple[float | None, float | None]:
-    if not values:
-        return None, None
-    a = np.asarray(values, dtype=float)
-    sd = 0.0 if np.ptp(a) == 0 else float(a.std(ddof=1))  # equal values: exactly 0, not the mean's rounding (4e-17)
-    return float(a.mean()), sd / math.sqrt(len(a)) if len(a) > 1 else None
-
-
-def summarize(grid: dict, records: list[dict]) -> dict:
-    """Per group and init: per-LR statistics, the selected LR, test at it, and the divergence boundary."""
-    points, duplicates = finished(records, list(grid["dims"]))
-    gnames = _group_names(grid)
-    sign = 1 if grid["direction"] == "minimize" else -1
-    seeds, lrs = grid["dims"]["seed"], sorted(grid["dims"]["lr"])
-    groups = []
-    for gvals in itertools.product(*[grid["dims"][g] for g in gnames]):
-        gpoint = dict(zip(gnames, gvals))
-        per_init = {}
-        for init in grid["dims"]["init"]:
-            rows = []
-            for lr in lrs:
-                rs = [points.get(tuple(sorted({**gpoint, "seed": s, "init": init, "lr": lr}.items()))) for s in seeds]
-                got = [r for r in rs if r is not None]
-                div = [r for r in got if r["state"] == "PRUNED"]
-                ok = [r for r in got if r["state"] == "COMPLETE"]
-                mean, se = _mean_se([r["value"] for r in ok])
-                tmean, tse = _mean_se([r["test"] for r in ok if r.get("test") is not None])
-                rows.append(
-                    {
-                        "lr": lr,
-                        "finished": len(got),
-                        "diverged": len(div),
-                        "val_mean": mean,
-                        "val_se": se,
-                        "test_mean": tmean,
-                        "test_se": tse,
-                        "diverged_steps": [r.get("diverged_step") for r in div],
-                        "reasons": sorted({r.get("reason") for r in div}),
-                    }
-                )
-            eligible = [
-                r for r in rows if r["finished"] == len(seeds) and not r["diverged"] and r["val_mean"] is not None
-            ]
-            best = min(eligible, key=lambda r: (sign * r["val_mean"], r["lr"])) if eligible else None
-            first_div = next((r["lr"] for r in rows if r["diverged"]), None)
-            below = [r["lr"] for r in rows if r["finished"] and (first_div is None or r["lr"] < first_div)]
-            per_init[init] = {
-                "rows": rows,
-                "selected_lr": best["lr"] if best else None,
-                "selected_at_edge": bool(best) and best["lr"] in (lrs[0], lrs[-1]),
-                "val_at_selected": (best["val_mean"], best["val_se"]) if best else (None, None),
-                "test_at_selected": (best["test_mean"], best["test_se"]) if best else (None, None),
-                "first_diverging_lr": first_div,
-                "max_stable_lr": max(below) if below else None,
-            }
-        groups.append({"group": gpoint, "inits": per_init, "best": _best(per_init, points, gpoint, sign)})
-    states = defaultdict(int)
-    for r in records:
-        states[r["state"]] += 1
-    total = len(seeds) * len(lrs) * len(grid["dims"]["init"]) * math.prod(len(grid["dims"][g]) for g in gnames)
-    return {
-        "metric": grid["metric"],
-        "direction": grid["direction"],
-        "groups": groups,
-        "integrity": {
-            "points": total,
-            "finished_points": len(points),
-            "points_finished_twice": duplicates,
-            "trial_states": dict(states),
-        },
-    }
-
-
-def _best(per_init: dict, points: dict, gpoint: dict, sign: int) -> dict | None:
-    """The answer of a group: the init whose validation metric at its own selected LR is best, its margin over the
-    runner-up in standard errors (over seeds; sqrt(se_1^2 + se_2^2)), and the winning trial (the best seed there)."""
-    ranked = sorted(
-        ((sign * s["val_at_selected"][0], init) for init, s in per_init.items() if s["selected_lr"] is not None)
-    )
-    if not ranked:
-        return None
-    init = ranked[0][1]
-    s = per_init[init]
-    seeds = [
-        r
-        for r in points.values()
-        if r["state"] == "COMPLETE"
-        and r["init"] == init
-        and r["lr"] == s["selected_lr"]
-        and all(r.get(k) == v for k, v in gpoint.items())
-    ]
-    trial = min(seeds, key=lambda r: sign * r["value"])
-    out = {
-        "init": init,
-        "lr": s["selected_lr"],
-        "val": s["val_at_selected"],
-        "test": s["test_at_selected"],
-        "trial": {"number": trial["number"], "seed": trial["seed"], "run": trial.get("run")},
-        "runner_up": None,
-    }
-    if len(ranked) > 1:
-        other = per_init[ranked[1][1]]
-        margin = abs(s["val_at_selected"][0] - other["val_at_selected"][0])
-        ses = (s["val_at_selected"][1], other["val_at_selected"][1])
-        se = math.hypot(*ses) if None not in ses else None
-        out["runner_up"] = {
-            "init": ranked[1][1],
-            "lr": other["selected_lr"],
-            "val": other["val_at_selected"],
-            "test": other["test_at_selected"],
-            "margin": margin,
-            "margin_se": se,
-            "margin_in_se": None if se is None else margin / se if se else (math.inf if margin else 0.0),
-            "exceeds_se": None if se is None else margin > se,
-        }
-    return out
+from .summary import group_names, summarize
 
 
 def answer_lines(summary: dict) -> list[str]:
@@ -255,7 +109,7 @@ def markdown(grid: dict, summary: dict, figures: list[str], section=None) -> str
         "",
         f"Metric: **{grid['metric']}** ({grid['direction']}d), selected per init on validation; test reported at the selected LR.",
         f"Grid: {len(grid['dims']['init'])} inits x {len(grid['dims']['lr'])} LRs x {len(grid['dims']['seed'])} seeds"
-        + "".join(f" x {len(grid['dims'][g])} {g}s" for g in _group_names(grid))
+        + "".join(f" x {len(grid['dims'][g])} {g}s" for g in group_names(grid))
         + f" = {integ['points']} points; "
         f"finished {integ['finished_points']}, finished twice {integ['points_finished_twice']}; "
         f"trial states {', '.join(f'{k} {v}' for k, v in sorted(integ['trial_states'].items()))} "

@@ -72,7 +72,7 @@ class Toy(Experiment):
     def report_section(self, grid: dict, records: list[dict], out: Path) -> Section | None:
         """The paper's optimal / max-stable LR vs width analysis (``toy_study.analyse``), once every point is finished."""
         from ..experiments import toy_report, toy_study
-        from .report import finished
+        from .summary import finished
 
         points, _ = finished(records, list(grid["dims"]))
         if not grid["dims"]["width"] or len(points) < math.prod(len(v) for v in grid["dims"].values()):
