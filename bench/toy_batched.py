@@ -24,7 +24,7 @@ from unittest import mock
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from lorainit import batched, io  # noqa: E402
+from lorainit import batched, devices, io  # noqa: E402
 from lorainit.experiments import toy, toy_head, toy_model, toy_study  # noqa: E402
 
 
@@ -185,7 +185,7 @@ def main() -> None:
     )
     p.add_argument("--out", type=Path, required=True, help="JSON result file")
     a = p.parse_args()
-    device = toy.resolve_device(a.device)
+    device = devices.resolve_device(a.device)
     result = {"benchmark": "toy_batched", "provenance": io.provenance(), "paper_preset": None, "grids": []}
     if a.paper_out is not None:
         cfg = toy_study.preset("paper", device=str(device))

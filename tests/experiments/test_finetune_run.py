@@ -477,19 +477,3 @@ def test_full_trains_alone_refuses_a_device_too_small_leaves_the_base_untouched_
     del card["config"]["train_embeddings"]  # as cards recorded before the field existed
     (tmp_path / "l1" / "run_card.json").write_text(json.dumps(card))
     assert finetune_run.finished(tmp_path / "l1", cfg, points("init_a")[0]) == card
-
-
-def test_torchruns_one_thread_per_process_becomes_cores_per_process_and_other_settings_stay(monkeypatch):
-    before = torch.get_num_threads()
-    try:
-        monkeypatch.setattr(os, "cpu_count", lambda: 8)
-        monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
-        monkeypatch.setenv("OMP_NUM_THREADS", "1")
-        finetune_run._threads(2)
-        assert torch.get_num_threads() == 4
-        torch.set_num_threads(3)
-        monkeypatch.setenv("OMP_NUM_THREADS", "3")
-        finetune_run._threads(2)
-        assert torch.get_num_threads() == 3
-    finally:
-        torch.set_num_threads(before)

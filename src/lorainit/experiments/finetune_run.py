@@ -3,7 +3,8 @@
 K runs (points: init, lr, seed) train together on one frozen base (``lorainit.multi``): one forward and
 backward per step for all of them, each with its own adapters, classifier head, data order, AdamW groups
 and divergence record (``lorainit.runloss``), through the one loop (``lorainit.train``: warmup/decay
-schedule, gradient accumulation, LoRA+, checkpoints and exact resume, torchrun data parallel).
+schedule, gradient accumulation, LoRA+, checkpoints and exact resume, torchrun data parallel; ``finetune_train``
+drives it with the evaluations and the log).
 ``lorainit finetune`` is the case K = 1. Every registered init trains this way: starts come from
 ``finetune_setup`` (data passes shared and cached), residual schemes carry a frozen correction. A full
 fine-tune (``--init full``, ``lorainit.full``) is K = 1 on a float32 copy of the base, through the same loop,
@@ -18,10 +19,7 @@ trained again.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import math
-import os
 import shutil
 import time
 from pathlib import Path
@@ -29,12 +27,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .. import full, io, models, multi, runloss, speed, train
-from ..batches import Batches, collate
+from .. import devices, full, io, models, multi, speed, train
+from ..batches import Batches
 from ..runfolder import CARD, CHECKPOINT, LOG, RunFolder
-from . import finetune_card, finetune_eval, finetune_setup
-from .finetune import FinetuneConfig, autocast_dtype, compiles, identity, run_identity, validate
-from .toy import resolve_device
+from . import finetune_card, finetune_setup, finetune_train
+from .finetune import FinetuneConfig, compiles, identity, run_identity, validate
 
 
 def finished(run_dir: Path, cfg: FinetuneConfig, point: dict) -> dict | None:
@@ -78,7 +75,7 @@ def run(
     if all(cards):  # (killed after its last card: what it had not yet removed goes now)
         _tidy(out, run_dirs)
         return cards
-    rank, world, device = _distributed(resolve_device(cfg.device), cfg)
+    rank, world, device = _distributed(devices.resolve_device(cfg.device), cfg)
     if rank == 0:
         train.recover_checkpoint(
             RunFolder(out).checkpoint
@@ -92,7 +89,7 @@ def run(
     task = loaded.task
     runs = [multi.Run(p["init"], p["lr"], p["seed"], cfg.loraplus_ratio) for p in points]
     head = models.head_name(loaded.model) if loaded.kind == "encoder" else None
-    loop = _loop(cfg, runs)
+    loop = finetune_train.loop_config(cfg, runs)
     local_cache = init_cache is None
     trainee = memory = None
     try:
@@ -174,7 +171,7 @@ def run(
             )
             for r in runs
         ]
-        trained = _train(cfg, model, runs, batches, loaded, out, device, rank, progress, loop, opt)
+        trained = finetune_train.train_runs(cfg, model, runs, batches, loaded, out, device, rank, progress, loop, opt)
         params = {
             "parameters": sum(p.numel() for p in model.parameters())
             - sum(p.numel() for p in model.parameters() if p.requires_grad),
@@ -232,120 +229,9 @@ def _same_processes(out: Path, world: int) -> None:
         )
 
 
-def _threads(world: int) -> None:
-    """A process left at torchrun's OMP_NUM_THREADS=1 gets cores / processes on this host (its CPU work slowed the
-    2-process runs: bench/results/ddp_threads_h200x2.json); any other setting is kept."""
-    if os.environ.get("OMP_NUM_THREADS") == "1":
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
-
-
 def _distributed(device: torch.device, cfg: FinetuneConfig) -> tuple[int, int, torch.device]:
-    """Join the process group torchrun describes (NCCL on GPUs, gloo on CPU); (rank, world, device)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1, device
-    if cfg.batch_size % world and not cfg.batch_per_process:
+    """(rank, world, device) under torchrun (``devices.join``), once the batch divides among the processes."""
+    world = devices.world_size()
+    if world > 1 and cfg.batch_size % world and not cfg.batch_per_process:
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
-    _threads(world)
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(
-            "nccl" if device.type == "cuda" else "gloo", device_id=device if device.type == "cuda" else None
-        )
-    return torch.distributed.get_rank(), world, device
-
-
-def _evaluating(device):
-    """Evaluation's context: the training's autocast, modules uncompiled (``speed.eager``)."""
-    amp = autocast_dtype(device)
-    stack = contextlib.ExitStack()
-    stack.enter_context(torch.autocast(device.type, dtype=amp, enabled=amp is not None))
-    stack.enter_context(speed.eager())
-    return stack
-
-
-def _loop(cfg: FinetuneConfig, runs: list) -> train.LoopConfig:
-    return train.LoopConfig(
-        steps=cfg.steps,
-        lr=max(r.lr for r in runs),
-        warmup_ratio=cfg.warmup_ratio,
-        grad_accum=cfg.grad_accum,
-        eval_every=cfg.eval_every,
-        checkpoint_every=cfg.checkpoint_every,
-        seed=runs[0].seed,
-        diverge_factor=math.inf,
-    )  # each run's divergence is judged by RunLosses
-
-
-def _train(cfg, model, runs, batches, loaded, out: Path, device, rank: int, progress: bool, loop, opt) -> dict:
-    """The loop over K runs; on rank 0 with evaluations and the log. Returns the loop's result, the losses'
-    record, the base (step-0) test metrics and every evaluation."""
-    K, task = len(runs), loaded.task
-    losses = runloss.RunLosses(K, task.kind, grad_accum=cfg.grad_accum)
-    step_at = (
-        (lambda s, m: batches[0](s, m)) if K == 1 else (lambda s, m: multi.stack_batches([b(s, m) for b in batches]))
-    )
-    if rank:
-        result = train.train(
-            model, step_at, losses, loop, out, progress=False, autocast=autocast_dtype(device), optimizer=opt
-        )
-        return {"result": result, "losses": losses}
-    folder = RunFolder(out)
-    log, logfile, records = folder.open_log(folder.resume_step())
-    probe = collate(
-        task,
-        loaded.tok,
-        (finetune_setup.items(loaded, cfg) if task.kind == "lm" else task.splits["val"])[: cfg.batch_size],
-        cfg.seq_len,
-        device,
-    )
-    base = next((r["base"] for r in records if "base" in r), None)
-
-    def evaluate(split: str, what: str) -> dict:
-        size = min(len(task.splits[split]), cfg.max_eval or len(task.splits[split])) if task.kind != "lm" else None
-        with (
-            _evaluating(device),
-            tqdm(
-                total=size,
-                desc=f"{what}: {split}",
-                unit="block" if size is None else "example",
-                leave=False,
-                disable=not progress,
-            ) as bar,
-        ):
-            return finetune_eval.evaluate(model, K, task, loaded.tok, split, cfg, device, progress=bar.update)
-
-    if base is None:
-        base = evaluate("test", "the start")
-        log({"step": 0, "base": base})
-    evals = [r for r in records if "features" in r]
-
-    def evaluate_fn(step: int) -> dict:
-        rec = evaluate("val", f"step {step}")
-        if step == cfg.steps:
-            rec.update(evaluate("test", f"step {step}"))
-        with _evaluating(device):
-            rec["features"] = finetune_eval.features(model, K, probe)
-        evals.append({"step": step, **rec})
-        return rec
-
-    try:
-        result = train.train(
-            model,
-            step_at,
-            losses,
-            loop,
-            out,
-            evaluate=evaluate_fn,
-            progress=progress,
-            log=log,
-            autocast=autocast_dtype(device),
-            optimizer=opt,
-        )
-    finally:
-        logfile.close()
-    steps_logged = folder.steps()
-    curves = [[r["run_loss"][k] if "run_loss" in r else r.get("loss") for r in steps_logged] for k in range(K)]
-    return {"result": result, "losses": losses, "base": base, "evals": evals, "curves": curves}
+    return devices.join(device)

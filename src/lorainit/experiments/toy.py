@@ -125,14 +125,6 @@ def validate(cfg: ToyConfig) -> None:
         raise ValueError(f"select_on must be 'train' or 'test'; got {cfg.select_on!r}")
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but no CUDA GPU is visible; use --device cpu")
-    return torch.device(name)
-
-
 def run_grid(cfg: ToyConfig) -> list[tuple[int, str, float]]:
     """The runs of one width in batch order: seed-major, then init, then LR."""
     return list(itertools.product(range(cfg.seeds), cfg.inits, cfg.lrs))

@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .. import cliargs, io
+from .. import cliargs, devices, io
 from . import toy, toy_report, toy_study
 
 HELP = """Teacher-student LoRA study of Hayou, Ghosh, Yu 2024 (eq. 4, Sec. 3.7, App. B.1.1): every
@@ -39,7 +39,7 @@ def main(argv: list[str]) -> int:
     out = args.out or Path("runs") / f"toy-{args.preset}"
     try:
         cfg = toy_study.preset(args.preset, **cliargs.given(args, toy.ToyConfig))
-        if max(cfg.widths) >= 4096 and toy.resolve_device(cfg.device).type == "cpu":
+        if max(cfg.widths) >= 4096 and devices.resolve_device(cfg.device).type == "cpu":
             print(
                 f"lorainit toy: warning: widths up to {max(cfg.widths)} on a CPU take hours (the paper preset is meant for a "
                 "GPU: 16 s on an H100); --preset quick or smaller --widths run in minutes",

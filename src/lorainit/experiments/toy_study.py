@@ -21,7 +21,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .. import io
-from .toy import PRESETS, ToyConfig, resolve_device, train_width, validate
+from ..devices import resolve_device
+from .toy import PRESETS, ToyConfig, train_width, validate
 from .toy_model import teacher_data
 
 THEORY_SLOPE = {"init_a": -0.5, "init_b": -1.0}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .. import divergence
+from .. import devices, divergence
 from ..experiments import mf, toy, toy_model
 from .experiment import Experiment, Section, register
 from .grid import point_key
@@ -113,7 +113,7 @@ class Toy(Experiment):
 
     def run(self, cfg, points: list[dict], out: Path) -> list[tuple]:
         data = toy_model.teacher_data(cfg)
-        device = toy.resolve_device(cfg.device)
+        device = devices.resolve_device(cfg.device)
         results = {}
         for chunk in _seed_balanced(points):
             grid = [(p["seed"], p["init"], p["lr"]) for p in chunk]

@@ -1,0 +1,113 @@
+"""K fine-tunes through the one training loop (``lorainit.train``): the loop's config for K runs (each run's
+divergence judged by ``runloss.RunLosses``, not the loop), the step's batch (one run's, or K runs' stacked), and on
+rank 0 the evaluations (base test at step 0, validation every ``eval_every`` steps, test at the end, the |Z_A|/|Z_B|
+probe) under the training's autocast with modules uncompiled, logged to the batch's log.jsonl."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .. import multi, runloss, speed, train
+from ..batches import collate
+from ..runfolder import RunFolder
+from . import finetune_eval, finetune_setup
+from .finetune import FinetuneConfig, autocast_dtype
+
+
+def evaluating(device):
+    """Evaluation's context: the training's autocast, modules uncompiled (``speed.eager``)."""
+    amp = autocast_dtype(device)
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.autocast(device.type, dtype=amp, enabled=amp is not None))
+    stack.enter_context(speed.eager())
+    return stack
+
+
+def loop_config(cfg: FinetuneConfig, runs: list) -> train.LoopConfig:
+    return train.LoopConfig(
+        steps=cfg.steps,
+        lr=max(r.lr for r in runs),
+        warmup_ratio=cfg.warmup_ratio,
+        grad_accum=cfg.grad_accum,
+        eval_every=cfg.eval_every,
+        checkpoint_every=cfg.checkpoint_every,
+        seed=runs[0].seed,
+        diverge_factor=math.inf,
+    )  # each run's divergence is judged by RunLosses
+
+
+def train_runs(cfg, model, runs, batches, loaded, out: Path, device, rank: int, progress: bool, loop, opt) -> dict:
+    """The loop over K runs; on rank 0 with evaluations and the log. Returns the loop's result, the losses'
+    record, the base (step-0) test metrics and every evaluation."""
+    K, task = len(runs), loaded.task
+    losses = runloss.RunLosses(K, task.kind, grad_accum=cfg.grad_accum)
+    step_at = (
+        (lambda s, m: batches[0](s, m)) if K == 1 else (lambda s, m: multi.stack_batches([b(s, m) for b in batches]))
+    )
+    if rank:
+        result = train.train(
+            model, step_at, losses, loop, out, progress=False, autocast=autocast_dtype(device), optimizer=opt
+        )
+        return {"result": result, "losses": losses}
+    folder = RunFolder(out)
+    log, logfile, records = folder.open_log(folder.resume_step())
+    probe = collate(
+        task,
+        loaded.tok,
+        (finetune_setup.items(loaded, cfg) if task.kind == "lm" else task.splits["val"])[: cfg.batch_size],
+        cfg.seq_len,
+        device,
+    )
+    base = next((r["base"] for r in records if "base" in r), None)
+
+    def evaluate(split: str, what: str) -> dict:
+        size = min(len(task.splits[split]), cfg.max_eval or len(task.splits[split])) if task.kind != "lm" else None
+        with (
+            evaluating(device),
+            tqdm(
+                total=size,
+                desc=f"{what}: {split}",
+                unit="block" if size is None else "example",
+                leave=False,
+                disable=not progress,
+            ) as bar,
+        ):
+            return finetune_eval.evaluate(model, K, task, loaded.tok, split, cfg, device, progress=bar.update)
+
+    if base is None:
+        base = evaluate("test", "the start")
+        log({"step": 0, "base": base})
+    evals = [r for r in records if "features" in r]
+
+    def evaluate_fn(step: int) -> dict:
+        rec = evaluate("val", f"step {step}")
+        if step == cfg.steps:
+            rec.update(evaluate("test", f"step {step}"))
+        with evaluating(device):
+            rec["features"] = finetune_eval.features(model, K, probe)
+        evals.append({"step": step, **rec})
+        return rec
+
+    try:
+        result = train.train(
+            model,
+            step_at,
+            losses,
+            loop,
+            out,
+            evaluate=evaluate_fn,
+            progress=progress,
+            log=log,
+            autocast=autocast_dtype(device),
+            optimizer=opt,
+        )
+    finally:
+        logfile.close()
+    steps_logged = folder.steps()
+    curves = [[r["run_loss"][k] if "run_loss" in r else r.get("loss") for r in steps_logged] for k in range(K)]
+    return {"result": result, "losses": losses, "base": base, "evals": evals, "curves": curves}
