@@ -67,6 +67,11 @@ def _tiny_toy():
 
 
 TINY_TOY = _tiny_toy()  # a teacher-student config that trains in a second
+# TINY_TOY's LoRA rank, teacher width and data sizes as command-line flags (a test adds its widths, LRs, seeds, steps)
+TOY_SIZE = [
+    *("--rank", str(TINY_TOY.rank), "--teacher-width", str(TINY_TOY.teacher_width)),
+    *("--n-train", str(TINY_TOY.n_train), "--n-test", str(TINY_TOY.n_test)),
+]
 
 
 def fake_width(width, loss, zb=None, diverged=()):

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import lorainit  # (a real subprocess)
+from helpers import TOY_SIZE, lorainit  # (a real subprocess)
 
 
 def test_theory_table():
@@ -155,16 +155,9 @@ SWEEP = [
     "sweep",
     "--widths",
     "16",
-    "--rank",
-    "2",
+    *TOY_SIZE,
     "--steps",
     "4",
-    "--teacher-width",
-    "40",
-    "--n-train",
-    "60",
-    "--n-test",
-    "20",
     "--lrs",
     "1e-2,1e-1",
     "--seeds",

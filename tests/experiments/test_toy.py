@@ -4,24 +4,13 @@ import dataclasses
 
 import pytest
 import torch
+from helpers import TINY_TOY
 
 from lorainit.experiments import toy, toy_model
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
-TINY = toy.ToyConfig(
-    widths=(16, 32),
-    rank=2,
-    lrs=(1e-3, 1e-2, 5e-2),
-    seeds=2,
-    steps=12,
-    teacher_width=40,
-    teacher_rank=4,
-    n_train=60,
-    n_test=20,
-    log_every=3,
-    device="cpu",
-)
+TINY = dataclasses.replace(TINY_TOY, steps=12)
 
 
 def reference_run(cfg, width, seed, init, lr, data, device="cpu"):

@@ -2,25 +2,18 @@
 
 import json
 
-from helpers import lorainit
+from helpers import TOY_SIZE, lorainit
 
 TINY = [
     "--widths",
     "16,32",
-    "--rank",
-    "2",
+    *TOY_SIZE,
     "--lrs",
     "1e-3:1e-1:3",
     "--seeds",
     "2",
     "--steps",
     "6",
-    "--teacher-width",
-    "40",
-    "--n-train",
-    "60",
-    "--n-test",
-    "20",
     "--log-every",
     "3",
     "--no-progress",

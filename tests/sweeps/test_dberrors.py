@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from helpers import TOY_SIZE
 
 from lorainit.sweeps import dberrors
 from lorainit.sweeps.store import Store
@@ -19,14 +20,7 @@ SRC = str(Path(__file__).resolve().parents[2] / "src")
 TOY = [
     "--widths",
     "16,32",
-    "--rank",
-    "2",
-    "--teacher-width",
-    "40",
-    "--n-train",
-    "60",
-    "--n-test",
-    "20",
+    *TOY_SIZE,
     "--device",
     "cpu",
     "--no-progress",

@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from helpers import TOY_SIZE
 
 from lorainit.sweeps import gpus
 from lorainit.sweeps.store import Store
@@ -59,14 +60,7 @@ def test_a_sweep_on_two_fake_gpus_runs_two_pinned_workers_and_every_point_once(t
         "toy",
         "--widths",
         "16,24,32",
-        "--rank",
-        "2",
-        "--teacher-width",
-        "40",
-        "--n-train",
-        "60",
-        "--n-test",
-        "20",
+        *TOY_SIZE,
         "--steps",
         "20",
         "--lrs",

@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from helpers import TOY_SIZE
 
 from lorainit.experiments import mf, toy, toy_model
 from lorainit.sweeps import worker
@@ -106,14 +107,7 @@ def cli(*args, **kw):
 TOY_ARGS = [
     "--widths",
     "16,32",
-    "--rank",
-    "2",
-    "--teacher-width",
-    "40",
-    "--n-train",
-    "60",
-    "--n-test",
-    "20",
+    *TOY_SIZE,
     "--device",
     "cpu",
     "--no-progress",
