@@ -168,15 +168,16 @@ def l1(st: Studies, figdir: Path) -> Verdict:
         v = FAILS if tsp > BAND else HOLDS if tsp < ssp and not missing else OPEN
         r = f"tuned spread {tsp:.1%} ({tb} to {tw}), at LR {lr:.3g} {ssp:.1%} ({sb} to {sw})"
         edge = sorted(i for i in sel if s.per_init()[i]["selected_at_edge"])
-        firm = {i: x for i, x in sel.items() if i not in edge}
-        if edge and (
-            (v == HOLDS and tb in edge) or (v == FAILS and tw in edge)
-        ):  # the edge init's optimum may lie outside
+        # an edge-selected init's optimum may lie outside the grid: a verdict it decides is open, unless (does not
+        # hold) the spread of the other inits alone still exceeds 2%
+        if (v == HOLDS and tb in edge) or (v == FAILS and tw in edge):
             r += f"; selected at the grid's edge: {', '.join(edge)}"
-            if v == HOLDS or len(firm) < 2 or spread(firm, s.sign)[0] <= BAND:
+            firm = {i: x for i, x in sel.items() if i not in edge}
+            firm_spread = spread(firm, s.sign)[0] if len(firm) > 1 else None
+            if v == HOLDS or firm_spread is None or firm_spread <= BAND:
                 v = OPEN
             elif edge != [tw]:  # a lone edge-selected worst init is left out just below
-                r += f" (without them: {spread(firm, s.sign)[0]:.1%})"
+                r += f" (without them: {firm_spread:.1%})"
         if missing:
             r += f"; not selected yet: {', '.join(missing)}"
         rest = {i: x for i, x in sel.items() if i != tw}
