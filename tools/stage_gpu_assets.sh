@@ -2,10 +2,10 @@
 # Stage the package-shipped assets for the GPU machine, which reaches no package index and takes at
 # most 64 MiB per call. Fills three git-ignored folders from the local lorainit cache (run a CPU
 # fine-tune of each task once first): .xfer0 and .xfer1 hold the two halves of SmolLM2's GGUF
-# (make the calls back to back: the machine is released after 30 s idle) and .xfer0 the LM/math data
-# too, .xfer3 the gguf and optuna wheels (for the GPU image's Python 3.12), .xfer2 MiniLM (fp16 copy) and
-# the NLI and sentiment data. A call carries the tree (~12 MB of the 64 MiB) and: .xfer0; then .xfer1 and .xfer3; or .xfer2
-# and .xfer3.
+# (make the calls back to back: the machine is released after 30 s idle), .xfer3 the gguf and optuna wheels
+# (for the GPU image's Python 3.12) and the LM/math data (the tree with results/ leaves .xfer0 no room for it), .xfer2 MiniLM (fp16 copy) and
+# the NLI and sentiment data. A call carries the tree (~15 MB of the 64 MiB) and one folder: .xfer0, then .xfer1,
+# .xfer3 and .xfer2, one call each.
 # On the GPU, tools/gpu_unstage.sh unpacks whatever a call carried into /root/stage (kept while the machine is warm).
 set -euo pipefail
 root=$(git rev-parse --show-toplevel)
@@ -25,7 +25,7 @@ python3 -m pip download -q --no-deps -d "$root/.xfer3" gguf==0.19.0
 python3 -m pip download -q --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 -d "$root/.xfer3/wheels" optuna
 # the image has numpy, pyyaml, packaging, typing_extensions and tqdm: carrying them would only shadow its own
 rm -f "$root"/.xfer3/wheels/{numpy,pyyaml,packaging,typing_extensions,tqdm}-*.whl
-(cd "$cache" && tar czf "$root/.xfer0/data.tgz" $wiki/*.bz2 $wiki/.*.done $bb/elementary_math_qa/question_only/task.json $bb/elementary_math_qa/question_only/.task.json.done)
+(cd "$cache" && tar czf "$root/.xfer3/data.tgz" $wiki/*.bz2 $wiki/.*.done $bb/elementary_math_qa/question_only/task.json $bb/elementary_math_qa/question_only/.task.json.done)
 tmp=$(mktemp -d)
 mkdir -p "$tmp/$minilm" && cp -r "$cache/$minilm/model" "$tmp/$minilm/" && cp "$cache/$minilm/.model.done" "$tmp/$minilm/"
 PYTHONPATH="$root/src" "${PYTHON:-$root/.venv/bin/python}" - "$tmp/$minilm/model" <<'PY'
