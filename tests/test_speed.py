@@ -53,16 +53,18 @@ def test_adamw_is_fused_only_when_every_tensor_is_on_a_gpu():
 
 
 @pytest.mark.parametrize(
-    "mode,steps,device,want",
+    "mode,steps,device,kind,want",
     [
-        ("auto", 499, "cuda", False),
-        ("auto", 500, "cuda", True),
-        ("on", 10, "cuda", True),
-        ("off", 10**4, "cuda", False),
-        ("on", 10**4, "cpu", False),
+        ("auto", 499, "cuda", "lm", False),
+        ("auto", 500, "cuda", "lm", True),
+        ("auto", 10**4, "cuda", "classify", False),  # padded lengths vary by batch: eager
+        ("auto", 10**4, "cuda", "choice", False),
+        ("on", 10, "cuda", "classify", True),
+        ("off", 10**4, "cuda", "lm", False),
+        ("on", 10**4, "cpu", "lm", False),
     ],
 )
-def test_compiles_follows_the_mode_the_steps_and_the_device(mode, steps, device, want):
+def test_compiles_follows_the_mode_the_steps_the_task_and_the_device(mode, steps, device, kind, want):
     cfg = finetune.FinetuneConfig(compile=mode, steps=steps)
-    assert finetune.compiles(cfg, torch.device(device)) is want
+    assert finetune.compiles(cfg, torch.device(device), kind) is want
     assert finetune.COMPILE_FROM == 500

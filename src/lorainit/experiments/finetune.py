@@ -70,16 +70,23 @@ class FinetuneConfig:
     """'auto' (cuda if available), 'cpu' or 'cuda'"""
     compile: Literal["auto", "on", "off"] = "auto"
     """torch.compile each transformer block on a GPU: about 30 s at the start, then about 2x the steps/s
-    (bench/results/single_run_h100.json, multi_run_h100.json); 'auto': on from 500 steps (at 100 steps
-    it lost: results/compile-check); ignored on CPU"""
+    (bench/results/single_run_h100.json, multi_run_h100.json); 'auto': on from 500 steps on a language-modelling
+    task, whose batches all have one shape (at 100 steps it lost: results/compile-check), off for classification and
+    multiple choice, whose padded lengths vary by batch (compiled, MiniLM nli ran at 0.6x the eager speed and
+    diverged where eager did not: REPRODUCTION.md); ignored on CPU"""
 
 
 COMPILE_FROM = 500  # steps from which 'auto' compiles (measured break-even: a few hundred steps)
 
 
-def compiles(cfg: "FinetuneConfig", device) -> bool:
-    """Whether this run's blocks are compiled."""
-    return device.type == "cuda" and (cfg.compile == "on" or (cfg.compile == "auto" and cfg.steps >= COMPILE_FROM))
+def compiles(cfg: "FinetuneConfig", device, kind: str) -> bool:
+    """Whether this run's blocks are compiled; ``kind`` is the task's (``data.Task.kind``): 'auto' compiles only
+    'lm', the one kind whose batches keep one shape (blocks of seq_len tokens). The blocks compile with static
+    shapes, so every new padded length of a classification or choice batch compiles again, until dynamo's
+    recompile limit leaves the rest eager."""
+    if device.type != "cuda" or cfg.compile == "off":
+        return False
+    return cfg.compile == "on" or (kind == "lm" and cfg.steps >= COMPILE_FROM)
 
 
 def autocast_dtype(device) -> torch.dtype | None:

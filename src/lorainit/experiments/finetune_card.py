@@ -100,7 +100,7 @@ def finish(
         "diverged": None if dead is None else {"step": dead, "reason": losses.reason[k]},
         "execution": {
             "device": str(device),
-            "compile": compiles(cfg, device),
+            "compile": compiles(cfg, device, task.kind),
             "autocast": str(autocast_dtype(device)),
             "processes": world,
         },

@@ -142,7 +142,7 @@ def run(
                 else [b["param"] for b in opt.buffers.values()]
             ):
                 torch.distributed.broadcast(t, 0)
-        if compiles(cfg, device):
+        if compiles(cfg, device, task.kind):
             torch._dynamo.reset()  # a worker's earlier batch compiled other modules: start the cache afresh
             speed.compile_blocks(model)
         if rank == 0:
