@@ -78,9 +78,10 @@ def sweep_folder(
     seeds=(0, 1, 2),
     direction="minimize",
     name_metric="perplexity",
+    extra=(),
 ) -> Path:
     """A finetune sweep folder as ``lorainit report`` writes it. ``values``: init -> function (lr, seed) -> (val, test);
-    None for a point that has not finished."""
+    None for a point that has not finished. ``extra``: (init, lr) pairs run beyond the grid (``--widen``)."""
     grid = {
         "experiment": "finetune",
         "dims": {"seed": list(seeds), "init": list(values), "lr": list(lrs)},
@@ -95,9 +96,11 @@ def sweep_folder(
         },
         "metric": name_metric,
         "direction": direction,
+        **({"extra": [{"init": i, "lr": lr} for i, lr in extra]} if extra else {}),
     }
     records = []
-    for n, (seed, init, lr) in enumerate(itertools.product(seeds, values, lrs)):
+    more = [(seed, i, lr) for i, lr in extra for seed in seeds]
+    for n, (seed, init, lr) in enumerate([*itertools.product(seeds, values, lrs), *more]):
         got = values[init](lr, seed)
         if got is not None:
             records.append(

@@ -59,6 +59,14 @@ def test_a_win_over_an_init_selected_at_the_grids_edge_is_provisional(tmp_path):
     assert v.verdict == FAILS and "without init_b: 5.1%" in v.numbers[0]
 
 
+def test_an_extra_lr_beyond_the_edge_settles_the_edge_selected_init(tmp_path):
+    # as above, but init_b also ran one grid step below (sweep --widen): 1e-4 is now inside its LRs, so H4 is decided
+    st = studies(tmp_path, {"init_a": curve(1e-3, 19.0), "init_b": curve(1e-4, 20.0)}, extra=[("init_b", 5e-5)])
+    assert not st.sweeps[0].per_init()["init_b"]["selected_at_edge"]
+    v = tasks.h4(st, tmp_path / "f")
+    assert v.verdict == HOLDS and "init_b also at LR 5e-05; 27/27 points finished" in v.setup
+
+
 def test_r3_waits_for_an_unfinished_hrp(tmp_path):
     part = lambda lr, seed: (19.0, 19.5) if seed == 0 else None
     st = studies(tmp_path, {"init_a": curve(1e-3, 19.0), "hrp": part})

@@ -47,8 +47,9 @@ def setup(st: Studies) -> str:
             f"`{s.name}`: {c['model']} on {c['task']}, LoRA rank {c['rank']} (alpha {c['alpha']:g}) on every linear "
             f"projection, {c['steps']} steps of {c['batch_size']} x {c['seq_len']} tokens, "
             f"{len([i for i in d['init'] if i != FULL])} inits{' and full fine-tuning' if FULL in d['init'] else ''} x "
-            f"{len(d['lr'])} LRs ({min(d['lr']):.3g}..{max(d['lr']):.3g}) x {len(d['seed'])} seeds; "
-            f"{i['finished_points']}/{i['points']} points finished"
+            f"{len(d['lr'])} LRs ({min(d['lr']):.3g}..{max(d['lr']):.3g}) x {len(d['seed'])} seeds"
+            + "".join(f", {e['init']} also at LR {e['lr']:.3g}" for e in s.grid.get("extra", []))
+            + f"; {i['finished_points']}/{i['points']} points finished"
             + (f" (stands in for {STANDS_IN[c['task']]})." if c["task"] in STANDS_IN else ".")
         )
     return " ".join(out) + (
@@ -235,7 +236,7 @@ def r5(st: Studies, figdir: Path) -> Verdict:
         if note := not_learned(s):
             v, r = OPEN, note
         best = min(
-            ((m, lr) for lr in s.grid["dims"]["lr"] if (m := mean_at(s, FULL, lr)) is not None),
+            ((m, r["lr"]) for r in s.per_init()[FULL]["rows"] if (m := mean_at(s, FULL, r["lr"])) is not None),
             key=lambda b: s.sign * b[0],
             default=None,
         )

@@ -1,8 +1,8 @@
 """``lorainit report``: what a sweep found (the numbers: ``summary``), written out as report.md, summary.json,
 trials.csv (one row per trial attempt) and PNG figures, and the winning run's adapter on request (--export-best).
-'*' marks a selected LR at the edge of the grid (widen the grid). An experiment adds its own section
-(``Experiment.report_section``: toy, the paper's optimal / max-stable LR vs width analysis) and says what its values
-are (``Experiment.note``).
+'*' marks a selected LR at the edge of the init's LRs (widen the grid: ``lorainit sweep --widen``). An experiment
+adds its own section (``Experiment.report_section``: toy, the paper's optimal / max-stable LR vs width analysis) and
+says what its values are (``Experiment.note``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def answer_lines(summary: dict) -> list[str]:
             lines += [f"- {title + ': ' if title else ''}no init has a finished, non-diverged LR yet.", ""]
             continue
         edge = (
-            " (at the grid's edge: the optimum may lie outside; widen --lrs)"
+            " (at the edge of its LRs: the optimum may lie outside; widen the grid: --widen)"
             if g["inits"][b["init"]]["selected_at_edge"]
             else ""
         )
@@ -86,6 +86,18 @@ def export_best(summary: dict, dest: Path) -> Path:
     return dest
 
 
+def _extra(grid: dict) -> str:
+    """The grid line's note on extra (init, LR) points added by ``--widen``; '' for a plain product grid."""
+    extra = grid.get("extra", [])
+    if not extra:
+        return ""
+    shown = ", ".join(
+        f"{e['init']} at {e['lr']:.3g}" + "".join(f" ({k} {v})" for k, v in e.items() if k not in ("init", "lr"))
+        for e in extra
+    )
+    return f" + {len(extra)} extra LRs of single inits ({shown}; --widen) x {len(grid['dims']['seed'])} seeds"
+
+
 def _fmt(mean, se, spec=".4g") -> str:
     if mean is None:
         return "-"
@@ -110,6 +122,7 @@ def markdown(grid: dict, summary: dict, figures: list[str], section=None) -> str
         f"Metric: **{grid['metric']}** ({grid['direction']}d), selected per init on validation; test reported at the selected LR.",
         f"Grid: {len(grid['dims']['init'])} inits x {len(grid['dims']['lr'])} LRs x {len(grid['dims']['seed'])} seeds"
         + "".join(f" x {len(grid['dims'][g])} {g}s" for g in group_names(grid))
+        + _extra(grid)
         + f" = {integ['points']} points; "
         f"finished {integ['finished_points']}, finished twice {integ['points_finished_twice']}; "
         f"trial states {', '.join(f'{k} {v}' for k, v in sorted(integ['trial_states'].items()))} "
@@ -148,10 +161,13 @@ def markdown(grid: dict, summary: dict, figures: list[str], section=None) -> str
             "|---" * (len(lrs) + 1) + "|",
         ]
         for init, s in g["inits"].items():
-            cells = ["div" if r["diverged"] else _fmt(r["val_mean"], r["val_se"]) for r in s["rows"]]
+            cells = [
+                "" if not r.get("in_grid", True) else "div" if r["diverged"] else _fmt(r["val_mean"], r["val_se"])
+                for r in s["rows"]
+            ]
             lines.append(f"| {init} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["*: selected LR at the edge of the grid: the optimum may lie outside it.", ""]
+    lines += ["*: selected LR at the edge of the init's LRs: the optimum may lie outside them (`--widen`).", ""]
     if section is not None:
         lines += [f"## {section.title}", "", "```", section.text, "```", ""]
     lines += [f"![{Path(f).stem}]({Path(f).name})" for f in figures]

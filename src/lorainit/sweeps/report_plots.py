@@ -42,7 +42,9 @@ def heatmap(group: dict, grid: dict, path: Path) -> Path:
     for i, init in enumerate(inits):
         s = group["inits"][init]
         for j, r in enumerate(s["rows"]):
-            if r["diverged"]:
+            if not r.get("in_grid", True):
+                text = ""  # another init's extra LR
+            elif r["diverged"]:
                 text = f"div\n{r['diverged']}/{r['finished']}"
             elif r["val_mean"] is None:
                 text = "-"

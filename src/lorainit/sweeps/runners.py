@@ -99,8 +99,8 @@ class Toy(Experiment):
                     **{k: r.get(k) or [None] for k in ("train_loss", "test_loss", "za", "zb")},
                 }
                 for r in points.values()
-                if r["width"] == w
-            ]
+                if r["width"] == w and r["lr"] in d["lr"]  # (the paper's analysis is of the grid: --widen's extra LRs
+            ]  # are in the tables above, not here)
             steps = next(r["steps"] for r in points.values() if r["width"] == w and r.get("steps"))
             widths.append({"width": w, "runs": runs, "steps": steps})
         study = {"config": toy_study.config_dict(cfg), "widths": widths, "analysis": toy_study.analyse(cfg, widths)}

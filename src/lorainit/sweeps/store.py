@@ -1,9 +1,9 @@
 """The study store: one Optuna trial per grid point, claimed exactly once, on SQLite or PostgreSQL.
 
 Protocol (every step through Optuna's public storage API):
-- The grid (experiment, fixed config, dimensions, direction) is the study's ``lorainit`` user attribute;
-  opening a study with new values of its dimensions grows the grid (finished points are kept, new ones
-  queued); one with another experiment or fixed config is refused before anything is written.
+- The grid (experiment, fixed config, dimensions, direction, extra points) is the study's ``lorainit`` user
+  attribute; opening a study with new values of its dimensions or new extra points grows the grid (finished points
+  are kept, new ones queued); one with another experiment or fixed config is refused before anything is written.
 - Points are queued as WAITING trials (``enqueue_trial``) carrying their key as the ``point`` attribute.
 - Claiming (WAITING -> RUNNING) and repairing the queue run under a study-wide lock (``storage``: a file lock
   beside a SQLite file, ``pg_advisory_lock`` on PostgreSQL). Under the lock a worker
@@ -134,7 +134,9 @@ class Store:
                 "use another --study or --out"
             )
         dims = {k: list(v) + [x for x in want["dims"][k] if x not in v] for k, v in have["dims"].items()}
-        return {**have, "dims": dims}
+        extra = list(have.get("extra", []))
+        extra += [e for e in want.get("extra", []) if e not in extra]
+        return {**have, "dims": dims, **({"extra": extra} if extra else {})}
 
     def _stale(self, t, now: float) -> str | None:
         """Why a RUNNING trial's worker has lost it, or None: on this host, a process that is gone (or a new process
@@ -252,7 +254,8 @@ class Store:
 
     @retrying
     def progress(self) -> tuple[int, int, int]:
-        """(finished points, running trials, grid size)."""
+        """(finished points, running trials, grid size); the grid as stored now (another worker may have widened it)."""
+        self.grid = Grid(**self.study.user_attrs["lorainit"])
         trials = self.study.get_trials(deepcopy=False)
         done = {t.user_attrs.get("point") for t in trials if t.state.name in DONE_STATES}
         running = sum(t.state.name == "RUNNING" for t in trials)

@@ -4,7 +4,8 @@ For each group of the extra dimensions (toy: width, mf: mode) and each init:
 - the metric per LR over seeds (mean and standard error s.d./sqrt(n)); an LR where any seed diverged
   counts as diverged and is never selected;
 - the selected LR: best mean validation metric among LRs where every seed finished without diverging
-  (ties: the smaller LR); ``selected_at_edge`` marks a selection at the edge of the grid (widen the grid);
+  (ties: the smaller LR); ``selected_at_edge`` marks a selection at the edge of the init's own LRs (the grid's and
+  its extra ones: widen the grid);
 - the test metric at the selected LR (mean and standard error): the number to compare inits by;
 - the divergence boundary: the largest LR below the first LR where any seed diverged.
 Per group, the answer: the best init at its own LR, its margin over the runner-up in standard errors, and the winning
@@ -19,7 +20,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from .grid import DONE_STATES
+from .grid import DONE_STATES, Grid
 
 DIMS = ("seed", "init", "lr")
 
@@ -51,12 +52,15 @@ def summarize(grid: dict, records: list[dict]) -> dict:
     points, duplicates = finished(records, list(grid["dims"]))
     gnames = group_names(grid)
     sign = 1 if grid["direction"] == "minimize" else -1
-    seeds, lrs = grid["dims"]["seed"], sorted(grid["dims"]["lr"])
+    shape = Grid(**grid)
+    seeds = grid["dims"]["seed"]
     groups = []
     for gvals in itertools.product(*[grid["dims"][g] for g in gnames]):
         gpoint = dict(zip(gnames, gvals))
         per_init = {}
+        lrs = sorted({lr for init in grid["dims"]["init"] for lr in shape.lrs(init, gpoint)})  # one table: every column
         for init in grid["dims"]["init"]:
+            own = shape.lrs(init, gpoint)
             rows = []
             for lr in lrs:
                 rs = [points.get(tuple(sorted({**gpoint, "seed": s, "init": init, "lr": lr}.items()))) for s in seeds]
@@ -68,6 +72,7 @@ def summarize(grid: dict, records: list[dict]) -> dict:
                 rows.append(
                     {
                         "lr": lr,
+                        "in_grid": lr in own,  # False: another init's extra LR (widen), not run for this one
                         "finished": len(got),
                         "diverged": len(div),
                         "val_mean": mean,
@@ -87,7 +92,7 @@ def summarize(grid: dict, records: list[dict]) -> dict:
             per_init[init] = {
                 "rows": rows,
                 "selected_lr": best["lr"] if best else None,
-                "selected_at_edge": bool(best) and best["lr"] in (lrs[0], lrs[-1]),
+                "selected_at_edge": bool(best) and best["lr"] in (own[0], own[-1]),
                 "val_at_selected": (best["val_mean"], best["val_se"]) if best else (None, None),
                 "test_at_selected": (best["test_mean"], best["test_se"]) if best else (None, None),
                 "first_diverging_lr": first_div,
@@ -97,7 +102,7 @@ def summarize(grid: dict, records: list[dict]) -> dict:
     states = defaultdict(int)
     for r in records:
         states[r["state"]] += 1
-    total = len(seeds) * len(lrs) * len(grid["dims"]["init"]) * math.prod(len(grid["dims"][g]) for g in gnames)
+    total = len(shape.points())
     return {
         "metric": grid["metric"],
         "direction": grid["direction"],

@@ -53,6 +53,10 @@ class SweepConfig:
     db_patience: float = 120.0
     """seconds a worker waits out an unreachable study database (a server restart: retried with backoff) before it
     stops with one line; nothing finished is lost either way"""
+    widen: int = 0
+    """once every point is finished, give each init (of each width or mode) whose selected LR is at an edge of its LRs
+    the next LR beyond that edge (the grid's log step there), for that init alone at every seed, and go on; up to
+    this many extra LRs per init (0: never; sweeps/widen.py)"""
     gpus: str = "all"
     """GPUs to run workers on, one worker process each: 'all' (every visible GPU), N (the first N), a list such as
     0,2, or 'none' (this process alone, as on a host without GPUs)"""
@@ -87,6 +91,8 @@ def grid_for(sweep: SweepConfig, cfg) -> Grid:
 
 def validate(sweep: SweepConfig) -> None:
     experiment.get(sweep.experiment)  # a ValueError naming the closest experiment
+    if sweep.widen < 0:
+        raise ValueError(f"--widen is how many extra LRs an init may get (0: none); got {sweep.widen}")
     if sweep.batch < 0:
         raise ValueError(f"batch must be a positive integer (or 0: the experiment's default); got {sweep.batch}")
     if (
@@ -122,6 +128,23 @@ def _open(sweep: SweepConfig, cfg, out: Path) -> Store:
     return store
 
 
+def _widen(store: Store, out: Path, cap: int) -> list[str]:
+    """Add the extra LRs ``widen.next_lrs`` asks for to the study (queued at every seed) and sweep.json; what was
+    added, one line each ([]: nothing: no selected LR at an edge, or each such init has ``cap`` extra LRs)."""
+    from dataclasses import replace
+
+    from . import widen
+    from .summary import summarize
+
+    grid = store.grid.signature()
+    more = widen.next_lrs(grid, summarize(grid, store.records()), cap)
+    if not more:
+        return []
+    store.open(replace(store.grid, extra=store.grid.extra + [p for p, _ in more]))
+    io.write_json(out / "sweep.json", {**io.read_json(out / "sweep.json"), "grid": store.grid.signature()})
+    return [why for _, why in more]
+
+
 def run_on_gpus(sweep: SweepConfig, cfg, out: Path, argv: list[str], ids: list[str], *, progress: bool = True) -> dict:
     """One worker process per GPU in ``ids`` on this sweep (``argv``: its command-line flags; ``sweeps.gpus``);
     returns {"done", "total", "running", "workers": exit codes, ...} once they have all exited."""
@@ -151,12 +174,18 @@ def run(sweep: SweepConfig, cfg, out: Path, *, progress: bool = True) -> dict:
     store = _open(sweep, cfg, out)
     done, _, total = store.progress()
     bar = tqdm(total=total, initial=done, desc=f"sweep {sweep.experiment}", unit="trial", disable=not progress)
-    ran, lost, diverged = 0, 0, 0
+    ran, lost, diverged, widened = 0, 0, 0, []
     batch = sweep.batch or runner.defaults["batch"]
     while not sweep.max_trials or ran < sweep.max_trials:
         claims = store.claim(min(batch, sweep.max_trials - ran) if sweep.max_trials else batch, runner.batch_key)
         if not claims:
             done, running, total = store.progress()
+            if done >= total and sweep.widen and (more := _widen(store, out, sweep.widen)):
+                widened += more
+                for line in more:
+                    tqdm.write(f"widened: {line}")
+                bar.total = store.progress()[2]
+                continue
             if done >= total:
                 break
             bar.set_postfix(waiting_on=f"{running} running elsewhere")
@@ -177,6 +206,7 @@ def run(sweep: SweepConfig, cfg, out: Path, *, progress: bool = True) -> dict:
         "ran": ran,
         "lost": lost,
         "diverged": diverged,
+        "widened": widened,
         "done": done,
         "total": total,
         "running": running,

@@ -1,0 +1,50 @@
+"""``lorainit sweep --widen N``: push the LR grid past an edge only where an init's selected LR sits on it.
+
+The fair comparison needs every init's selected LR inside the LRs it ran at (Hayou et al. tune each init's LR; an
+optimum at the grid's edge may lie beyond it). Growing ``--lrs`` adds a column for every init; widening adds the
+next LR beyond the edge (one more step of the grid's own log spacing there: lo^2 / lo_2 below, hi^2 / hi_2 above)
+for that init alone, in that width or mode, at every seed, as the grid's ``extra`` points (``grid.py``).
+
+Once every point is finished the sweep asks ``next_lrs`` and goes on with what it returns, until no selected LR is
+at an edge or each edge-selected init has ``N`` extra LRs. The rule reads only the stored study, so several workers
+(or hosts) that finish together add the same points, and a resumed sweep with the same N adds nothing more.
+An init whose metric is flat towards LR -> 0 (the base model's) can stay at the lower edge: the cap ends that.
+"""
+
+from __future__ import annotations
+
+from .grid import Grid
+
+
+def beyond(own: list[float], low: bool) -> float | None:
+    """The next LR past the lower (``low``) or upper edge of ``own`` (ascending), one step of the log spacing between
+    the edge and its neighbour, to 6 significant digits; None with fewer than two LRs (no spacing to repeat)."""
+    if len(own) < 2:
+        return None
+    lr = own[0] ** 2 / own[1] if low else own[-1] ** 2 / own[-2]
+    return float(f"{lr:.6g}")
+
+
+def next_lrs(grid: dict, summary: dict, cap: int) -> list[tuple[dict, str]]:
+    """The extra points to add now: (partial point without seed, why) for each init, in each group, whose selected LR is
+    at an edge of its own LRs and that has fewer than ``cap`` extra LRs."""
+    shape = Grid(**grid)
+    out = []
+    for g in summary["groups"]:
+        group = g["group"]
+        for init, s in g["inits"].items():
+            if not s["selected_at_edge"]:
+                continue
+            own = shape.lrs(init, group)
+            had = sum(e["init"] == init and all(e.get(k) == v for k, v in group.items()) for e in shape.extra)
+            low = s["selected_lr"] == own[0]
+            lr = beyond(own, low)
+            if had >= cap or lr is None or not lr > 0:
+                continue
+            where = "".join(f", {k} {v}" for k, v in group.items())
+            why = (
+                f"{init}{where}: selected LR {s['selected_lr']:.3g} is its {'lowest' if low else 'highest'}; "
+                f"adding LR {lr:.3g}"
+            )
+            out.append(({**group, "init": init, "lr": lr}, why))
+    return out
