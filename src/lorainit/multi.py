@@ -22,6 +22,7 @@ draw a PEFT run of the same scheme and seed gets. Per-run losses and divergence:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -174,6 +175,20 @@ def detach(model: nn.Module) -> nn.Module:
         elif isinstance(m, PerRun):
             _set(model, name, m.original)
     return model
+
+
+@contextlib.contextmanager
+def base_only(model: nn.Module):
+    """A context in which every ``MultiLoRALinear`` is its frozen base layer again (the adapters kept aside, put
+    back on exit): the base model, taking one run's batch instead of K stacked ones."""
+    layers = [(name, m) for name, m in model.named_modules() if isinstance(m, MultiLoRALinear)]
+    for name, m in layers:
+        _set(model, name, m.base)
+    try:
+        yield model
+    finally:
+        for name, m in layers:
+            _set(model, name, m)
 
 
 def optimizer(model: nn.Module, runs: list[Run], *, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):

@@ -1,7 +1,8 @@
 """K fine-tunes through the one training loop (``lorainit.train``): the loop's config for K runs (each run's
 divergence judged by ``runloss.RunLosses``, not the loop), the step's batch (one run's, or K runs' stacked), and on
 rank 0 the evaluations (base test at step 0, validation every ``eval_every`` steps, test at the end, the |Z_A|/|Z_B|
-probe) under the training's autocast with modules uncompiled, logged to the batch's log.jsonl."""
+probe) under the training's autocast with modules uncompiled, logged to the batch's log.jsonl. The step-0 test is
+one pass of the base model, not K, where every run starts as the base model (``base_is_shared``)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .. import multi, runloss, speed, train
+from .. import inits, multi, runloss, speed, train
 from ..batches import collate
 from ..runfolder import RunFolder
 from . import finetune_eval, finetune_setup
@@ -39,6 +40,15 @@ def loop_config(cfg: FinetuneConfig, runs: list) -> train.LoopConfig:
         seed=runs[0].seed,
         diverge_factor=math.inf,
     )  # each run's divergence is judged by RunLosses
+
+
+def base_is_shared(model, runs, task) -> bool:
+    """Whether every run's step-0 model computes the base model's function: LoRA runs (not a full fine-tune's
+    trainee, which has no adapters) of output-preserving inits (``inits.Scheme.preserves_output``) on a task with
+    no per-run head (a classifier's seeded heads differ). Residual runs (pissa, lora_ga) are the base up to the
+    rounding of their cancelling correction."""
+    adapted = any(isinstance(m, multi.MultiLoRALinear) for m in model.modules())
+    return adapted and task.kind != "classify" and all(inits.entry(r.init).preserves_output for r in runs)
 
 
 def train_runs(cfg, model, runs, batches, loaded, out: Path, device, rank: int, progress: bool, loop, opt) -> dict:
@@ -80,7 +90,12 @@ def train_runs(cfg, model, runs, batches, loaded, out: Path, device, rank: int, 
             return finetune_eval.evaluate(model, K, task, loaded.tok, split, cfg, device, progress=bar.update)
 
     if base is None:
-        base = evaluate("test", "the start")
+        if base_is_shared(model, runs, task):  # every run is the base model at step 0: evaluate it once, not K times
+            with multi.base_only(model):
+                one = finetune_eval.evaluate(model, 1, task, loaded.tok, "test", cfg, device)
+            base = {k: v * K for k, v in one.items()}
+        else:
+            base = evaluate("test", "the start")
         log({"step": 0, "base": base})
     evals = [r for r in records if "features" in r]
 
