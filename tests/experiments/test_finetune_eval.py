@@ -71,3 +71,24 @@ def test_classification_accuracy_per_run_and_features(tmp_path):
     za, zb = zip(*feats[2].values())
     assert all(z > 0 for z in za) and all(z == 0 for z in zb)  # init_a: B = 0, so Z_B = B A z = 0 at the start
     assert all(v[0] > 0 and v[1] > 0 for v in feats[0].values())  # init_b with A moved: both nonzero
+
+
+def test_options_scored_on_the_prompts_cache_equal_each_text_scored_whole():
+    from lorainit.batches import choice_text
+
+    task = data.load("mathqa")
+    model, tok, _, _ = models.load("smollm2-135m")
+    model = with_runs(model, ["q_proj", "v_proj"], ["init_b", "init_b"])  # two runs with B A != 0
+    chunk = task.splits["val"][:3]
+    prompts, owner, options = [], [], []
+    for q, e in enumerate(chunk):
+        prompts.append(tok(choice_text(e)[0])["input_ids"])
+        for o in range(len(e["options"])):
+            owner.append(q)
+            options.append(tok(choice_text(e)[0] + choice_text(e, o)[1])["input_ids"])
+    assert max(len(o) - len(prompts[q]) for q, o in zip(owner, options)) > 1  # some option has several tokens
+    whole = finetune_eval._scores_whole(model, 2, tok, prompts, owner, options, "cpu")
+    shared = finetune_eval._scores_shared(model, 2, tok, prompts, owner, options, "cpu")
+    assert shared.shape == whole.shape == (2, len(owner))
+    torch.testing.assert_close(shared, whole, rtol=1e-4, atol=1e-4)
+    assert not torch.equal(whole[0], whole[1])  # the runs differ, each scored on its own rows

@@ -5,7 +5,10 @@ adapters and head, so the K runs cost one forward per batch. Metrics (as the pap
 
 - ``lm``: perplexity exp(mean next-token NLL) over the split's ``seq_len`` blocks;
 - ``classify``: accuracy of the argmax class;
-- ``choice``: accuracy of the option with the highest total log-likelihood given the question.
+- ``choice``: accuracy of the option with the highest total log-likelihood given the question; the question runs
+  once and its options after it on its key/value cache (``_scores_shared``: a mathqa question is ~45 tokens, an
+  option 1 to 4), or, where the model's head is not a plain output matrix or the tokenizer merges across the
+  question's end, each question + option text whole.
 
 ``features``: the monitor of Hayou et al. 2024, Fig. 3 on a real model: per run and LoRA layer, the mean
 token norms |Z_A| = ||A z|| and |Z_B| = ||B A z|| on a fixed probe batch.
@@ -13,6 +16,7 @@ token norms |Z_A| = ||A z|| and |Z_B| = ||B A z|| on a fixed probe batch.
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
@@ -65,25 +69,74 @@ def _classify(model, K: int, task, tok, chunk: list, cfg, device) -> torch.Tenso
 
 def _choose(model, K: int, task, tok, chunk: list, cfg, device) -> torch.Tensor:
     """(K,) counts of questions of ``chunk`` whose most likely option is the answer."""
-    texts, owner, starts = [], [], []
+    owner, prompts, options = [], [], []  # per (question, option) pair; per question its prompt's tokens
     for q, e in enumerate(chunk):
         prompt, _ = choice_text(e)
-        n_prompt = len(tok(prompt)["input_ids"])
+        prompts.append(tok(prompt)["input_ids"])
         for o in range(len(e["options"])):
-            texts.append(prompt + choice_text(e, o)[1])
             owner.append(q)
-            starts.append(n_prompt - 1)  # logp index n predicts token n + 1: options start at n_prompt
-    enc = dict(tok(texts, padding=True, return_tensors="pt").to(device))
-    logp = lmloss.token_logprobs(model, _stacked(enc, K)).view(K, len(texts), -1)  # (K, options, T-1)
-    mask = enc["attention_mask"][:, 1:].clone()
-    mask[torch.arange(mask.shape[1], device=device)[None, :] < torch.tensor(starts, device=device)[:, None]] = 0
-    score = (logp * mask[None]).sum(-1).cpu()  # (K, options): one total per (example, option)
+            options.append(tok(prompt + choice_text(e, o)[1])["input_ids"])
+    shared = lmloss._plain_head(model) is not None and all(
+        ids[: len(prompts[q])] == prompts[q] for q, ids in zip(owner, options)
+    )  # (a tokenizer that merged across the prompt's end would change the context: score each text whole)
+    score = (_scores_shared if shared else _scores_whole)(model, K, tok, prompts, owner, options, device)  # (K, pairs)
     owner_t = torch.tensor(owner)
     right = torch.zeros(K, dtype=torch.long)
     for q, e in enumerate(chunk):
         mine = score[:, owner_t == q]  # (K, options of question q)
         right += (mine.argmax(1) == e["answer"]).long()
     return right
+
+
+def _scores_whole(model, K: int, tok, prompts, owner, options, device) -> torch.Tensor:
+    """(K, pairs): each option's total log-likelihood, each prompt + option scored as one text (the prompt's tokens
+    once per option)."""
+    enc = tok.pad({"input_ids": options}, return_tensors="pt").to(device)
+    enc = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+    starts = torch.tensor([len(prompts[q]) - 1 for q in owner], device=device)  # logp n predicts token n + 1
+    logp = lmloss.token_logprobs(model, _stacked(enc, K)).view(K, len(options), -1)  # (K, pairs, T-1)
+    mask = enc["attention_mask"][:, 1:].clone()
+    mask[torch.arange(mask.shape[1], device=device)[None, :] < starts[:, None]] = 0
+    return (logp * mask[None]).sum(-1).float().cpu()
+
+
+def _scores_shared(model, K: int, tok, prompts, owner, options, device) -> torch.Tensor:
+    """(K, pairs): as ``_scores_whole``, the prompts run once (a key/value cache) and the options after them.
+    Pass 1: the b prompts, right-padded, K times: the cache, and at each prompt's last token the distribution of
+    every option's first token. Pass 2: each pair's remaining option tokens on its prompt's cache rows (run k's
+    pairs on run k's rows), at the positions they have in the whole text, the prompt's padding masked."""
+    decoder, weight = lmloss._plain_head(model)
+    b, n = len(prompts), len(owner)
+    lens = torch.tensor([len(p) for p in prompts], device=device)
+    pe = tok.pad({"input_ids": prompts}, return_tensors="pt").to(device)
+    out = decoder(
+        input_ids=pe["input_ids"].repeat(K, 1), attention_mask=pe["attention_mask"].repeat(K, 1), use_cache=True
+    )
+    last = out.last_hidden_state[torch.arange(K * b, device=device), (lens - 1).repeat(K)]  # (K b, d)
+    first_lp = (last @ weight.T).float().log_softmax(-1)  # (K b, V): run k's prompt q at row k b + q
+    tails = [ids[len(prompts[q]) :] for q, ids in zip(owner, options)]  # each option's tokens (>= 1)
+    rows = torch.tensor([k * b + q for k in range(K) for q in owner], device=device)  # (K n,) cache row per pair
+    first = torch.tensor([t[0] for t in tails], device=device).repeat(K)
+    score = first_lp[rows, first].view(K, n)  # (K, pairs): log p(first option token | prompt)
+    O = max(len(t) for t in tails)
+    if O == 1:
+        return score.cpu()
+    te = tok.pad({"input_ids": [t[:-1] for t in tails]}, return_tensors="pt").to(device)  # (n, O-1): inputs
+    cache = getattr(out, "cache", None) or out.past_key_values  # (transformers >= 5.2x names it 'cache')
+    cache.batch_select_indices(rows)
+    name = "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
+    mask = torch.cat([pe["attention_mask"][torch.tensor(owner, device=device)], te["attention_mask"]], 1).repeat(K, 1)
+    pos = (lens[torch.tensor(owner, device=device)][:, None] + torch.arange(O - 1, device=device)).repeat(K, 1)
+    h = decoder(
+        input_ids=te["input_ids"].repeat(K, 1),
+        attention_mask=mask,
+        position_ids=pos,
+        use_cache=True,
+        **{name: cache},
+    ).last_hidden_state  # (K n, O-1, d): position j predicts option token j + 1
+    target = torch.tensor([t[1:] + [0] * (O - len(t)) for t in tails], device=device).repeat(K, 1)  # (K n, O-1)
+    lp = (h @ weight.T).float().log_softmax(-1).gather(-1, target[..., None])[..., 0]
+    return (score + (lp * te["attention_mask"].repeat(K, 1)).sum(-1).view(K, n)).cpu()
 
 
 @torch.no_grad()
