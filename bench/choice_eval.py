@@ -1,0 +1,114 @@
+"""Benchmark: multiple-choice evaluation (mathqa) of K stacked runs, each question scored once with its options on
+its key/value cache (``finetune_eval._scores_shared``) vs each question + option text scored whole
+(``_scores_whole``, how every study before it was evaluated), side by side in one process on the same model, runs
+and questions, alternating ``--repeats`` times. Reports seconds, the ratio, and the agreement: each run's accuracy
+under both, and the largest difference of an option's total log-likelihood.
+
+    python bench/choice_eval.py --k 8 --questions 200 --out bench/results/choice_eval_h100.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+import torch  # noqa: E402
+
+from lorainit import data, devices, io, models, multi, starts  # noqa: E402
+from lorainit.experiments import finetune_eval, finetune_train  # noqa: E402
+from lorainit.experiments.finetune import FinetuneConfig  # noqa: E402
+
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def attach(model, K: int) -> None:
+    """K init_b runs with A moved off zero (B A != 0: runs that differ, as after training)."""
+    linears = multi.targets_of(model, TARGETS)
+    fs = []
+    for k in range(K):
+        f = {}
+        for n, m in linears.items():
+            d = starts.draw("init_b", m.weight, 16, seed=k, layer=n, layer_scaling=1.0)
+            g = torch.Generator().manual_seed(k)
+            f[starts.PEFT_PREFIX + n] = dataclasses.replace(d, A=d.A + 0.02 * torch.randn(d.A.shape, generator=g))
+        fs.append(f)
+    multi.attach(model, [multi.Run("init_b", 1e-3, seed=k) for k in range(K)], fs, scaling=1.0, targets=TARGETS)
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def timed(way, model, K, task, tok, cfg, device) -> tuple[float, dict, list]:
+    """Seconds, accuracies and every option score of one evaluation with ``way`` as the scorer."""
+    scores = []
+    inner = way
+
+    def keep(*a):
+        s = inner(*a)
+        scores.append(s)
+        return s
+
+    shared, whole = finetune_eval._scores_shared, finetune_eval._scores_whole
+    finetune_eval._scores_shared = finetune_eval._scores_whole = keep
+    try:
+        _sync()
+        t0 = time.perf_counter()
+        with finetune_train.evaluating(device):
+            acc = finetune_eval.evaluate(model, K, task, tok, "val", cfg, device)
+        _sync()
+        return time.perf_counter() - t0, acc, scores
+    finally:
+        finetune_eval._scores_shared, finetune_eval._scores_whole = shared, whole
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--k", type=int, default=8)
+    ap.add_argument("--questions", type=int, default=200, help="validation questions evaluated")
+    ap.add_argument("--batch-size", type=int, default=16, help="questions per evaluation batch (as the sweeps)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    device = devices.resolve_device(args.device)
+    cfg = FinetuneConfig(task="mathqa", batch_size=args.batch_size, max_eval=args.questions, device=str(device))
+    task = data.load("mathqa")
+    model, tok, _, _ = models.load("smollm2-135m", dtype=torch.bfloat16 if device.type == "cuda" else torch.float32)
+    model = model.to(device).eval().requires_grad_(False)  # as finetune_setup loads it
+    attach(model, args.k)
+    ways = {"shared": finetune_eval._scores_shared, "whole": finetune_eval._scores_whole}
+    timed(ways["shared"], model, args.k, task, tok, cfg, device)  # warm-up: allocator, kernels, tokenizer caches
+    seconds, last = {w: [] for w in ways}, {}
+    for _ in range(args.repeats):
+        for w, f in ways.items():
+            s, acc, scores = timed(f, model, args.k, task, tok, cfg, device)
+            seconds[w].append(s)
+            last[w] = {"acc": acc["val_accuracy"], "scores": torch.cat(scores, 1)}  # (K, every option)
+    diff = (last["shared"]["scores"] - last["whole"]["scores"]).abs()
+    med = {w: sorted(v)[len(v) // 2] for w, v in seconds.items()}
+    res = {
+        "benchmark": "choice_eval",
+        "provenance": io.provenance(),
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "seconds": seconds,
+        "median_seconds": med,
+        "speedup_median": med["whole"] / med["shared"],
+        "accuracy": {w: last[w]["acc"] for w in ways},
+        "max_abs_score_diff": float(diff.max()),
+        "mean_abs_score": float(last["whole"]["scores"].abs().mean()),
+    }
+    print(json.dumps({k: v for k, v in res.items() if k != "provenance"}, indent=1))
+    if args.out:
+        io.write_json(args.out, res)
+
+
+if __name__ == "__main__":
+    main()
