@@ -29,7 +29,7 @@ lorainit sweep $S --model smollm2-135m --task mathqa --seq-len 256 --batch 8 --l
 lorainit sweep $S --model minilm-l6 --task nli --seq-len 128 --batch 16 \\
   --lrs 7.07107e-5,2e-4,5.65685e-4,1.6e-3,4.52548e-3,1.28e-2,3.62039e-2 --out results/repro/minilm-nli        # ~6 min
 lorainit sweep ${S/200/1000} --model minilm-l6 --task nli --seq-len 128 --batch 16 --eval-every 100 \\
-  --checkpoint-every 100 --lrs $L,3.62039e-2 --widen 2 --out results/repro/minilm-nli-1000    # ~25 min (2 x H100); at 200
+  --checkpoint-every 100 --lrs $L,3.62039e-2 --widen 2 --out results/repro/minilm-nli-1000    # ~35 min (2 x H100); at 200
                                                            # steps nothing learned nli; --widen: full's LR was the lowest
 lorainit sweep $S --model minilm-l6 --task sentiment --seq-len 128 --batch 16 \\
   --lrs $L,3.62039e-2 --out results/repro/minilm-sentiment                                                     # ~6 min (2 x H100)
