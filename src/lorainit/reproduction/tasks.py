@@ -37,9 +37,9 @@ STANDS_IN = {  # our task: the paper's task it stands in for, and why the study 
 NOTES = {  # what a reader of one study's numbers must know about how it ran
     "minilm-nli-1000": "Its first 224 points ran with compiled blocks ('--compile auto' then compiled every run of "
     "1000 steps). 19 runs, all at LR 1.28e-2 or 3.62e-2, went non-finite, each seed's at one step whatever the init "
-    "(seed 0 at step 756, full fine-tuning included; seed 2 at 205, one at 861; seed 1 none): a failure on particular "
-    "batches of the compiled blocks. The same init_a run at 1.28e-2 eager passes step 756 at loss 0.79 "
-    "(results/compile-check/nli-1000steps-init_a-lr1.28e-2). 'auto' now leaves classification eager, so later points "
+    "(seed 0 at step 756, full fine-tuning included; seed 2 at 205, one at 861; seed 1 none): tied to particular "
+    "batches. The one rerun eager (init_a, 1.28e-2, seed 0) passes step 756 at loss 0.79, where compiled it went "
+    "non-finite (results/compile-check/nli-1000steps-init_a-lr1.28e-2); the others were not rerun. 'auto' now leaves classification eager, so later points "
     "run eager. It can move where divergence starts, which lies far above every selected LR.",
 }
 
