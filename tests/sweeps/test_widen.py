@@ -144,3 +144,39 @@ def test_two_workers_on_fake_gpus_widen_alike_and_run_every_point_once(tmp_path)
     assert len(done) == 36 and set(done.values()) == {1}
     report.write(st, tmp_path)
     assert "init_a at 0.1 (width 16)" in (tmp_path / "report.md").read_text()
+
+
+def _records(values: dict) -> list[dict]:
+    """Finished records of seeds 0 and 1 from {(init, lr): value or None (diverged)}."""
+    out = []
+    for (init, lr), v in values.items():
+        for seed in (0, 1):
+            state = "PRUNED" if v is None else "COMPLETE"
+            out.append({"number": len(out), "state": state, "seed": seed, "init": init, "lr": lr, "value": v})
+    return out
+
+
+GRID = {
+    "experiment": "bowl",
+    "dims": {"seed": [0, 1], "init": ["init_a"], "lr": [0.01, 0.1, 1.0]},
+    "config": {},
+    "metric": "loss",
+    "direction": "minimize",
+}
+
+
+def test_an_init_whose_every_lr_diverged_widens_downwards():
+    recs = _records({("init_a", 0.01): None, ("init_a", 0.1): None, ("init_a", 1.0): None})
+    s = summary.summarize(GRID, recs)
+    assert [(p["lr"], why) for p, why in widen.next_lrs(GRID, s, cap=1)] == [
+        (pytest.approx(1e-3), "init_a: every LR diverged; adding LR 0.001")
+    ]
+
+
+def test_an_edge_chosen_by_the_tie_rule_on_a_flat_curve_is_left_alone():
+    flat = _records({("init_a", 0.01): 0.5, ("init_a", 0.1): 0.5, ("init_a", 1.0): 0.5})
+    s = summary.summarize(GRID, flat)
+    assert s["groups"][0]["inits"]["init_a"]["selected_at_edge"]  # the smaller LR wins the tie
+    assert widen.next_lrs(GRID, s, cap=3) == []
+    sloped = _records({("init_a", 0.01): 0.4, ("init_a", 0.1): 0.5, ("init_a", 1.0): 0.5})
+    assert len(widen.next_lrs(GRID, summary.summarize(GRID, sloped), cap=3)) == 1

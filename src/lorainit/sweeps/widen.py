@@ -6,7 +6,8 @@ next LR beyond the edge (one more step of the grid's own log spacing there: lo^2
 for that init alone, in that width or mode, at every seed, as the grid's ``extra`` points (``grid.py``).
 
 Once every point is finished the sweep asks ``next_lrs`` and goes on with what it returns, until no selected LR is
-at an edge or each edge-selected init has ``N`` extra LRs. The rule reads only the stored study, so several workers
+at an edge or each edge-selected init has ``N`` extra LRs. An init whose every LR diverged widens downwards. An edge
+chosen only by the tie rule (the next LR has the same mean: a curve flat at one class) is left alone. The rule reads only the stored study, so several workers
 (or hosts) that finish together add the same points, and a resumed sweep with the same N adds nothing more.
 An init whose metric is flat towards LR -> 0 (the base model's) can stay at the lower edge: the cap ends that.
 """
@@ -33,18 +34,23 @@ def next_lrs(grid: dict, summary: dict, cap: int) -> list[tuple[dict, str]]:
     for g in summary["groups"]:
         group = g["group"]
         for init, s in g["inits"].items():
-            if not s["selected_at_edge"]:
+            rows = [r for r in s["rows"] if r.get("in_grid", True)]
+            if s["selected_at_edge"]:
+                low = s["selected_lr"] == rows[0]["lr"]
+                edge = rows[0] if low else rows[-1]
+                inner = rows[1] if low else rows[-2]
+                if inner["val_mean"] == edge["val_mean"] and not inner["diverged"]:
+                    continue  # chosen by the tie rule on a flat curve (one class everywhere): nothing beyond it
+                why = f"selected LR {s['selected_lr']:.3g} is its {'lowest' if low else 'highest'}"
+            elif s["selected_lr"] is None and rows and all(r["diverged"] for r in rows):
+                low, why = True, "every LR diverged"  # its stable LRs, if any, lie below the grid
+            else:
                 continue
-            own = shape.lrs(init, group)
+            own = [r["lr"] for r in rows]
             had = sum(e["init"] == init and all(e.get(k) == v for k, v in group.items()) for e in shape.extra)
-            low = s["selected_lr"] == own[0]
             lr = beyond(own, low)
             if had >= cap or lr is None or not lr > 0:
                 continue
             where = "".join(f", {k} {v}" for k, v in group.items())
-            why = (
-                f"{init}{where}: selected LR {s['selected_lr']:.3g} is its {'lowest' if low else 'highest'}; "
-                f"adding LR {lr:.3g}"
-            )
-            out.append(({**group, "init": init, "lr": lr}, why))
+            out.append(({**group, "init": init, "lr": lr}, f"{init}{where}: {why}; adding LR {lr:.3g}"))
     return out
