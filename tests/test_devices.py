@@ -38,3 +38,8 @@ def test_torchruns_one_thread_per_process_becomes_cores_per_process_and_other_se
         assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
+
+
+def test_free_bytes_on_the_host_is_available_memory_at_most_its_total():
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    assert 0 < devices.free_bytes(torch.device("cpu")) <= total

@@ -90,3 +90,13 @@ def test_a_huge_learning_rate_diverges_without_crashing():
 def test_validation(change, message):
     with pytest.raises((ValueError, KeyError), match=message):
         toy.validate(dataclasses.replace(TINY, **change))
+
+
+def test_a_width_whose_frozen_students_cannot_fit_is_refused_naming_the_need(monkeypatch):
+    cfg = dataclasses.replace(TINY_TOY, widths=(16, 1000), seeds=2, n_train=20, n_test=5, device="cpu")
+    assert toy.frozen_bytes(cfg, 1000) == 4 * 2 * (1000 * 1000 + 2 * 25 * 1000)  # W_h, and Z and P per example
+    monkeypatch.setattr(toy.devices, "free_bytes", lambda device: toy.frozen_bytes(cfg, 1000))
+    toy.check_fits(cfg)  # exactly enough
+    monkeypatch.setattr(toy.devices, "free_bytes", lambda device: toy.frozen_bytes(cfg, 1000) - 1)
+    with pytest.raises(ValueError, match=r"width 1000 needs at least 0.0 GiB .* choose smaller --widths"):
+        toy.check_fits(cfg)

@@ -40,3 +40,17 @@ def test_a_missing_study_is_one_value_error(tmp_path):
 
     with pytest.raises(ValueError, match="no study results at .*results.json: run 'lorainit toy' first"):
         toy_cli.study_results(tmp_path)
+
+
+def test_a_width_that_cannot_fit_and_a_bad_setting_with_a_warning_are_each_one_error_line(tmp_path):
+    out = tmp_path / "study"
+    # 4 bytes x 2 seeds x (200000^2 + 2 x 1100 x 200000) = 301.3 GiB: refused before anything is written (found by test_cli_properties)
+    r = lorainit("toy", "--widths", "200000", "--device", "cpu", "--no-progress", "--out", str(out))
+    assert r.returncode == 2 and not out.exists()
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "width 200000 needs at least 301.3 GiB for its 2 frozen student(s)" in lines[0]
+    # a width that warns on a CPU, with a bad rank: the error alone, not the warning first
+    r = lorainit("toy", "--widths", "10000", "--rank", "0", "--device", "cpu", "--no-progress", "--out", str(out))
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "lorainit toy: error: rank must be a positive integer; got 0"
+    ]

@@ -27,7 +27,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from .. import batched, divergence, inits
+from .. import batched, devices, divergence, inits
 from ..seeding import generator
 from .toy_model import Student, feature_norms, forward, students
 
@@ -123,6 +123,24 @@ def validate(cfg: ToyConfig) -> None:
             raise ValueError(f"{name} must be a positive integer; got {getattr(cfg, name)}")
     if cfg.select_on not in ("train", "test"):
         raise ValueError(f"select_on must be 'train' or 'test'; got {cfg.select_on!r}")
+
+
+def frozen_bytes(cfg: ToyConfig, width: int) -> int:
+    """A lower bound on one width's memory: its seeds' frozen students in float32, W_h (n x n) and the
+    train and test Z and P ((N_train + N_test) x n each)."""
+    return 4 * cfg.seeds * (width * width + 2 * (cfg.n_train + cfg.n_test) * width)
+
+
+def check_fits(cfg: ToyConfig) -> None:
+    """A ValueError, before anything runs or is written, where the widest student cannot fit the device at all."""
+    device = devices.resolve_device(cfg.device)
+    need, free = frozen_bytes(cfg, max(cfg.widths)), devices.free_bytes(device)
+    if need > free:
+        raise ValueError(
+            f"width {max(cfg.widths)} needs at least {need / 2**30:.1f} GiB for its {cfg.seeds} frozen student(s) "
+            f"(W_h is width x width float32), more than the {free / 2**30:.1f} GiB free on {device}; "
+            "choose smaller --widths or fewer --seeds"
+        )
 
 
 def run_grid(cfg: ToyConfig) -> list[tuple[int, str, float]]:

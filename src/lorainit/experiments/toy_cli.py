@@ -39,6 +39,8 @@ def main(argv: list[str]) -> int:
     out = args.out or Path("runs") / f"toy-{args.preset}"
     try:
         cfg = toy_study.preset(args.preset, **cliargs.given(args, toy.ToyConfig))
+        toy.validate(cfg)  # a bad setting is the one line, not after the warning below
+        toy.check_fits(cfg)
         if max(cfg.widths) >= 4096 and devices.resolve_device(cfg.device).type == "cpu":
             print(
                 f"lorainit toy: warning: widths up to {max(cfg.widths)} on a CPU take hours (the paper preset is meant for a "

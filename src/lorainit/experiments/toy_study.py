@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from .. import io
 from ..devices import resolve_device
-from .toy import PRESETS, ToyConfig, train_width, validate
+from .toy import PRESETS, ToyConfig, check_fits, train_width, validate
 from .toy_model import teacher_data
 
 THEORY_SLOPE = {"init_a": -0.5, "init_b": -1.0}
@@ -41,6 +41,7 @@ def preset(name: str, **overrides) -> ToyConfig:
 def run_study(cfg: ToyConfig, out: Path, *, overwrite: bool = False, progress: bool = True) -> dict:
     """Train every width not yet in ``out``, then analyse; returns the results dict also written to results.json."""
     validate(cfg)
+    check_fits(cfg)
     device = resolve_device(cfg.device)
     out = Path(out)
     wanted = io.config_dict(cfg, drop=io.EXECUTION)  # where it ran does not change what the study is

@@ -50,6 +50,7 @@ class Toy(Experiment):
 
     def validate(self, cfg) -> None:
         toy.validate(cfg)
+        toy.check_fits(cfg)
 
     def dims(self, cfg) -> dict:
         return {"width": list(cfg.widths)}
