@@ -193,7 +193,7 @@ def _report(argv: list[str]) -> int:
         st = store.Store(url, args.study_name or meta.get("study", "sweep"), must_exist=True)
         st.load()
         out = args.out or args.folder
-        summary = report.write(st, out)
+        summary = report.write(st, out, folder=args.folder)
         exported = report.export_best(summary, args.export_best) if args.export_best else None
     except (ValueError, KeyError) as e:
         cliargs.fail(p.prog, e.args[0] if e.args else str(e))

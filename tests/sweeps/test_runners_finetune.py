@@ -2,6 +2,7 @@
 run folder, the validation metric as the trial value, test beside it, a diverging LR recorded as such."""
 
 import dataclasses
+import shutil
 
 import pytest
 
@@ -183,6 +184,18 @@ def test_the_report_names_one_answer_and_exports_its_adapter(tmp_path):
     peft.PeftModel.from_pretrained(model, str(dest))  # a plain PEFT adapter folder
     with pytest.raises(ValueError, match="exists; give --export-best a new folder"):
         report.export_best(summary, tmp_path / "best")
+    # the sweep folder moved (as a copy committed elsewhere): its runs are found in its own trials/
+    moved = tmp_path.parent / (tmp_path.name + "-moved")
+    shutil.copytree(tmp_path, moved, ignore=shutil.ignore_patterns("best"))
+    shutil.rmtree(tmp_path / "trials")
+    st = Store(f"sqlite:///{moved / 'study.db'}", "sweep")
+    st.load()
+    summary = report.write(st, moved)
+    assert summary["groups"][0]["best"]["trial"]["run"].startswith(str(moved / "trials"))
+    assert (report.export_best(summary, moved / "best") / "adapter_model.safetensors").exists()
+    shutil.rmtree(moved / "trials")  # a copy without its run folders: the report says so
+    report.write(st, moved)
+    assert "(not kept in this folder: the run folders were left out of this copy)" in (moved / "report.md").read_text()
 
 
 def test_full_points_train_alone_beside_one_batch_of_lora_points_and_report_as_a_method(tiny_folders, tmp_path):

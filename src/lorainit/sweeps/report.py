@@ -47,10 +47,15 @@ def answer_lines(summary: dict) -> list[str]:
                 text += f", margin {r['margin']:.3g} = {r['margin_in_se']:.1f} standard errors: it {verdict} the seeds' noise"
         lines.append(f"- {title + ': ' if title else ''}{text}.")
         run = b["trial"]["run"]
-        if run:
+        if run and Path(run).exists():
             lines.append(
                 f"  Winning run: trial {b['trial']['number']} (seed {b['trial']['seed']}), `{run}`; its adapter: "
                 "`lorainit report STUDY --export-best DIR`."
+            )
+        elif run:
+            lines.append(
+                f"  Winning run: trial {b['trial']['number']} (seed {b['trial']['seed']}), `{run}` (not kept in this "
+                "folder: the run folders were left out of this copy)."
             )
         lines.append("")
     return lines
@@ -184,14 +189,26 @@ def trials_csv(grid: dict, records: list[dict]) -> str:
     return buf.getvalue()
 
 
-def write(store, out: Path) -> dict:
-    """Everything ``lorainit report`` writes into ``out``, from a loaded ``Store``; returns the summary."""
+def located(run: str | None, folder: Path) -> str | None:
+    """A run folder as its trial recorded it, or, where that path is gone (the sweep folder was moved or copied),
+    where the sweep folder ``folder`` keeps it: trials/ under the same name."""
+    if not run or Path(run).exists():
+        return run
+    return str(Path(folder) / "trials" / Path(run).name)
+
+
+def write(store, out: Path, folder: Path | None = None) -> dict:
+    """Everything ``lorainit report`` writes into ``out``, from a loaded ``Store`` of the sweep folder ``folder``
+    (default ``out``); returns the summary."""
     from . import report_plots
 
     grid = store.grid.signature()
     records = store.records()
     summary = summarize(grid, records)
     out = Path(out)
+    for g in summary["groups"]:
+        if g["best"] is not None:
+            g["best"]["trial"]["run"] = located(g["best"]["trial"]["run"], folder or out)
     figs = report_plots.figures(summary, grid, out)
     section = experiment_of(grid).report_section(grid, records, out)
     if section is not None:
