@@ -41,11 +41,13 @@ class Grid:
                     keys.add(k)
         return out
 
+    def extra_of(self, init: str, group: dict) -> list[dict]:
+        """The extra points of ``init`` in ``group`` (the values of the other dimensions)."""
+        return [e for e in self.extra if e["init"] == init and all(e.get(k) == v for k, v in group.items())]
+
     def lrs(self, init: str, group: dict) -> list[float]:
-        """The LRs ``init`` runs at in ``group`` (the values of the other dimensions): the grid's, plus its extra ones,
-        ascending."""
-        more = [e["lr"] for e in self.extra if e["init"] == init and all(e.get(k) == v for k, v in group.items())]
-        return sorted(set(self.dims["lr"]) | set(more))
+        """The LRs ``init`` runs at in ``group``: the grid's, plus its extra ones, ascending."""
+        return sorted(set(self.dims["lr"]) | {e["lr"] for e in self.extra_of(init, group)})
 
     def signature(self) -> dict:
         keys = ("experiment", "dims", "config", "metric", "direction") + (("extra",) if self.extra else ())

@@ -7,8 +7,9 @@ for that init alone, in that width or mode, at every seed, as the grid's ``extra
 
 Once every point is finished the sweep asks ``next_lrs`` and goes on with what it returns, until no selected LR is
 at an edge or each edge-selected init has ``N`` extra LRs. An init whose every LR diverged widens downwards. An edge
-chosen only by the tie rule (the next LR has the same mean: a curve flat at one class) is left alone. The rule reads only the stored study, so several workers
-(or hosts) that finish together add the same points, and a resumed sweep with the same N adds nothing more.
+chosen only by the tie rule (the next LR has the same mean: a curve flat at one class) is left alone. The rule reads
+only the stored study, so several workers (or hosts) that finish together add the same points, and a resumed sweep
+with the same N adds nothing more.
 An init whose metric is flat towards LR -> 0 (the base model's) can stay at the lower edge: the cap ends that.
 """
 
@@ -47,9 +48,8 @@ def next_lrs(grid: dict, summary: dict, cap: int) -> list[tuple[dict, str]]:
             else:
                 continue
             own = [r["lr"] for r in rows]
-            had = sum(e["init"] == init and all(e.get(k) == v for k, v in group.items()) for e in shape.extra)
             lr = beyond(own, low)
-            if had >= cap or lr is None or not lr > 0:
+            if len(shape.extra_of(init, group)) >= cap or lr is None or not lr > 0:
                 continue
             where = "".join(f", {k} {v}" for k, v in group.items())
             out.append(({**group, "init": init, "lr": lr}, f"{init}{where}: {why}; adding LR {lr:.3g}"))
