@@ -124,8 +124,15 @@ def _open(sweep: SweepConfig, cfg, out: Path) -> Store:
             f"(and --storage) to work on it, or another --out for study {sweep.study!r}"
         )
     store.open(grid)  # (a study that exists grows by the new values of its dimensions)
-    io.write_json(out / "sweep.json", {"storage": store.shown, "study": sweep.study, "grid": store.grid.signature()})
+    _name(store, out)
     return store
+
+
+def _name(store: Store, out: Path) -> None:
+    """sweep.json: the storage, study and grid of the study this sweep folder holds (``report`` reads it)."""
+    io.write_json(
+        out / "sweep.json", {"storage": store.shown, "study": store.study_name, "grid": store.grid.signature()}
+    )
 
 
 def _widen(store: Store, out: Path, cap: int) -> list[str]:
@@ -141,7 +148,7 @@ def _widen(store: Store, out: Path, cap: int) -> list[str]:
     if not more:
         return []
     store.open(replace(store.grid, extra=store.grid.extra + [p for p, _ in more]))
-    io.write_json(out / "sweep.json", {**io.read_json(out / "sweep.json"), "grid": store.grid.signature()})
+    _name(store, out)
     return [why for _, why in more]
 
 
@@ -184,7 +191,7 @@ def run(sweep: SweepConfig, cfg, out: Path, *, progress: bool = True) -> dict:
                 widened += more
                 for line in more:
                     tqdm.write(f"widened: {line}")
-                bar.total = store.progress()[2]
+                bar.total = len(store.grid.points())  # the grid store.open just grew
                 continue
             if done >= total:
                 break
