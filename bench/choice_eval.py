@@ -36,7 +36,9 @@ def attach(model, K: int) -> None:
         for n, m in linears.items():
             d = starts.draw("init_b", m.weight, 16, seed=k, layer=n, layer_scaling=1.0)
             g = torch.Generator().manual_seed(k)
-            f[starts.PEFT_PREFIX + n] = dataclasses.replace(d, A=d.A + 0.02 * torch.randn(d.A.shape, generator=g).to(d.A.device))
+            f[starts.PEFT_PREFIX + n] = dataclasses.replace(
+                d, A=d.A + 0.02 * torch.randn(d.A.shape, generator=g).to(d.A.device)
+            )
         fs.append(f)
     multi.attach(model, [multi.Run("init_b", 1e-3, seed=k) for k in range(K)], fs, scaling=1.0, targets=TARGETS)
 
