@@ -71,6 +71,30 @@ def timed(way, model, K, task, tok, cfg, device) -> tuple[float, dict, list]:
         finetune_eval._scores_shared, finetune_eval._scores_whole = shared, whole
 
 
+def profile(ways, model, K, task, tok, cfg, device, path: Path) -> dict:
+    """One evaluation per scorer under torch.profiler: the operator tables go to ``path``; returned, per scorer, the
+    wall seconds and the summed self time of the CUDA kernels (a wall far above it: the evaluation waits on the host)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as prof
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    out, text = {}, []
+    for w, f in ways.items():
+        with prof(activities=acts) as p:
+            s, _, _ = timed(f, model, K, task, tok, cfg, device)
+        ev = p.key_averages()
+        gpu = sum(getattr(e, "self_device_time_total", 0) for e in ev) / 1e6
+        out[w] = {"wall_s": s, "device_self_s": gpu}
+        text += [
+            f"== {w}: K={K}, wall {s:.3f} s, CUDA kernels {gpu:.3f} s",
+            ev.table(sort_by="self_cpu_time_total", row_limit=25),
+        ]
+        if device.type == "cuda":
+            text.append(ev.table(sort_by="self_device_time_total", row_limit=15))
+    path.write_text("\n".join(text))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--k", type=int, default=8)
@@ -79,6 +103,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="also profile one evaluation per scorer (CPU + CUDA) into this text file",
+    )
     args = ap.parse_args()
     device = devices.resolve_device(args.device)
     cfg = FinetuneConfig(task="mathqa", batch_size=args.batch_size, max_eval=args.questions, device=str(device))
@@ -107,6 +137,8 @@ def main() -> None:
         "max_abs_score_diff": float(diff.max()),
         "mean_abs_score": float(last["whole"]["scores"].abs().mean()),
     }
+    if args.profile:
+        res["profile"] = profile(ways, model, args.k, task, tok, cfg, device, args.profile)
     print(json.dumps({k: v for k, v in res.items() if k != "provenance"}, indent=1))
     if args.out:
         io.write_json(args.out, res)

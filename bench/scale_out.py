@@ -54,6 +54,35 @@ def values(folder: Path) -> dict:
     return {(r["init"], r["lr"], r["seed"]): r["value"] for r in st.records()}
 
 
+def busy(folder: Path, wall: float | None) -> dict:
+    """Where a sweep's wall time went: per worker process, its batches (wall from the model load to the last run card,
+    the set-up part of it, the training loop), from the run cards of the study's trials; and the wall time outside
+    the busiest worker's batches (process start, imports, the study, the report)."""
+    st = Store(f"sqlite:///{folder / 'study.db'}", "sweep")
+    st.load()
+    per: dict[str, set] = {}
+    for t in st.study.get_trials(deepcopy=False):
+        run, w = t.user_attrs.get("run"), t.user_attrs.get("worker") or {}
+        if not run:
+            continue
+        card = folder / "trials" / Path(run).name / "run_card.json"
+        if not card.exists():
+            continue
+        tm = json.loads(card.read_text())["timing"]
+        per.setdefault(f"{w.get('host')}/{w.get('pid')}", set()).add(
+            (round(tm["batch_seconds"], 2), round(tm["batch_setup_seconds"], 2), round(tm["loop_seconds"], 2))
+        )
+    workers = {
+        k: {
+            "batches": [dict(zip(("seconds", "setup_s", "loop_s"), b)) for b in sorted(v)],
+            "busy_s": sum(b[0] for b in v),
+        }
+        for k, v in per.items()
+    }
+    top = max((w["busy_s"] for w in workers.values()), default=0.0)
+    return {"workers": workers, "outside_batches_s": None if wall is None else wall - top}
+
+
 def steady(folder: Path, skip: int) -> float:
     """Tokens/s between step ``skip`` and the last step (the first steps' warm-up left out), from log.jsonl's
     per-step elapsed seconds and the run card's token count (the same every step: an LM task's blocks)."""
@@ -127,6 +156,8 @@ def main() -> None:
             "points": len(v1),
             "median_rel_diff_val_metric": statistics.median(rel) if rel else None,
             "max_rel_diff_val_metric": max(rel) if rel else None,
+            "time_1_gpu": busy(work / "sweep1", one),
+            f"time_{args.gpus}_gpus": busy(work / f"sweep{args.gpus}", many),
         }
         if args.out:  # written now too: a call that runs out of time in part 2 still keeps part 1
             io.write_json(
