@@ -71,7 +71,7 @@ def timed(way, model, K, task, tok, cfg, device) -> tuple[float, dict, list]:
         finetune_eval._scores_shared, finetune_eval._scores_whole = shared, whole
 
 
-def profile(ways, model, K, task, tok, cfg, device, path: Path) -> dict:
+def profile(ways, model, K, task, tok, device, path: Path) -> dict:
     """One evaluation per scorer under torch.profiler: the operator tables go to ``path``; returned, per scorer, the
     wall seconds and the summed self time of the CUDA kernels (a wall far above it: the evaluation waits on the host)."""
     from torch.profiler import ProfilerActivity
@@ -79,11 +79,11 @@ def profile(ways, model, K, task, tok, cfg, device, path: Path) -> dict:
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     out, text = {}, []
-    for w, f in ways.items():
+    for w, (f, c) in ways.items():
         with prof(activities=acts) as p:
-            s, _, _ = timed(f, model, K, task, tok, cfg, device)
+            s, _, _ = timed(f, model, K, task, tok, c, device)
         ev = p.key_averages()
-        gpu = sum(getattr(e, "self_device_time_total", 0) for e in ev) / 1e6
+        gpu = sum(e.self_device_time_total for e in p.events() if e.device_type.name == "CUDA") / 1e6  # kernels only
         out[w] = {"wall_s": s, "device_self_s": gpu}
         text += [
             f"== {w}: K={K}, wall {s:.3f} s, CUDA kernels {gpu:.3f} s",
@@ -100,6 +100,11 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=8)
     ap.add_argument("--questions", type=int, default=200, help="validation questions evaluated")
     ap.add_argument("--batch-size", type=int, default=16, help="questions per evaluation batch (as the sweeps)")
+    ap.add_argument(
+        "--eval-batch-sizes",
+        default="",
+        help="also time the cached-prefix scorer at these questions per batch (comma-separated; --eval-batch-size)",
+    )
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", type=Path, default=None)
@@ -116,13 +121,19 @@ def main() -> None:
     model, tok, _, _ = models.load("smollm2-135m", dtype=torch.bfloat16 if device.type == "cuda" else torch.float32)
     model = model.to(device).eval().requires_grad_(False)  # as finetune_setup loads it
     attach(model, args.k)
-    ways = {"shared": finetune_eval._scores_shared, "whole": finetune_eval._scores_whole}
-    timed(ways["shared"], model, args.k, task, tok, cfg, device)  # warm-up: allocator, kernels, tokenizer caches
-    seconds, last = {w: [] for w in ways}, {}
+    base = {"shared": finetune_eval._scores_shared, "whole": finetune_eval._scores_whole}
+    ways = {w: (f, cfg) for w, f in base.items()}  # name: (scorer, config)
+    for b in [int(x) for x in args.eval_batch_sizes.split(",") if x.strip()]:
+        ways[f"shared_b{b}"] = (base["shared"], dataclasses.replace(cfg, eval_batch_size=b))
+    timed(base["shared"], model, args.k, task, tok, cfg, device)  # warm-up: allocator, kernels, tokenizer caches
+    seconds, last, peak = {w: [] for w in ways}, {}, {}
     for _ in range(args.repeats):
-        for w, f in ways.items():
-            s, acc, scores = timed(f, model, args.k, task, tok, cfg, device)
+        for w, (f, c) in ways.items():
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            s, acc, scores = timed(f, model, args.k, task, tok, c, device)
             seconds[w].append(s)
+            peak[w] = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
             last[w] = {"acc": acc["val_accuracy"], "scores": torch.cat(scores, 1)}  # (K, every option)
     diff = (last["shared"]["scores"] - last["whole"]["scores"]).abs()
     med = {w: sorted(v)[len(v) // 2] for w, v in seconds.items()}
@@ -133,12 +144,19 @@ def main() -> None:
         "seconds": seconds,
         "median_seconds": med,
         "speedup_median": med["whole"] / med["shared"],
+        "speedup_median_vs_whole": {w: med["whole"] / m for w, m in med.items() if w != "whole"},
+        "peak_gib": peak,
         "accuracy": {w: last[w]["acc"] for w in ways},
         "max_abs_score_diff": float(diff.max()),
+        "max_abs_score_diff_vs_shared": {
+            w: float((last[w]["scores"] - last["shared"]["scores"]).abs().max())
+            for w in ways
+            if w.startswith("shared_")
+        },
         "mean_abs_score": float(last["whole"]["scores"].abs().mean()),
     }
     if args.profile:
-        res["profile"] = profile(ways, model, args.k, task, tok, cfg, device, args.profile)
+        res["profile"] = profile(ways, model, args.k, task, tok, device, args.profile)
     print(json.dumps({k: v for k, v in res.items() if k != "provenance"}, indent=1))
     if args.out:
         io.write_json(args.out, res)

@@ -14,6 +14,8 @@ def test_validate_refuses_bad_values():
         ("steps", 0, "steps must be a positive"),
         ("warmup_ratio", 1.0, "warmup_ratio must be in"),
         ("alpha", -1.0, "alpha and loraplus_ratio"),
+        ("eval_batch_size", -1, "eval_batch_size must be >= 0"),
+        ("max_eval", -2, "max_eval must be >= 0"),
     ):
         with pytest.raises(ValueError, match=message):
             finetune.validate(dataclasses.replace(finetune.FinetuneConfig(), **{field: value}))

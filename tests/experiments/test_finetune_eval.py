@@ -73,7 +73,9 @@ def test_classification_accuracy_per_run_and_features(tmp_path):
     assert all(v[0] > 0 and v[1] > 0 for v in feats[0].values())  # init_b with A moved: both nonzero
 
 
-def test_options_scored_on_the_prompts_cache_equal_each_text_scored_whole():
+@pytest.mark.parametrize("rows", [256, 3])  # 3: the log-softmax of the option tokens in chunks of 3 rows
+def test_options_scored_on_the_prompts_cache_equal_each_text_scored_whole(monkeypatch, rows):
+    monkeypatch.setattr(finetune_eval, "ROWS", rows)
     from lorainit.batches import choice_text
 
     task = data.load("mathqa")
@@ -92,3 +94,27 @@ def test_options_scored_on_the_prompts_cache_equal_each_text_scored_whole():
     assert shared.shape == whole.shape == (2, len(owner))
     torch.testing.assert_close(shared, whole, rtol=1e-4, atol=1e-4)
     assert not torch.equal(whole[0], whole[1])  # the runs differ, each scored on its own rows
+
+
+@pytest.mark.parametrize("task_name", ["mathqa", "sentiment"])
+def test_metrics_do_not_depend_on_the_evaluation_batch(monkeypatch, task_name):
+    """--eval-batch-size changes how many examples one forward takes (0: --batch-size, 3 here), not any run's
+    metric (fp32: equal)."""
+    task = data.load(task_name)
+    name, targets, head = (
+        ("minilm-l6", ["query"], "classifier") if task.kind == "classify" else ("smollm2-135m", ["q_proj"], None)
+    )
+    model, tok, _, _ = models.load(name, **({"num_labels": len(task.labels)} if head else {}))
+    with_runs(model, targets, ["init_b", "init_b"], head=head)
+    which = "_classify" if head else "_choose"
+    sizes, inner = [], getattr(finetune_eval, which)
+    monkeypatch.setattr(
+        finetune_eval, which, lambda m, K, t, tk, chunk, *a: sizes.append(len(chunk)) or inner(m, K, t, tk, chunk, *a)
+    )
+    cfg = dataclasses.replace(CFG, task=task_name, max_eval=7)
+    got = {}
+    for b in (0, 2, 7):
+        sizes.clear()
+        got[b] = finetune_eval.evaluate(model, 2, task, tok, "val", dataclasses.replace(cfg, eval_batch_size=b), "cpu")
+        assert sizes == {0: [3, 3, 1], 2: [2, 2, 2, 1], 7: [7]}[b]
+    assert got[0] == got[2] == got[7]

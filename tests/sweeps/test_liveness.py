@@ -22,3 +22,11 @@ def test_a_process_is_its_pid_and_start_time():
 def test_host_id_names_the_machine_and_its_boot():
     host = liveness.host_id()
     assert host.startswith(f"{os.uname().nodename}/") and host == liveness.host_id()
+
+
+def test_process_age_counts_from_the_process_start():
+    """A fresh interpreter that sleeps 1.5 s before asking is at least that old, and not much older."""
+    code = "import time; time.sleep(1.5); from lorainit.sweeps import liveness; print(liveness.process_age())"
+    age = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert 1.5 <= age < 60
+    assert liveness.process_age() >= age - 0.5  # this test process started before the child

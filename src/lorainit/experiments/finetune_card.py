@@ -103,6 +103,7 @@ def finish(
             "compile": compiles(cfg, device, task.kind),
             "autocast": str(autocast_dtype(device)),
             "processes": world,
+            "eval_batch_size": cfg.eval_batch_size or cfg.batch_size,
         },
         "timing": {
             "runs_in_batch": losses.K,

@@ -24,6 +24,8 @@ import torch
 from .. import lmloss, multi, runloss
 from ..batches import blocks, choice_text, collate
 
+ROWS = 256  # (option, run) rows per log-softmax chunk of the cached-prefix scorer: 256 x O x V fp32 at most
+
 
 def _stacked(batch: dict, K: int) -> dict:
     return multi.stack_batches([batch] * K)
@@ -39,7 +41,7 @@ def evaluate(model, K: int, task, tok, split: str, cfg, device, *, progress=None
         items = (blocks(tok, task.splits[split], cfg.seq_len) if task.kind == "lm" else task.splits[split])[
             : cfg.max_eval or None
         ]
-        b = cfg.batch_size
+        b = cfg.eval_batch_size or cfg.batch_size
         if task.kind == "lm":
             nll, count = torch.zeros(K, dtype=torch.float64), 0
             for i in range(0, len(items), b):
@@ -135,7 +137,12 @@ def _scores_shared(model, K: int, tok, prompts, owner, options, device) -> torch
         **{name: cache},
     ).last_hidden_state  # (K n, O-1, d): position j predicts option token j + 1
     target = torch.tensor([t[1:] + [0] * (O - len(t)) for t in tails], device=device).repeat(K, 1)  # (K n, O-1)
-    lp = (h @ weight.T).float().log_softmax(-1).gather(-1, target[..., None])[..., 0]
+    lp = torch.cat(  # (K n, O-1): in chunks of rows, so that the fp32 log-softmax over the vocabulary stays small
+        [
+            (hc @ weight.T).float().log_softmax(-1).gather(-1, tc[..., None])[..., 0]
+            for hc, tc in zip(h.split(ROWS), target.split(ROWS))
+        ]
+    )
     return (score + (lp * te["attention_mask"].repeat(K, 1)).sum(-1).view(K, n)).cpu()
 
 

@@ -9,6 +9,7 @@ machine sharing the storage, to add workers or to resume after a crash.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from tqdm.auto import tqdm
 from .. import inits, io
 from . import experiment
 from .grid import Grid
-from .liveness import Heartbeat
+from .liveness import Heartbeat, process_age
 from .storage import sqlite_url
 from .store import Store
 
@@ -152,6 +153,17 @@ def _widen(store: Store, out: Path, cap: int) -> list[str]:
     return [why for _, why in more]
 
 
+def _say(line: str) -> None:
+    """A timestamped line of this worker's timeline (a --gpus worker's goes to its log in workers/)."""
+    tqdm.write(f"{time.strftime('%H:%M:%S')} worker {os.getpid()}: {line}")
+
+
+def _point(p: dict) -> str:
+    """A point as 'init_a lr 0.001 seed 0' (other dimensions too, by name)."""
+    rest = " ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in p.items() if k != "init")
+    return f"{p['init']} {rest}" if "init" in p else rest
+
+
 def run_on_gpus(sweep: SweepConfig, cfg, out: Path, argv: list[str], ids: list[str], *, progress: bool = True) -> dict:
     """One worker process per GPU in ``ids`` on this sweep (``argv``: its command-line flags; ``sweeps.gpus``);
     returns {"done", "total", "running", "workers": exit codes, ...} once they have all exited."""
@@ -180,6 +192,8 @@ def run(sweep: SweepConfig, cfg, out: Path, *, progress: bool = True) -> dict:
     out = Path(out)
     store = _open(sweep, cfg, out)
     done, _, total = store.progress()
+    age = process_age()
+    _say(f"study open, {done}/{total} points finished" + (f"; {age:.1f} s since this process started" if age else ""))
     bar = tqdm(total=total, initial=done, desc=f"sweep {sweep.experiment}", unit="trial", disable=not progress)
     ran, lost, diverged, widened = 0, 0, 0, []
     batch = sweep.batch or runner.defaults["batch"]
@@ -198,8 +212,11 @@ def run(sweep: SweepConfig, cfg, out: Path, *, progress: bool = True) -> dict:
             bar.set_postfix(waiting_on=f"{running} running elsewhere")
             time.sleep(min(sweep.heartbeat, 5.0))  # others hold the rest; their trials finish or go stale
             continue
+        _say(f"claimed {len(claims)}: {', '.join(_point(c.point) for c in claims)}")
+        t0 = time.perf_counter()
         with Heartbeat(store, claims, sweep.heartbeat) as hb:
             outcomes = runner.run(cfg, [c.point for c in claims], out)
+        _say(f"ran {len(claims)} in {time.perf_counter() - t0:.1f} s")
         for c, (value, attrs) in zip(claims, outcomes):
             ok = c.trial_id not in hb.lost and store.finish(c, value, attrs)
             lost += not ok
@@ -209,6 +226,7 @@ def run(sweep: SweepConfig, cfg, out: Path, *, progress: bool = True) -> dict:
         bar.refresh()
     bar.close()
     done, running, total = store.progress()
+    _say(f"done: ran {ran}; {done}/{total} points finished")
     return {
         "ran": ran,
         "lost": lost,
