@@ -71,7 +71,7 @@ def pinned_argv(argv: list[str], gpu: str) -> list[str]:
 
 
 def run_workers(
-    argv: list[str], gpus: list[str], logs: Path, progress_of, *, progress: bool = True, poll: float = 2.0
+    argv: list[str], gpus: list[str], logs: Path, progress_of, *, progress: bool = True, poll: float = 0.5
 ) -> list[int]:
     """Start one ``lorainit sweep`` worker per GPU (``argv``: this sweep's flags), show the study's progress
     (``progress_of()`` -> (done, running, total)) until they all exit, and return their exit codes. Their output

@@ -210,7 +210,7 @@ def run(sweep: SweepConfig, cfg, out: Path, *, progress: bool = True) -> dict:
             if done >= total:
                 break
             bar.set_postfix(waiting_on=f"{running} running elsewhere")
-            time.sleep(min(sweep.heartbeat, 5.0))  # others hold the rest; their trials finish or go stale
+            time.sleep(min(sweep.heartbeat, 1.0))  # others hold the rest; their trials finish or go stale
             continue
         _say(f"claimed {len(claims)}: {', '.join(_point(c.point) for c in claims)}")
         t0 = time.perf_counter()
