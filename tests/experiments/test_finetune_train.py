@@ -78,3 +78,23 @@ def test_the_base_model_evaluated_once_equals_the_k_stacked_step_0_runs():
         once = finetune_eval.evaluate(model, 1, task, tok, "test", cfg, "cpu")
     assert sum(isinstance(m, multi.MultiLoRALinear) for m in model.modules()) == 2 * len(model.model.layers)
     assert {k: v * 3 for k, v in once.items()} == stacked  # B A = 0 exactly: the same numbers, bit for bit
+
+
+@pytest.mark.slow
+def test_a_workers_later_batches_reuse_the_base_models_step_0_test(tmp_path, monkeypatch):
+    """Two batches in one process (as a sweep worker runs them) evaluate the base model once, both logging it."""
+    from lorainit.experiments import finetune_eval, finetune_run, finetune_setup
+    from lorainit.runfolder import RunFolder
+
+    monkeypatch.setattr(finetune_setup, "_LOADED", {})  # a fresh worker process: nothing loaded or evaluated yet
+    calls, inner = [], finetune_eval.evaluate
+    monkeypatch.setattr(finetune_eval, "evaluate", lambda m, K, *a, **kw: calls.append(K) or inner(m, K, *a, **kw))
+    cfg = FinetuneConfig(task="wiki", steps=2, batch_size=2, seq_len=32, max_eval=2, eval_every=2, device="cpu")
+    bases = []
+    for k, lrs in enumerate(([1e-3, 2e-3], [3e-3, 4e-3])):
+        finetune_run.run(
+            cfg, [{"init": "init_a", "lr": lr, "seed": 0} for lr in lrs], tmp_path / f"b{k}", progress=False
+        )
+        bases.append(next(r["base"] for r in RunFolder(tmp_path / f"b{k}").records() if "base" in r))
+    assert calls.count(1) == 1  # the one base pass (the K-run evaluations are the validation and final tests)
+    assert bases[1] == bases[0] and len(bases[0]["test_loss"]) == 2  # the same numbers, for each run of each batch

@@ -53,6 +53,7 @@ class Loaded:
     task: data.Task
     items: dict  # (seq_len, max_train) -> training examples or LM blocks
     fingerprint: str | None = None  # sha256 of the model's files as loaded (models.fingerprint)
+    base: dict = dataclasses.field(default_factory=dict)  # (split, seq_len, max_eval, eval batch) -> base metrics
 
 
 _LOADED: dict[tuple, Loaded] = {}  # one model per process: a worker's batches all train on it

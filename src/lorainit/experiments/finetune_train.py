@@ -2,7 +2,8 @@
 divergence judged by ``runloss.RunLosses``, not the loop), the step's batch (one run's, or K runs' stacked), and on
 rank 0 the evaluations (base test at step 0, validation every ``eval_every`` steps, test at the end, the |Z_A|/|Z_B|
 probe) under the training's autocast with modules uncompiled, logged to the batch's log.jsonl. The step-0 test is
-one pass of the base model, not K, where every run starts as the base model (``base_is_shared``)."""
+one pass of the base model, not K, where every run starts as the base model (``base_is_shared``), and one per
+process: the loaded model keeps it for a sweep worker's later batches."""
 
 from __future__ import annotations
 
@@ -91,9 +92,11 @@ def train_runs(cfg, model, runs, batches, loaded, out: Path, device, rank: int, 
 
     if base is None:
         if base_is_shared(model, runs, task):  # every run is the base model at step 0: evaluate it once, not K times
-            with multi.base_only(model):
-                one = finetune_eval.evaluate(model, 1, task, loaded.tok, "test", cfg, device)
-            base = {k: v * K for k, v in one.items()}
+            key = ("test", cfg.seq_len, cfg.max_eval, cfg.eval_batch_size or cfg.batch_size)
+            if key not in loaded.base:  # and once per process: a sweep worker's later batches reuse it
+                with evaluating(device), multi.base_only(model):
+                    loaded.base[key] = finetune_eval.evaluate(model, 1, task, loaded.tok, "test", cfg, device)
+            base = {k: v * K for k, v in loaded.base[key].items()}
         else:
             base = evaluate("test", "the start")
         log({"step": 0, "base": base})
