@@ -118,3 +118,33 @@ def test_metrics_do_not_depend_on_the_evaluation_batch(monkeypatch, task_name):
         got[b] = finetune_eval.evaluate(model, 2, task, tok, "val", dataclasses.replace(cfg, eval_batch_size=b), "cpu")
         assert sizes == {0: [3, 3, 1], 2: [2, 2, 2, 1], 7: [7]}[b]
     assert got[0] == got[2] == got[7]
+
+
+@pytest.mark.parametrize("task_name", ["wiki", "mathqa"])
+def test_a_batch_that_does_not_fit_is_evaluated_in_halves(monkeypatch, task_name):
+    """An out-of-memory evaluation batch is split (7 -> 3 + 4 -> 1 + 2 + 2 + 2 here), with the metrics of batches
+    that fit; a single example that does not fit still fails."""
+    task = data.load(task_name)
+    model, tok, _, _ = models.load("smollm2-135m")
+    with_runs(model, ["q_proj"], ["init_b", "init_b"])
+    which = "_lm_sums" if task.kind == "lm" else "_choose"
+    inner, tried, limit = getattr(finetune_eval, which), [], [2]
+
+    def scarce(m, K, t, tk, chunk, *a):
+        tried.append(len(chunk))
+        if len(chunk) > limit[0]:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return inner(m, K, t, tk, chunk, *a)
+
+    monkeypatch.setattr(finetune_eval, which, scarce)
+    cfg = dataclasses.replace(CFG, task=task_name, max_eval=7)
+    split = finetune_eval.evaluate(model, 2, task, tok, "val", dataclasses.replace(cfg, eval_batch_size=7), "cpu")
+    assert tried == [7, 3, 1, 2, 4, 2, 2]
+    tried.clear()
+    fits = finetune_eval.evaluate(model, 2, task, tok, "val", dataclasses.replace(cfg, eval_batch_size=2), "cpu")
+    assert tried == [2, 2, 2, 1]
+    for key, v in fits.items():
+        assert split[key] == pytest.approx(v, rel=1e-6), key
+    limit[0] = 0
+    with pytest.raises(torch.OutOfMemoryError):
+        finetune_eval.evaluate(model, 2, task, tok, "val", dataclasses.replace(cfg, eval_batch_size=2), "cpu")

@@ -10,6 +10,9 @@ adapters and head, so the K runs cost one forward per batch. Metrics (as the pap
   option 1 to 4), or, where the model's head is not a plain output matrix or the tokenizer merges across the
   question's end, each question + option text whole.
 
+Batches hold ``--eval-batch-size`` examples (default ``--batch-size``); one that does not fit the GPU's memory is
+evaluated in halves (``_fitting``).
+
 ``features``: the monitor of Hayou et al. 2024, Fig. 3 on a real model: per run and LoRA layer, the mean
 token norms |Z_A| = ||A z|| and |Z_B| = ||B A z|| on a fixed probe batch.
 """
@@ -43,23 +46,42 @@ def evaluate(model, K: int, task, tok, split: str, cfg, device, *, progress=None
         ]
         b = cfg.eval_batch_size or cfg.batch_size
         if task.kind == "lm":
-            nll, count = torch.zeros(K, dtype=torch.float64), 0
+            total = torch.zeros(K + 1, dtype=torch.float64)  # each run's summed token nll, then the token count
             for i in range(0, len(items), b):
-                batch = collate(task, tok, items[i : i + b], cfg.seq_len, device)
-                n = int((batch["labels"][:, 1:] != -100).sum())
-                nll += runloss.run_losses(model, _stacked(batch, K), K, "lm").double().cpu() * n
-                count += n
+                total += _fitting(lambda c: _lm_sums(model, K, task, tok, c, cfg, device), items[i : i + b])
                 progress and progress(len(items[i : i + b]))
-            loss = (nll / max(count, 1)).tolist()
+            loss = (total[:K] / max(total[K].item(), 1)).tolist()
             return {f"{split}_loss": loss, f"{split}_perplexity": [math.exp(v) if v < 700 else math.inf for v in loss]}
         right = torch.zeros(K, dtype=torch.long)
+        score = _classify if task.kind == "classify" else _choose
         for i in range(0, len(items), b):
             chunk = items[i : i + b]
-            right += (_classify if task.kind == "classify" else _choose)(model, K, task, tok, chunk, cfg, device)
+            right += _fitting(lambda c: score(model, K, task, tok, c, cfg, device), chunk)
             progress and progress(len(chunk))
         return {f"{split}_accuracy": (right.double() / max(len(items), 1)).tolist()}
     finally:
         model.train(was)
+
+
+def _fitting(fn, chunk: list) -> torch.Tensor:
+    """``fn(chunk)``, or the sum of ``fn`` over the chunk's halves (and theirs) where it does not fit the GPU's
+    memory: a large --eval-batch-size costs a slower evaluation, never the batch's training."""
+    try:
+        return fn(chunk)
+    except torch.OutOfMemoryError:
+        if len(chunk) == 1:
+            raise
+    torch.cuda.empty_cache()  # (outside the handler: the failed attempt's tensors are freed by now)
+    half = len(chunk) // 2
+    return _fitting(fn, chunk[:half]) + _fitting(fn, chunk[half:])
+
+
+def _lm_sums(model, K: int, task, tok, chunk: list, cfg, device) -> torch.Tensor:
+    """(K + 1,) float64: each run's token nll summed over ``chunk``'s blocks, then their token count."""
+    batch = collate(task, tok, chunk, cfg.seq_len, device)
+    n = int((batch["labels"][:, 1:] != -100).sum())
+    nll = runloss.run_losses(model, _stacked(batch, K), K, "lm").double().cpu() * n  # (K,): mean loss x tokens
+    return torch.cat([nll, torch.tensor([float(n)], dtype=torch.float64)])
 
 
 def _classify(model, K: int, task, tok, chunk: list, cfg, device) -> torch.Tensor:
