@@ -52,6 +52,68 @@ def test_pinned_argv_replaces_gpus_and_progress():
     assert gpus.pinned_argv(argv, "3") == ["--experiment", "toy", "--out", "x", "--gpus", "3", "--no-progress"]
 
 
+def test_pinned_argv_sets_the_workers_batch_where_given():
+    for given in (["--batch", "6"], ["--batch=6"], []):
+        argv = ["--experiment", "toy", *given, "--out", "x"]
+        assert gpus.pinned_argv(argv, "1", 3) == [
+            "--experiment",
+            "toy",
+            "--out",
+            "x",
+            "--batch",
+            "3",
+            "--gpus",
+            "1",
+            "--no-progress",
+        ]
+        assert gpus.pinned_argv(argv, "1") == [*argv, "--gpus", "1", "--no-progress"]
+
+
+@pytest.mark.parametrize(
+    "batch, queued, workers, want",
+    [
+        (8, 8, 2, 4),
+        (8, 16, 2, 8),
+        (8, 48, 2, 8),
+        (8, 3, 2, 2),
+        (8, 12, 2, 6),
+        (8, 0, 2, 1),
+        (6, 36, 2, 6),
+        (8, 5, 1, 5),
+    ],
+)
+def test_fair_batch_gives_every_worker_points_of_a_small_sweep(batch, queued, workers, want):
+    assert gpus.fair_batch(batch, queued, workers) == want
+
+
+@pytest.mark.slow
+def test_a_sweep_smaller_than_gpus_times_batch_is_shared(tmp_path):
+    """4 points at --batch 8 on two (fake) GPUs: each worker claims at most 2 (the second is not left idle)."""
+    env = {**os.environ, "PYTHONPATH": SRC, "CUDA_VISIBLE_DEVICES": "0,1", "OMP_NUM_THREADS": "1"}
+    args = [
+        "--experiment",
+        "toy",
+        "--inits",
+        "init_a",
+        "--widths",
+        "16",
+        *TOY_SIZE,
+        "--steps",
+        "5",
+        "--lrs",
+        "1e-3,1e-2",
+    ]
+    args += ["--seeds", "2"]
+    args += ["--device", "cpu", "--batch", "8", "--out", str(tmp_path / "sw"), "--no-progress"]
+    r = subprocess.run(
+        [sys.executable, "-m", "lorainit", "sweep", *args], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    logs = "".join(p.read_text() for p in (tmp_path / "sw" / "workers").iterdir())
+    claims = [int(line.split("claimed ")[1].split(":")[0]) for line in logs.splitlines() if "claimed " in line]
+    assert sum(claims) == 4 and max(claims) == 2
+
+
 @pytest.mark.slow
 def test_a_sweep_on_two_fake_gpus_runs_two_pinned_workers_and_every_point_once(tmp_path):
     env = {**os.environ, "PYTHONPATH": SRC, "CUDA_VISIBLE_DEVICES": "0,1", "OMP_NUM_THREADS": "1"}

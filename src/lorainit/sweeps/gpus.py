@@ -2,8 +2,9 @@
 
 ``lorainit sweep --gpus all|N|0,2`` starts the same sweep command once per chosen GPU with
 ``CUDA_VISIBLE_DEVICES`` set to that GPU alone; the workers share the study (its claiming lock makes that
-safe, as for workers started by hand), so points are spread over the GPUs as they free up, and the study
-and its report are those of a one-GPU sweep. This process only watches: it shows the study's progress and
+safe, as for workers started by hand), so points are spread over the GPUs as they free up (a sweep with fewer
+queued points than GPUs x --batch is shared: ``fair_batch``), and the study and its report are those of a
+one-GPU sweep. This process only watches: it shows the study's progress and
 waits for the workers. Several hosts: the same command on each, with one ``--storage postgresql://...``.
 """
 
@@ -54,28 +55,51 @@ def resolve(spec: str, devices: list[str]) -> list[str]:
     return ids
 
 
-def pinned_argv(argv: list[str], gpu: str) -> list[str]:
-    """``argv`` of ``lorainit sweep`` for the worker of one GPU: its own --gpus, no progress bar."""
+def _without(argv: list[str], flag: str, drop: tuple[str, ...] = ()) -> list[str]:
+    """``argv`` without ``flag VALUE`` / ``flag=VALUE`` and without the bare flags in ``drop``."""
     out, skip = [], False
     for a in argv:
         if skip:
             skip = False
             continue
-        if a == "--gpus":
+        if a == flag:
             skip = True
             continue
-        if a.startswith("--gpus=") or a in ("--progress", "--no-progress"):
+        if a.startswith(f"{flag}=") or a in drop:
             continue
         out.append(a)
+    return out
+
+
+def pinned_argv(argv: list[str], gpu: str, batch: int | None = None) -> list[str]:
+    """``argv`` of ``lorainit sweep`` for the worker of one GPU: its own --gpus, no progress bar, and ``batch``
+    (where given) as its --batch."""
+    out = _without(argv, "--gpus", ("--progress", "--no-progress"))
+    if batch is not None:
+        out = [*_without(out, "--batch"), "--batch", str(batch)]
     return [*out, "--gpus", gpu, "--no-progress"]
 
 
+def fair_batch(batch: int, queued: int, workers: int) -> int:
+    """Points a worker claims at a time: ``batch``, or fewer where the sweep's queued points would not give every
+    worker some (8 points on 2 GPUs at --batch 8: 4 each, not 8 on one GPU while the other waits)."""
+    return max(1, min(batch, -(-queued // workers)))
+
+
 def run_workers(
-    argv: list[str], gpus: list[str], logs: Path, progress_of, *, progress: bool = True, poll: float = 0.5
+    argv: list[str],
+    gpus: list[str],
+    logs: Path,
+    progress_of,
+    *,
+    batch: int | None = None,
+    progress: bool = True,
+    poll: float = 0.5,
 ) -> list[int]:
-    """Start one ``lorainit sweep`` worker per GPU (``argv``: this sweep's flags), show the study's progress
-    (``progress_of()`` -> (done, running, total)) until they all exit, and return their exit codes. Their output
-    goes to ``logs``/gpu<ID>.log. Ctrl-C stops them (they resume where they were when the command runs again)."""
+    """Start one ``lorainit sweep`` worker per GPU (``argv``: this sweep's flags; ``batch``: their --batch where
+    given), show the study's progress (``progress_of()`` -> (done, running, total)) until they all exit, and return
+    their exit codes. Their output goes to ``logs``/gpu<ID>.log. Ctrl-C stops them (they resume where they were
+    when the command runs again)."""
     logs.mkdir(parents=True, exist_ok=True)
     procs = []
     for gpu in gpus:
@@ -83,7 +107,7 @@ def run_workers(
         log = open(logs / f"gpu{gpu}.log", "w")
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", "lorainit", "sweep", *pinned_argv(argv, gpu)],
+                [sys.executable, "-m", "lorainit", "sweep", *pinned_argv(argv, gpu, batch)],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -172,7 +172,12 @@ def run_on_gpus(sweep: SweepConfig, cfg, out: Path, argv: list[str], ids: list[s
     validate(sweep)
     out = Path(out)
     store = _open(sweep, cfg, out)
-    codes = gpus.run_workers(argv, ids, out / "workers", store.progress, progress=progress)
+    done, running, total = store.progress()
+    batch = sweep.batch or experiment.get(sweep.experiment).defaults["batch"]
+    fair = gpus.fair_batch(batch, total - done - running, len(ids))
+    codes = gpus.run_workers(
+        argv, ids, out / "workers", store.progress, batch=fair if fair < batch else None, progress=progress
+    )
     done, running, total = store.progress()
     return {
         "done": done,
