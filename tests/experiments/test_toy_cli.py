@@ -54,3 +54,15 @@ def test_a_width_that_cannot_fit_and_a_bad_setting_with_a_warning_are_each_one_e
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
         "lorainit toy: error: rank must be a positive integer; got 0"
     ]
+
+
+def test_a_study_whose_every_run_diverged_still_draws_its_figures(tmp_path):
+    """`--lrs 12` (found by the hypothesis test): every run diverges, so the loss panel has nothing to put on a
+    log axis; the command finishes and says so in the figure instead of a traceback."""
+    size = ["--teacher-width", "30", "--n-train", "20", "--n-test", "8", "--widths", "8", "--steps", "2"]
+    r = lorainit("toy", *size, "--lrs", "12", "--device", "cpu", "--no-progress", "--out", str(tmp_path / "t"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads((tmp_path / "t" / "results.json").read_text())
+    assert all(run["diverged_step"] is not None for w in res["widths"] for run in w["runs"])  # nothing finite to draw
+    pngs = list((tmp_path / "t").glob("*.png"))
+    assert len(pngs) == 3 and all(p.stat().st_size > 1000 for p in pngs)

@@ -140,6 +140,7 @@ def _loss_figure(study: dict):
     fig, axes = plt.subplots(math.ceil(n / cols), cols, figsize=(4 * cols, 3.3 * math.ceil(n / cols)), squeeze=False)
     for k in range(n):
         ax = axes.flat[k]
+        drawn = False  # any finite loss in this panel (none: every run of the width diverged)
         for i, (name, rows) in enumerate(an["per_width"].items()):
             r = rows[k]
             lrs = np.array(r["loss_by_lr"]["lrs"])
@@ -155,17 +156,17 @@ def _loss_figure(study: dict):
                     lrs[whole], np.nanmin(per_seed, 0)[whole], np.nanmax(per_seed, 0)[whole], color=c, alpha=0.2
                 )
             part = ~whole & ~np.isnan(mean)
+            drawn |= bool(whole.any() or part.any())
             if part.any():  # some seeds diverged: the survivors' mean, marked
                 ax.plot(lrs[part], mean[part], "x", ms=7, mew=2, color=c, label=f"{plots.label(name)}: a seed diverged")
             if r["opt_lr"] is not None:
                 ax.plot([r["opt_lr"]], [r["opt_loss_mean"]], "*", ms=12, color=c)
-        ax.set(
-            xscale="log",
-            yscale="log",
-            title=f"width {rows[k]['width']}",
-            xlabel="learning rate",
-            ylabel=f"final {an['select_on']} loss",
-        )
+        ax.set(title=f"width {rows[k]['width']}", xlabel="learning rate", ylabel=f"final {an['select_on']} loss")
+        if not drawn:  # (a log axis of no data cannot be drawn)
+            ax.text(0.5, 0.5, "every run diverged at every LR", transform=ax.transAxes, ha="center", va="center")
+            ax.set(xticks=[], yticks=[])
+            continue
+        ax.set(xscale="log", yscale="log")
         plots.tidy_log_axis(ax.yaxis)
         ax.legend(fontsize=8)
     for ax in list(axes.flat)[n:]:
