@@ -217,7 +217,8 @@ def run(sweep: SweepConfig, cfg, out: Path, *, progress: bool = True) -> dict:
             bar.set_postfix(waiting_on=f"{running} running elsewhere")
             time.sleep(min(sweep.heartbeat, 1.0))  # others hold the rest; their trials finish or go stale
             continue
-        _say(f"claimed {len(claims)}: {', '.join(_point(c.point) for c in claims)}")
+        shown = [_point(c.point) for c in claims]
+        _say(f"claimed {len(claims)}: {', '.join(shown if len(shown) <= 6 else [*shown[:3], '...', shown[-1]])}")
         t0 = time.perf_counter()
         with Heartbeat(store, claims, sweep.heartbeat) as hb:
             outcomes = runner.run(cfg, [c.point for c in claims], out)
