@@ -14,11 +14,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-EXECUTION = (
-    "device",
-    "compile",
-    "eval_batch_size",
-)  # fields that change how a run is computed, not what: not its identity
+# config fields that change how a run is computed, not what: not part of its identity
+EXECUTION = ("device", "compile", "eval_batch_size")
 
 
 def config_dict(cfg, *, drop: tuple[str, ...] = ()) -> dict:

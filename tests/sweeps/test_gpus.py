@@ -15,6 +15,18 @@ from lorainit.sweeps.store import Store
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
+def sweep_on_two_fake_gpus(*args: str) -> subprocess.CompletedProcess:
+    """``lorainit sweep ARGS --no-progress`` as a user runs it on a host that shows GPUs 0 and 1 (CPU work)."""
+    env = {**os.environ, "PYTHONPATH": SRC, "CUDA_VISIBLE_DEVICES": "0,1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "lorainit", "sweep", *args, "--no-progress"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
 @pytest.mark.parametrize(
     "spec, devices, want",
     [
@@ -89,24 +101,9 @@ def test_fair_batch_gives_every_worker_points_of_a_small_sweep(batch, queued, wo
 @pytest.mark.slow
 def test_a_sweep_smaller_than_gpus_times_batch_is_shared(tmp_path):
     """4 points at --batch 8 on two (fake) GPUs: each worker claims at most 2 (the second is not left idle)."""
-    env = {**os.environ, "PYTHONPATH": SRC, "CUDA_VISIBLE_DEVICES": "0,1", "OMP_NUM_THREADS": "1"}
-    args = [
-        "--experiment",
-        "toy",
-        "--inits",
-        "init_a",
-        "--widths",
-        "16",
-        *TOY_SIZE,
-        "--steps",
-        "5",
-        "--lrs",
-        "1e-3,1e-2",
-    ]
-    args += ["--seeds", "2"]
-    args += ["--device", "cpu", "--batch", "8", "--out", str(tmp_path / "sw"), "--no-progress"]
-    r = subprocess.run(
-        [sys.executable, "-m", "lorainit", "sweep", *args], env=env, capture_output=True, text=True, timeout=600
+    toy = ["--experiment", "toy", "--inits", "init_a", "--widths", "16", *TOY_SIZE, "--steps", "5", "--seeds", "2"]
+    r = sweep_on_two_fake_gpus(
+        *toy, "--lrs", "1e-3,1e-2", "--device", "cpu", "--batch", "8", "--out", str(tmp_path / "sw")
     )
     assert r.returncode == 0, r.stderr[-2000:]
     logs = "".join(p.read_text() for p in (tmp_path / "sw" / "workers").iterdir())
@@ -116,7 +113,6 @@ def test_a_sweep_smaller_than_gpus_times_batch_is_shared(tmp_path):
 
 @pytest.mark.slow
 def test_a_sweep_on_two_fake_gpus_runs_two_pinned_workers_and_every_point_once(tmp_path):
-    env = {**os.environ, "PYTHONPATH": SRC, "CUDA_VISIBLE_DEVICES": "0,1", "OMP_NUM_THREADS": "1"}
     args = [
         "--experiment",
         "toy",
@@ -136,13 +132,7 @@ def test_a_sweep_on_two_fake_gpus_runs_two_pinned_workers_and_every_point_once(t
         "--out",
         str(tmp_path / "sw"),
     ]
-    r = subprocess.run(
-        [sys.executable, "-m", "lorainit", "sweep", *args, "--no-progress"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    r = sweep_on_two_fake_gpus(*args)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "36/36 points finished by 2 workers (GPUs 0, 1" in r.stdout
     logs = sorted(p.name for p in (tmp_path / "sw" / "workers").iterdir())
@@ -154,11 +144,5 @@ def test_a_sweep_on_two_fake_gpus_runs_two_pinned_workers_and_every_point_once(t
     assert len(done) == 36 and set(done.values()) == {1}
     pids = {t.user_attrs["worker"]["pid"] for t in trials if "worker" in t.user_attrs}
     assert 1 <= len(pids) <= 2 and os.getpid() not in pids  # the workers trained; the command that started them did not
-    again = subprocess.run(
-        [sys.executable, "-m", "lorainit", "sweep", *args, "--no-progress"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    again = sweep_on_two_fake_gpus(*args)
     assert again.returncode == 0 and "36/36 points finished" in again.stdout

@@ -99,6 +99,11 @@ def autocast_dtype(device) -> torch.dtype | None:
     return torch.bfloat16 if device.type == "cuda" else None
 
 
+def eval_batch(cfg: FinetuneConfig) -> int:
+    """Examples per evaluation batch: --eval-batch-size, or --batch-size where it is 0."""
+    return cfg.eval_batch_size or cfg.batch_size
+
+
 POINT = ("init", "lr", "seed")  # the fields a point sets; the rest of the config is shared by the batch
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from .. import export, full, io, plots
-from .finetune import autocast_dtype, compiles, run_identity
+from .finetune import autocast_dtype, compiles, eval_batch, run_identity
 
 
 def finish(
@@ -103,7 +103,7 @@ def finish(
             "compile": compiles(cfg, device, task.kind),
             "autocast": str(autocast_dtype(device)),
             "processes": world,
-            "eval_batch_size": cfg.eval_batch_size or cfg.batch_size,
+            "eval_batch_size": eval_batch(cfg),
         },
         "timing": {
             "runs_in_batch": losses.K,

@@ -26,6 +26,7 @@ import torch
 
 from .. import lmloss, multi, runloss
 from ..batches import blocks, choice_text, collate
+from .finetune import eval_batch
 
 ROWS = 256  # (option, run) rows per log-softmax chunk of the cached-prefix scorer: 256 x O x V fp32 at most
 
@@ -44,7 +45,7 @@ def evaluate(model, K: int, task, tok, split: str, cfg, device, *, progress=None
         items = (blocks(tok, task.splits[split], cfg.seq_len) if task.kind == "lm" else task.splits[split])[
             : cfg.max_eval or None
         ]
-        b = cfg.eval_batch_size or cfg.batch_size
+        b = eval_batch(cfg)
         if task.kind == "lm":
             total = torch.zeros(K + 1, dtype=torch.float64)  # each run's summed token nll, then the token count
             for i in range(0, len(items), b):

@@ -18,7 +18,7 @@ from .. import inits, multi, runloss, speed, train
 from ..batches import collate
 from ..runfolder import RunFolder
 from . import finetune_eval, finetune_setup
-from .finetune import FinetuneConfig, autocast_dtype
+from .finetune import FinetuneConfig, autocast_dtype, eval_batch
 
 
 def evaluating(device):
@@ -92,7 +92,7 @@ def train_runs(cfg, model, runs, batches, loaded, out: Path, device, rank: int, 
 
     if base is None:
         if base_is_shared(model, runs, task):  # every run is the base model at step 0: evaluate it once, not K times
-            key = ("test", cfg.seq_len, cfg.max_eval, cfg.eval_batch_size or cfg.batch_size)
+            key = ("test", cfg.seq_len, cfg.max_eval, eval_batch(cfg))
             if key not in loaded.base:  # and once per process: a sweep worker's later batches reuse it
                 with evaluating(device), multi.base_only(model):
                     loaded.base[key] = finetune_eval.evaluate(model, 1, task, loaded.tok, "test", cfg, device)

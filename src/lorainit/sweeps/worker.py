@@ -153,6 +153,11 @@ def _widen(store: Store, out: Path, cap: int) -> list[str]:
     return [why for _, why in more]
 
 
+def _batch(sweep: SweepConfig) -> int:
+    """Points a worker claims at a time: --batch, or the experiment's default."""
+    return sweep.batch or experiment.get(sweep.experiment).defaults["batch"]
+
+
 def _say(line: str) -> None:
     """A timestamped line of this worker's timeline (a --gpus worker's goes to its log in workers/)."""
     tqdm.write(f"{time.strftime('%H:%M:%S')} worker {os.getpid()}: {line}")
@@ -173,7 +178,7 @@ def run_on_gpus(sweep: SweepConfig, cfg, out: Path, argv: list[str], ids: list[s
     out = Path(out)
     store = _open(sweep, cfg, out)
     done, running, total = store.progress()
-    batch = sweep.batch or experiment.get(sweep.experiment).defaults["batch"]
+    batch = _batch(sweep)
     fair = gpus.fair_batch(batch, total - done - running, len(ids))
     codes = gpus.run_workers(
         argv, ids, out / "workers", store.progress, batch=fair if fair < batch else None, progress=progress
@@ -201,7 +206,7 @@ def run(sweep: SweepConfig, cfg, out: Path, *, progress: bool = True) -> dict:
     _say(f"study open, {done}/{total} points finished" + (f"; {age:.1f} s since this process started" if age else ""))
     bar = tqdm(total=total, initial=done, desc=f"sweep {sweep.experiment}", unit="trial", disable=not progress)
     ran, lost, diverged, widened = 0, 0, 0, []
-    batch = sweep.batch or runner.defaults["batch"]
+    batch = _batch(sweep)
     while not sweep.max_trials or ran < sweep.max_trials:
         claims = store.claim(min(batch, sweep.max_trials - ran) if sweep.max_trials else batch, runner.batch_key)
         if not claims:
