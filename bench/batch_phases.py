@@ -1,6 +1,8 @@
 """Benchmark: where one sweep batch's wall time goes. K fine-tunes of one init at K learning rates train together
 (``experiments.finetune_run.run``, exactly what a sweep worker runs per batch) while each phase is timed, the
-GPU synchronized at its edges: the set-up (model and data, starts), every evaluation (per split), the |Z_A|/|Z_B|
+GPU synchronized at its edges: the process start and imports, the CUDA context, the set-up (model files
+read, model and tokenizer built, task read, its training data tokenized, the model fingerprint, starts, adapters
+attached, optimizer), every evaluation (per split), the |Z_A|/|Z_B|
 probe, every checkpoint, and the rest of the loop (training steps). Written to JSON with the provenance.
 
     python bench/batch_phases.py --task mathqa --k 8 --steps 200 --out bench/results/batch_phases_mathqa_h200.json
@@ -20,9 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 import torch  # noqa: E402
 
-from lorainit import io, train  # noqa: E402
+from lorainit import data, io, models, multi, train  # noqa: E402
 from lorainit.experiments import finetune_eval, finetune_run, finetune_setup  # noqa: E402
 from lorainit.experiments.finetune import FinetuneConfig  # noqa: E402
+from lorainit.sweeps.liveness import process_age  # noqa: E402
 
 SECONDS: dict[str, float] = defaultdict(float)
 CALLS: dict[str, int] = defaultdict(int)
@@ -62,6 +65,7 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--eval-every", type=int, default=50)
     ap.add_argument("--max-eval", type=int, default=0, help="examples (or blocks) per evaluation, 0: all")
+    ap.add_argument("--eval-batch-size", type=int, default=0, help="examples per evaluation batch (0: --batch-size)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     cfg = FinetuneConfig(
@@ -73,7 +77,15 @@ def main() -> None:
         eval_every=args.eval_every,
         checkpoint_every=args.eval_every,
         max_eval=args.max_eval,
+        eval_batch_size=args.eval_batch_size,
     )
+    started = process_age()  # interpreter start and imports, before main (whole seconds of /proc: up to 1 s more)
+    if torch.cuda.is_available():  # the CUDA context, which the set-up would otherwise pay in its first copy
+        t = time.perf_counter()
+        torch.zeros(1, device="cuda")
+        _sync()
+        SECONDS["cuda_init"] += time.perf_counter() - t
+        CALLS["cuda_init"] += 1
     points = [{"init": args.init, "lr": 1e-4 * 2 ** (k / 2), "seed": 0} for k in range(args.k)]
     seen = []  # the first test evaluation is the step-0 one, made before the loop starts
 
@@ -83,7 +95,13 @@ def main() -> None:
 
     timed(finetune_eval, "evaluate", evaluation)
     timed(finetune_eval, "features")
-    timed(finetune_setup, "load")
+    timed(finetune_setup, "load")  # (phases named load.* are parts of load, starts_for.* of starts_for)
+    timed(models, "load", lambda *a, **k: "load.models_load")
+    timed(models, "fingerprint", lambda *a, **k: "load.fingerprint")
+    timed(data, "load", lambda *a, **k: "load.data_load")
+    timed(finetune_setup, "items", lambda *a, **k: "starts_for.items")  # (tokenized on the first call only)
+    timed(multi, "attach")
+    timed(multi, "optimizer")
     timed(finetune_setup, "starts_for")
     timed(train, "save_checkpoint")
     with tempfile.TemporaryDirectory() as work:
@@ -99,6 +117,8 @@ def main() -> None:
         "provenance": io.provenance(),
         "config": vars(args) | {"out": str(args.out)},
         "wall_seconds": wall,
+        "process_start_and_imports_seconds": started,
+        "setup_seconds": cards[0]["timing"].get("batch_setup_seconds"),
         "loop_seconds": loop,
         "training_seconds": loop - inside,
         "phases": {k: {"seconds": v, "calls": CALLS[k]} for k, v in sorted(SECONDS.items())},

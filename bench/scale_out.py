@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 from lorainit import io  # noqa: E402
 from lorainit.runfolder import RunFolder  # noqa: E402
+from lorainit.sweeps.gpus import stamp  # noqa: E402
 from lorainit.sweeps.store import Store  # noqa: E402
 
 ENV = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{os.environ.get('PYTHONPATH', '')}"}
@@ -81,6 +82,15 @@ def busy(folder: Path, wall: float | None) -> dict:
     }
     top = max((w["busy_s"] for w in workers.values()), default=0.0)
     return {"workers": workers, "outside_batches_s": None if wall is None else wall - top}
+
+
+def timeline(folder: Path, started: str) -> list[str]:
+    """The sweep's timeline: when the command started, then every timestamped line of its workers' logs (what each
+    worker did, and when the sweep command saw it exit), in time order."""
+    lines = [f"{started} sweep command started"]
+    for log in sorted((folder / "workers").glob("gpu*.log")):
+        lines += [f"{ln} [{log.stem}]" for ln in log.read_text().splitlines() if ln[:2].isdigit() and ln[2:3] == ":"]
+    return sorted(lines)
 
 
 def steady(folder: Path, skip: int) -> float:
@@ -143,7 +153,9 @@ def main() -> None:
     ]
     sweep_part = None
     if "sweep" in args.parts:
+        started = [stamp()]
         one = timed([*sweep, "--gpus", "1", "--out", str(work / "sweep1")], work / "sweep1.log")
+        started.append(stamp())
         many = timed(
             [*sweep, "--gpus", str(args.gpus), "--out", str(work / f"sweep{args.gpus}")], work / f"sweep{args.gpus}.log"
         )
@@ -158,6 +170,8 @@ def main() -> None:
             "max_rel_diff_val_metric": max(rel) if rel else None,
             "time_1_gpu": busy(work / "sweep1", one),
             f"time_{args.gpus}_gpus": busy(work / f"sweep{args.gpus}", many),
+            "timeline_1_gpu": timeline(work / "sweep1", started[0]),
+            f"timeline_{args.gpus}_gpus": timeline(work / f"sweep{args.gpus}", started[1]),
         }
         if args.out:  # written now too: a call that runs out of time in part 2 still keeps part 1
             io.write_json(

@@ -5,7 +5,8 @@
 safe, as for workers started by hand), so points are spread over the GPUs as they free up (a sweep with fewer
 queued points than GPUs x --batch is shared: ``fair_batch``), and the study and its report are those of a
 one-GPU sweep. This process only watches: it shows the study's progress and
-waits for the workers. Several hosts: the same command on each, with one ``--storage postgresql://...``.
+waits for the workers. A new sweep's workers start before this process creates its study (their start-up, seconds
+of imports, overlaps it; the study's lock orders the creation). Several hosts: the same command on each, with one ``--storage postgresql://...``.
 """
 
 from __future__ import annotations
@@ -86,50 +87,75 @@ def fair_batch(batch: int, queued: int, workers: int) -> int:
     return max(1, min(batch, -(-queued // workers)))
 
 
-def run_workers(
-    argv: list[str],
+WORKER = "LORAINIT_SWEEP_WORKER"  # set in a worker's environment: it exits without the interpreter's teardown
+
+
+def start(argv: list[str], gpus: list[str], logs: Path, *, batch: int | None = None) -> list[subprocess.Popen]:
+    """Start one ``lorainit sweep`` worker per GPU (``argv``: this sweep's flags; ``batch``: their --batch where
+    given), its output to ``logs``/gpu<ID>.log. A worker's results are in the study and its run folders when it
+    says "done", so it leaves with ``os._exit`` (``__main__``): tearing down torch, a CUDA context and a model
+    took seconds every sweep waited for."""
+    logs.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for gpu in gpus:
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu, WORKER: gpu}
+        with open(logs / f"gpu{gpu}.log", "w") as log:
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "lorainit", "sweep", *pinned_argv(argv, gpu, batch)],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+    return procs
+
+
+def stop(procs: list[subprocess.Popen]) -> None:
+    """Ctrl-C to every worker still running, and wait for them (they resume where they were when the command runs
+    again)."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+    for p in procs:
+        p.wait()
+
+
+def watch(
+    procs: list[subprocess.Popen],
     gpus: list[str],
     logs: Path,
     progress_of,
     *,
-    batch: int | None = None,
     progress: bool = True,
     poll: float = 0.5,
 ) -> list[int]:
-    """Start one ``lorainit sweep`` worker per GPU (``argv``: this sweep's flags; ``batch``: their --batch where
-    given), show the study's progress (``progress_of()`` -> (done, running, total)) until they all exit, and return
-    their exit codes. Their output goes to ``logs``/gpu<ID>.log. Ctrl-C stops them (they resume where they were
-    when the command runs again)."""
-    logs.mkdir(parents=True, exist_ok=True)
-    procs = []
-    for gpu in gpus:
-        env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}
-        log = open(logs / f"gpu{gpu}.log", "w")
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "lorainit", "sweep", *pinned_argv(argv, gpu, batch)],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        )
-        log.close()
+    """Show the study's progress (``progress_of()`` -> (done, running, total)) until every worker has exited; each
+    exit is added to its log with the time it was seen. Returns their exit codes; Ctrl-C stops them."""
     done, _, total = progress_of()
     bar = tqdm(total=total, initial=done, desc=f"sweep on {len(gpus)} GPUs", unit="trial", disable=not progress)
+    seen: set[int] = set()
     try:
-        while any(p.poll() is None for p in procs):
+        while len(seen) < len(procs):
             time.sleep(poll)
+            for i, p in enumerate(procs):
+                if i not in seen and p.poll() is not None:
+                    seen.add(i)
+                    with open(logs / f"gpu{gpus[i]}.log", "a") as log:
+                        log.write(f"{stamp()} exited with {p.returncode} (seen by the sweep command)\n")
             done, running, _ = progress_of()
             bar.n = done
-            bar.set_postfix(running=running, workers=sum(p.poll() is None for p in procs))
+            bar.set_postfix(running=running, workers=len(procs) - len(seen))
             bar.refresh()
-    except KeyboardInterrupt:
-        for p in procs:
-            p.send_signal(signal.SIGINT)
-        for p in procs:
-            p.wait()
+    except BaseException:
+        stop(procs)
         raise
     finally:
-        bar.n = progress_of()[0]
         bar.close()
     return [p.returncode for p in procs]
+
+
+def stamp() -> str:
+    """The wall-clock time of a timeline line, to the millisecond."""
+    now = time.time()
+    return time.strftime("%H:%M:%S", time.localtime(now)) + f".{int(now % 1 * 1000):03d}"

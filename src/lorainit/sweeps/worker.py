@@ -160,7 +160,9 @@ def _batch(sweep: SweepConfig) -> int:
 
 def _say(line: str) -> None:
     """A timestamped line of this worker's timeline (a --gpus worker's goes to its log in workers/)."""
-    tqdm.write(f"{time.strftime('%H:%M:%S')} worker {os.getpid()}: {line}")
+    from .gpus import stamp
+
+    tqdm.write(f"{stamp()} worker {os.getpid()}: {line}")
 
 
 def _point(p: dict) -> str:
@@ -171,18 +173,28 @@ def _point(p: dict) -> str:
 
 def run_on_gpus(sweep: SweepConfig, cfg, out: Path, argv: list[str], ids: list[str], *, progress: bool = True) -> dict:
     """One worker process per GPU in ``ids`` on this sweep (``argv``: its command-line flags; ``sweeps.gpus``);
-    returns {"done", "total", "running", "workers": exit codes, ...} once they have all exited."""
+    returns {"done", "total", "running", "workers": exit codes, ...} once they have all exited. A new sweep (no
+    sweep.json or study.db in ``out``, no --storage) starts its workers first: all its points are queued."""
     from . import gpus
 
     validate(sweep)
     out = Path(out)
-    store = _open(sweep, cfg, out)
-    done, running, total = store.progress()
     batch = _batch(sweep)
-    fair = gpus.fair_batch(batch, total - done - running, len(ids))
-    codes = gpus.run_workers(
-        argv, ids, out / "workers", store.progress, batch=fair if fair < batch else None, progress=progress
-    )
+    new = not sweep.storage and not (out / "sweep.json").exists() and not (out / "study.db").exists()
+    store = None if new else _open(sweep, cfg, out)
+    if store is None:
+        queued = len(grid_for(sweep, cfg).points())  # (a bad grid fails here, before any worker starts)
+    else:
+        done, running, total = store.progress()
+        queued = total - done - running
+    fair = gpus.fair_batch(batch, queued, len(ids))
+    procs = gpus.start(argv, ids, out / "workers", batch=fair if fair < batch else None)
+    try:
+        store = store or _open(sweep, cfg, out)
+    except BaseException:
+        gpus.stop(procs)
+        raise
+    codes = gpus.watch(procs, ids, out / "workers", store.progress, progress=progress)
     done, running, total = store.progress()
     return {
         "done": done,
@@ -220,7 +232,9 @@ def run(sweep: SweepConfig, cfg, out: Path, *, progress: bool = True) -> dict:
             if done >= total:
                 break
             bar.set_postfix(waiting_on=f"{running} running elsewhere")
-            time.sleep(min(sweep.heartbeat, 1.0))  # others hold the rest; their trials finish or go stale
+            time.sleep(
+                min(sweep.heartbeat, 0.25)
+            )  # others hold the rest; they finish (this worker then exits) or go stale
             continue
         shown = [_point(c.point) for c in claims]
         _say(f"claimed {len(claims)}: {', '.join(shown if len(shown) <= 6 else [*shown[:3], '...', shown[-1]])}")
