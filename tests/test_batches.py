@@ -3,6 +3,8 @@
 import dataclasses
 import json
 
+import torch
+
 from lorainit import batches, data
 from lorainit.experiments import finetune
 
@@ -26,12 +28,25 @@ def test_blocks_join_texts_with_eos_and_drop_the_remainder():
     class Tok:
         eos_token_id = 0
 
-        def __call__(self, text, add_special_tokens=False):
-            return {"input_ids": [int(w) for w in text.split()]}
+        def __call__(self, texts, add_special_tokens=False):  # a list of texts, as blocks passes them
+            return {"input_ids": [[int(w) for w in t.split()] for t in texts]}
 
     out = batches.blocks(Tok(), [{"text": "1 2 3"}, {"text": "4 5"}, {"text": "6"}], 3)
     assert [b.tolist() for b in out] == [[1, 2, 3], [0, 4, 5], [0, 6, 0]]
     assert batches.blocks(Tok(), [{"text": "1"}], 3) == []
+    assert batches.blocks(Tok(), [], 3) == []
+
+
+def test_blocks_tokenize_the_texts_together_as_each_alone():
+    """One tokenizer call for all texts (parallel in a fast tokenizer) gives each text's own tokens."""
+    from lorainit import data, models
+
+    _, tok, _, _ = models.load("smollm2-135m")
+    texts = data.load("wiki").splits["train"][:12]
+    alone = [i for e in texts for i in [*tok(e["text"], add_special_tokens=False)["input_ids"], tok.eos_token_id]]
+    n = len(alone) // 64
+    assert n > 10
+    assert torch.equal(torch.stack(batches.blocks(tok, texts, 64)), torch.tensor(alone[: n * 64]).view(n, 64))
 
 
 def test_choice_text_splits_prompt_and_answer():

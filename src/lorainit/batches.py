@@ -61,10 +61,11 @@ def train_items(task, tok, cfg) -> list:
 
 
 def blocks(tok, examples: list[dict], seq_len: int) -> list[torch.Tensor]:
-    """Texts joined with EOS and cut into seq_len-token blocks (the WikiText-style LM setup)."""
+    """Texts joined with EOS and cut into seq_len-token blocks (the WikiText-style LM setup). The texts are
+    tokenized in one call (a fast tokenizer encodes them in parallel; each text's tokens are its own)."""
     ids = []
-    for e in examples:
-        ids += tok(e["text"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    for t in tok([e["text"] for e in examples], add_special_tokens=False)["input_ids"] if examples else []:
+        ids += t + [tok.eos_token_id]
     n = len(ids) // seq_len
     return list(torch.tensor(ids[: n * seq_len]).view(n, seq_len))
 

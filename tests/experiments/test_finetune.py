@@ -21,6 +21,12 @@ def test_validate_refuses_bad_values():
             finetune.validate(dataclasses.replace(finetune.FinetuneConfig(), **{field: value}))
 
 
+@pytest.mark.parametrize("batch_size, given, want", [(16, 0, 64), (100, 0, 100), (16, 8, 8), (16, 200, 200)])
+def test_the_evaluation_batch_is_64_or_the_training_batch_where_larger_unless_given(batch_size, given, want):
+    cfg = finetune.FinetuneConfig(batch_size=batch_size, eval_batch_size=given)
+    assert finetune.eval_batch(cfg) == want
+
+
 @pytest.mark.parametrize(
     "content, message",
     [

@@ -116,7 +116,7 @@ def test_metrics_do_not_depend_on_the_evaluation_batch(monkeypatch, task_name):
     for b in (0, 2, 7):
         sizes.clear()
         got[b] = finetune_eval.evaluate(model, 2, task, tok, "val", dataclasses.replace(cfg, eval_batch_size=b), "cpu")
-        assert sizes == {0: [3, 3, 1], 2: [2, 2, 2, 1], 7: [7]}[b]
+        assert sizes == {0: [7], 2: [2, 2, 2, 1], 7: [7]}[b]  # (0: 64 at most; 7 examples)
     assert got[0] == got[2] == got[7]
 
 
