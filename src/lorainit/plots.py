@@ -28,12 +28,13 @@ def label(name: str) -> str:
     return LABELS.get(name, name)
 
 
-def save(fig, path: Path) -> None:
-    """Render to memory, then write atomically: a crash never leaves a half-written PNG."""
+def save(fig, path: Path, *, tight: bool = True) -> None:
+    """Render to memory, then write atomically: a crash never leaves a half-written PNG. ``tight``: cropped to what
+    is drawn (one more drawing pass; False for a figure laid out by hand)."""
     import io as _io
 
     buf = _io.BytesIO()
-    fig.savefig(buf, format="png", dpi=130, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=130, bbox_inches="tight" if tight else None)
     plt.close(fig)
     write_atomic(Path(path), buf.getvalue())
 

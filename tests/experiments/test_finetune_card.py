@@ -24,7 +24,7 @@ def test_every_layer_is_drawn_at_its_values_and_in_view(tmp_path, monkeypatch):
     import numpy as np
 
     figs = []
-    monkeypatch.setattr(finetune_card.plots, "save", lambda fig, path: figs.append(fig))
+    monkeypatch.setattr(finetune_card.plots, "save", lambda fig, path, **kw: figs.append(fig))
     records = lambda s: [{"q": [1.0 + s, 0.1 * s + 0.01], "v": [20.0, 0.5]}]  # noqa: E731
     finetune_card._feature_plot(evals(records), 0, tmp_path / "f.png", "t")
     for j, ax in enumerate(figs[0].axes[:2]):  # |Z_A|, then |Z_B|

@@ -131,7 +131,10 @@ def _feature_plot(evals: list[dict], k: int, path: Path, title: str) -> None:
         return
     steps = [r["step"] for r in evals]
     layers = list(evals[0]["features"][k])
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    # a fixed layout, drawn once when saved: tight_layout, a caption placed below the drawn axes and a tight bounding
+    # box drew every run's figure three times (0.37 s of a run's write-out, times K runs per batch; now 0.2 s)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+    fig.subplots_adjust(left=0.07, right=0.98, top=0.84, bottom=0.22, wspace=0.22)
     for j, (ax, name) in enumerate(zip(axes, ("|Z_A| = mean ||A z||", "|Z_B| = mean ||B A z||"))):
         values = np.array([[r["features"][k][n][j] for n in layers] for r in evals])  # (evals, layers)
         lines = np.stack(np.broadcast_arrays(np.array(steps, float)[:, None], values), -1).transpose(1, 0, 2)
@@ -141,10 +144,13 @@ def _feature_plot(evals: list[dict], k: int, path: Path, title: str) -> None:
         ax.set(xlabel="step", ylabel="mean token norm", title=name, yscale="log" if (values > 0).all() else "linear")
         ax.legend(fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
-    plots.caption(
-        fig,
+    fig.text(
+        0.5,
+        0.02,
         "Grey: each LoRA layer; black: their mean. z: a layer's input tokens on a fixed probe batch "
         "(Hayou et al. 2024, Fig. 3: under Init[A], |Z_A| grows with width).",
+        ha="center",
+        va="bottom",
+        fontsize=8,
     )
-    plots.save(fig, path)
+    plots.save(fig, path, tight=False)
