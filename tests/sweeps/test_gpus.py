@@ -98,6 +98,28 @@ def test_fair_batch_gives_every_worker_points_of_a_small_sweep(batch, queued, wo
     assert gpus.fair_batch(batch, queued, workers) == want
 
 
+def test_watch_returns_the_exit_codes_and_logs_when_it_saw_each_exit(tmp_path):
+    procs = [
+        subprocess.Popen([sys.executable, "-c", f"import sys, time; time.sleep({s}); sys.exit({c})"])
+        for s, c in ((0.2, 0), (0.6, 3))
+    ]
+    for gpu in ("0", "1"):
+        (tmp_path / f"gpu{gpu}.log").write_text("worker output\n")
+    calls = []
+    codes = gpus.watch(procs, ["0", "1"], tmp_path, lambda: calls.append(1) or (1, 1, 2), progress=False, poll=0.05)
+    assert codes == [0, 3] and len(calls) >= 3
+    for gpu, code in (("0", 0), ("1", 3)):
+        first, seen = (tmp_path / f"gpu{gpu}.log").read_text().splitlines()
+        assert first == "worker output" and seen.endswith(f" exited with {code} (seen by the sweep command)")
+        assert len(seen.split()[0]) == 12  # HH:MM:SS.mmm
+
+
+def test_a_new_sweep_with_a_bad_grid_starts_no_worker(tmp_path):
+    r = sweep_on_two_fake_gpus("--experiment", "toy", "--lrs", "1e-3,1e-3", "--out", str(tmp_path / "sw"))
+    assert r.returncode == 2 and "--lrs lists 0.001 more than once" in r.stderr
+    assert not (tmp_path / "sw").exists()
+
+
 @pytest.mark.slow
 def test_a_sweep_smaller_than_gpus_times_batch_is_shared(tmp_path):
     """4 points at --batch 8 on two (fake) GPUs: each worker claims at most 2 (the second is not left idle)."""
@@ -137,6 +159,9 @@ def test_a_sweep_on_two_fake_gpus_runs_two_pinned_workers_and_every_point_once(t
     assert "36/36 points finished by 2 workers (GPUs 0, 1" in r.stdout
     logs = sorted(p.name for p in (tmp_path / "sw" / "workers").iterdir())
     assert logs == ["gpu0.log", "gpu1.log"]
+    for log in logs:  # each worker said it was done, then the sweep command saw it exit (os._exit, code 0)
+        lines = (tmp_path / "sw" / "workers" / log).read_text().splitlines()
+        assert " done: ran " in lines[-4] and lines[-1].endswith("exited with 0 (seen by the sweep command)")
     st = Store(f"sqlite:///{tmp_path / 'sw' / 'study.db'}", "sweep")
     st.load()
     trials = st.study.get_trials()
