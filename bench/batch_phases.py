@@ -65,7 +65,12 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--eval-every", type=int, default=50)
     ap.add_argument("--max-eval", type=int, default=0, help="examples (or blocks) per evaluation, 0: all")
-    ap.add_argument("--eval-batch-size", type=int, default=0, help="examples per evaluation batch (0: --batch-size)")
+    ap.add_argument(
+        "--eval-batch-size",
+        type=int,
+        default=0,
+        help="examples per evaluation batch (0: the default, 64 or --batch-size where larger; it was --batch-size before 49e468c)",
+    )
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     cfg = FinetuneConfig(

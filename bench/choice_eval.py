@@ -116,7 +116,13 @@ def main() -> None:
     )
     args = ap.parse_args()
     device = devices.resolve_device(args.device)
-    cfg = FinetuneConfig(task="mathqa", batch_size=args.batch_size, max_eval=args.questions, device=str(device))
+    cfg = FinetuneConfig(
+        task="mathqa",
+        batch_size=args.batch_size,
+        eval_batch_size=args.batch_size,  # (not the default: --batch-size is what this bench times)
+        max_eval=args.questions,
+        device=str(device),
+    )
     task = data.load("mathqa")
     model, tok, _, _ = models.load("smollm2-135m", dtype=torch.bfloat16 if device.type == "cuda" else torch.float32)
     model = model.to(device).eval().requires_grad_(False)  # as finetune_setup loads it
