@@ -126,6 +126,47 @@ def e2e_rows(d: dict) -> list[str]:
     ]
 
 
+def _src(prov: dict) -> str:
+    return f"{prov['device']}, {prov['date'][:10]}, commit {(prov['commit'] or '?')[:10]}"
+
+
+def sweep_scale_rows(d: dict) -> list[str]:
+    """One line per `bench/scale_out.py --parts sweep` result: 1 GPU vs N, and where each command's time went."""
+    c, w = d["config"], d["sweep"]
+    n = c["gpus"]
+    line = (
+        f"`lorainit sweep` of {w['points']} points ({c['model']} {c['task']}, {c['inits']} x LRs {c['lrs']}, "
+        f"{c['sweep_steps']} steps, {c['sweep_batch_size']} x {c['sweep_seq_len']}) with `--gpus 1` vs `--gpus {n}` "
+        f"({_src(d['provenance'])}): {w['wall_s_1_gpu']:.1f} s vs {w[f'wall_s_{n}_gpus']:.1f} s, **{w['speedup']:.2f}x**; "
+        f"validation metric point by point: median relative difference {w['median_rel_diff_val_metric']:.1e}."
+    )
+    if "time_1_gpu" in w:
+        parts = []
+        for k in ("1_gpu", f"{n}_gpus"):
+            t = w[f"time_{k}"]
+            setups = sorted(b["setup_s"] for v in t["workers"].values() for b in v["batches"] if b["setup_s"] > 1)
+            parts.append(
+                f"{k.replace('_', ' ').replace('gpus', 'GPUs').replace('gpu', 'GPU')}: {t['outside_batches_s']:.1f} s "
+                f"outside the batches, first set-up {', '.join(f'{x:.1f}' for x in setups)} s"
+            )
+        line += " Per command: " + "; ".join(parts) + "."
+    return [line]
+
+
+def dp_rows(d: dict) -> list[str]:
+    """`bench/scale_out.py --parts dp`: torchrun weak scaling, every pair of the call."""
+    c, p = d["config"], d["data_parallel"]
+    pairs = ", ".join(f"{x:.2f}x" for x in p["steady_speedup_per_pair"])
+    base = p["steady_tokens_per_s_1_process_after_step_10"]
+    return [
+        f"`torchrun --nproc_per_node {c['gpus']}` fine-tune at {c['batch_size']} x {c['seq_len']} per process vs one process "
+        f"({c['steps']} steps, {c['repeats']} alternating pairs; {_src(d['provenance'])}): steady state past step {c['skip']} "
+        f"{pairs} (the one-process baseline {min(base) / 1000:.1f}k..{max(base) / 1000:.1f}k tokens/s); at an equal global "
+        f"batch the loss curve matches one process to a median relative difference of "
+        f"{p['equal_global_batch_loss_median_rel_diff']:.1e}."
+    ]
+
+
 def main() -> None:
     root = Path(__file__).resolve().parent / "results"
     for path in sorted(root.glob("toy_batched_*.json")):
@@ -133,6 +174,12 @@ def main() -> None:
         print()
     for path in sorted(root.glob("sweep_e2e_*.json")):
         print("\n".join(e2e_rows(json.loads(path.read_text()))))
+        print()
+    for path in sorted(root.glob("scale_out_sweep_*.json")):  # (scale_out_h200x2.json: trial spans, an older schema)
+        print("\n".join(sweep_scale_rows(json.loads(path.read_text()))))
+        print()
+    for path in sorted(root.glob("scale_out_dp_*.json")):
+        print("\n".join(dp_rows(json.loads(path.read_text()))))
         print()
     for path in sorted(
         root.glob("multi_run_h200.json")
