@@ -68,3 +68,36 @@ def test_compiles_follows_the_mode_the_steps_the_task_and_the_device(mode, steps
     cfg = finetune.FinetuneConfig(compile=mode, steps=steps)
     assert finetune.compiles(cfg, torch.device(device), kind) is want
     assert finetune.COMPILE_FROM == 500
+
+
+@pytest.mark.parametrize("dynamic, grows", [(True, False), (False, True)])
+def test_blocks_compiled_with_dynamic_shapes_keep_one_graph_for_every_padded_length(dynamic, grows):
+    """K=2 runs on MiniLM (classification): with dynamic shapes a batch padded to a new length reuses the graph; with
+    static shapes each length compiles again (dynamo only: backend 'eager')."""
+    from torch._dynamo.utils import counters
+
+    from lorainit import data, models, multi, runloss
+    from lorainit.inits import Factors
+
+    task = data.load("nli")
+    model, _, _, _ = models.load("minilm-l6", num_labels=len(task.labels))
+    model.requires_grad_(False)
+    runs = [multi.Run("init_a", 1e-3, seed=k) for k in range(2)]
+    linears = multi.targets_of(model, ["query"])
+    start = {
+        "base_model.model." + n: Factors(A=torch.randn(4, m.in_features) / 100, B=torch.zeros(m.out_features, 4))
+        for n, m in linears.items()
+    }
+    heads = [models.seeded_head(model, "classifier", r.seed) for r in runs]
+    multi.attach(model, runs, [start, start], scaling=1.0, targets=["query"], head="classifier", heads=heads)
+    torch._dynamo.reset()
+    counters.clear()
+    assert speed.compile_blocks(model, dynamic=dynamic, backend="eager") == 6
+    loss_fn, graphs = runloss.RunLosses(2, "classify"), []
+    for T in (17, 23, 31):
+        ids = torch.randint(0, 1000, (4, T), generator=torch.Generator().manual_seed(T))
+        batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.tensor([0, 1, 2, 0])}
+        loss_fn(model, batch).backward()
+        graphs.append(counters["stats"]["unique_graphs"])
+    torch._dynamo.reset()
+    assert graphs[0] > 0 and (graphs[-1] > graphs[0]) is grows

@@ -4,7 +4,8 @@
   bf16 base: a full fp32 copy of every adapted activation, forward and backward). Under autocast the
   matmuls run in bf16 anyway, so the cast is switched off (PEFT's ``cast_input_dtype_enabled``).
 - ``compile_blocks(model)``: each transformer block under ``torch.compile`` (one graph shared by the
-  blocks), which fuses the normalization/activation/LoRA element-wise work and removes most launches.
+  blocks), which fuses the normalization/activation/LoRA element-wise work and removes most launches; with
+  ``dynamic=True`` one graph serves every sequence length (padded batches: classification, choice).
 - ``eager()``: evaluation runs uncompiled.
 - ``adamw(groups, **kw)``: torch's fused AdamW where every parameter is on a GPU, else the default.
 The loss over the vocabulary is ``lorainit.lmloss``. What each piece buys is measured in bench/single_run.py.
@@ -37,11 +38,13 @@ def blocks(model: nn.Module) -> nn.ModuleList:
     raise ValueError(f"found no list of identical blocks in {type(base).__name__}: compile the model yourself")
 
 
-def compile_blocks(model: nn.Module) -> int:
-    """``torch.compile`` each block in place (``nn.Module.compile``); returns how many."""
+def compile_blocks(model: nn.Module, *, dynamic: bool = False, backend: str = "inductor") -> int:
+    """``torch.compile`` each block in place (``nn.Module.compile``); returns how many. ``dynamic``: shapes symbolic
+    from the first compilation (a batch padded to a new length then reuses the graph; static shapes compile each
+    length again, up to dynamo's recompile limit). ``backend``: torch.compile's (tests use 'eager')."""
     layers = blocks(model)
     for b in layers:
-        b.compile(dynamic=False)
+        b.compile(dynamic=dynamic, backend=backend)
     return len(layers)
 
 

@@ -144,7 +144,7 @@ def run(
                 torch.distributed.broadcast(t, 0)
         if compiles(cfg, device, task.kind):
             torch._dynamo.reset()  # a worker's earlier batch compiled other modules: start the cache afresh
-            speed.compile_blocks(model)
+            speed.compile_blocks(model, dynamic=task.kind != "lm")  # (padded kinds: a new length each batch)
         if rank == 0:
             for folder in (out, *run_dirs):
                 io.clean_temporaries(folder)
