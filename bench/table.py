@@ -7,6 +7,12 @@ import sys
 from pathlib import Path
 
 
+def _src(prov: dict) -> str:
+    """Where and when a result was measured: device, host CPU where recorded, date, commit."""
+    host = f", {prov['host_cpu']}" if prov.get("host_cpu") else ""
+    return f"{prov['device']}{host}, {prov['date'][:10]}, commit {(prov['commit'] or '?')[:10]}"
+
+
 def toy_rows(d: dict) -> list[str]:
     prov = d["provenance"]
     src = f"{prov['device']}, torch {prov['torch']}, {prov['date'][:10]}, commit {(prov['commit'] or '?')[:10]}"
@@ -40,8 +46,8 @@ def init_rows(d: dict) -> list[str]:
     prov = d["provenance"]
     shapes = list(d["models"])
     rows = [
-        f"Init cost, r={d['rank']} on all 7 projections, random weights of these shapes ({prov['device']}, "
-        f"{prov['date'][:10]}, commit {(prov['commit'] or '?')[:10]}): seconds, and peak memory / one LoRA train step:",
+        f"Init cost, r={d['rank']} on all 7 projections, random weights of these shapes ({_src(prov)}): "
+        "seconds, and peak memory / one LoRA train step:",
         "",
         "| scheme | " + " | ".join(shapes) + " |",
         "|---|" + "---:|" * len(shapes),
@@ -116,7 +122,7 @@ def e2e_rows(d: dict) -> list[str]:
     return [
         f"`lorainit sweep --experiment finetune --model {c['model']} --task {c['task']}`, {len(c['inits'].split(','))} inits "
         f"({c['inits']}) x {b['points'] // len(c['inits'].split(','))} LRs, {c['steps']} steps, batch {c['batch_size']} x {c['seq_len']} "
-        f"({prov['device']}, {prov['date'][:10]}, commit {(prov['commit'] or '?')[:10]}; {where}): --batch {c['batch']} ran all "
+        f"({_src(prov)}; {where}): --batch {c['batch']} ran all "
         f"{b['points']} points in {b['wall_s']:.0f} s ({b['per_point_s']:.1f} s a point); --batch 1 ran {s['points']} of them "
         f"(LR {s['lrs']} of each init) in {s['wall_s']:.0f} s ({s['per_point_s']:.1f} s a point): **{d['speedup_per_point']:.1f}x per point**; "
         f"for the whole grid --batch 1 would take about {s['estimated_wall_s_for_the_whole_grid']:.0f} s (each further point at the "
@@ -124,10 +130,6 @@ def e2e_rows(d: dict) -> list[str]:
         f"Validation metric batched vs alone on the {a['points_compared']} shared points: median relative difference "
         f"{a['median_rel_diff_val_metric']:.1e}, max {a['max_rel_diff_val_metric']:.1e}."
     ]
-
-
-def _src(prov: dict) -> str:
-    return f"{prov['device']}, {prov['date'][:10]}, commit {(prov['commit'] or '?')[:10]}"
 
 
 def sweep_scale_rows(d: dict) -> list[str]:

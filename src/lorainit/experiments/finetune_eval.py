@@ -10,7 +10,7 @@ adapters and head, so the K runs cost one forward per batch. Metrics (as the pap
   option 1 to 4), or, where the model's head is not a plain output matrix or the tokenizer merges across the
   question's end, each question + option text whole.
 
-Batches hold ``--eval-batch-size`` examples (default ``--batch-size``); one that does not fit the GPU's memory is
+Batches hold ``--eval-batch-size`` examples (``finetune.eval_batch``: default 64, or ``--batch-size`` where larger); one that does not fit the GPU's memory is
 evaluated in halves (``_fitting``).
 
 ``features``: the monitor of Hayou et al. 2024, Fig. 3 on a real model: per run and LoRA layer, the mean

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from .. import inits, io
 from . import experiment
+from .gpus import stamp
 from .grid import Grid
 from .liveness import Heartbeat, process_age
 from .storage import sqlite_url
@@ -160,8 +161,6 @@ def _batch(sweep: SweepConfig) -> int:
 
 def _say(line: str) -> None:
     """A timestamped line of this worker's timeline (a --gpus worker's goes to its log in workers/)."""
-    from .gpus import stamp
-
     tqdm.write(f"{stamp()} worker {os.getpid()}: {line}")
 
 
@@ -232,9 +231,8 @@ def run(sweep: SweepConfig, cfg, out: Path, *, progress: bool = True) -> dict:
             if done >= total:
                 break
             bar.set_postfix(waiting_on=f"{running} running elsewhere")
-            time.sleep(
-                min(sweep.heartbeat, 0.25)
-            )  # others hold the rest; they finish (this worker then exits) or go stale
+            # others hold the rest: they finish (this worker then exits) or go stale
+            time.sleep(min(sweep.heartbeat, 0.25))
             continue
         shown = [_point(c.point) for c in claims]
         _say(f"claimed {len(claims)}: {', '.join(shown if len(shown) <= 6 else [*shown[:3], '...', shown[-1]])}")
