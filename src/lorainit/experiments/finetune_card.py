@@ -132,7 +132,7 @@ def _feature_plot(evals: list[dict], k: int, path: Path, title: str) -> None:
     steps = [r["step"] for r in evals]
     layers = list(evals[0]["features"][k])
     # a fixed layout, drawn once when saved: tight_layout, a caption placed below the drawn axes and a tight bounding
-    # box drew every run's figure three times (0.37 s of a run's write-out, times K runs per batch; now 0.2 s)
+    # box drew every run's figure three times: 2.6x slower, K figures per batch (bench/results/writeout_cpu.json)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
     fig.subplots_adjust(left=0.08, right=0.98, top=0.84, bottom=0.22, wspace=0.24)  # room for 6x10^-1 ticks
     for j, (ax, name) in enumerate(zip(axes, ("|Z_A| = mean ||A z||", "|Z_B| = mean ||B A z||"))):
