@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -54,6 +55,19 @@ def timed(module, name: str, label=None) -> None:
     setattr(module, name, wrapper)
 
 
+def step_times(log: Path, eval_every: int) -> dict:
+    """Median wall seconds of a training step, from the log's "elapsed" (seconds since the loop began, evaluations
+    included): differences between consecutive steps, leaving out those that contain an evaluation or a checkpoint
+    (a step that is a multiple of eval_every: checkpoints here fall on the same steps) and the first two steps
+    (compilation, warm-up)."""
+    recs = [json.loads(line) for line in log.read_text().splitlines()]
+    at = {r["step"]: r["elapsed"] for r in recs if "elapsed" in r}
+    diffs = [at[s] - at[s - 1] for s in sorted(at) if s >= 2 and s - 1 in at and s % eval_every and (s - 1) % eval_every]
+    if not diffs:
+        return {}
+    return {"median_step_seconds": statistics.median(diffs), "steps_timed": len(diffs), "first_step_elapsed": at.get(0)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m")
@@ -71,6 +85,7 @@ def main() -> None:
         default=0,
         help="examples per evaluation batch (0: the default, 64 or --batch-size where larger; it was --batch-size before 49e468c)",
     )
+    ap.add_argument("--compile", choices=("auto", "on", "off"), default="auto", help="the fine-tune's --compile")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     cfg = FinetuneConfig(
@@ -83,6 +98,7 @@ def main() -> None:
         checkpoint_every=args.eval_every,
         max_eval=args.max_eval,
         eval_batch_size=args.eval_batch_size,
+        compile=args.compile,
     )
     started = process_age()  # interpreter start and imports, before main (whole seconds of /proc: up to 1 s more)
     if torch.cuda.is_available():  # the CUDA context, which the set-up would otherwise pay in its first copy
@@ -115,6 +131,7 @@ def main() -> None:
         cards = finetune_run.run(cfg, points, Path(work) / "batch", progress=False)
         _sync()
         wall = time.perf_counter() - t
+        steps = step_times(Path(work) / "batch" / "log.jsonl", args.eval_every)
     loop = cards[0]["timing"]["loop_seconds"]
     inside = sum(v for k, v in SECONDS.items() if k in ("evaluate_val", "evaluate_test", "features", "save_checkpoint"))
     res = {
@@ -128,6 +145,9 @@ def main() -> None:
         "training_seconds": loop - inside,
         "phases": {k: {"seconds": v, "calls": CALLS[k]} for k, v in sorted(SECONDS.items())},
         "train_tokens_per_second": cards[0]["timing"]["tokens_per_second"],
+        "compiled": cards[0]["execution"]["compile"],
+        "steps": steps
+        | {"first_steps_excess_seconds": loop - inside - steps["median_step_seconds"] * args.steps if steps else None},
         "final": [c["metrics"]["final"] for c in cards] if "metrics" in cards[0] else None,
     }
     io.write_json(args.out, res)
