@@ -55,6 +55,43 @@ def timed(module, name: str, label=None) -> None:
     setattr(module, name, wrapper)
 
 
+def profiled(path: Path, first: int, steps: int) -> None:
+    """Profile training steps first .. first+steps-1 (CPU and CUDA activity): ``multi.optimizer``'s optimizer
+    advances the profiler's schedule at each ``step()``; the tables go to ``path`` when the window closes. The
+    window's steps are slower than the others (the profiler's own cost), so step_times' median is taken with it
+    included only when --profile is off."""
+    from torch.profiler import ProfilerActivity, profile, schedule
+
+    def ready(prof) -> None:
+        tables = [
+            prof.key_averages().table(sort_by=key, row_limit=40, max_name_column_width=70)
+            for key in ("cuda_time_total", "cpu_time_total")
+        ]
+        path.write_text(f"steps {first}..{first + steps - 1}, by GPU time then by CPU time\n" + "\n".join(tables))
+
+    prof = profile(
+        activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA],
+        schedule=schedule(wait=first - 2, warmup=2, active=steps, repeat=1),
+        on_trace_ready=ready,
+    )
+    build = multi.optimizer
+
+    def optimizer(*a, **kw):
+        opt = build(*a, **kw)
+        inner = opt.step
+
+        def step(*sa, **skw):
+            out = inner(*sa, **skw)
+            prof.step()
+            return out
+
+        opt.step = step
+        prof.start()
+        return opt
+
+    multi.optimizer = optimizer
+
+
 def step_times(log: Path, eval_every: int) -> dict:
     """Median wall seconds of a training step, from the log's "elapsed" (seconds since the loop began, evaluations
     included): differences between consecutive steps, leaving out those that contain an evaluation or a checkpoint
@@ -62,7 +99,9 @@ def step_times(log: Path, eval_every: int) -> dict:
     (compilation, warm-up)."""
     recs = [json.loads(line) for line in log.read_text().splitlines()]
     at = {r["step"]: r["elapsed"] for r in recs if "elapsed" in r}
-    diffs = [at[s] - at[s - 1] for s in sorted(at) if s >= 2 and s - 1 in at and s % eval_every and (s - 1) % eval_every]
+    diffs = [
+        at[s] - at[s - 1] for s in sorted(at) if s >= 2 and s - 1 in at and s % eval_every and (s - 1) % eval_every
+    ]
     if not diffs:
         return {}
     return {"median_step_seconds": statistics.median(diffs), "steps_timed": len(diffs), "first_step_elapsed": at.get(0)}
@@ -86,6 +125,14 @@ def main() -> None:
         help="examples per evaluation batch (0: the default, 64 or --batch-size where larger; it was --batch-size before 49e468c)",
     )
     ap.add_argument("--compile", choices=("auto", "on", "off"), default="auto", help="the fine-tune's --compile")
+    ap.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="write torch.profiler tables (by GPU time, by CPU time) of --profile-steps training steps from --profile-from",
+    )
+    ap.add_argument("--profile-from", type=int, default=100)
+    ap.add_argument("--profile-steps", type=int, default=5)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     cfg = FinetuneConfig(
@@ -124,6 +171,8 @@ def main() -> None:
     timed(multi, "attach")
     timed(multi, "optimizer")
     timed(finetune_setup, "starts_for")
+    if args.profile:
+        profiled(args.profile, args.profile_from, args.profile_steps)
     timed(train, "save_checkpoint")
     with tempfile.TemporaryDirectory() as work:
         _sync()
@@ -137,7 +186,7 @@ def main() -> None:
     res = {
         "benchmark": "batch_phases",
         "provenance": io.provenance(),
-        "config": vars(args) | {"out": str(args.out)},
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "wall_seconds": wall,
         "process_start_and_imports_seconds": started,
         "setup_seconds": cards[0]["timing"].get("batch_setup_seconds"),
