@@ -131,7 +131,7 @@ def main() -> None:
         default=None,
         help="write torch.profiler tables (by GPU time, by CPU time) of --profile-steps training steps from --profile-from",
     )
-    ap.add_argument("--profile-from", type=int, default=100)
+    ap.add_argument("--profile-from", type=int, default=101, help="(101: clear of the step-100 evaluation)")
     ap.add_argument("--profile-steps", type=int, default=5)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()

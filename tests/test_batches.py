@@ -53,3 +53,55 @@ def test_choice_text_splits_prompt_and_answer():
     e = {"question": "1 + 1?", "options": ["1", "2"], "answer": 1}
     assert batches.choice_text(e) == ("Question: 1 + 1?\nAnswer:", " 2")
     assert batches.choice_text(e, 0)[1] == " 1"
+
+
+def _tokenizer(name: str):
+    import transformers
+
+    from lorainit import models
+
+    tok = transformers.AutoTokenizer.from_pretrained(models.resolve(name)[0])
+    if tok.pad_token is None:  # as models.load sets it for a causal LM
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def test_encodings_collate_as_collate_does(monkeypatch):
+    """Kept tokenization gives the batches collate gives (real tokenizers: MiniLM on text pairs (nli) and single
+    texts (sentiment), SmolLM2 on choice texts, whose labels mask the padding), with repeats in and across batches;
+    each example is tokenized once, the step's new ones in one call."""
+    for name, task_name in (("minilm-l6", "nli"), ("minilm-l6", "sentiment"), ("smollm2-135m", "mathqa")):
+        task, tok = data.load(task_name), _tokenizer(name)
+        items = task.splits["train"][:40]
+        enc, masked = batches.Encodings(task, tok, items, 512), False
+        calls = []
+        inner = batches._encode
+        monkeypatch.setattr(batches, "_encode", lambda *a, **k: calls.append(len(a[2])) or inner(*a, **k))
+        for idx in ([0, 5, 7, 7, 3], [5, 9, 0, 1], list(range(40)), [39, 2]):
+            want = batches.collate(task, tok, [items[i] for i in idx], 512, "cpu")
+            got = enc.collate(idx, "cpu")
+            assert got.keys() == want.keys()
+            for k in want:
+                assert got[k].dtype == want[k].dtype and torch.equal(got[k], want[k]), (task_name, idx, k)
+            masked = masked or bool((want["attention_mask"] == 0).any())
+        assert calls[1::2] == [4, 2, 34], task_name  # (even entries: collate's own calls) new examples only
+        monkeypatch.undo()
+        assert masked, task_name  # some batch had padding (for choice: masked in the labels too)
+
+
+def test_batches_with_encodings_equal_batches_without():
+    task, tok = data.load("nli"), _tokenizer("minilm-l6")
+    cfg = finetune.FinetuneConfig(task="nli", batch_size=6, seq_len=32)
+    items = task.splits["train"][:50]
+    plain = batches.Batches(task, tok, cfg, "cpu", items=items)
+    kept = batches.Batches(task, tok, cfg, "cpu", items=items, encodings=batches.Encodings(task, tok, items, 32))
+    for s in range(12):  # past the first epoch: repeats
+        a, b = plain(s), kept(s)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+        assert all(torch.equal(x, y) for x, y in zip(plain.full(s).values(), kept.full(s).values()))
+
+
+def test_to_device_keeps_values():
+    b = {"input_ids": torch.arange(6).view(2, 3), "labels": torch.tensor([1, 0])}
+    got = batches.to_device(b, "cpu")
+    assert all(torch.equal(got[k], b[k]) for k in b)

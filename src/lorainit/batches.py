@@ -7,6 +7,8 @@
   contiguous shard of the global micro-batch.
 - ``collate``: examples to model inputs (LM: labels = inputs; classification: tokenized pairs and labels; choice:
   question + correct answer, padding masked out of the labels); ``choice_text`` the prompt / answer split.
+- ``Encodings``: a task's training examples tokenized once per process, on first use (the same batches as
+  ``collate``); ``to_device``: a batch to the GPU through pinned memory.
 
 ``cfg`` is any config with ``seed``, ``batch_size``, ``grad_accum``, ``seq_len`` and ``max_train`` (the fine-tune's).
 """
@@ -22,9 +24,20 @@ from .seeding import derive_seed
 class Batches:
     """Training examples of a task as micro-batches indexed by (step, micro): epoch-wise permutations seeded by (seed, epoch)."""
 
-    def __init__(self, task, tok, cfg, device, rank: int = 0, world: int = 1, items: list | None = None):
+    def __init__(
+        self,
+        task,
+        tok,
+        cfg,
+        device,
+        rank: int = 0,
+        world: int = 1,
+        items: list | None = None,
+        encodings: "Encodings | None" = None,
+    ):
         self.task, self.tok, self.cfg, self.device, self.rank, self.world = task, tok, cfg, device, rank, world
         self.items = train_items(task, tok, cfg) if items is None else items
+        self.encodings = encodings  # shared tokenized examples (non-LM tasks), else each batch is tokenized
         if len(self.items) == 0:
             raise ValueError(f"task {task.name} has no training examples left (max_train={cfg.max_train})")
         self._perm = {}
@@ -42,15 +55,18 @@ class Batches:
 
     def full(self, step: int, micro: int = 0) -> dict:
         """The whole global micro-batch (every process computes data-dependent inits on the same data)."""
-        return collate(
-            self.task, self.tok, [self.items[i] for i in self.indices(step, micro)], self.cfg.seq_len, self.device
-        )
+        return self._collate(self.indices(step, micro))
 
     def __call__(self, step: int, micro: int = 0) -> dict:
         """This process's contiguous shard of the global micro-batch."""
         idx = self.indices(step, micro)
         share = len(idx) // self.world
         idx = idx[self.rank * share : (self.rank + 1) * share]
+        return self._collate(idx)
+
+    def _collate(self, idx: list[int]) -> dict:
+        if self.encodings is not None:
+            return self.encodings.collate(idx, self.device)
         return collate(self.task, self.tok, [self.items[i] for i in idx], self.cfg.seq_len, self.device)
 
 
@@ -74,29 +90,64 @@ def choice_text(e: dict, option: int | None = None) -> tuple[str, str]:
     return f"Question: {e['question']}\nAnswer:", f" {e['options'][e['answer'] if option is None else option]}"
 
 
+def _encode(task, tok, items: list, seq_len: int, **pad) -> dict:
+    """Tokenize examples as the model reads them (classification: text and text pair; choice: question, correct
+    answer and EOS), truncated to ``seq_len``; ``pad``: the tokenizer's padding arguments."""
+    if task.kind == "classify":
+        pairs = [e.get("text_pair") for e in items]
+        texts, pairs = [e["text"] for e in items], pairs if all(p is not None for p in pairs) else None
+        return tok(texts, pairs, truncation=True, max_length=seq_len, **pad)
+    return tok(["".join(choice_text(e)) + tok.eos_token for e in items], truncation=True, max_length=seq_len, **pad)
+
+
+def _labelled(task, enc: dict, items: list) -> dict:
+    """A padded encoding with its labels: the class, or (choice) the tokens with padding set to -100."""
+    if task.kind == "classify":
+        return {**enc, "labels": torch.tensor([e["label"] for e in items])}
+    return {**enc, "labels": enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)}
+
+
 def collate(task, tok, items: list, seq_len: int, device) -> dict:
     if task.kind == "lm":
         ids = torch.stack(items)
         batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
-    elif task.kind == "classify":
-        pairs = [e.get("text_pair") for e in items]
-        enc = tok(
-            [e["text"] for e in items],
-            pairs if all(p is not None for p in pairs) else None,
-            truncation=True,
-            max_length=seq_len,
-            padding=True,
-            return_tensors="pt",
-        )
-        batch = {**enc, "labels": torch.tensor([e["label"] for e in items])}
-    else:  # choice: train on question + correct answer
-        enc = tok(
-            ["".join(choice_text(e)) + tok.eos_token for e in items],
-            truncation=True,
-            max_length=seq_len,
-            padding=True,
-            return_tensors="pt",
-        )
-        labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
-        batch = {**enc, "labels": labels}
-    return {k: v.to(device) for k, v in batch.items()}
+    else:
+        batch = _labelled(task, _encode(task, tok, items, seq_len, padding=True, return_tensors="pt"), items)
+    return to_device(batch, device)
+
+
+def to_device(batch: dict, device) -> dict:
+    """A batch on ``device``; from CPU to a GPU through pinned memory, without waiting for the copy."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return {k: v.to(device) for k, v in batch.items()}
+    return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
+
+
+class Encodings:
+    """A task's training examples (classification, multiple choice), tokenized on first use and kept: a batch
+    tokenizes in one call only the examples no earlier batch of this process did, so K runs of one seed (one data
+    order) tokenize a step's examples once, not K times, and a sweep worker's later batches reuse them (LM blocks
+    are tokenized once up front instead). ``collate(items_idx, device)`` equals ``collate`` of those examples
+    (tested): an example's tokens do not depend on its batch neighbours, and the padding is the tokenizer's (side,
+    pad id), applied here to the kept tensors."""
+
+    def __init__(self, task, tok, items: list, seq_len: int):
+        self.task, self.tok, self.items, self.seq_len = task, tok, items, seq_len
+        self._kept: dict[int, dict[str, torch.Tensor]] = {}  # example index -> its unpadded token tensors (int32)
+
+    def collate(self, idx: list[int], device) -> dict:
+        missing = list(dict.fromkeys(i for i in idx if i not in self._kept))
+        if missing:
+            enc = _encode(self.task, self.tok, [self.items[i] for i in missing], self.seq_len)
+            for j, i in enumerate(missing):
+                self._kept[i] = {k: torch.tensor(v[j], dtype=torch.int32) for k, v in enc.items()}
+        rows = [self._kept[i] for i in idx]
+        fill = {"input_ids": self.tok.pad_token_id, "token_type_ids": self.tok.pad_token_type_id}
+        padded = {
+            k: torch.nn.utils.rnn.pad_sequence(
+                [r[k] for r in rows], batch_first=True, padding_value=fill.get(k, 0), padding_side=self.tok.padding_side
+            ).long()  # (b, longest)
+            for k in rows[0]
+        }
+        return to_device(_labelled(self.task, padded, [self.items[i] for i in idx]), device)

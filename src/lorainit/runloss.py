@@ -92,6 +92,8 @@ class RunLosses:
                 [None if d is not None else s / self.grad_accum for d, s in zip(self.diverged_step, self._sum)]
             )
             self._sum = [0.0] * self.K
+        if all(d is None for d in self.diverged_step):
+            return losses.sum()
         alive = torch.tensor([d is None for d in self.diverged_step], device=losses.device)
         return torch.where(alive, losses, torch.zeros_like(losses)).sum()
 

@@ -245,13 +245,14 @@ def train(
                 loss = loss_fn(model, batch) / cfg.grad_accum
             loss.backward()
             total += loss.item()
-            tokens += int(batch["attention_mask"].sum()) if isinstance(batch, dict) and "attention_mask" in batch else 0
+            if isinstance(batch, dict) and "attention_mask" in batch:  # counted on the device: no wait per step
+                tokens = tokens + batch["attention_mask"].sum()
         if sync is not None:
             sync.finish()
         elif dist and core is model:
             average_gradients(gradients_of(opt), world)
         if dist:  # the logged loss is the mean over the processes' shards of the global batch
-            t = torch.tensor([total, float(tokens)], dtype=torch.float64, device=device)
+            t = torch.tensor([total], dtype=torch.float64, device=device)
             torch.distributed.all_reduce(t)
             total = t[0].item() / world
         first = total if first is None else first
@@ -282,7 +283,7 @@ def train(
     return {
         "steps": cfg.steps,
         "seconds": time.perf_counter() - t0,
-        "tokens": tokens * world,
+        "tokens": int(tokens) * world,
         "resumed_from": start,
         "processes": world,
     }

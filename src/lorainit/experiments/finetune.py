@@ -76,15 +76,15 @@ class FinetuneConfig:
     device: str = "auto"
     """'auto' (cuda if available), 'cpu' or 'cuda'"""
     compile: Literal["auto", "on", "off"] = "auto"
-    """torch.compile each transformer block on a GPU: about 30 s at the start, then about 2x the steps/s
-    (bench/results/single_run_h100.json, multi_run_h100.json); 'auto': on from 500 steps on a language-modelling
-    task, whose batches all have one shape (at 100 steps it lost: results/compile-check), off for classification and
-    multiple choice, whose padded lengths vary by batch (compiled with static shapes, MiniLM nli ran at 0.6x the
-    eager speed and diverged where eager did not: REPRODUCTION.md; 'on' now compiles those with dynamic shapes, not
-    yet measured); ignored on CPU"""
+    """torch.compile each transformer block on a GPU: 15-25 s at the start (cold cache), then 1.6-1.7x the steps/s
+    on an H100; 'auto': on from 200 steps on a language-modelling task, whose batches all have one shape (SmolLM2
+    wiki, 200 steps: 16 runs 101.7 vs 121.2 s in the loop, one run 43.6 vs 44.3 s; at 100 steps it lost:
+    results/compile-check; bench/results/batch_phases_smollm2_wiki_k*_compile_*), off for classification and
+    multiple choice, whose padded lengths vary by batch ('on' compiles those with dynamic shapes, and MiniLM nli
+    then lost: one run 80.9 vs 34.0 s, 16 runs not done in 120 s vs 62.7 s eager); ignored on CPU"""
 
 
-COMPILE_FROM = 500  # steps from which 'auto' compiles (measured break-even: a few hundred steps)
+COMPILE_FROM = 200  # steps from which 'auto' compiles an LM task (measured break-even for one run: about 190)
 
 
 def compiles(cfg: "FinetuneConfig", device, kind: str) -> bool:
@@ -92,7 +92,8 @@ def compiles(cfg: "FinetuneConfig", device, kind: str) -> bool:
     'lm', the one kind whose batches keep one shape (blocks of seq_len tokens), from COMPILE_FROM steps (measured).
     With --compile on, a classification or choice run compiles its blocks with dynamic shapes, one graph for every
     padded length (with static shapes each new length compiled again, until dynamo's recompile limit left the rest
-    eager: the measured H100 run of 9.5k against 15.3k tokens/s eager); whether that beats eager is not measured."""
+    eager: the measured H100 run of 9.5k against 15.3k tokens/s eager); on an H100 that lost to eager too (MiniLM
+    nli, 200 steps: 80.9 vs 34.0 s for one run; bench/results/batch_phases_minilm_nli_k1_compile_*)."""
     if device.type != "cuda" or cfg.compile == "off":
         return False
     return cfg.compile == "on" or (kind == "lm" and cfg.steps >= COMPILE_FROM)

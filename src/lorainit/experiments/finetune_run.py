@@ -160,14 +160,15 @@ def run(
             torch.distributed.barrier()
         setup = time.perf_counter() - t0
         batches = [
-            Batches(
+            Batches(  # on the CPU: the K runs' micro-batches go to the device stacked, one copy per input
                 task,
                 loaded.tok,
                 dataclasses.replace(data_cfg, seed=r.seed),
-                device,
+                "cpu",
                 rank,
                 world,
                 items=finetune_setup.items(loaded, cfg),
+                encodings=finetune_setup.encodings(loaded, cfg),
             )
             for r in runs
         ]

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from .. import data, inits, io, models, runloss, starts
-from ..batches import Batches, train_items
+from ..batches import Batches, Encodings, train_items
 from ..inits import Factors
 from .finetune import FinetuneConfig
 
@@ -51,7 +51,7 @@ class Loaded:
     kind: str  # "causal" or "encoder"
     targets: tuple[str, ...]  # the model's default LoRA targets
     task: data.Task
-    items: dict  # (seq_len, max_train) -> training examples or LM blocks
+    items: dict  # (seq_len, max_train) -> training examples or LM blocks; ("encodings", ...) -> their Encodings
     fingerprint: str | None = None  # sha256 of the model's files as loaded (models.fingerprint)
     base: dict = dataclasses.field(default_factory=dict)  # (split, seq_len, max_eval, eval batch) -> base metrics
 
@@ -96,6 +96,17 @@ def items(loaded: Loaded, cfg: FinetuneConfig) -> list:
         loaded.items[key] = train_items(loaded.task, loaded.tok, cfg)
         if not loaded.items[key]:
             raise ValueError(f"task {loaded.task.name} has no training examples left (max_train={cfg.max_train})")
+    return loaded.items[key]
+
+
+def encodings(loaded: Loaded, cfg: FinetuneConfig) -> Encodings | None:
+    """The training examples' kept tokenization (one per process and data setting; None for LM tasks, whose
+    blocks ``items`` tokenizes up front)."""
+    if loaded.task.kind == "lm":
+        return None
+    key = ("encodings", cfg.seq_len, cfg.max_train)
+    if key not in loaded.items:
+        loaded.items[key] = Encodings(loaded.task, loaded.tok, items(loaded, cfg), cfg.seq_len)
     return loaded.items[key]
 
 
@@ -152,7 +163,12 @@ def _compute(
     model, task = loaded.model, loaded.task
     needs = any(inits.entry(s).needs for s in schemes)
     batches = Batches(
-        task, loaded.tok, dataclasses.replace(cfg, seed=seed), next(model.parameters()).device, items=items(loaded, cfg)
+        task,
+        loaded.tok,
+        dataclasses.replace(cfg, seed=seed),
+        next(model.parameters()).device,
+        items=items(loaded, cfg),
+        encodings=encodings(loaded, cfg),
     )
     batch_data = [batches.full(s) for s in range(cfg.init_batches)] if needs else None
     original = model.get_submodule(head) if head else None

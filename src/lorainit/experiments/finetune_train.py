@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import inits, multi, runloss, speed, train
-from ..batches import collate
+from ..batches import collate, to_device
 from ..runfolder import RunFolder
 from . import finetune_eval, finetune_setup
 from .finetune import FinetuneConfig, autocast_dtype, eval_batch
@@ -57,8 +57,10 @@ def train_runs(cfg, model, runs, batches, loaded, out: Path, device, rank: int, 
     record, the base (step-0) test metrics and every evaluation."""
     K, task = len(runs), loaded.task
     losses = runloss.RunLosses(K, task.kind, grad_accum=cfg.grad_accum)
-    step_at = (
-        (lambda s, m: batches[0](s, m)) if K == 1 else (lambda s, m: multi.stack_batches([b(s, m) for b in batches]))
+    step_at = (  # ``batches`` give CPU tensors: stacked there, then one copy per input
+        (lambda s, m: to_device(batches[0](s, m), device))
+        if K == 1
+        else (lambda s, m: to_device(multi.stack_batches([b(s, m) for b in batches]), device))
     )
     if rank:
         result = train.train(
