@@ -101,14 +101,3 @@ def test_blocks_compiled_with_dynamic_shapes_keep_one_graph_for_every_padded_len
         graphs.append(counters["stats"]["unique_graphs"])
     torch._dynamo.reset()
     assert graphs[0] > 0 and (graphs[-1] > graphs[0]) is grows
-
-
-def test_attention_leaves_out_cudnn_for_padded_batches_only():
-    before = torch.backends.cuda.cudnn_sdp_enabled()
-    with speed.attention(padded=True):
-        assert not torch.backends.cuda.cudnn_sdp_enabled()
-        assert torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.mem_efficient_sdp_enabled()
-        assert torch.backends.cuda.math_sdp_enabled()
-    assert torch.backends.cuda.cudnn_sdp_enabled() == before
-    with speed.attention(padded=False):
-        assert torch.backends.cuda.cudnn_sdp_enabled() == before

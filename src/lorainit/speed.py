@@ -7,19 +7,14 @@
   blocks), which fuses the normalization/activation/LoRA element-wise work and removes most launches; with
   ``dynamic=True`` one graph serves every sequence length (padded batches: classification, choice).
 - ``eager()``: evaluation runs uncompiled.
-- ``attention(padded)``: batches padded to a new length at almost every step (classification, choice) leave out
-  cuDNN's attention, which builds an execution plan for each new shape.
 - ``adamw(groups, **kw)``: torch's fused AdamW where every parameter is on a GPU, else the default.
 The loss over the vocabulary is ``lorainit.lmloss``. What each piece buys is measured in bench/single_run.py.
 """
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 from torch import nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 
 def autocast_lora(model: nn.Module) -> int:
@@ -57,18 +52,6 @@ def eager():
     """A context in which compiled modules run their plain Python forward (evaluation: its own shapes and
     modes would each trigger a compilation that a few evaluation batches never pay back)."""
     return torch.compiler.set_stance("force_eager")
-
-
-PADDED_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]  # no cuDNN
-
-
-def attention(padded: bool):
-    """The context for a run's forward and backward passes. ``padded``: the batches are padded to their longest
-    example, a new length at almost every batch (classification, multiple choice); then torch's attention leaves out
-    cuDNN's kernel, which on an H100 builds an execution plan for every new shape (hundreds of milliseconds each:
-    pytorch/pytorch#155958, FunASR#3705), and takes the flash or memory-efficient kernel. LM blocks (one shape) keep
-    torch's own choice."""
-    return sdpa_kernel(PADDED_ATTENTION) if padded else contextlib.nullcontext()
 
 
 def adamw(groups: list[dict], **kw) -> torch.optim.AdamW:

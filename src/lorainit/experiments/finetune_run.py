@@ -172,10 +172,7 @@ def run(
             )
             for r in runs
         ]
-        with speed.attention(padded=task.kind != "lm"):  # (evaluations included)
-            trained = finetune_train.train_runs(
-                cfg, model, runs, batches, loaded, out, device, rank, progress, loop, opt
-            )
+        trained = finetune_train.train_runs(cfg, model, runs, batches, loaded, out, device, rank, progress, loop, opt)
         params = {
             "parameters": sum(p.numel() for p in model.parameters())
             - sum(p.numel() for p in model.parameters() if p.requires_grad),
