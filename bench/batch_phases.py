@@ -58,8 +58,8 @@ def timed(module, name: str, label=None) -> None:
 def profiled(path: Path, first: int, steps: int) -> None:
     """Profile training steps first .. first+steps-1 (CPU and CUDA activity): ``multi.optimizer``'s optimizer
     advances the profiler's schedule at each ``step()``; the tables go to ``path`` when the window closes. The
-    window's steps are slower than the others (the profiler's own cost), so step_times' median is taken with it
-    included only when --profile is off."""
+    window's steps are slower than the others (the profiler's own cost) and step_times does not leave them out:
+    compare step medians of runs without --profile."""
     from torch.profiler import ProfilerActivity, profile, schedule
 
     def ready(prof) -> None:

@@ -51,9 +51,10 @@ class Loaded:
     kind: str  # "causal" or "encoder"
     targets: tuple[str, ...]  # the model's default LoRA targets
     task: data.Task
-    items: dict  # (seq_len, max_train) -> training examples or LM blocks; ("encodings", ...) -> their Encodings
+    items: dict  # (seq_len, max_train) -> training examples or LM blocks
     fingerprint: str | None = None  # sha256 of the model's files as loaded (models.fingerprint)
     base: dict = dataclasses.field(default_factory=dict)  # (split, seq_len, max_eval, eval batch) -> base metrics
+    encodings: dict = dataclasses.field(default_factory=dict)  # (seq_len, max_train) -> the examples' Encodings
 
 
 _LOADED: dict[tuple, Loaded] = {}  # one model per process: a worker's batches all train on it
@@ -104,10 +105,10 @@ def encodings(loaded: Loaded, cfg: FinetuneConfig) -> Encodings | None:
     blocks ``items`` tokenizes up front)."""
     if loaded.task.kind == "lm":
         return None
-    key = ("encodings", cfg.seq_len, cfg.max_train)
-    if key not in loaded.items:
-        loaded.items[key] = Encodings(loaded.task, loaded.tok, items(loaded, cfg), cfg.seq_len)
-    return loaded.items[key]
+    key = (cfg.seq_len, cfg.max_train)
+    if key not in loaded.encodings:
+        loaded.encodings[key] = Encodings(loaded.task, loaded.tok, items(loaded, cfg), cfg.seq_len)
+    return loaded.encodings[key]
 
 
 def start_key(cfg: FinetuneConfig, init: str, seed: int, device: torch.device) -> str:

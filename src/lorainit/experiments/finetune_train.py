@@ -57,11 +57,12 @@ def train_runs(cfg, model, runs, batches, loaded, out: Path, device, rank: int, 
     record, the base (step-0) test metrics and every evaluation."""
     K, task = len(runs), loaded.task
     losses = runloss.RunLosses(K, task.kind, grad_accum=cfg.grad_accum)
-    step_at = (  # ``batches`` give CPU tensors: stacked there, then one copy per input
-        (lambda s, m: to_device(batches[0](s, m), device))
-        if K == 1
-        else (lambda s, m: to_device(multi.stack_batches([b(s, m) for b in batches]), device))
-    )
+
+    def step_at(step: int, micro: int) -> dict:
+        """The K runs' micro-batches: ``batches`` give CPU tensors, stacked there, then one copy per input."""
+        parts = [b(step, micro) for b in batches]
+        return to_device(parts[0] if K == 1 else multi.stack_batches(parts), device)
+
     if rank:
         result = train.train(
             model, step_at, losses, loop, out, progress=False, autocast=autocast_dtype(device), optimizer=opt
