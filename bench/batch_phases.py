@@ -11,6 +11,7 @@ probe, every checkpoint, and the rest of the loop (training steps). Written to J
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -23,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 import torch  # noqa: E402
 
-from lorainit import data, io, models, multi, train  # noqa: E402
+from lorainit import data, io, models, multi, speed, train  # noqa: E402
 from lorainit.experiments import finetune_eval, finetune_run, finetune_setup  # noqa: E402
 from lorainit.experiments.finetune import FinetuneConfig  # noqa: E402
 from lorainit.sweeps.liveness import process_age  # noqa: E402
@@ -133,8 +134,17 @@ def main() -> None:
     )
     ap.add_argument("--profile-from", type=int, default=101, help="(101: clear of the step-100 evaluation)")
     ap.add_argument("--profile-steps", type=int, default=5)
+    ap.add_argument(
+        "--attention",
+        choices=("lorainit", "torch"),
+        default="lorainit",
+        help="'torch': torch's own attention kernel choice for padded batches too (cuDNN's on an H100), the "
+        "baseline of speed.attention",
+    )
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
+    if args.attention == "torch":
+        speed.attention = lambda padded: contextlib.nullcontext()
     cfg = FinetuneConfig(
         model=args.model,
         task=args.task,

@@ -89,7 +89,13 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--batch", type=int, default=8, help="points per batch on the batched side")
-    ap.add_argument("--single-lrs", type=int, default=2, help="LRs per init on the one-at-a-time side (0: all)")
+    ap.add_argument(
+        "--single-lrs",
+        type=int,
+        default=2,
+        help="LRs per init on the one-at-a-time side, spread over the grid from its lowest to its highest (1: the "
+        "middle one; 0: all)",
+    )
     ap.add_argument("--extra", default="", help="more sweep flags for both sides, space-separated")
     ap.add_argument(
         "--work", type=Path, default=None, help="where the two sweep folders go (default: a temporary folder)"
@@ -102,6 +108,8 @@ def main() -> None:
     pick = (
         lrs
         if not args.single_lrs
+        else [lrs[len(lrs) // 2]]  # one: the grid's middle, where runs learn (the lowest may not move the metric)
+        if args.single_lrs == 1
         else [lrs[round(i * (len(lrs) - 1) / max(1, args.single_lrs - 1))] for i in range(args.single_lrs)]
     )
     single_lrs = ",".join(repr(x) for x in dict.fromkeys(pick))

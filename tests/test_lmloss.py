@@ -24,6 +24,23 @@ def test_linear_cross_entropy_equals_cross_entropy_in_value_and_gradient_over_ch
         assert g_new[0, :3].abs().max() == 0  # ignored rows get no gradient
 
 
+def test_without_a_gradient_the_loss_alone_equals_cross_entropy_and_the_kernels_agree():
+    g = torch.Generator().manual_seed(1)
+    h = torch.randn(9, 5, generator=g, dtype=torch.float64)  # (N, d): no gradient wanted (an evaluation)
+    W = torch.randn(11, 5, generator=g, dtype=torch.float64) * 3
+    y = torch.randint(0, 11, (9,), generator=g)
+    y[2] = -100
+    ref = F.cross_entropy(h @ W.T, y, ignore_index=-100)
+    with torch.no_grad():
+        for chunk in (1, 4, 100):
+            assert lmloss.linear_cross_entropy(h, W, y, chunk=chunk).item() == pytest.approx(ref.item(), rel=1e-12)
+    logits, w = h @ W.T, torch.rand(9, dtype=torch.float64)
+    loss, _ = lmloss._softmax_grad(logits, y.clamp(min=0), w)
+    torch.testing.assert_close(lmloss._nll(logits, y.clamp(min=0), w), loss, rtol=1e-14, atol=0)
+    bf = lmloss._nll(logits.bfloat16(), y.clamp(min=0), w.float())  # a bf16 chunk's loss is computed in fp32
+    assert bf.dtype == torch.float32
+
+
 def test_linear_cross_entropy_refuses_a_trainable_head_and_mismatched_labels():
     W = torch.randn(4, 3, requires_grad=True)
     with pytest.raises(ValueError, match="freeze it"):

@@ -101,3 +101,64 @@ def test_blocks_compiled_with_dynamic_shapes_keep_one_graph_for_every_padded_len
         graphs.append(counters["stats"]["unique_graphs"])
     torch._dynamo.reset()
     assert graphs[0] > 0 and (graphs[-1] > graphs[0]) is grows
+
+
+def test_attention_leaves_out_cudnn_for_padded_batches_only():
+    before = torch.backends.cuda.cudnn_sdp_enabled()
+    with speed.attention(padded=True):
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+        assert torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.mem_efficient_sdp_enabled()
+        assert torch.backends.cuda.math_sdp_enabled()
+    assert torch.backends.cuda.cudnn_sdp_enabled() == before
+    with speed.attention(padded=False):
+        assert torch.backends.cuda.cudnn_sdp_enabled() == before
+
+
+def test_keep_graphs_lets_a_later_batch_of_the_same_shape_reuse_the_compiled_blocks():
+    """Two batches of K=2 runs attached to one tiny Llama in turn (a sweep worker's): the second compiles no graph
+    and computes its own adapters' function, not the first's (dynamo only: backend 'eager')."""
+    from torch._dynamo.utils import counters
+
+    from lorainit import multi
+    from lorainit.inits import Factors
+    from lorainit.starts import PEFT_PREFIX
+
+    model, targets = tiny_llama(), ["q_proj", "down_proj"]
+    model.requires_grad_(False)
+    ids = torch.randint(0, 64, (4, 8), generator=torch.Generator().manual_seed(0))
+    speed._kept.clear()
+    torch._dynamo.reset()
+    counters.clear()
+
+    def batch(seed: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        g = torch.Generator().manual_seed(seed)
+        start = {
+            PEFT_PREFIX + n: Factors(
+                A=torch.randn(4, m.in_features, generator=g), B=torch.randn(m.out_features, 4, generator=g)
+            )
+            for n, m in multi.targets_of(model, targets).items()
+        }
+        runs = [multi.Run("init_a", 1e-3, seed=k) for k in range(2)]
+        multi.attach(model, runs, [start, start], scaling=2.0, targets=targets)
+        try:
+            assert speed.keep_graphs(("tiny", 2)) is True
+            speed.compile_blocks(model, backend="eager")
+            compiled = model(input_ids=ids).logits
+            with speed.eager():
+                plain = model(input_ids=ids).logits
+        finally:
+            multi.detach(model)
+        return compiled, plain, counters["stats"]["unique_graphs"]
+
+    c1, p1, graphs1 = batch(1)
+    c2, p2, graphs2 = batch(2)
+    torch.testing.assert_close(c1, p1)
+    torch.testing.assert_close(c2, p2)  # the kept graph runs the second batch's adapters
+    assert not torch.allclose(p1, p2)
+    assert graphs1 > 0 and graphs2 == graphs1
+    for k in range(3, 3 + speed.KEPT_SHAPES - 1):
+        assert speed.keep_graphs(("tiny", k)) is True
+    assert speed.keep_graphs(("tiny", 99)) is False  # the fifth shape: dynamo starts afresh
+    assert speed._kept == {("tiny", 99)}
+    speed._kept.clear()
+    torch._dynamo.reset()

@@ -9,8 +9,8 @@ the mean cross-entropy transformers computes for a causal LM (fp32 softmax over 
 compute dtype). The logits never exist for all N rows at once: rows go in chunks of about 2^27 logits,
 and each chunk's gradient is formed at once and kept (N x d), so the backward is one multiply and the
 output layer is not run twice (a checkpointed head recomputes its logits). Only h gets a gradient:
-W must be frozen. On CUDA the per-chunk softmax arithmetic is one compiled kernel (torch.compile);
-elsewhere it runs eagerly.
+W must be frozen. Without a gradient (evaluation) a chunk computes the loss alone. On CUDA the per-chunk
+arithmetic is one compiled kernel (torch.compile), in an evaluation too; elsewhere it runs eagerly.
 
 ``causal_lm_loss(model, batch)`` applies it to a transformers causal LM (or a PEFT model of one) whose
 logits are exactly its hidden states times a frozen, bias-free output matrix (Llama, Mistral, Qwen);
@@ -18,6 +18,8 @@ any other model gets its own ``model(**batch).loss``.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 from torch import Tensor, nn
@@ -35,18 +37,29 @@ def _softmax_grad(logits: Tensor, target: Tensor, weight: Tensor) -> tuple[Tenso
     return loss * weight, (p * weight[:, None]).to(logits.dtype)
 
 
-_compiled = None
+def _nll(logits: Tensor, target: Tensor, weight: Tensor) -> Tensor:
+    """Per row: loss = lse - logit[target] (fp32), times ``weight``; the loss alone (an evaluation needs no gradient)."""
+    z = logits.to(torch.promote_types(logits.dtype, torch.float32))  # (c, V): fp32 at least
+    return (torch.logsumexp(z, dim=-1) - z.gather(1, target[:, None])[:, 0]) * weight
 
 
-def _kernel(device: torch.device):
-    global _compiled
+_compiled: dict = {}
+
+
+def _kernel(device: torch.device, grad: bool = True):
+    """The per-chunk arithmetic: ``_softmax_grad`` (training) or ``_nll`` (no gradient), one compiled kernel each on
+    CUDA (a second row count compiles one dynamic-shape kernel: choice tasks vary), plain elsewhere."""
+    fn = _softmax_grad if grad else _nll
     if device.type != "cuda":
-        return _softmax_grad
-    if _compiled is None:
-        _compiled = torch.compile(
-            _softmax_grad
-        )  # a second row count compiles one dynamic-shape kernel (choice tasks vary)
-    return _compiled
+        return fn
+    if fn not in _compiled:
+        _compiled[fn] = torch.compile(fn)
+    return _compiled[fn]
+
+
+def _compiled_stance():
+    """The kernel runs compiled also inside an evaluation, whose blocks run eager (``speed.eager``)."""
+    return contextlib.nullcontext() if torch.compiler.is_compiling() else torch.compiler.set_stance("default")
 
 
 class _FrozenHeadCE(torch.autograd.Function):
@@ -59,13 +72,16 @@ class _FrozenHeadCE(torch.autograd.Function):
         need_grad = ctx.needs_input_grad[0]
         grad = torch.empty_like(hidden) if need_grad else None  # (N, d)
         total = torch.zeros((), dtype=acc, device=hidden.device)
-        kernel = _kernel(hidden.device)
-        for s in range(0, hidden.shape[0], chunk):
-            h = hidden[s : s + chunk]  # (c, d)
-            logits = h @ weight.T  # (c, V), the compute dtype (autocast's where active)
-            loss, g = kernel(logits, target[s : s + chunk], row_weight[s : s + chunk])
-            total = total + loss.sum()
-            if need_grad:
+        kernel = _kernel(hidden.device, need_grad)
+        with _compiled_stance():
+            for s in range(0, hidden.shape[0], chunk):
+                h = hidden[s : s + chunk]  # (c, d)
+                logits = h @ weight.T  # (c, V), the compute dtype (autocast's where active)
+                if not need_grad:
+                    total = total + kernel(logits, target[s : s + chunk], row_weight[s : s + chunk]).sum()
+                    continue
+                loss, g = kernel(logits, target[s : s + chunk], row_weight[s : s + chunk])
+                total = total + loss.sum()
                 grad[s : s + chunk] = (g @ weight.to(g.dtype)).to(hidden.dtype)  # (c, d)
         ctx.save_for_backward(grad if need_grad else hidden.new_empty(0))
         return total

@@ -6,15 +6,22 @@
 - ``compile_blocks(model)``: each transformer block under ``torch.compile`` (one graph shared by the
   blocks), which fuses the normalization/activation/LoRA element-wise work and removes most launches; with
   ``dynamic=True`` one graph serves every sequence length (padded batches: classification, choice).
+- ``keep_graphs(shape)``: a process's later batches (a sweep worker's) reuse the graphs its earlier batches of
+  the same shape compiled, instead of compiling again.
 - ``eager()``: evaluation runs uncompiled.
+- ``attention(padded)``: batches padded to a new length at almost every step (classification, choice) leave out
+  cuDNN's attention, which builds an execution plan for each new shape.
 - ``adamw(groups, **kw)``: torch's fused AdamW where every parameter is on a GPU, else the default.
 The loss over the vocabulary is ``lorainit.lmloss``. What each piece buys is measured in bench/single_run.py.
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 
 def autocast_lora(model: nn.Module) -> int:
@@ -48,10 +55,40 @@ def compile_blocks(model: nn.Module, *, dynamic: bool = False, backend: str = "i
     return len(layers)
 
 
+KEPT_SHAPES = 4  # batch shapes whose graphs a process keeps (dynamo compiles a code object 8 times at most)
+_kept: set = set()
+
+
+def keep_graphs(shape) -> bool:
+    """Call before compiling a batch's blocks; ``shape`` is what its graphs depend on (a hashable: the number of
+    runs, the corrections, the head, the dtype). Dynamo keeps the graphs of the process's earlier batches, guarded
+    by the tensors' shapes and the modules' attributes, so a batch shaped like an earlier one compiles nothing
+    (checked in tests/test_speed.py). A new shape beyond ``KEPT_SHAPES`` starts afresh (``torch._dynamo.reset``),
+    clear of dynamo's recompile limit, past which a block would silently run uncompiled. False where it reset."""
+    fresh = shape not in _kept and len(_kept) >= KEPT_SHAPES
+    if fresh:
+        torch._dynamo.reset()
+        _kept.clear()
+    _kept.add(shape)
+    return not fresh
+
+
 def eager():
     """A context in which compiled modules run their plain Python forward (evaluation: its own shapes and
     modes would each trigger a compilation that a few evaluation batches never pay back)."""
     return torch.compiler.set_stance("force_eager")
+
+
+PADDED_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]  # no cuDNN
+
+
+def attention(padded: bool):
+    """The context for a run's forward and backward passes. ``padded``: the batches are padded to their longest
+    example, a new length at almost every batch (classification, multiple choice); then torch's attention leaves out
+    cuDNN's kernel, which on an H100 builds an execution plan for every new shape (hundreds of milliseconds each:
+    pytorch/pytorch#155958, FunASR#3705), and takes the flash or memory-efficient kernel. LM blocks (one shape) keep
+    torch's own choice."""
+    return sdpa_kernel(PADDED_ATTENTION) if padded else contextlib.nullcontext()
 
 
 def adamw(groups: list[dict], **kw) -> torch.optim.AdamW:

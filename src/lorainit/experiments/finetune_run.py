@@ -143,7 +143,9 @@ def run(
             ):
                 torch.distributed.broadcast(t, 0)
         if compiles(cfg, device, task.kind):
-            torch._dynamo.reset()  # a worker's earlier batch compiled other modules: start the cache afresh
+            speed.keep_graphs(  # a worker's later batch of this shape compiles nothing
+                (cfg.model, cfg.rank, cfg.batch_size, cfg.seq_len, K, any(corrected), trainee is not None)
+            )
             speed.compile_blocks(model, dynamic=task.kind != "lm")  # (padded kinds: a new length each batch)
         if rank == 0:
             for folder in (out, *run_dirs):
@@ -172,7 +174,10 @@ def run(
             )
             for r in runs
         ]
-        trained = finetune_train.train_runs(cfg, model, runs, batches, loaded, out, device, rank, progress, loop, opt)
+        with speed.attention(padded=task.kind != "lm"):  # (evaluations included)
+            trained = finetune_train.train_runs(
+                cfg, model, runs, batches, loaded, out, device, rank, progress, loop, opt
+            )
         params = {
             "parameters": sum(p.numel() for p in model.parameters())
             - sum(p.numel() for p in model.parameters() if p.requires_grad),
