@@ -78,6 +78,29 @@ def card(record: dict) -> dict:
     return json.loads((Path(record["run"]) / "run_card.json").read_text())
 
 
+def batches(records: dict) -> list[dict]:
+    """Each batch a side trained (its runs share one timing record): its inits, runs, seconds in all, before the
+    loop (load, data passes, attach) and in the loop (compilation, steps, evaluations, checkpoints)."""
+    seen: dict[tuple, dict] = {}
+    for r in records.values():
+        c = card(r)
+        t = c["timing"]
+        key = (t["batch_seconds"], t["batch_setup_seconds"], t["loop_seconds"])
+        b = seen.setdefault(
+            key,
+            {
+                "runs": t["runs_in_batch"],
+                "inits": [],
+                "batch_s": t["batch_seconds"],
+                "setup_s": t["batch_setup_seconds"],
+                "loop_s": t["loop_seconds"],
+            },
+        )
+        if r["init"] not in b["inits"]:
+            b["inits"].append(r["init"])
+    return sorted(seen.values(), key=lambda b: b["inits"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m")
@@ -168,6 +191,7 @@ def main() -> None:
             "per_point_s": ends["batched"] / len(many),
             "diverged": sum(r["state"] == "PRUNED" for r in many.values()),
             "batch_sizes": sorted({r.get("batched_with") for r in many.values()}),
+            "batches": batches(many),
         },
         "single": {
             "points": len(one),
@@ -176,6 +200,7 @@ def main() -> None:
             "per_point_s": ends["single"] / len(one),
             "median_point_s_without_data_pass": marginal,
             "estimated_wall_s_for_the_whole_grid": full_estimate,
+            "batches": batches(one),
         },
         "speedup_per_point": (ends["single"] / len(one)) / (ends["batched"] / len(many)),
         "speedup_whole_grid_estimated": full_estimate / ends["batched"],

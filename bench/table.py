@@ -159,7 +159,7 @@ def dp_rows(d: dict) -> list[str]:
     """`bench/scale_out.py --parts dp`: torchrun weak scaling, every pair of the call."""
     c, p = d["config"], d["data_parallel"]
     pairs = ", ".join(f"{x:.2f}x" for x in p["steady_speedup_per_pair"])
-    base = p["steady_tokens_per_s_1_process_after_step_10"]
+    base = p[f"steady_tokens_per_s_1_process_after_step_{c['skip']}"]
     return [
         f"`torchrun --nproc_per_node {c['gpus']}` fine-tune at {c['batch_size']} x {c['seq_len']} per process vs one process "
         f"({c['steps']} steps, {c['repeats']} alternating pairs; {_src(d['provenance'])}): steady state past step {c['skip']} "
