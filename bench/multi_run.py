@@ -69,7 +69,10 @@ def stock_runs(
 ) -> tuple[float, list[list[float]]]:
     """K sequential stock-PEFT runs; returns total timed seconds and each run's loss curve. ``schedule(step)``
     multiplies the LR (default: constant); ``adamw``: AdamW's keyword arguments (default: torch's); ``compile_``:
-    each block under torch.compile (the --warmup steps absorb the compilation)."""
+    each block under torch.compile (the --warmup steps absorb the compilation). The forward passes use_cache=False:
+    a Llama in training mode otherwise builds a key/value cache every step, which under torch.compile also
+    recompiled the blocks per layer until dynamo's recompile limit left the rest eager (results before 2026-11-26
+    22:30 UTC, multi_run_h200.json included, timed that weaker stock baseline)."""
     from peft import LoraConfig, get_peft_model
 
     total, curves = 0.0, []
@@ -93,7 +96,7 @@ def stock_runs(
                 opt.param_groups[0]["lr"] = run.lr * schedule(s)
             opt.zero_grad(set_to_none=True)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                loss = model(**batch(k, s, args.batch, args.seq, device)).loss
+                loss = model(**batch(k, s, args.batch, args.seq, device), use_cache=False).loss  # (see stock_runs)
             loss.backward()
             opt.step()
             return loss.detach()

@@ -44,7 +44,7 @@ def main() -> None:
 
         model = get_peft_model(model, LoraConfig(r=args.rank, lora_alpha=args.rank, target_modules=multi_run.TARGETS))
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-        loss_fn = lambda m, b: m(**b).loss  # noqa: E731
+        loss_fn = lambda m, b: m(**b, use_cache=False).loss  # noqa: E731  (no key/value cache in training)
     model.train()
 
     def step(s):

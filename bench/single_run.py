@@ -3,7 +3,7 @@
 Model, batch and data as bench/multi_run.py (SmolLM2-135M's shape, random bf16 weights, r=16 on all seven
 projections, 16 x 512 tokens per step, Zipf-law tokens, bf16 autocast). Both start from the same Init[A]
 factors and see the same batches, so their loss curves must agree up to bf16 noise.
-- stock:    ``peft.get_peft_model`` + ``torch.optim.AdamW`` + ``model(**batch).loss`` (multi_run.stock_runs);
+- stock:    ``peft.get_peft_model`` + ``torch.optim.AdamW`` + ``model(**batch, use_cache=False).loss`` (multi_run.stock_runs);
 - lorainit: what ``lorainit finetune`` runs on a GPU: ``lorainit.multi`` with K = 1 + ``train.train`` (fused AdamW)
             with ``runloss.RunLosses`` (chunked frozen-head cross-entropy);
 - lorainit + compile: the same with ``speed.compile_blocks`` (``finetune --compile``).

@@ -112,6 +112,8 @@ def multi_rows(d: dict) -> list[str]:
         f"{d['loss_agreement']['median_rel_diff']:.1e}, max {d['loss_agreement']['max_rel_diff']:.1e} (bf16). "
         f"MFU = 4 x base parameters x tokens/s over the measured bf16 matmul rate ({mfu['matmul_bf16_tflops']:.0f} TFLOP/s).",
     ]
+    if d.get("note"):
+        rows += ["", f"Note: {d['note']}"]
     return rows
 
 
