@@ -23,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 import torch  # noqa: E402
+from torch.nn.attention import sdpa_kernel  # noqa: E402
 
 from lorainit import data, io, models, multi, speed, train  # noqa: E402
 from lorainit.experiments import finetune_eval, finetune_run, finetune_setup  # noqa: E402
@@ -136,15 +137,19 @@ def main() -> None:
     ap.add_argument("--profile-steps", type=int, default=5)
     ap.add_argument(
         "--attention",
-        choices=("lorainit", "torch"),
+        choices=("lorainit", "torch", "no-cudnn"),
         default="lorainit",
         help="'torch': torch's own attention kernel choice for padded batches too (cuDNN's on an H100), the "
-        "baseline of speed.attention",
+        "baseline of speed.attention; 'no-cudnn': the padded batches' choice (flash or memory-efficient) for language "
+        "modelling too, where lorainit keeps cuDNN's (a candidate: the K=16 wiki profile shows ~260 device-to-device "
+        "copies a step)",
     )
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     if args.attention == "torch":
         speed.attention = lambda padded: contextlib.nullcontext()
+    elif args.attention == "no-cudnn":
+        speed.attention = lambda padded: sdpa_kernel(speed.PADDED_ATTENTION)
     cfg = FinetuneConfig(
         model=args.model,
         task=args.task,
