@@ -93,3 +93,19 @@ def test_config_diff_ignores_a_field_added_since_at_an_off_default_only():
 def test_did_you_mean_names_the_closest_or_nothing():
     assert io.did_you_mean("pisa", ["pissa", "eva"]) == "; did you mean 'pissa'?"
     assert io.did_you_mean("zzz", ["pissa", "eva"]) == ""
+
+
+def test_source_digest_follows_every_py_files_path_and_bytes_only(tmp_path):
+    import hashlib
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "sub" / "b.py").write_text("y = 2\n")
+    (tmp_path / "notes.txt").write_text("not code")
+    want = hashlib.sha256(b"a.py\0x = 1\n" + b"sub/b.py\0y = 2\n").hexdigest()[:16]  # the docstring's definition
+    assert io.source_digest(tmp_path) == want
+    (tmp_path / "notes.txt").write_text("changed")
+    assert io.source_digest(tmp_path) == want
+    (tmp_path / "sub" / "b.py").write_text("y = 3\n")
+    assert io.source_digest(tmp_path) != want
+    assert len(io.provenance()["source"]) == 16

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -145,8 +146,19 @@ def _host_cpu() -> str:
     return f"{model or platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
 
 
+def source_digest(root: Path | None = None) -> str:
+    """sha256 (first 16 hex digits) over the package's .py files, each its path relative to ``root`` (default: the
+    installed package), a zero byte and its bytes, in path order: which code produced a result, whatever git says on
+    the machine (a copied tree may carry a stale .git). Check a result against a commit by computing it there."""
+    root = root or Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def provenance() -> dict:
-    """Where and when a result was produced: date, commit, host, torch and device."""
+    """Where and when a result was produced: date, commit, the package source's digest, host, torch and device."""
     import torch
 
     try:
@@ -176,6 +188,7 @@ def provenance() -> dict:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "commit": commit or None,
         "dirty": dirty,
+        "source": source_digest(),
         "device": device,
         "host_cpu": _host_cpu(),
         "torch": torch.__version__,
