@@ -78,16 +78,15 @@ def card(record: dict) -> dict:
     return json.loads((Path(record["run"]) / "run_card.json").read_text())
 
 
-def batches(records: dict) -> list[dict]:
+def batches(records: dict, cards: dict) -> list[dict]:
     """Each batch a side trained (its runs share one timing record): its inits, runs, seconds in all, before the
-    loop (load, data passes, attach) and in the loop (compilation, steps, evaluations, checkpoints)."""
+    loop (load, data passes, attach) and in the loop (compilation, steps, evaluations, checkpoints). ``cards``: each
+    record's run card, by the records' keys."""
     seen: dict[tuple, dict] = {}
-    for r in records.values():
-        c = card(r)
-        t = c["timing"]
-        key = (t["batch_seconds"], t["batch_setup_seconds"], t["loop_seconds"])
+    for key, r in records.items():
+        t = cards[key]["timing"]
         b = seen.setdefault(
-            key,
+            (t["batch_seconds"], t["batch_setup_seconds"], t["loop_seconds"]),
             {
                 "runs": t["runs_in_batch"],
                 "inits": [],
@@ -176,8 +175,10 @@ def main() -> None:
                 "rel_diff": d,
             }
         )
-    cards = [card(r) for r in one.values()]
-    marginal = statistics.median(c["timing"]["batch_seconds"] - c["init"]["starts"]["seconds"] for c in cards)
+    many_cards, one_cards = ({k: card(r) for k, r in side.items()} for side in (many, one))
+    marginal = statistics.median(
+        c["timing"]["batch_seconds"] - c["init"]["starts"]["seconds"] for c in one_cards.values()
+    )
     full_estimate = ends["single"] + (len(many) - len(one)) * marginal
     res = {
         "benchmark": "sweep_e2e",
@@ -191,7 +192,7 @@ def main() -> None:
             "per_point_s": ends["batched"] / len(many),
             "diverged": sum(r["state"] == "PRUNED" for r in many.values()),
             "batch_sizes": sorted({r.get("batched_with") for r in many.values()}),
-            "batches": batches(many),
+            "batches": batches(many, many_cards),
         },
         "single": {
             "points": len(one),
@@ -200,7 +201,7 @@ def main() -> None:
             "per_point_s": ends["single"] / len(one),
             "median_point_s_without_data_pass": marginal,
             "estimated_wall_s_for_the_whole_grid": full_estimate,
-            "batches": batches(one),
+            "batches": batches(one, one_cards),
         },
         "speedup_per_point": (ends["single"] / len(one)) / (ends["batched"] / len(many)),
         "speedup_whole_grid_estimated": full_estimate / ends["batched"],

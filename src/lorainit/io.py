@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -157,6 +158,12 @@ def source_digest(root: Path | None = None) -> str:
     return h.hexdigest()[:16]
 
 
+@functools.cache
+def _package_digest() -> str:
+    """The installed package's ``source_digest``, once per process (its modules were read at import)."""
+    return source_digest()
+
+
 def provenance() -> dict:
     """Where and when a result was produced: date, commit, the package source's digest, host, torch and device."""
     import torch
@@ -188,7 +195,7 @@ def provenance() -> dict:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "commit": commit or None,
         "dirty": dirty,
-        "source": source_digest(),
+        "source": _package_digest(),
         "device": device,
         "host_cpu": _host_cpu(),
         "torch": torch.__version__,

@@ -77,12 +77,11 @@ class _FrozenHeadCE(torch.autograd.Function):
             for s in range(0, hidden.shape[0], chunk):
                 h = hidden[s : s + chunk]  # (c, d)
                 logits = h @ weight.T  # (c, V), the compute dtype (autocast's where active)
-                if not need_grad:
-                    total = total + kernel(logits, target[s : s + chunk], row_weight[s : s + chunk]).sum()
-                    continue
-                loss, g = kernel(logits, target[s : s + chunk], row_weight[s : s + chunk])
-                total = total + loss.sum()
-                grad[s : s + chunk] = (g @ weight.to(g.dtype)).to(hidden.dtype)  # (c, d)
+                out = kernel(logits, target[s : s + chunk], row_weight[s : s + chunk])
+                if need_grad:
+                    out, g = out
+                    grad[s : s + chunk] = (g @ weight.to(g.dtype)).to(hidden.dtype)  # (c, d)
+                total = total + out.sum()
         ctx.save_for_backward(grad if need_grad else hidden.new_empty(0))
         return total
 

@@ -60,8 +60,8 @@ _kept: set = set()
 
 
 def keep_graphs(shape) -> bool:
-    """Call before compiling a batch's blocks; ``shape`` is what its graphs depend on (a hashable: the number of
-    runs, the corrections, the head, the dtype). Dynamo keeps the graphs of the process's earlier batches, guarded
+    """Call before compiling a batch's blocks; ``shape`` is a hashable of what its graphs depend on (``finetune_run``:
+    model, rank, batch size, sequence length, number of runs, corrections, full fine-tune). Dynamo keeps the graphs of the process's earlier batches, guarded
     by the tensors' shapes and the modules' attributes, so a batch shaped like an earlier one compiles nothing
     (checked in tests/test_speed.py). A new shape beyond ``KEPT_SHAPES`` starts afresh (``torch._dynamo.reset``),
     clear of dynamo's recompile limit, past which a block would silently run uncompiled. False where it reset."""
