@@ -259,8 +259,11 @@ def test_two_process_ddp_matches_one_process_on_the_same_global_batch(model_args
     a = load_file(tmp_path / "one" / "adapter" / "adapter_model.safetensors")
     b = load_file(tmp_path / "two" / "adapter" / "adapter_model.safetensors")
     assert a.keys() == b.keys()
+    # atol 1e-5 is 1% of one step's AdamW update at --lr 1e-3: Adam's division by sqrt(v) turns the fp32 summation
+    # order (gloo's sum of two halves vs one process's) into update differences of up to ~2e-6 where an element's
+    # gradient is near zero (seen on an AMD EPYC host); a bucket left out of the average moves its tensors by ~lr
     for k in a:
-        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-4)
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
     assert json.loads((tmp_path / "two" / "run_card.json").read_text())["execution"]["processes"] == 2
 
 

@@ -87,7 +87,11 @@ def forward(student: Student, A: Tensor, B: Tensor, scaling: float) -> tuple[Ten
     """Outputs (K, N) and LoRA features Z_A (K, N, r) of K = S*M runs; A (K, r, n), B (K, n, r)."""
     S, N, n = student.Z.shape
     M = A.shape[0] // S
-    Z_A = torch.einsum("snd,smrd->smnr", student.Z, A.view(S, M, *A.shape[1:])).reshape(S * M, N, -1)  # (K, N, r)
+    # one (N, d) @ (d, r) product per run, each seed's Z shared through a stride-0 view: a run's rounding does not
+    # depend on how many runs share its seed (einsum's single (N, d) @ (d, M r) product did, on an AVX2 host's MKL)
+    Z_A = torch.cat(
+        [torch.bmm(student.Z[s].expand(M, N, n), A[s * M : (s + 1) * M].transpose(1, 2)) for s in range(S)]
+    )  # (K, N, r)
     return head(scaling * Z_A, B, student.P, student.w_out), Z_A
 
 
