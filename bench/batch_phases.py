@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT / "src"))
 import torch  # noqa: E402
 from torch.nn.attention import sdpa_kernel  # noqa: E402
 
-from lorainit import data, io, models, multi, speed, train  # noqa: E402
-from lorainit.experiments import finetune_eval, finetune_run, finetune_setup  # noqa: E402
+from lorainit import batches, data, io, models, multi, speed, train  # noqa: E402
+from lorainit.experiments import finetune_eval, finetune_run, finetune_setup, finetune_train  # noqa: E402
 from lorainit.experiments.finetune import FinetuneConfig  # noqa: E402
 from lorainit.sweeps.liveness import process_age  # noqa: E402
 
@@ -144,8 +144,40 @@ def main() -> None:
         "modelling too, where lorainit keeps cuDNN's (a candidate: the K=16 wiki profile shows ~260 device-to-device "
         "copies a step)",
     )
+    ap.add_argument(
+        "--readback",
+        choices=("lagged", "wait"),
+        default="lagged",
+        help="'wait': the host reads each loss as soon as it is computed (a wait for the GPU per micro-batch and "
+        "per step, as before the losses were read back late), the baseline of speed.Readback",
+    )
+    ap.add_argument(
+        "--upload",
+        choices=("reuse", "pin"),
+        default="reuse",
+        help="'pin': each training input pinned anew (Tensor.pin_memory, batches.to_device), the baseline of "
+        "batches.Uploader",
+    )
+    ap.add_argument(
+        "--checkpoint-write",
+        choices=("background", "inline"),
+        default="background",
+        help="'inline': checkpoints written in the training thread, the baseline of train.Writer",
+    )
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
+    if args.readback == "wait":
+
+        class Waiting(speed.Readback):
+            def __init__(self, t):
+                super().__init__(t)
+                self.values()  # read at once
+
+        speed.Readback = Waiting
+    if args.upload == "pin":
+        finetune_train.Uploader = lambda device: lambda batch: batches.to_device(batch, device)
+    if args.checkpoint_write == "inline":
+        train.Writer.submit = lambda self, write: write()
     if args.attention == "torch":
         speed.attention = lambda padded: contextlib.nullcontext()
     elif args.attention == "no-cudnn":

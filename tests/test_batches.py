@@ -3,6 +3,7 @@
 import dataclasses
 import json
 
+import pytest
 import torch
 
 from lorainit import batches, data
@@ -105,3 +106,21 @@ def test_to_device_keeps_values():
     b = {"input_ids": torch.arange(6).view(2, 3), "labels": torch.tensor([1, 0])}
     got = batches.to_device(b, "cpu")
     assert all(torch.equal(got[k], b[k]) for k in b)
+
+
+def test_uploader_on_cpu_keeps_values():
+    b = {"input_ids": torch.arange(6).view(2, 3), "labels": torch.tensor([1, 0])}
+    got = batches.Uploader("cpu")(b)
+    assert all(torch.equal(got[k], b[k]) for k in b)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned buffers and events need a GPU")
+def test_uploader_keeps_values_through_its_reused_buffers():
+    up = batches.Uploader("cuda", slots=2)
+    sent = [
+        {"input_ids": torch.randint(0, 9, (2, n)), "mask": torch.ones(2, n, dtype=torch.long)} for n in (5, 3, 7, 4)
+    ]
+    got = [up(b) for b in sent]  # a padded batch grows (7 after 3): its set's buffer is replaced
+    for b, g in zip(sent, got):
+        assert all(torch.equal(g[k].cpu(), b[k]) for k in b)
+    assert len(up._buffers) == 2 and all(set(bufs) == {"input_ids", "mask"} for bufs in up._buffers)

@@ -50,6 +50,7 @@ def test_history_is_per_optimizer_step_and_divergence_names_the_step(monkeypatch
     values = iter([[1.0, 2.0], [3.0, 4.0], [1.0, math.nan], [2.0, 5.0], [1.0, 1.0], [1.0, 1.0]])
     monkeypatch.setattr(runloss, "run_losses", lambda *a: torch.tensor(next(values)))
     totals = [losses(None, None).item() for _ in range(6)]
+    losses.settle()  # (the last call's values are judged at the next call, or here)
     assert losses.history == [[2.0, 3.0], [1.5, None], [1.0, None]]  # per step: the mean of its two micro-batches
     assert losses.diverged_step == [None, 1] and losses.reason == [None, "non-finite loss"]
     assert totals == [3.0, 7.0, 1.0, 2.0, 1.0, 1.0]  # a dead run leaves the sum from the micro-batch it died on
@@ -67,4 +68,18 @@ def test_a_loss_above_the_factor_times_the_first_is_divergence(monkeypatch):
     monkeypatch.setattr(runloss, "run_losses", lambda *a: torch.tensor(next(values)))
     for _ in range(3):
         losses(None, None)
+    assert losses.diverged_step == [None]  # judged one call late: the host did not wait for the GPU
+    losses.settle()
     assert losses.diverged_step == [2] and losses.reason == ["loss exploded"] and losses.all_diverged
+
+
+def test_a_run_dying_by_the_factor_trains_on_that_micro_batch_and_leaves_the_sum_after(monkeypatch):
+    """Judged one call late: a finite loss above the factor is in the sum once; a non-finite one never is."""
+    losses = runloss.RunLosses(2, "lm", diverge_factor=10.0)
+    values = iter([[1.0, 1.0], [20.0, 1.0], [1.0, 2.0], [1.0, math.inf], [1.0, 1.0]])
+    monkeypatch.setattr(runloss, "run_losses", lambda *a: torch.tensor(next(values)))
+    totals = [losses(None, None).item() for _ in range(5)]
+    assert totals == [2.0, 21.0, 2.0, 0.0, 0.0]
+    assert losses.record() == {"run_loss": [None, None]} and losses.all_diverged
+    assert losses.diverged_step == [1, 3] and losses.reason == ["loss exploded", "non-finite loss"]
+    assert losses.history[:3] == [[1.0, 1.0], [None, 1.0], [None, 2.0]]

@@ -162,3 +162,14 @@ def test_keep_graphs_lets_a_later_batch_of_the_same_shape_reuse_the_compiled_blo
     assert speed._kept == {("tiny", 99)}
     speed._kept.clear()
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize(
+    "device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU"))]
+)
+def test_readback_gives_the_values_the_tensor_had_when_read_back(device):
+    t = torch.tensor([1.5, 2.0], dtype=torch.float64, device=device)
+    r = speed.Readback(t)
+    t += 1  # later work on the tensor does not reach the copy
+    assert r.values() == [1.5, 2.0]
+    assert speed.Readback(torch.tensor(3.0, device=device)).values() == 3.0

@@ -8,7 +8,8 @@
 - ``collate``: examples to model inputs (LM: labels = inputs; classification: tokenized pairs and labels; choice:
   question + correct answer, padding masked out of the labels); ``choice_text`` the prompt / answer split.
 - ``Encodings``: a task's training examples tokenized once per process, on first use (the same batches as
-  ``collate``); ``to_device``: a batch to the GPU through pinned memory.
+  ``collate``); ``to_device``: a batch to the GPU through pinned memory; ``Uploader``: the training loop's batches
+  through pinned buffers it reuses.
 
 ``cfg`` is any config with ``seed``, ``batch_size``, ``grad_accum``, ``seq_len`` and ``max_train`` (the fine-tune's).
 """
@@ -114,6 +115,38 @@ def collate(task, tok, items: list, seq_len: int, device) -> dict:
     else:
         batch = _labelled(task, _encode(task, tok, items, seq_len, padding=True, return_tensors="pt"), items)
     return to_device(batch, device)
+
+
+class Uploader:
+    """The training loop's batches from CPU to a GPU without the host waiting: each batch is copied into pinned
+    buffers this uploader keeps (``slots`` sets of them, used in turn; a set is reused once the copy out of it
+    that was enqueued ``slots`` batches ago has finished), then to the GPU without a wait. ``Tensor.pin_memory()``
+    per input, as ``to_device`` does, took 7.9 ms of host time per input on an H100 host
+    (bench/results/profile_batch_wiki_k16_steps101_h100.txt), about 24 ms a K=16 wiki step. Elsewhere a plain copy."""
+
+    def __init__(self, device, slots: int = 3):
+        self.device = torch.device(device)
+        self._buffers: list[dict[str, torch.Tensor]] = [{} for _ in range(slots)]
+        self._done: list = [None] * slots  # per set: the event after its last copy to the GPU
+        self._turn = 0
+
+    def __call__(self, batch: dict) -> dict:
+        if self.device.type != "cuda":
+            return {k: v.to(self.device) for k, v in batch.items()}
+        i, self._turn = self._turn, (self._turn + 1) % len(self._buffers)
+        if self._done[i] is not None:
+            self._done[i].synchronize()
+        bufs, out = self._buffers[i], {}
+        for k, v in batch.items():
+            buf = bufs.get(k)
+            if buf is None or buf.dtype != v.dtype or buf.numel() < v.numel():
+                buf = bufs[k] = torch.empty(v.numel(), dtype=v.dtype, pin_memory=True)  # (a padded batch may grow)
+            staged = buf[: v.numel()].view(v.shape)
+            staged.copy_(v)
+            out[k] = staged.to(self.device, non_blocking=True)
+        self._done[i] = torch.cuda.Event()
+        self._done[i].record()
+        return out
 
 
 def to_device(batch: dict, device) -> dict:

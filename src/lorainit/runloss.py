@@ -10,7 +10,12 @@ own rows only, as its run alone would compute it:
 
 Divergence (``RunLosses``): a run that has diverged by ``lorainit.divergence``'s rule (``FINETUNE_FACTOR``) is
 marked dead at that step with the reason and leaves the summed loss (its rows still compute,
-its adapter gets no gradient), so the other runs go on exactly as they would alone.
+its adapter gets no gradient), so the other runs go on exactly as they would alone. The host never waits for the
+GPU to judge: a micro-batch's values are read back without a wait (``speed.Readback``) and judged at the next call
+(or when the record is read), and on the device the sum leaves out every run judged dead so far and every
+non-finite loss at once. So a run that dies by a non-finite loss leaves the sum from the micro-batch it died on, as
+before; one that dies by the factor rule (a finite loss above factor x its first) trains on that micro-batch and
+leaves the sum from the next one.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import divergence, lmloss
+from . import divergence, lmloss, speed
 
 DIVERGE_FACTOR = divergence.FINETUNE_FACTOR
 
@@ -54,7 +59,8 @@ class RunLosses:
     """The loss function of the training loop for K stacked runs: the sum of the live runs' losses.
 
     Keeps each run's loss per optimizer step (``history``: the mean over its ``grad_accum`` micro-batches,
-    None once dead) and its divergence record (``diverged_step``, ``reason``), judged on every micro-batch.
+    None once dead) and its divergence record (``diverged_step``, ``reason``), judged on every micro-batch, one call
+    late (the module docstring); ``record()`` and ``checkpoint_state()`` judge what is still pending first.
     Under torch.distributed the per-run values are averaged over the processes before they are judged, so
     every process drops the same runs. The state is checkpointed with the loop (``lorainit.train``)."""
 
@@ -66,43 +72,59 @@ class RunLosses:
         self.diverged_step: list[int | None] = [None] * K
         self.reason: list[str | None] = [None] * K
         self._sum = [0.0] * K
+        self._alive: torch.Tensor | None = None  # (K,) bool on the losses' device: not judged dead so far
+        self._pending: tuple[int, int, speed.Readback] | None = None  # the last call's (step, micro, values)
 
     @property
     def all_diverged(self) -> bool:
+        """Whether every run is dead, as judged so far (the last call's values may still be pending)."""
         return all(d is not None for d in self.diverged_step)
 
     def __call__(self, model, batch) -> torch.Tensor:
+        self.settle()
         losses = run_losses(model, batch, self.K, self.kind)  # (K,)
         values = losses.detach().double()
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(values)
             values /= torch.distributed.get_world_size()
+        if self._alive is None or self._alive.device != losses.device:
+            self._alive = torch.tensor([d is None for d in self.diverged_step], device=losses.device)
         step, micro = divmod(self.calls, self.grad_accum)
         self.calls += 1
-        for k, v in enumerate(values.tolist()):
+        self._pending = (step, micro, speed.Readback(values))
+        live = self._alive & torch.isfinite(values)  # (K,): a non-finite loss leaves the sum at once
+        return torch.where(live, losses, torch.zeros_like(losses)).sum()
+
+    def settle(self) -> None:
+        """Judge the last call's values (waits, if at all, only for that call's forward on the GPU)."""
+        if self._pending is None:
+            return
+        (step, micro, values), self._pending = self._pending, None
+        died = False
+        for k, v in enumerate(values.values()):
             if self.diverged_step[k] is not None:
                 continue
             self.first[k] = v if self.first[k] is None else self.first[k]
             why = divergence.reason(v, self.first[k], self.factor)
             if why:
-                self.diverged_step[k], self.reason[k] = step, why
+                self.diverged_step[k], self.reason[k], died = step, why, True
             self._sum[k] += v
         if micro == self.grad_accum - 1:
             self.history.append(
                 [None if d is not None else s / self.grad_accum for d, s in zip(self.diverged_step, self._sum)]
             )
             self._sum = [0.0] * self.K
-        if all(d is None for d in self.diverged_step):
-            return losses.sum()
-        alive = torch.tensor([d is None for d in self.diverged_step], device=losses.device)
-        return torch.where(alive, losses, torch.zeros_like(losses)).sum()
+        if died and self._alive is not None:
+            self._alive = torch.tensor([d is None for d in self.diverged_step], device=self._alive.device)
 
     def record(self) -> dict:
         """What the loop logs beside a step's summed loss: each run's loss at that step."""
+        self.settle()
         return {"run_loss": self.history[-1]} if self.history else {}
 
     def checkpoint_state(self) -> dict:
         """What a resumed loop needs to go on judging each run as the uninterrupted one would (``train.train``)."""
+        self.settle()
         return {
             "history": self.history,
             "first": self.first,
@@ -120,3 +142,4 @@ class RunLosses:
         self.history, self.first = [list(h) for h in state["history"]], list(state["first"])
         self.diverged_step, self.reason = list(state["diverged_step"]), list(state["reason"])
         self.calls = state.get("calls", len(self.history) * self.grad_accum)
+        self._alive, self._pending = None, None

@@ -112,7 +112,9 @@ class RunAdamW:
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """Everything a resumed run needs: each kind's parameters and moments (N,), and the step count."""
         out = {
-            f"{name}.{kind}": t.detach().cpu()
+            f"{name}.{kind}": t.detach().to(
+                "cpu", copy=True
+            )  # (a copy even on CPU: checkpoints write in the background)
             for kind, b in self.buffers.items()
             for name, t in b.items()
             if name != "grad"

@@ -12,6 +12,8 @@
 - ``attention(padded)``: batches padded to a new length at almost every step (classification, choice) leave out
   cuDNN's attention, which builds an execution plan for each new shape.
 - ``adamw(groups, **kw)``: torch's fused AdamW where every parameter is on a GPU, else the default.
+- ``Readback(t)``: a small device tensor's values read on the host later, so that the training loop does not wait
+  for the GPU at every step (the losses it logs and judges).
 The loss over the vocabulary is ``lorainit.lmloss``. What each piece buys is measured in bench/single_run.py.
 """
 
@@ -96,3 +98,26 @@ def adamw(groups: list[dict], **kw) -> torch.optim.AdamW:
     params = [p for g in groups for p in g["params"]]
     fused = bool(params) and all(p.is_cuda and p.is_floating_point() for p in params)
     return torch.optim.AdamW(groups, fused=fused or None, **kw)
+
+
+class Readback:
+    """The values of a small tensor ``t`` (a step's losses), on the host later without a wait now: on a GPU a
+    non-blocking copy into pinned memory and an event recorded after it on the current stream; ``values()`` waits for
+    that event only, which the GPU passes as soon as the copy is done (not after the work launched since: the step's
+    backward and optimizer step go on while the host reads). Elsewhere a plain copy."""
+
+    def __init__(self, t: torch.Tensor):
+        t = t.detach()
+        if t.is_cuda:
+            self._host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+            self._host.copy_(t, non_blocking=True)
+            self._event = torch.cuda.Event()
+            self._event.record()
+        else:
+            self._host, self._event = t.clone(), None
+
+    def values(self):
+        """The values as Python numbers (``tolist``: a list, or a number for a 0-d tensor)."""
+        if self._event is not None:
+            self._event.synchronize()
+        return self._host.tolist()

@@ -14,16 +14,19 @@ renamed: a crash leaves the previous checkpoint intact. Under torch.distributed 
 shard of every global batch) the gradients are averaged over the processes, by DistributedDataParallel
 where ``model`` is wrapped in it, else here: in buckets during the backward where the optimizer offers it
 (``runopt.RunAdamW``), or after the backward (one all-reduce per dtype); the logged loss is averaged over
-processes, and only rank 0 writes checkpoints.
+processes, and only rank 0 writes checkpoints. The host does not wait for the GPU between steps: a step's loss is
+read back without a wait and logged (and judged) at the next step's start.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,19 +83,29 @@ def lr_factor(step: int, cfg: LoopConfig) -> float:
     return max(0.0, (cfg.steps - step) / max(1, cfg.steps - warm))
 
 
-def save_checkpoint(path: Path, model: nn.Module, opt, step: int, extra: dict) -> None:
-    """The optimizer's parameters and moments (``opt.state_tensors()`` where it has them, else per named tensor)."""
-    from safetensors.torch import save_file
-
+def save_checkpoint(path: Path, model: nn.Module, opt, step: int, extra: dict, *, writer: Writer | None = None) -> None:
+    """The optimizer's parameters and moments (``opt.state_tensors()`` where it has them, else per named tensor),
+    copied to the host here; written here, or by ``writer`` in its thread while training goes on."""
     tensors = (
         {k: v.contiguous() for k, v in opt.state_tensors().items()}
         if hasattr(opt, "state_tensors")
         else _named_state(opt)
-    )
+    )  # (copies on the host: the optimizer's later steps do not touch them)
+    meta = {"step": step, **extra}
+    if writer is None:
+        _write(path, tensors, meta)
+    else:
+        writer.submit(lambda: _write(path, tensors, meta))
+
+
+def _write(path: Path, tensors: dict, meta: dict) -> None:
+    """A checkpoint folder, written aside and renamed into place: a crash leaves the previous one whole."""
+    from safetensors.torch import save_file
+
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=".checkpoint."))
     try:
         save_file(tensors, tmp / "state.safetensors")
-        (tmp / "state.json").write_text(json.dumps({"step": step, **extra}, indent=1))
+        (tmp / "state.json").write_text(json.dumps(meta, indent=1))
         old = path.parent / ".checkpoint.old"
         if path.exists():
             os.replace(path, old)
@@ -102,18 +115,50 @@ def save_checkpoint(path: Path, model: nn.Module, opt, step: int, extra: dict) -
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+class Writer:
+    """One background thread at a time writing a checkpoint (a batch of 16 SmolLM2 runs' moments is ~0.9 GB: over a
+    second of disk writes that the GPU would otherwise wait through). ``submit`` waits for the previous write first,
+    so checkpoints land in order; ``join`` waits for the last and raises its error, if any."""
+
+    def __init__(self):
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, write: Callable[[], None]) -> None:
+        self.join()
+
+        def run():
+            try:
+                write()
+            except BaseException as e:  # (raised in the training thread, at its next join)
+                self._error = e
+
+        self._thread = threading.Thread(target=run, name="lorainit-checkpoint")
+        self._thread.start()
+
+    def join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            e, self._error = self._error, None
+            raise e
+
+
 def _named_state(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
     """A torch optimizer's trainable tensors and AdamW moments, by the names its groups carry."""
-    tensors = {
-        f"param.{n}": p.detach().contiguous().cpu() for g in opt.param_groups for n, p in zip(g["names"], g["params"])
+    tensors = {  # (copies even from CPU tensors: a checkpoint written in the background must not see later steps)
+        f"param.{n}": p.detach().to("cpu", copy=True).contiguous()
+        for g in opt.param_groups
+        for n, p in zip(g["names"], g["params"])
     }
     for g in opt.param_groups:
         for n, p in zip(g["names"], g["params"]):
             st = opt.state.get(p)
             if st:
-                tensors[f"exp_avg.{n}"] = st["exp_avg"].contiguous().cpu()
-                tensors[f"exp_avg_sq.{n}"] = st["exp_avg_sq"].contiguous().cpu()
-                tensors[f"step.{n}"] = torch.as_tensor(st["step"]).reshape(1).float().cpu()
+                tensors[f"exp_avg.{n}"] = st["exp_avg"].to("cpu", copy=True).contiguous()
+                tensors[f"exp_avg_sq.{n}"] = st["exp_avg_sq"].to("cpu", copy=True).contiguous()
+                tensors[f"step.{n}"] = torch.as_tensor(st["step"]).reshape(1).float().to("cpu", copy=True)
     return tensors
 
 
@@ -190,12 +235,14 @@ def train(
     """Run (or resume) the loop; ``batch_at(step, micro)`` gives micro-batch ``micro`` of step ``step``.
     A ``loss_fn`` with state (``runloss.RunLosses``: each run's divergence record) offers ``checkpoint_state()``
     (JSON-ready) and ``load_checkpoint_state(state)``, and that state is checkpointed with the loop; its
-    ``record()`` is logged with each step, and once its ``all_diverged`` is true the loop stops.
+    ``record()`` is logged with each step, and once its ``all_diverged`` is true the loop stops. A step's record is
+    logged when its loss has reached the host, at the next step's start (no wait between steps), or before its
+    optimizer step where the loop judges divergence itself (a finite ``cfg.diverge_factor``).
     ``optimizer``: an optimizer built by the caller (with ``param_groups`` holding "lr" and "base_lr"), instead of
     AdamW over ``groups``; it may train tensors outside ``model`` (HRP's preheat: hooks' factors). ``local``: this
     process trains alone even under torchrun (no loss or gradient averaging: every process runs the same data). Returns {"steps", "seconds", "tokens", "resumed_from"}; every record also goes to ``log``
-    (a step's with "elapsed": wall seconds since this process's loop began, evaluations included, so steady-state
-    speed can be read past the first steps' warm-up)."""
+    (a step's with "elapsed": wall seconds from this process's loop start to when the step's loss reached the host,
+    evaluations included, so steady-state speed can be read past the first steps' warm-up)."""
     core = getattr(model, "module", model)  # a DistributedDataParallel wrapper trains its module
     dist = not local and torch.distributed.is_available() and torch.distributed.is_initialized()
     rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if dist else (0, 1)
@@ -228,56 +275,80 @@ def train(
         disable=not progress,
         mininterval=2.0,
     )
-    for step in bar:
-        if evaluate is not None and step % cfg.eval_every == 0:
-            log({"step": step, **evaluate(step)})
-            model.train()
-        for g in opt.param_groups:
-            g["lr"] = g["base_lr"] * lr_factor(step, cfg)
-        opt.zero_grad(set_to_none=True)
-        total = 0.0
-        for micro in range(cfg.grad_accum):
-            if sync is not None and micro == cfg.grad_accum - 1:
-                sync.arm()
-            torch.manual_seed(derive_seed("dropout", cfg.seed, step, micro))  # dropout masks depend on the step only
-            batch = batch_at(step, micro)
-            with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-                loss = loss_fn(model, batch) / cfg.grad_accum
-            loss.backward()
-            total += loss.item()
-            if isinstance(batch, dict) and "attention_mask" in batch:  # counted on the device: no wait per step
-                tokens = tokens + batch["attention_mask"].sum()
-        if sync is not None:
-            sync.finish()
-        elif dist and core is model:
-            average_gradients(gradients_of(opt), world)
-        if dist:  # the logged loss is the mean over the processes' shards of the global batch
-            t = torch.tensor([total], dtype=torch.float64, device=device)
-            torch.distributed.all_reduce(t)
-            total = t[0].item() / world
+    # A step's summed loss reaches the host without a wait (``speed.Readback``) and its record is logged at the next
+    # step's start: the host launches step t + 1 while the GPU still runs step t's backward. A loop that judges the
+    # summed loss itself (a finite ``diverge_factor``) reads it before the optimizer step instead, as it must.
+    wait = math.isfinite(cfg.diverge_factor)
+    pending = None  # (step, its loss's readback, its record so far)
+
+    def settle() -> None:
+        nonlocal pending, first
+        if pending is None:
+            return
+        (at, value, rec), pending = pending, None
+        total = value.values()  # (a 0-d tensor's value)
         first = total if first is None else first
         why = divergence.reason(total, first, cfg.diverge_factor)
         if why:
-            log({"step": step, "diverged": True, "reason": why, "loss": total})
-            raise FloatingPointError(f"{why} at step {step} (lr {cfg.lr:g}): the run diverged; lower the learning rate")
-        opt.step()
-        log(
-            {
-                "step": step,
-                "loss": total,
-                "lr": opt.param_groups[0]["lr"],
-                "elapsed": round(time.perf_counter() - t0, 4),
-                **(loss_fn.record() if hasattr(loss_fn, "record") else {}),
-            }
-        )
-        bar.set_postfix(loss=f"{total:.4f}")
-        if getattr(loss_fn, "all_diverged", False):  # every run of a batched loss is dead: nothing left to train
-            log({"step": step + 1, "stopped": "every run diverged"})
-            break
-        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps and rank == 0:
-            stateful = {"loss_state": loss_fn.checkpoint_state()} if hasattr(loss_fn, "checkpoint_state") else {}
-            save_checkpoint(ckpt, core, opt, step + 1, {"first_loss": first, "processes": world, **stateful})
-    bar.close()
+            log({"step": at, "diverged": True, "reason": why, "loss": total})
+            raise FloatingPointError(f"{why} at step {at} (lr {cfg.lr:g}): the run diverged; lower the learning rate")
+        rec["elapsed"] = round(time.perf_counter() - t0, 4)  # (when the step's loss reached the host)
+        log({"step": at, "loss": total, **rec, **(loss_fn.record() if hasattr(loss_fn, "record") else {})})
+        bar.set_postfix(loss=f"{total:.4f}", refresh=False)
+
+    writer = Writer()  # checkpoints are written while the next steps train
+    try:
+        for step in bar:
+            settle()
+            if getattr(loss_fn, "all_diverged", False):  # every run of a batched loss is dead: nothing left to train
+                log({"step": step, "stopped": "every run diverged"})
+                break
+            if evaluate is not None and step % cfg.eval_every == 0:
+                log({"step": step, **evaluate(step)})
+                model.train()
+            for g in opt.param_groups:
+                g["lr"] = g["base_lr"] * lr_factor(step, cfg)
+            opt.zero_grad(set_to_none=True)
+            total = torch.zeros((), dtype=torch.float64, device=device)
+            for micro in range(cfg.grad_accum):
+                if sync is not None and micro == cfg.grad_accum - 1:
+                    sync.arm()
+                torch.manual_seed(
+                    derive_seed("dropout", cfg.seed, step, micro)
+                )  # dropout masks depend on the step only
+                batch = batch_at(step, micro)
+                with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+                    loss = loss_fn(model, batch) / cfg.grad_accum
+                loss.backward()
+                total += loss.detach()
+                if isinstance(batch, dict) and "attention_mask" in batch:  # counted on the device: no wait per step
+                    tokens = tokens + batch["attention_mask"].sum()
+            if sync is not None:
+                sync.finish()
+            elif dist and core is model:
+                average_gradients(gradients_of(opt), world)
+            if dist:  # the logged loss is the mean over the processes' shards of the global batch
+                torch.distributed.all_reduce(total)
+                total /= world
+            pending = (step, speed.Readback(total), {"lr": opt.param_groups[0]["lr"]})
+            if wait:
+                settle()
+            opt.step()
+            if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps and rank == 0:
+                settle()
+                stateful = {"loss_state": loss_fn.checkpoint_state()} if hasattr(loss_fn, "checkpoint_state") else {}
+                save_checkpoint(
+                    ckpt, core, opt, step + 1, {"first_loss": first, "processes": world, **stateful}, writer=writer
+                )
+        else:
+            settle()
+    except BaseException:
+        with contextlib.suppress(Exception):  # (the loop's own error is the one to see)
+            writer.join()
+        raise
+    finally:
+        bar.close()
+    writer.join()
     if evaluate is not None and not getattr(loss_fn, "all_diverged", False):
         log({"step": cfg.steps, **evaluate(cfg.steps)})
     return {

@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import inits, multi, runloss, speed, train
-from ..batches import collate, to_device
+from ..batches import Uploader, collate
 from ..runfolder import RunFolder
 from . import finetune_eval, finetune_setup
 from .finetune import FinetuneConfig, autocast_dtype, eval_batch
@@ -58,10 +58,12 @@ def train_runs(cfg, model, runs, batches, loaded, out: Path, device, rank: int, 
     K, task = len(runs), loaded.task
     losses = runloss.RunLosses(K, task.kind, grad_accum=cfg.grad_accum)
 
+    upload = Uploader(device)
+
     def step_at(step: int, micro: int) -> dict:
         """The K runs' micro-batches: ``batches`` give CPU tensors, stacked there, then one copy per input."""
         parts = [b(step, micro) for b in batches]
-        return to_device(parts[0] if K == 1 else multi.stack_batches(parts), device)
+        return upload(parts[0] if K == 1 else multi.stack_batches(parts))
 
     if rank:
         result = train.train(
