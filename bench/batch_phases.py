@@ -164,8 +164,16 @@ def main() -> None:
         default="background",
         help="'inline': checkpoints written in the training thread, the baseline of train.Writer",
     )
+    ap.add_argument(
+        "--eval-compiled",
+        action="store_true",
+        help="evaluations run the compiled blocks (a graph for their own shape and no-grad mode, compiled on first "
+        "use) instead of eager: the candidate against finetune_train.evaluating's speed.eager",
+    )
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
+    if args.eval_compiled:
+        speed.eager = contextlib.nullcontext
     if args.readback == "wait":
 
         class Waiting(speed.Readback):
