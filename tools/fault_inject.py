@@ -111,6 +111,15 @@ def _exit(p: subprocess.Popen, timeout: float = 600) -> None:
         raise RuntimeError(f"worker failed (exit {p.returncode}): {p.stderr.read()[-2000:]}")
 
 
+def _opened(p: subprocess.Popen, out: Path, timeout: float = 120) -> None:
+    """Wait until the worker has opened its study (it writes sweep.json right after) or exited: a fault injected
+    before that would hit the interpreter's start and the storage's first opening (2 s on one host, more on others),
+    not a running sweep."""
+    deadline = time.time() + timeout
+    while not (out / "sweep.json").exists() and p.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+
+
 def kill_rep(rng: random.Random, ref: dict, max_kills: int, tmp: Path, server=None) -> dict:
     out = tmp / f"rep{rng.randrange(10**9)}"
     kills, attempts = [], 0
@@ -136,7 +145,7 @@ def restart_rep(rng: random.Random, ref: dict, max_kills: int, tmp: Path, server
     out, study = tmp / f"rep{rng.randrange(10**9)}", f"rep{rng.randrange(10**9)}"
     p = worker(out, rng.choice([1, 2, 3, 5]), server.url, study)
     restarts = []
-    time.sleep(2.0)  # the interpreter and torch take ~2 s to start
+    _opened(p, out)
     for _ in range(max_kills):
         time.sleep(rng.uniform(0.5, 2.5))
         if p.poll() is not None:
@@ -153,7 +162,7 @@ def restart_rep(rng: random.Random, ref: dict, max_kills: int, tmp: Path, server
 def sigstop_rep(rng: random.Random, ref: dict, max_kills: int, tmp: Path, server=None) -> dict:
     out, study = tmp / f"rep{rng.randrange(10**9)}", f"rep{rng.randrange(10**9)}"
     stopped = worker(out, rng.choice([2, 3, 5]), server.url, study)
-    time.sleep(2.0)  # the first worker creates the study
+    _opened(stopped, out)  # the first worker creates the study
     other = worker(out, rng.choice([1, 2, 3]), server.url, study)
     delay = rng.uniform(2.0, 5.0)
     time.sleep(delay)

@@ -267,36 +267,38 @@ def test_two_process_ddp_matches_one_process_on_the_same_global_batch(model_args
     assert json.loads((tmp_path / "two" / "run_card.json").read_text())["execution"]["processes"] == 2
 
 
+SIGKILL_ARGS = [
+    "finetune",
+    "--steps",
+    "8",
+    "--batch-size",
+    "2",
+    "--seq-len",
+    "32",
+    "--max-train",
+    "8",
+    "--max-eval",
+    "2",
+    "--eval-every",
+    "4",
+    "--checkpoint-every",
+    "2",
+    "--lr",
+    "1e-3",
+    "--rank",
+    "4",
+    "--targets",
+    "q_proj,v_proj",
+    "--init",
+    "lora_one",
+    "--no-progress",
+]
+
+
 def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path):
     """A real process killed with SIGKILL after a checkpoint (no clean-up runs) resumes to the same adapter."""
-    args = [
-        "finetune",
-        "--steps",
-        "8",
-        "--batch-size",
-        "2",
-        "--seq-len",
-        "32",
-        "--max-train",
-        "8",
-        "--max-eval",
-        "2",
-        "--eval-every",
-        "4",
-        "--checkpoint-every",
-        "2",
-        "--lr",
-        "1e-3",
-        "--rank",
-        "4",
-        "--targets",
-        "q_proj,v_proj",
-        "--init",
-        "lora_one",
-        "--no-progress",
-    ]
     env = {**os.environ, "PYTHONPATH": SRC}
-    cmd = [sys.executable, "-m", "lorainit", *args]
+    cmd = [sys.executable, "-m", "lorainit", *SIGKILL_ARGS]
     assert (
         subprocess.run([*cmd, "--out", str(tmp_path / "a")], env=env, capture_output=True, timeout=600).returncode == 0
     )
@@ -315,7 +317,56 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path):
     again = subprocess.run([*cmd, "--out", str(tmp_path / "b")], env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
     card = json.loads((tmp_path / "b" / "run_card.json").read_text())
-    assert card["timing"]["resumed_from"] in (4, 6)
+    assert card["timing"]["resumed_from"] in (2, 4, 6)  # (the step-6 write may still have been under way)
+    a = load_file(tmp_path / "a" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "b" / "adapter" / "adapter_model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+KILL_DURING_WRITE_4 = """
+import os, runpy, signal, sys, tempfile
+from pathlib import Path
+import lorainit.train as t
+real = t._write
+def write_and_die(path, tensors, meta):  # in the background writer's thread
+    if meta["step"] == 4:  # half a checkpoint: its temporary folder and a truncated file, not yet renamed
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=".checkpoint."))
+        (tmp / "state.safetensors").write_bytes(b"half")
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(path, tensors, meta)
+t._write = write_and_die
+sys.argv = ["lorainit", *sys.argv[1:]]
+runpy.run_module("lorainit", run_name="__main__")
+"""
+
+
+def test_sigkill_during_a_background_checkpoint_write_resumes_from_the_one_before(tmp_path):
+    """Checkpoints are written by a thread while training goes on (train.Writer): a process killed in the middle of
+    writing the step-4 checkpoint keeps the step-2 one whole, and resumes from it to the uninterrupted adapter."""
+    env = {**os.environ, "PYTHONPATH": SRC}
+    whole = subprocess.run(
+        [sys.executable, "-m", "lorainit", *SIGKILL_ARGS, "--out", str(tmp_path / "a")], env=env, capture_output=True
+    )
+    assert whole.returncode == 0
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_DURING_WRITE_4, *SIGKILL_ARGS, "--out", str(tmp_path / "b")],
+        env=env,
+        capture_output=True,
+        timeout=600,
+    )
+    assert killed.returncode == -signal.SIGKILL
+    assert json.loads((tmp_path / "b" / "checkpoint" / "state.json").read_text())["step"] == 2
+    assert list((tmp_path / "b").glob(".checkpoint.*"))  # the half-written one
+    again = subprocess.run(
+        [sys.executable, "-m", "lorainit", *SIGKILL_ARGS, "--out", str(tmp_path / "b")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads((tmp_path / "b" / "run_card.json").read_text())["timing"]["resumed_from"] == 2
+    assert not list((tmp_path / "b").glob(".checkpoint.*"))
     a = load_file(tmp_path / "a" / "adapter" / "adapter_model.safetensors")
     b = load_file(tmp_path / "b" / "adapter" / "adapter_model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -381,8 +432,8 @@ KILL_AFTER_CHECKPOINT_4 = """
 import os, runpy, signal, sys
 import lorainit.train as t
 real = t.save_checkpoint
-def save_then_die(path, model, opt, step, extra):
-    real(path, model, opt, step, extra)
+def save_then_die(path, model, opt, step, extra, writer=None):
+    real(path, model, opt, step, extra)  # (written here, not in the background: the process dies once it has landed)
     if step == 4:
         os.kill(os.getpid(), signal.SIGKILL)
 t.save_checkpoint = save_then_die
