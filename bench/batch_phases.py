@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "src"))
 import torch  # noqa: E402
 from torch.nn.attention import sdpa_kernel  # noqa: E402
 
-from lorainit import batches, data, io, models, multi, speed, train  # noqa: E402
+from lorainit import batches, checkpoint, data, io, models, multi, speed, train  # noqa: E402
 from lorainit.experiments import finetune_eval, finetune_run, finetune_setup, finetune_train  # noqa: E402
 from lorainit.experiments.finetune import FinetuneConfig  # noqa: E402
 from lorainit.sweeps.liveness import process_age  # noqa: E402
@@ -162,7 +162,7 @@ def main() -> None:
         "--checkpoint-write",
         choices=("background", "inline"),
         default="background",
-        help="'inline': checkpoints written in the training thread, the baseline of train.Writer",
+        help="'inline': checkpoints written in the training thread, the baseline of checkpoint.Writer",
     )
     ap.add_argument(
         "--eval-compiled",
@@ -185,7 +185,7 @@ def main() -> None:
     if args.upload == "pin":
         finetune_train.Uploader = lambda device: lambda batch: batches.to_device(batch, device)
     if args.checkpoint_write == "inline":
-        train.Writer.submit = lambda self, write: write()
+        checkpoint.Writer.submit = lambda self, write: write()
     if args.attention == "torch":
         speed.attention = lambda padded: contextlib.nullcontext()
     elif args.attention == "no-cudnn":

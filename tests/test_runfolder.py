@@ -4,7 +4,7 @@ import json
 
 import torch
 
-from lorainit import io, train
+from lorainit import checkpoint, io
 from lorainit.runfolder import RunFolder
 
 
@@ -29,7 +29,7 @@ def test_resume_drops_the_records_the_checkpoint_does_not_cover(tmp_path):
     file.close()
     model = torch.nn.Linear(2, 2)
     opt = torch.optim.AdamW([{"params": list(model.parameters()), "names": ["weight", "bias"]}])
-    train.save_checkpoint(f.checkpoint, model, opt, 4, {"processes": 2})  # the loop's own layout
+    checkpoint.save_checkpoint(f.checkpoint, model, opt, 4, {"processes": 2})  # the loop's own layout
     assert f.resume_step() == 4 and f.checkpoint_state()["processes"] == 2
     log, file, kept = f.open_log(f.resume_step())
     assert [r["step"] for r in kept] == [0, 1, 2, 3]  # step 4's loss and evaluation dropped

@@ -2,7 +2,7 @@
 
     log.jsonl       one JSON record per line: per optimizer step {"step", "loss", "lr", "elapsed", ...}, per
                     evaluation {"step", <metrics>, ...}, at the start {"step": 0, "base": ...}
-    checkpoint/     the loop's resumable state (``train.save_checkpoint``): state.json {"step", ...} and tensors;
+    checkpoint/     the loop's resumable state (``checkpoint.save_checkpoint``): state.json {"step", ...} and tensors;
                     removed once the run is finished
     run_card.json   what a finished run leaves (``experiments.finetune_card``): config, metrics, divergence, timing
 

@@ -326,7 +326,7 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path):
 KILL_DURING_WRITE_4 = """
 import os, runpy, signal, sys, tempfile
 from pathlib import Path
-import lorainit.train as t
+import lorainit.checkpoint as t
 real = t._write
 def write_and_die(path, tensors, meta):  # in the background writer's thread
     if meta["step"] == 4:  # half a checkpoint: its temporary folder and a truncated file, not yet renamed
@@ -341,7 +341,7 @@ runpy.run_module("lorainit", run_name="__main__")
 
 
 def test_sigkill_during_a_background_checkpoint_write_resumes_from_the_one_before(tmp_path):
-    """Checkpoints are written by a thread while training goes on (train.Writer): a process killed in the middle of
+    """Checkpoints are written by a thread while training goes on (checkpoint.Writer): a process killed in the middle of
     writing the step-4 checkpoint keeps the step-2 one whole, and resumes from it to the uninterrupted adapter."""
     env = {**os.environ, "PYTHONPATH": SRC}
     whole = subprocess.run(
