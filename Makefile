@@ -21,7 +21,7 @@ demo: $(VENV)/.installed  ## the quick teacher-student study: findings printed, 
 test: $(VENV)/.installed  ## lint and format check (ruff: pyflakes, syntax, import order, layout), then the test suite
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 test-fast: $(VENV)/.installed  ## the suite without the slow tests (real models, several processes): a couple of minutes
 	$(PY) -m pytest -q -m "not slow" tests
