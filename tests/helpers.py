@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import torch
+from torch import nn
 
 
 def tiny_llama(seed: int = 0, **config):
@@ -117,3 +118,16 @@ def lorainit(*args, cwd=None):
     return subprocess.run(
         [sys.executable, "-m", "lorainit", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
     )
+
+
+class Tiny(nn.Module):
+    """A one-layer LoRA-shaped model for the training loop's and the checkpoints' tests."""
+
+    def __init__(self):
+        super().__init__()
+        self.lora_A = nn.Parameter(torch.full((2, 3), 0.1))
+        self.lora_B = nn.Parameter(torch.zeros(3, 2))
+        self.frozen = nn.Parameter(torch.ones(3), requires_grad=False)
+
+    def forward(self, x):
+        return x @ self.lora_A.T @ self.lora_B.T + self.frozen

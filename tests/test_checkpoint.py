@@ -3,17 +3,9 @@ and, written in the background, holding the state at their step."""
 
 import pytest
 import torch
-from torch import nn
+from helpers import Tiny
 
 from lorainit import checkpoint, train
-
-
-class Tiny(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.lora_A = nn.Parameter(torch.full((2, 3), 0.1))
-        self.lora_B = nn.Parameter(torch.zeros(3, 2))
-        self.frozen = nn.Parameter(torch.ones(3), requires_grad=False)
 
 
 def test_a_save_killed_between_its_renames_is_recovered(tmp_path):

@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from torch import nn
+from helpers import Tiny
 
 from lorainit import train
 
@@ -23,17 +23,6 @@ def test_the_constant_schedule_keeps_the_lr_and_an_unknown_one_is_refused():
     assert {train.lr_factor(t, train.LoopConfig(steps=10, lr=1.0, schedule="constant")) for t in range(10)} == {1.0}
     with pytest.raises(ValueError, match="unknown schedule 'cosine'; use 'linear' or 'constant'"):
         train.lr_factor(0, train.LoopConfig(steps=10, lr=1.0, schedule="cosine"))
-
-
-class Tiny(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.lora_A = nn.Parameter(torch.full((2, 3), 0.1))
-        self.lora_B = nn.Parameter(torch.zeros(3, 2))
-        self.frozen = nn.Parameter(torch.ones(3), requires_grad=False)
-
-    def forward(self, x):
-        return x @ self.lora_A.T @ self.lora_B.T + self.frozen
 
 
 def test_param_groups_put_lora_b_at_lr_times_the_loraplus_ratio_and_leave_frozen_tensors_out():

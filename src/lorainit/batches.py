@@ -132,7 +132,7 @@ class Uploader:
 
     def __call__(self, batch: dict) -> dict:
         if self.device.type != "cuda":
-            return {k: v.to(self.device) for k, v in batch.items()}
+            return to_device(batch, self.device)
         i, self._turn = self._turn, (self._turn + 1) % len(self._buffers)
         if self._done[i] is not None:
             self._done[i].synchronize()

@@ -87,7 +87,7 @@ class RunLosses:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(values)
             values /= torch.distributed.get_world_size()
-        if self._alive is None or self._alive.device != losses.device:
+        if self._alive is None or self._alive.device != losses.device:  # (again after a death: see settle)
             self._alive = torch.tensor([d is None for d in self.diverged_step], device=losses.device)
         step, micro = divmod(self.calls, self.grad_accum)
         self.calls += 1
@@ -114,8 +114,8 @@ class RunLosses:
                 [None if d is not None else s / self.grad_accum for d, s in zip(self.diverged_step, self._sum)]
             )
             self._sum = [0.0] * self.K
-        if died and self._alive is not None:
-            self._alive = torch.tensor([d is None for d in self.diverged_step], device=self._alive.device)
+        if died:
+            self._alive = None  # the next call builds the mask again
 
     def record(self) -> dict:
         """What the loop logs beside a step's summed loss: each run's loss at that step."""

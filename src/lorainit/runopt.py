@@ -111,10 +111,8 @@ class RunAdamW:
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """Everything a resumed run needs: each kind's parameters and moments (N,), and the step count."""
-        out = {
-            f"{name}.{kind}": t.detach().to(
-                "cpu", copy=True
-            )  # (a copy even on CPU: checkpoints write in the background)
+        out = {  # (copies even on CPU: checkpoints are written in the background)
+            f"{name}.{kind}": t.detach().to("cpu", copy=True)
             for kind, b in self.buffers.items()
             for name, t in b.items()
             if name != "grad"

@@ -199,9 +199,8 @@ def train(
             for micro in range(cfg.grad_accum):
                 if sync is not None and micro == cfg.grad_accum - 1:
                     sync.arm()
-                torch.manual_seed(
-                    derive_seed("dropout", cfg.seed, step, micro)
-                )  # dropout masks depend on the step only
+                # dropout masks depend on the step only
+                torch.manual_seed(derive_seed("dropout", cfg.seed, step, micro))
                 batch = batch_at(step, micro)
                 with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
                     loss = loss_fn(model, batch) / cfg.grad_accum
