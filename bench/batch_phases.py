@@ -30,6 +30,9 @@ from lorainit.experiments import finetune_eval, finetune_run, finetune_setup, fi
 from lorainit.experiments.finetune import FinetuneConfig  # noqa: E402
 from lorainit.sweeps.liveness import process_age  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "bench"))
+import multi_run  # noqa: E402
+
 SECONDS: dict[str, float] = defaultdict(float)
 CALLS: dict[str, int] = defaultdict(int)
 
@@ -170,8 +173,15 @@ def main() -> None:
         help="evaluations run the compiled blocks (a graph for their own shape and no-grad mode, compiled on first "
         "use) instead of eager: the candidate against finetune_train.evaluating's speed.eager",
     )
+    ap.add_argument(
+        "--lora-path",
+        choices=multi_run.LORA_PATHS,
+        default="siblings",
+        help=multi_run.lora_path.__doc__.split(": ", 1)[1].rstrip(".") + "; 'baddbmm' is the baseline",
+    )
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
+    multi_run.lora_path(args.lora_path)
     if args.eval_compiled:
         speed.eager = contextlib.nullcontext
     if args.readback == "wait":

@@ -14,6 +14,7 @@ through each path (K=1) and the card's measured bf16 matmul rate, for MFU = 4 N 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
@@ -24,6 +25,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from lorainit import io, multi, runloss, speed, starts  # noqa: E402
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+LORA_PATHS = ("siblings", "alone", "baddbmm")
+
+
+def lora_path(name: str) -> None:
+    """The LoRA layers' forward for this process: 'siblings' (lorainit's: layers sharing an input computed together,
+    lorainit.siblings, and the update added in place or fused by the compiler), 'alone' (each layer on its own,
+    the update added as in 'siblings'), 'baddbmm' (each alone, one out-of-place baddbmm: lorainit until 2026-11-27)."""
+    if name not in LORA_PATHS:
+        raise ValueError(f"--lora-path must be one of {', '.join(LORA_PATHS)}; got {name!r}")
+    if name != "siblings":
+        multi.attach = functools.partial(multi.attach, siblings=False)
+    multi.MultiLoRALinear.fused_add = name != "baddbmm"
 
 
 def base_model(device):
@@ -182,8 +197,10 @@ def main() -> None:
     ap.add_argument(
         "--stock-compiled-runs", type=int, default=2, help="stock PEFT runs timed with each block under torch.compile"
     )
+    ap.add_argument("--lora-path", choices=LORA_PATHS, default="siblings", help=lora_path.__doc__.split(": ", 1)[1])
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    lora_path(args.lora_path)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     lrs = [1e-4 * 30 ** (k / max(1, args.runs - 1)) for k in range(args.runs)]
     runs = [multi.Run("init_a", lr, seed=k) for k, lr in enumerate(lrs)]

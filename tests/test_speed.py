@@ -123,7 +123,7 @@ def test_keep_graphs_lets_a_later_batch_of_the_same_shape_reuse_the_compiled_blo
     from lorainit.inits import Factors
     from lorainit.starts import PEFT_PREFIX
 
-    model, targets = tiny_llama(), ["q_proj", "down_proj"]
+    model, targets = tiny_llama(), ["q_proj", "k_proj", "down_proj"]  # (q and k: siblings)
     model.requires_grad_(False)
     ids = torch.randint(0, 64, (4, 8), generator=torch.Generator().manual_seed(0))
     speed._kept.clear()

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from .inits import Factors
+from .siblings import Siblings, shared_inputs
 from .starts import PEFT_PREFIX
 
 
@@ -72,22 +73,44 @@ class MultiLoRALinear(nn.Module):
             corr_B = -torch.stack([c.B.float() for c in cs]).to(device)  # (K, out, r): -B0
         self.register_buffer("corr_A", corr_A, persistent=False)
         self.register_buffer("corr_B", corr_B, persistent=False)
+        self.siblings = None  # a lorainit.siblings.Siblings where this layer shares its input with others
 
     def factors(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """Every run's (A (K, r', in), B (K, out, r')) in ``dtype``; r' = 2r with the frozen corrections."""
-        A, B = self.lora_A, self.lora_B
-        if self.corr_A is not None:  # rank 2r: [A; A0] and [B, -B0]
-            A, B = torch.cat([A, self.corr_A], 1), torch.cat([B, self.corr_B], 2)
-        return A.to(dtype), B.to(dtype)
+        return self.adapter_A(dtype), self.adapter_B(dtype)
+
+    def adapter_A(self, dtype: torch.dtype) -> torch.Tensor:
+        """(K, r', in): [A; A0] with a frozen correction, else A."""
+        A = self.lora_A if self.corr_A is None else torch.cat([self.lora_A, self.corr_A], 1)
+        return A.to(dtype)
+
+    def adapter_B(self, dtype: torch.dtype) -> torch.Tensor:
+        """(K, out, r'): [B, -B0] with a frozen correction, else B."""
+        B = self.lora_B if self.corr_B is None else torch.cat([self.lora_B, self.corr_B], 2)
+        return B.to(dtype)
+
+    fused_add = True
+    """How s (x A^T) B^T joins the base output y: True, in place (eager) or as a product and an add that the
+    compiler fuses into the add's consumer; False, one out-of-place baddbmm (a copy of y, then the product added
+    to it: the path until 2026-11-27, kept as bench/batch_phases.py's baseline)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.base(x)
         K = len(self.lora_A)
-        A, B = self.factors(y.dtype)
-        xs = x.reshape(K, -1, x.shape[-1]).to(y.dtype)  # (K, rows_k, in): run k's rows
-        xa = torch.bmm(xs, A.transpose(1, 2))  # (K, rows_k, r')
-        # y_k + s (x_k A_k^T) B_k^T in one batched GEMM with the base output as its addend
-        return torch.baddbmm(y.reshape(K, -1, y.shape[-1]), xa, B.transpose(1, 2), alpha=self.scaling).reshape(y.shape)
+        if self.siblings is not None:  # the base output and x A^T, computed with the layers sharing this input
+            y, xa = self.siblings.outputs(self, x)
+        else:
+            y = self.base(x)
+            xs = x.reshape(K, -1, x.shape[-1]).to(y.dtype)  # (K, rows_k, in): run k's rows
+            xa = torch.bmm(xs, self.adapter_A(y.dtype).transpose(1, 2))  # (K, rows_k, r')
+        Bt = self.adapter_B(y.dtype).transpose(1, 2)  # (K, r', out)
+        y3 = y.reshape(K, -1, y.shape[-1])  # (K, rows_k, out)
+        if not self.fused_add:
+            return torch.baddbmm(y3, xa, Bt, alpha=self.scaling).reshape(y.shape)
+        if torch.compiler.is_compiling():  # inductor fuses the add (and the scaling) into the next element-wise op
+            return (y3 + self.scaling * torch.bmm(xa, Bt)).reshape(y.shape)
+        if y.is_contiguous():  # y is the base's own output, which its backward does not keep: add in place
+            return y3.baddbmm_(xa, Bt, alpha=self.scaling).reshape(y.shape)
+        return torch.baddbmm(y3, xa, Bt, alpha=self.scaling).reshape(y.shape)  # (a view of the siblings' shared y)
 
     @torch.no_grad()
     def feature_norms(self, x: torch.Tensor) -> tuple[list[float], list[float]]:
@@ -141,18 +164,22 @@ def attach(
     corrected: list[bool] | None = None,
     head: str | None = None,
     heads: list[nn.Module] | None = None,
+    siblings: bool = True,
 ) -> dict[str, MultiLoRALinear]:
     """Replace each target layer of ``model`` (in place) by a ``MultiLoRALinear`` with one adapter per run, run k
     starting from ``starts[k]`` (PEFT layer name -> Factors; ``lorainit.starts``) and carrying its start as a frozen
     correction where ``corrected[k]`` (a residual scheme). ``heads``: one trainable copy of the module named
-    ``head`` per run. Every other parameter is frozen. Returns the layers by module name; ``detach`` undoes it."""
+    ``head`` per run. Every other parameter is frozen. ``siblings``: target layers found reading one input compute
+    together (``lorainit.siblings``). Returns the layers by module name; ``detach`` undoes it."""
     if len(starts) != len(runs) or (heads is not None and len(heads) != len(runs)):
         raise ValueError(f"{len(runs)} runs need as many starts (got {len(starts)}) and heads")
     corrected = corrected or [False] * len(runs)
     for p in model.parameters():
         p.requires_grad_(False)
     layers = {}
-    for name, base in targets_of(model, targets).items():
+    linears = targets_of(model, targets)
+    groups = shared_inputs(model, linears) if siblings else []
+    for name, base in linears.items():
         fs = [s[PEFT_PREFIX + name] for s in starts]
         layer = MultiLoRALinear(
             base, [f.A for f in fs], [f.B for f in fs], scaling, [f if c else None for f, c in zip(fs, corrected)]
@@ -164,6 +191,10 @@ def attach(
         for h in heads:
             h.to(next(original.parameters()).device).float().requires_grad_(True)
         _set(model, head, PerRun(original, heads))
+    for names in groups:
+        group = Siblings([layers[n] for n in names])
+        for n in names:
+            layers[n].siblings = group
     return layers
 
 
@@ -171,6 +202,9 @@ def detach(model: nn.Module) -> nn.Module:
     """Undo ``attach``: every ``MultiLoRALinear`` back to its base layer, a ``PerRun`` head back to the original."""
     for name, m in list(model.named_modules()):
         if isinstance(m, MultiLoRALinear):
+            if m.siblings is not None:
+                m.siblings.release()
+                m.siblings = None
             _set(model, name, m.base)
         elif isinstance(m, PerRun):
             _set(model, name, m.original)
