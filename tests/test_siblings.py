@@ -120,3 +120,18 @@ def test_the_group_shares_the_weights_storage_and_detach_gives_each_its_own_back
     assert after.keys() == before.keys()
     for n in before:
         assert torch.equal(after[n], before[n]), n
+
+
+def test_a_layer_alone_adds_its_update_in_place_with_no_copy_in_its_backward(tiny_llama):
+    model = tiny_llama()
+    layers = _attached(model, False)
+    q = layers["model.layers.0.self_attn.q_proj"]
+    x = torch.randn(3, 4, 32, requires_grad=True)
+    y = q(x)
+    names, todo = set(), [y.grad_fn]
+    while todo:  # every node of y's backward graph
+        node = todo.pop()
+        if node is not None and type(node).__name__ not in names:
+            names.add(type(node).__name__)
+            todo += [n for n, _ in node.next_functions]
+    assert "BaddbmmBackward0" in names and "CopySlices" not in names  # (an in-place add to a view copies the grad)

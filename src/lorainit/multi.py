@@ -90,27 +90,29 @@ class MultiLoRALinear(nn.Module):
         return B.to(dtype)
 
     fused_add = True
-    """How s (x A^T) B^T joins the base output y: True, in place (eager) or as a product and an add that the
-    compiler fuses into the add's consumer; False, one out-of-place baddbmm (a copy of y, then the product added
-    to it: the path until 2026-11-27, kept as bench/batch_phases.py's baseline)."""
+    """How s (x A^T) B^T joins the base output y: True, in place on y (eager; a layer alone, whose y is no view, so
+    its backward keeps no copy) or as a product and an add that the compiler fuses into the add's consumer; False,
+    one out-of-place baddbmm (a copy of y, then the product added to it: the path until 2026-11-27, kept as
+    bench/batch_phases.py's baseline). Siblings in eager take the baddbmm too (their y are views of one output)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         K = len(self.lora_A)
+        shape = x.shape[:-1]
         if self.siblings is not None:  # the base output and x A^T, computed with the layers sharing this input
-            y, xa = self.siblings.outputs(self, x)
+            y, xa = self.siblings.outputs(self, x)  # y: a view of the siblings' one output
+            y = y.reshape(K, -1, y.shape[-1])  # (K, rows_k, out)
         else:
-            y = self.base(x)
-            xs = x.reshape(K, -1, x.shape[-1]).to(y.dtype)  # (K, rows_k, in): run k's rows
-            xa = torch.bmm(xs, self.adapter_A(y.dtype).transpose(1, 2))  # (K, rows_k, r')
+            xs = x.reshape(K, -1, x.shape[-1])  # (K, rows_k, in): run k's rows
+            y = self.base(xs)  # (K, rows_k, out)
+            xa = torch.bmm(xs.to(y.dtype), self.adapter_A(y.dtype).transpose(1, 2))  # (K, rows_k, r')
         Bt = self.adapter_B(y.dtype).transpose(1, 2)  # (K, r', out)
-        y3 = y.reshape(K, -1, y.shape[-1])  # (K, rows_k, out)
-        if not self.fused_add:
-            return torch.baddbmm(y3, xa, Bt, alpha=self.scaling).reshape(y.shape)
-        if torch.compiler.is_compiling():  # inductor fuses the add (and the scaling) into the next element-wise op
-            return (y3 + self.scaling * torch.bmm(xa, Bt)).reshape(y.shape)
-        if y.is_contiguous():  # y is the base's own output, which its backward does not keep: add in place
-            return y3.baddbmm_(xa, Bt, alpha=self.scaling).reshape(y.shape)
-        return torch.baddbmm(y3, xa, Bt, alpha=self.scaling).reshape(y.shape)  # (a view of the siblings' shared y)
+        if self.fused_add and torch.compiler.is_compiling():  # inductor fuses the add and scaling into the next op
+            y = y + self.scaling * torch.bmm(xa, Bt)
+        elif self.fused_add and self.siblings is None:  # y is the base's own output (not a view), which its
+            y = y.baddbmm_(xa, Bt, alpha=self.scaling)  # backward does not keep: the update is added in place
+        else:
+            y = torch.baddbmm(y, xa, Bt, alpha=self.scaling)
+        return y.reshape(*shape, y.shape[-1])
 
     @torch.no_grad()
     def feature_norms(self, x: torch.Tensor) -> tuple[list[float], list[float]]:
