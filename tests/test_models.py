@@ -1,8 +1,43 @@
-"""Model helpers: the seeded task head, switching dropout off, which module is the head."""
+"""Model helpers: the seeded task head, switching dropout off, which module is the head; the GGUF model converted
+once into the cache, also when several processes ask for it at once."""
+
+import fcntl
+import threading
+import time
 
 import torch
 
-from lorainit import models
+from lorainit import assets, models
+
+
+def test_one_process_converts_at_a_time_and_the_others_leave_its_folder_alone(tmp_path, monkeypatch):
+    monkeypatch.setenv("LORAINIT_CACHE", str(tmp_path))
+    folder = tmp_path / "models" / "smollm2-135m"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")  # renamed into place by a converter that has not yet recorded it
+    converted, reached = [], threading.Event()
+
+    def convert(spec, dest):  # (the real one: tests that load smollm2-135m)
+        converted.append(dest)
+        dest.mkdir()
+        (dest / "config.json").write_text('{"converted": true}')
+        assets.record_manifest(dest)
+
+    monkeypatch.setattr(models, "_convert", convert)
+    with open(tmp_path / "models" / ".smollm2-135m.lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # the converter's lock
+        real = fcntl.flock
+        monkeypatch.setattr(fcntl, "flock", lambda f, op: (reached.set(), real(f, op))[1])
+        other = threading.Thread(target=models.resolve, args=("smollm2-135m",))
+        other.start()
+        assert reached.wait(30)
+        time.sleep(0.5)
+        assert other.is_alive() and (folder / "config.json").read_text() == "{}"  # waits; the folder is untouched
+    other.join(30)
+    assert not other.is_alive()
+    assert converted == [folder]  # then, finding it unrecorded, converts it again
+    assert assets.verified(folder)
+    assert models.resolve("smollm2-135m")[0] == str(folder) and converted == [folder]  # and uses it from now on
 
 
 def test_seeded_head_is_a_function_of_the_seed_and_transformers_draw(tiny_bert):

