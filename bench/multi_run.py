@@ -33,12 +33,16 @@ LORA_PATHS = ("siblings", "alone", "baddbmm")
 def lora_path(name: str) -> None:
     """The LoRA layers' forward for this process: 'siblings' (lorainit's: layers sharing an input computed together,
     lorainit.siblings, and the update added in place or fused by the compiler), 'alone' (each layer on its own,
-    the update added as in 'siblings'), 'baddbmm' (each alone, one out-of-place baddbmm: lorainit until 2026-11-27)."""
+    the update added as in 'siblings'), 'baddbmm' (each alone, one out-of-place baddbmm, inductor's default options:
+    lorainit until 2026-11-27)."""
     if name not in LORA_PATHS:
         raise ValueError(f"--lora-path must be one of {', '.join(LORA_PATHS)}; got {name!r}")
     if name != "siblings":
         multi.attach = functools.partial(multi.attach, siblings=False)
     multi.MultiLoRALinear.fused_add = name != "baddbmm"
+    if name == "baddbmm":  # and inductor's own options (speed.cat_as_buffer came with the siblings)
+        compile_blocks = speed.compile_blocks
+        speed.compile_blocks = lambda model, tuned=False, **kw: compile_blocks(model, **kw)
 
 
 def base_model(device):
@@ -145,7 +149,7 @@ def batched_runs(runs, args, device, compile_: bool = False) -> tuple[float, lis
     model = base_model(device)
     layers = attach_runs(model, runs, args.rank)
     if compile_:  # each block under torch.compile (fuses the elementwise ops, fewer launches)
-        speed.compile_blocks(model)
+        speed.compile_blocks(model, tuned=True)
     factors = {
         n: [(m.lora_A[k].detach().clone(), m.lora_B[k].detach().clone()) for k in range(len(runs))]
         for n, m in layers.items()

@@ -146,7 +146,9 @@ def run(
             speed.keep_graphs(  # a worker's later batch of this shape compiles nothing
                 (cfg.model, cfg.rank, cfg.batch_size, cfg.seq_len, K, any(corrected), trainee is not None)
             )
-            speed.compile_blocks(model, dynamic=task.kind != "lm")  # (padded kinds: a new length each batch)
+            speed.compile_blocks(
+                model, dynamic=task.kind != "lm", tuned=True
+            )  # (padded kinds: a new length each batch)
         if rank == 0:
             for folder in (out, *run_dirs):
                 io.clean_temporaries(folder)
