@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -36,6 +35,18 @@ TINY = finetune.FinetuneConfig(
 )
 ENCODER = dataclasses.replace(TINY, model="minilm-l6", task="nli", targets=("query", "value"))
 SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+
+def cli(args, out, *, head=("-m", "lorainit"), **env) -> subprocess.CompletedProcess:
+    """``python HEAD ARGS --out OUT`` in a fresh process (HEAD: ``-m lorainit``, a ``-c`` program that runs lorainit
+    itself, or ``-m torch.distributed.run ...``), src/ on its path; ``env``: more environment variables."""
+    return subprocess.run(
+        [sys.executable, *head, *args, "--out", str(out)],
+        env={**os.environ, "PYTHONPATH": SRC, **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def points(*inits, lr=1e-3, seed=0):
@@ -197,7 +208,7 @@ CLI = [
 ]
 
 
-LM_ARGS = ["--model", "smollm2-135m", "--task", "wiki", "--targets", "q_proj,v_proj"]
+LM_ARGS = ["--task", "wiki", "--targets", "q_proj,v_proj"]  # (on the tiny Llama: the test adds its --model)
 
 
 @pytest.mark.parametrize(
@@ -205,43 +216,21 @@ LM_ARGS = ["--model", "smollm2-135m", "--task", "wiki", "--targets", "q_proj,v_p
     [(LM_ARGS, False), (["--model", "minilm-l6", "--task", "nli", "--init", "lora_ga"], False), (LM_ARGS, True)],
     ids=["lm", "encoder", "lm-batch-per-process"],
 )
-def test_two_process_ddp_matches_one_process_on_the_same_global_batch(model_args, per_process, tmp_path):
+def test_two_process_ddp_matches_one_process_on_the_same_global_batch(model_args, per_process, tiny_folders, tmp_path):
     """torchrun, 2 CPU processes, gloo: each trains half of every global batch (or, with --batch-per-process, a
     batch of --batch-size of its own); the averaged loss and the final adapter (and a fresh classifier head, drawn
     from the seed on both processes) equal a one-process run's on the same global batch. The gradients are averaged
     in buckets during the backward (runopt.BucketedAllReduce)."""
+    if "--model" not in model_args:
+        model_args = ["--model", str(tiny_folders / "llama"), *model_args]
     args = ["finetune", *model_args, *CLI]
-    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
-    one = subprocess.run(
-        [sys.executable, "-m", "lorainit", *args, "--out", str(tmp_path / "one")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    one = cli(args, tmp_path / "one", OMP_NUM_THREADS="1")
     assert one.returncode == 0, one.stderr[-2000:]
     two_args = (
         [*args, "--batch-size", "2", "--batch-per-process"] if per_process else args
     )  # 2 x 2 = the 4 of one process
-    two = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            "-m",
-            "lorainit",
-            *two_args,
-            "--out",
-            str(tmp_path / "two"),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    torchrun = ("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "lorainit")
+    two = cli(two_args, tmp_path / "two", head=torchrun, OMP_NUM_THREADS="1")
     assert two.returncode == 0, two.stderr[-2000:]
     assert "destroy_process_group" not in two.stderr and "Guessing device" not in two.stderr
     la = [
@@ -295,32 +284,42 @@ SIGKILL_ARGS = [
 ]
 
 
-def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path):
-    """A real process killed with SIGKILL after a checkpoint (no clean-up runs) resumes to the same adapter."""
-    env = {**os.environ, "PYTHONPATH": SRC}
-    cmd = [sys.executable, "-m", "lorainit", *SIGKILL_ARGS]
-    assert (
-        subprocess.run([*cmd, "--out", str(tmp_path / "a")], env=env, capture_output=True, timeout=600).returncode == 0
-    )
-    proc = subprocess.Popen(
-        [*cmd, "--out", str(tmp_path / "b")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    log = tmp_path / "b" / "log.jsonl"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if log.exists() and '"step": 5, "loss"' in log.read_text():
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert (tmp_path / "b" / "checkpoint" / "state.safetensors").exists()
-    again = subprocess.run([*cmd, "--out", str(tmp_path / "b")], env=env, capture_output=True, text=True, timeout=600)
+KILL_AFTER_CHECKPOINT_4 = """
+import os, runpy, signal, sys
+import lorainit.train as t
+real = t.save_checkpoint
+def save_then_die(path, model, opt, step, extra, writer=None):
+    real(path, model, opt, step, extra)  # (written here, not in the background: the process dies once it has landed)
+    if step == 4:
+        os.kill(os.getpid(), signal.SIGKILL)
+t.save_checkpoint = save_then_die
+sys.argv = ["lorainit", *sys.argv[1:]]
+runpy.run_module("lorainit", run_name="__main__")
+"""
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_folders, tmp_path_factory):
+    """SIGKILL_ARGS on a tiny Llama (SmolLM2's tokenizer, wiki), run through once: (its args, its adapter)."""
+    args = [*SIGKILL_ARGS, "--model", str(tiny_folders / "llama"), "--task", "wiki"]
+    out = tmp_path_factory.mktemp("uninterrupted")
+    whole = cli(args, out)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    return args, load_file(out / "adapter" / "adapter_model.safetensors")
+
+
+def test_sigkill_mid_run_then_resume_equals_uninterrupted(uninterrupted, tmp_path):
+    """A real process killed with SIGKILL right after its step-4 checkpoint (no clean-up runs) resumes to the same
+    adapter, bitwise."""
+    args, want = uninterrupted
+    killed = cli(args, tmp_path / "b", head=("-c", KILL_AFTER_CHECKPOINT_4))
+    assert killed.returncode == -signal.SIGKILL
+    assert (tmp_path / "b" / "checkpoint" / "state.safetensors").exists() and not (tmp_path / "b" / "adapter").exists()
+    again = cli(args, tmp_path / "b")
     assert again.returncode == 0, again.stderr[-2000:]
-    card = json.loads((tmp_path / "b" / "run_card.json").read_text())
-    assert card["timing"]["resumed_from"] in (2, 4, 6)  # (the step-6 write may still have been under way)
-    a = load_file(tmp_path / "a" / "adapter" / "adapter_model.safetensors")
-    b = load_file(tmp_path / "b" / "adapter" / "adapter_model.safetensors")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((tmp_path / "b" / "run_card.json").read_text())["timing"]["resumed_from"] == 4
+    got = load_file(tmp_path / "b" / "adapter" / "adapter_model.safetensors")
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
 
 
 KILL_DURING_WRITE_4 = """
@@ -340,36 +339,20 @@ runpy.run_module("lorainit", run_name="__main__")
 """
 
 
-def test_sigkill_during_a_background_checkpoint_write_resumes_from_the_one_before(tmp_path):
+def test_sigkill_during_a_background_checkpoint_write_resumes_from_the_one_before(uninterrupted, tmp_path):
     """Checkpoints are written by a thread while training goes on (checkpoint.Writer): a process killed in the middle of
     writing the step-4 checkpoint keeps the step-2 one whole, and resumes from it to the uninterrupted adapter."""
-    env = {**os.environ, "PYTHONPATH": SRC}
-    whole = subprocess.run(
-        [sys.executable, "-m", "lorainit", *SIGKILL_ARGS, "--out", str(tmp_path / "a")], env=env, capture_output=True
-    )
-    assert whole.returncode == 0
-    killed = subprocess.run(
-        [sys.executable, "-c", KILL_DURING_WRITE_4, *SIGKILL_ARGS, "--out", str(tmp_path / "b")],
-        env=env,
-        capture_output=True,
-        timeout=600,
-    )
+    args, want = uninterrupted
+    killed = cli(args, tmp_path / "b", head=("-c", KILL_DURING_WRITE_4))
     assert killed.returncode == -signal.SIGKILL
     assert json.loads((tmp_path / "b" / "checkpoint" / "state.json").read_text())["step"] == 2
     assert list((tmp_path / "b").glob(".checkpoint.*"))  # the half-written one
-    again = subprocess.run(
-        [sys.executable, "-m", "lorainit", *SIGKILL_ARGS, "--out", str(tmp_path / "b")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    again = cli(args, tmp_path / "b")
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads((tmp_path / "b" / "run_card.json").read_text())["timing"]["resumed_from"] == 2
     assert not list((tmp_path / "b").glob(".checkpoint.*"))
-    a = load_file(tmp_path / "a" / "adapter" / "adapter_model.safetensors")
-    b = load_file(tmp_path / "b" / "adapter" / "adapter_model.safetensors")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    got = load_file(tmp_path / "b" / "adapter" / "adapter_model.safetensors")
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
 
 
 def test_leftovers_of_a_killed_run_are_recovered_or_cleaned(tmp_path, monkeypatch):
@@ -428,18 +411,6 @@ FULL_ARGS = [
     "cpu",
     "--no-progress",
 ]
-KILL_AFTER_CHECKPOINT_4 = """
-import os, runpy, signal, sys
-import lorainit.train as t
-real = t.save_checkpoint
-def save_then_die(path, model, opt, step, extra, writer=None):
-    real(path, model, opt, step, extra)  # (written here, not in the background: the process dies once it has landed)
-    if step == 4:
-        os.kill(os.getpid(), signal.SIGKILL)
-t.save_checkpoint = save_then_die
-sys.argv = ["lorainit", *sys.argv[1:]]
-runpy.run_module("lorainit", run_name="__main__")
-"""
 
 
 @pytest.mark.parametrize("kind, task", [("llama", "wiki"), ("bert", "nli")])
@@ -453,31 +424,12 @@ def test_full_finetune_trains_resumes_bitwise_after_sigkill_and_its_folder_reloa
     from safetensors.torch import load_file
 
     args = [*FULL_ARGS, "--model", str(tiny_folders / kind), "--task", task]
-    env = {**os.environ, "PYTHONPATH": SRC}
-    whole = subprocess.run(
-        [sys.executable, "-m", "lorainit", *args, "--out", str(tmp_path / "a")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    whole = cli(args, tmp_path / "a")
     assert whole.returncode == 0, whole.stderr[-2000:]
-    killed = subprocess.run(
-        [sys.executable, "-c", KILL_AFTER_CHECKPOINT_4, *args, "--out", str(tmp_path / "b")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    killed = cli(args, tmp_path / "b", head=("-c", KILL_AFTER_CHECKPOINT_4))
     assert killed.returncode == -signal.SIGKILL and (tmp_path / "b" / "checkpoint" / "state.safetensors").exists()
     assert not (tmp_path / "b" / "model").exists()
-    again = subprocess.run(
-        [sys.executable, "-m", "lorainit", *args, "--out", str(tmp_path / "b")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    again = cli(args, tmp_path / "b")
     assert again.returncode == 0, again.stderr[-2000:]
     card = json.loads((tmp_path / "b" / "run_card.json").read_text())
     assert card["timing"]["resumed_from"] == 4 and card["config"]["init"] == "full" and card["adapter"] is None
