@@ -6,6 +6,7 @@ import resource
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -128,6 +129,37 @@ def test_a_worker_survives_a_postgresql_restart_mid_sweep(tmp_path, postgres):
     assert "retrying for up to" in err and "32/32 points finished" in out
     counts = finished(postgres.url, study)
     assert len(counts) == 32 and set(counts.values()) == {1}
+
+
+@pytest.mark.slow
+def test_a_worker_started_while_its_studys_server_restarts_waits_for_it_and_a_new_study_does_not(tmp_path, postgres):
+    study = f"rejoin{os.getpid()}"
+    first = sweep("--steps", "20", "--storage", postgres.url, "--study", study, "--out", str(tmp_path / "a"))
+    assert first.communicate(timeout=300)[0] and first.returncode == 0  # sweep.json names the study from now on
+    postgres.stop()
+    try:
+        t0 = time.monotonic()
+        new = sweep("--steps", "20", "--storage", postgres.url, "--study", study + "x", "--out", str(tmp_path / "b"))
+        _, err = new.communicate(timeout=300)
+        assert new.returncode != 0 and "cannot open storage" in err and "check the URL" in err, err[-3000:]
+        assert time.monotonic() - t0 < 60  # at once, not after --db-patience's 120 s (a start takes ~10 s here)
+        more = sweep(
+            "--steps", "20", "--seeds", "3", "--storage", postgres.url, "--study", study, "--out", str(tmp_path / "a")
+        )  # fmt: skip
+        lines = []
+        reader = threading.Thread(target=lambda: lines.extend(more.stderr), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any("retrying for up to" in x for x in lines):
+            assert more.poll() is None, "".join(lines)[-3000:]  # waiting for the server, not stopped
+            time.sleep(0.2)
+        assert any("retrying for up to" in x for x in lines)
+    finally:
+        postgres.start()
+    out = more.stdout.read()
+    assert more.wait(timeout=300) == 0, "".join(lines)[-3000:]
+    assert "48/48 points finished" in out
+    assert len(finished(postgres.url, study)) == 48
 
 
 @pytest.mark.slow

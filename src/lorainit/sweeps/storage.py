@@ -37,9 +37,10 @@ def redact(url: str) -> str:
         return url.split(":", 1)[0] + "://..."
 
 
-def connect(url: str, *, grace: float, must_exist: bool = False):
+def connect(url: str, *, grace: float, must_exist: bool = False, raw: bool = False):
     """(kind, lock file or None, Optuna RDBStorage) for ``url``; a bad URL, a missing file where ``must_exist``, a
-    missing driver or an unreachable server is a ValueError naming the fix."""
+    missing driver or an unreachable server is a ValueError naming the fix (``raw``: the server's error as raised,
+    for a caller that waits it out, ``Store``)."""
     import sqlalchemy
 
     shown = redact(url)
@@ -74,6 +75,8 @@ def connect(url: str, *, grace: float, must_exist: bool = False):
             f"storage {shown} needs the database driver {e.name!r}: pip install 'psycopg[binary]'"
         ) from None
     except sqlalchemy.exc.SQLAlchemyError as e:
+        if raw:
+            raise
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"cannot open storage {shown}: {first}; check the URL and that the server runs") from None
 

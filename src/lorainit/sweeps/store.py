@@ -51,6 +51,7 @@ class Store:
         must_exist: bool = False,
         lock_timeout: float = 600.0,
         patience: float = 120.0,
+        rejoining: bool = False,
     ):
         import optuna
 
@@ -58,9 +59,17 @@ class Store:
         self.url, self.study_name, self.heartbeat, self.grace = url, study, heartbeat, grace
         self.lock_timeout, self.patience = lock_timeout, patience
         self.shown = storage.redact(url)
-        self.kind, self.lock_path, self.storage = storage.connect(url, grace=grace, must_exist=must_exist)
+        if rejoining:  # a study this worker's folder names: a server that refuses now is likely restarting
+            self.kind, self.lock_path, self.storage = self._reconnect(url, grace, must_exist)
+        else:  # a new study: a wrong URL or a server not started is one line at once
+            self.kind, self.lock_path, self.storage = storage.connect(url, grace=grace, must_exist=must_exist)
         self.host = host_id()
         self.study = None
+
+    @retrying
+    def _reconnect(self, url: str, grace: float, must_exist: bool):
+        """``storage.connect``, a transient failure waited out for ``patience`` seconds as one mid-sweep is."""
+        return storage.connect(url, grace=grace, must_exist=must_exist, raw=True)
 
     def lock(self):
         """The study-wide lock around claiming and queue repair (``storage.study_lock``)."""

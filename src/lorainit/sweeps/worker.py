@@ -21,7 +21,7 @@ from . import experiment
 from .gpus import stamp
 from .grid import Grid
 from .liveness import Heartbeat, process_age
-from .storage import sqlite_url
+from .storage import redact, sqlite_url
 from .store import Store
 
 
@@ -54,7 +54,8 @@ class SweepConfig:
     """a running trial of a worker on another host with no heartbeat for this long is re-queued"""
     db_patience: float = 120.0
     """seconds a worker waits out an unreachable study database (a server restart: retried with backoff) before it
-    stops with one line; nothing finished is lost either way"""
+    stops with one line, also at its start where the folder's sweep.json names that study (a new study's
+    unreachable server is one line at once); nothing finished is lost either way"""
     widen: int = 0
     """once every point is finished, give each init (of each width or mode) whose selected LR is at an edge of its LRs
     the next LR beyond that edge (the grid's log step there), for that init alone at every seed, and go on; up to
@@ -112,8 +113,15 @@ def _open(sweep: SweepConfig, cfg, out: Path) -> Store:
     an SQLite database elsewhere, the folder holds its own study.db) goes on in its own database, as ``report`` reads it."""
     grid = grid_for(sweep, cfg)
     url = sweep.storage or sqlite_url(out / "study.db")
-    store = Store(url, sweep.study, heartbeat=sweep.heartbeat, grace=sweep.grace, patience=sweep.db_patience)
     meta = io.read_json(out / "sweep.json") if (out / "sweep.json").exists() else None
+    store = Store(
+        url,
+        sweep.study,
+        heartbeat=sweep.heartbeat,
+        grace=sweep.grace,
+        patience=sweep.db_patience,
+        rejoining=meta is not None and meta.get("storage") == redact(url) and meta.get("study") == sweep.study,
+    )
     copied = (
         meta is not None
         and not sweep.storage
