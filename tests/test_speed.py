@@ -116,7 +116,7 @@ def test_attention_leaves_out_cudnn_for_padded_batches_only():
 
 def test_keep_graphs_lets_a_later_batch_of_the_same_shape_reuse_the_compiled_blocks():
     """Two batches of K=2 runs attached to one tiny Llama in turn (a sweep worker's): the second compiles no graph
-    and computes its own adapters' function, not the first's (dynamo only: backend 'eager')."""
+    and computes its own adapters' and corrections' function, not the first's (dynamo only: backend 'eager')."""
     from torch._dynamo.utils import counters
 
     from lorainit import multi
@@ -139,7 +139,9 @@ def test_keep_graphs_lets_a_later_batch_of_the_same_shape_reuse_the_compiled_blo
             for n, m in multi.targets_of(model, targets).items()
         }
         runs = [multi.Run("init_a", 1e-3, seed=k) for k in range(2)]
-        multi.attach(model, runs, [start, start], scaling=2.0, targets=targets)
+        layers = multi.attach(model, runs, [start, start], scaling=2.0, targets=targets, corrected=[False, True])
+        for m in layers.values():  # run 1 carries its start as a frozen correction and has moved from it
+            m.lora_B.data[1] += 0.5
         try:
             assert speed.keep_graphs(("tiny", 2)) is True
             speed.compile_blocks(model, backend="eager")
