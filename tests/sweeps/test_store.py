@@ -124,13 +124,14 @@ def test_live_worker_on_this_host_keeps_its_trials(tmp_path):
 
 
 def test_other_host_goes_stale_after_the_grace_period_and_heartbeats_prevent_it(tmp_path):
-    s = Store(sqlite(tmp_path), "s", heartbeat=0.05, grace=0.5)
+    # (margins of seconds: with a grace of 0.5 s the beating trial went stale once on a busy 2-core host)
+    s = Store(sqlite(tmp_path), "s", heartbeat=0.1, grace=2.0)
     s.open(GRID)
     beating, silent = s.claim(1, lambda p: p["width"]), s.claim(1, lambda p: p["width"])
     for c in beating + silent:
         s.storage.set_trial_user_attr(c.trial_id, "worker", {"host": "elsewhere/1", "pid": 1})
-    with Heartbeat(s, beating, 0.05):
-        time.sleep(0.8)
+    with Heartbeat(s, beating, 0.1):
+        time.sleep(3.0)
         s.claim(0, lambda p: p["width"])  # runs the repair under the lock
     states = {t.number: t.state.name for t in s.study.get_trials()}
     assert states[beating[0].number] == "RUNNING" and states[silent[0].number] == "FAIL"
