@@ -75,10 +75,6 @@ class MultiLoRALinear(nn.Module):
         self.register_buffer("corr_B", corr_B, persistent=False)
         self.siblings = None  # a lorainit.siblings.Siblings where this layer shares its input with others
 
-    def factors(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every run's (A (K, r', in), B (K, out, r')) in ``dtype``; r' = 2r with the frozen corrections."""
-        return self.adapter_A(dtype), self.adapter_B(dtype)
-
     def adapter_A(self, dtype: torch.dtype) -> torch.Tensor:
         """(K, r', in): [A; A0] with a frozen correction, else A."""
         A = self.lora_A if self.corr_A is None else torch.cat([self.lora_A, self.corr_A], 1)

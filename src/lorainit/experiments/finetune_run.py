@@ -146,9 +146,8 @@ def run(
             speed.keep_graphs(  # a worker's later batch of this shape compiles nothing
                 (cfg.model, cfg.rank, cfg.batch_size, cfg.seq_len, K, any(corrected), trainee is not None)
             )
-            speed.compile_blocks(
-                model, dynamic=task.kind != "lm", tuned=True
-            )  # (padded kinds: a new length each batch)
+            # (padded kinds: a new length each batch, so shapes symbolic)
+            speed.compile_blocks(model, dynamic=task.kind != "lm", tuned=True)
         if rank == 0:
             for folder in (out, *run_dirs):
                 io.clean_temporaries(folder)
