@@ -20,29 +20,30 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from lorainit import io, multi, runloss, speed, starts  # noqa: E402
+from lorainit import io, multi, runloss, siblings, speed, starts  # noqa: E402
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-LORA_PATHS = ("siblings", "alone", "baddbmm")
+LORA_PATHS = ("siblings", "split", "alone", "baddbmm")
 
 
 def lora_path(name: str) -> None:
     """The LoRA layers' forward for this process: 'siblings' (lorainit's: layers sharing an input computed together,
-    lorainit.siblings, and the update added in place or fused by the compiler), 'alone' (each layer on its own,
-    the update added as in 'siblings'), 'baddbmm' (each alone, one out-of-place baddbmm, inductor's default options:
-    lorainit until 2026-11-27)."""
+    lorainit.siblings, and the update added in place or fused by the compiler), 'split' (as 'siblings', but the
+    shared GEMM's output split by autograd, whose backward concatenates the parts' gradients: lorainit from 72d812e
+    to 396f2d1), 'alone' (each layer on its own, the update added as in 'siblings'), 'baddbmm' (each alone, one
+    out-of-place baddbmm: lorainit until 2026-11-27)."""
     if name not in LORA_PATHS:
         raise ValueError(f"--lora-path must be one of {', '.join(LORA_PATHS)}; got {name!r}")
-    if name != "siblings":
+    if name in ("alone", "baddbmm"):
         multi.attach = functools.partial(multi.attach, siblings=False)
+    if name == "split":
+        siblings._Shared.apply = staticmethod(lambda x, w, b, outs: F.linear(x, w, b).split(outs, -1))
     multi.MultiLoRALinear.fused_add = name != "baddbmm"
-    if name == "baddbmm":  # and inductor's own options (speed.cat_as_buffer came with the siblings)
-        compile_blocks = speed.compile_blocks
-        speed.compile_blocks = lambda model, tuned=False, **kw: compile_blocks(model, **kw)
 
 
 def base_model(device):
@@ -149,7 +150,7 @@ def batched_runs(runs, args, device, compile_: bool = False) -> tuple[float, lis
     model = base_model(device)
     layers = attach_runs(model, runs, args.rank)
     if compile_:  # each block under torch.compile (fuses the elementwise ops, fewer launches)
-        speed.compile_blocks(model, tuned=True)
+        speed.compile_blocks(model)
     factors = {
         n: [(m.lora_A[k].detach().clone(), m.lora_B[k].detach().clone()) for k in range(len(runs))]
         for n, m in layers.items()

@@ -135,3 +135,20 @@ def test_a_layer_alone_adds_its_update_in_place_with_no_copy_in_its_backward(tin
             names.add(type(node).__name__)
             todo += [n for n, _ in node.next_functions]
     assert "BaddbmmBackward0" in names and "CopySlices" not in names  # (an in-place add to a view copies the grad)
+
+
+def test_the_groups_backward_concatenates_no_output_gradients(tiny_llama):
+    """The parts' gradients reach x as sum_i g_i W_i (siblings._Shared): no cat of (rows, sum out_i) in the backward,
+    where the split's own backward would concatenate them (gate/up: 2 x 48 wide in the tiny Llama)."""
+    model = tiny_llama()
+    layers = _attached(model, True)
+    outs = {tuple(m.siblings.outs) for m in layers.values() if m.siblings is not None}
+    assert outs == {(32, 16, 16), (48, 48)}  # q/k/v (GQA: 4 heads, 2 kv heads) and gate/up
+    ids = torch.randint(0, 64, (3 * 2, 7), generator=torch.Generator().manual_seed(4))
+    loss = model(input_ids=ids, labels=ids).loss
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
+        loss.backward()
+    # (a split's backward, SplitWithSizesBackward0, concatenates its parts' gradients; its input shapes are theirs)
+    joins = [e.input_shapes for e in prof.events() if e.name == "SplitWithSizesBackward0"]
+    widths = {tuple(shape[-1] for shape in parts) for parts in joins}
+    assert widths == {(4, 4), (4, 4, 4)}, widths  # only the adapters' x A^T parts, (K, rows, r) each: small

@@ -8,7 +8,10 @@ the first sibling called computes for all of them (LoRA, Hu et al. 2021, eq. 3, 
     [xa_1 .. xa_m] = x_k [A_1; ..; A_m]_k^T                   (one batched GEMM over the runs k)
 
 and keeps the others' (y_i, xa_i) until they are called with that same tensor. Each reads x once instead of m
-times, and the backward's input gradient is two products (base and adapters) instead of 2m plus their sum.
+times. The base part's backward takes each y_i's gradient g_i as it comes, dL/dx = sum_i g_i W_i (``_Shared``):
+autograd's own backward of the split would first concatenate the g_i, a copy of (rows, sum out_i) that inductor
+(torch 2.11) fused into the gate/up SiLU backward as one kernel of masked loads 3x slower than that backward
+without it (K=16 wiki profile, H100, bench/results/profile_batch_wiki_k16_head_compiled_h100.txt).
 The concatenated weight is the storage of the members' own weights (each ``base.weight`` a view of its rows, no
 copy kept); ``Siblings.release`` gives each its own storage back. A call with another tensor (a model that feeds
 a sibling something else) computes that layer alone, so a wrong grouping costs time, never a wrong result.
@@ -48,6 +51,27 @@ def shared_inputs(model: nn.Module, linears: dict[str, nn.Linear]) -> list[list[
     return groups
 
 
+class _Shared(torch.autograd.Function):
+    """y = x W^T + b over the concatenated frozen weight, returned as the members' parts (views); backward:
+    dL/dx = sum_i g_i W_i over the parts' gradients g_i, none concatenated (W and b are frozen: no gradient)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, outs: tuple[int, ...]):
+        ctx.set_materialize_grads(False)  # (a part no member used has no gradient: None, not zeros)
+        ctx.save_for_backward(weight)
+        ctx.outs = outs
+        return nn.functional.linear(x, weight, bias).split(outs, -1)  # parts (..., out_i)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        (weight,) = ctx.saved_tensors
+        dx = None
+        for g, w in zip(grads, weight.split(ctx.outs)):  # g (..., out_i), w (out_i, in)
+            if g is not None:
+                dx = g @ w.to(g.dtype) if dx is None else dx + g @ w.to(g.dtype)  # (..., in)
+        return dx, None, None, None
+
+
 class Siblings:
     """One group of ``MultiLoRALinear`` layers reading the same input; each member's ``siblings`` is this."""
 
@@ -79,11 +103,11 @@ class Siblings:
                 self.x = None  # (nothing kept past the group's last call)
             return mine
         K = len(layer.lora_A)
-        y = nn.functional.linear(x, self.weight, self.bias)  # (..., sum out_i)
-        A = [m.adapter_A(y.dtype) for m in self.members]  # each (K, r_i', in)
-        xs = x.reshape(K, -1, x.shape[-1]).to(y.dtype)  # (K, rows_k, in): run k's rows
+        ys = _Shared.apply(x, self.weight, self.bias, tuple(self.outs))  # each (..., out_i)
+        A = [m.adapter_A(ys[0].dtype) for m in self.members]  # each (K, r_i', in)
+        xs = x.reshape(K, -1, x.shape[-1]).to(ys[0].dtype)  # (K, rows_k, in): run k's rows
         xa = torch.bmm(xs, torch.cat(A, 1).transpose(1, 2))  # (K, rows_k, sum r_i')
-        outs = dict(zip(self.members, zip(y.split(self.outs, -1), xa.split([a.shape[1] for a in A], -1))))
+        outs = dict(zip(self.members, zip(ys, xa.split([a.shape[1] for a in A], -1))))
         mine = outs.pop(layer)
         self.x, self.pending = x, outs
         return mine

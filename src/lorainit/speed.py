@@ -47,26 +47,14 @@ def blocks(model: nn.Module) -> nn.ModuleList:
     raise ValueError(f"found no list of identical blocks in {type(base).__name__}: compile the model yourself")
 
 
-def compile_blocks(model: nn.Module, *, dynamic: bool = False, backend: str = "inductor", tuned: bool = False) -> int:
+def compile_blocks(model: nn.Module, *, dynamic: bool = False, backend: str = "inductor") -> int:
     """``torch.compile`` each block in place (``nn.Module.compile``); returns how many. ``dynamic``: shapes symbolic
     from the first compilation (a batch padded to a new length then reuses the graph; static shapes compile each
-    length again, up to dynamo's recompile limit). ``backend``: torch.compile's (tests use 'eager'). ``tuned``:
-    inductor with ``cat_as_buffer`` (lorainit's blocks; stock torch.compile where False)."""
+    length again, up to dynamo's recompile limit). ``backend``: torch.compile's (tests use 'eager')."""
     layers = blocks(model)
-    options = cat_as_buffer() if tuned and backend == "inductor" else None
     for b in layers:
-        b.compile(dynamic=dynamic, backend=backend, options=options)
+        b.compile(dynamic=dynamic, backend=backend)
     return len(layers)
-
-
-def cat_as_buffer() -> dict:
-    """Inductor options under which a concatenation is a buffer its inputs' kernels write into (ConcatKernel), not a
-    kernel of masked loads fused with its inputs' computation. In the backward of sibling layers' one output
-    (``lorainit.siblings``), the fused form joined the gate/up gradients' concatenation to the SiLU backward in one
-    kernel of 1.2 ms a layer, where the one kernel before it (no concatenation) took 0.4 ms (K=16 wiki profiles, H100)."""
-    from torch._inductor import config
-
-    return {k: 1 for k in ("max_pointwise_cat_inputs", "max_complex_pointwise_cat_inputs") if hasattr(config, k)}
 
 
 KEPT_SHAPES = 4  # batch shapes whose graphs a process keeps (dynamo compiles a code object 8 times at most)

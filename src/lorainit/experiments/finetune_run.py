@@ -147,7 +147,7 @@ def run(
                 (cfg.model, cfg.rank, cfg.batch_size, cfg.seq_len, K, any(corrected), trainee is not None)
             )
             # (padded kinds: a new length each batch, so shapes symbolic)
-            speed.compile_blocks(model, dynamic=task.kind != "lm", tuned=True)
+            speed.compile_blocks(model, dynamic=task.kind != "lm")
         if rank == 0:
             for folder in (out, *run_dirs):
                 io.clean_temporaries(folder)
