@@ -179,9 +179,17 @@ def main() -> None:
         default="siblings",
         help=multi_run.lora_path.__doc__.split(": ", 1)[1].rstrip(".") + "; 'baddbmm' is the baseline",
     )
+    ap.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="the compiled blocks under torch.compile's mode 'reduce-overhead' (CUDA graphs): the candidate",
+    )
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     multi_run.lora_path(args.lora_path)
+    if args.cuda_graphs:
+        compile_blocks = speed.compile_blocks
+        speed.compile_blocks = lambda model, **kw: compile_blocks(model, mode="reduce-overhead", **kw)
     if args.eval_compiled:
         speed.eager = contextlib.nullcontext
     if args.readback == "wait":

@@ -47,13 +47,16 @@ def blocks(model: nn.Module) -> nn.ModuleList:
     raise ValueError(f"found no list of identical blocks in {type(base).__name__}: compile the model yourself")
 
 
-def compile_blocks(model: nn.Module, *, dynamic: bool = False, backend: str = "inductor") -> int:
+def compile_blocks(
+    model: nn.Module, *, dynamic: bool = False, backend: str = "inductor", mode: str | None = None
+) -> int:
     """``torch.compile`` each block in place (``nn.Module.compile``); returns how many. ``dynamic``: shapes symbolic
     from the first compilation (a batch padded to a new length then reuses the graph; static shapes compile each
-    length again, up to dynamo's recompile limit). ``backend``: torch.compile's (tests use 'eager')."""
+    length again, up to dynamo's recompile limit). ``backend``: torch.compile's (tests use 'eager'). ``mode``:
+    torch.compile's ('reduce-overhead': each block's kernels replayed as a CUDA graph)."""
     layers = blocks(model)
     for b in layers:
-        b.compile(dynamic=dynamic, backend=backend)
+        b.compile(dynamic=dynamic, backend=backend, mode=mode)
     return len(layers)
 
 
