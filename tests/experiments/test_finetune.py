@@ -51,3 +51,17 @@ def test_bad_data_files(tmp_path, content, message):
     f.write_text(content)
     with pytest.raises(ValueError, match=message):
         data.load(str(f))
+
+
+@pytest.mark.parametrize(
+    "kind, world, full, want",
+    [
+        ("lm", 1, False, "reduce-overhead"),  # one shape every batch, one process, adapters: CUDA graphs
+        ("classify", 1, False, None),  # padded to a new length each batch: a graph per length
+        ("choice", 1, False, None),
+        ("lm", 2, False, None),  # torchrun: not measured with graphs
+        ("lm", 1, True, None),  # a full fine-tune: not measured with graphs
+    ],
+)
+def test_cuda_graphs_only_for_adapters_on_language_modelling_in_one_process(kind, world, full, want):
+    assert finetune.graph_mode(kind, world, object() if full else None) == want

@@ -81,10 +81,21 @@ class FinetuneConfig:
     wiki, 200 steps: 16 runs 101.7 vs 121.2 s in the loop, one run 43.6 vs 44.3 s; at 100 steps it lost:
     results/compile-check; bench/results/batch_phases_smollm2_wiki_k*_compile_*), off for classification and
     multiple choice, whose padded lengths vary by batch ('on' compiles those with dynamic shapes, and MiniLM nli
-    then lost: one run 80.9 vs 34.0 s, 16 runs not done in 120 s vs 62.7 s eager); ignored on CPU"""
+    then lost: one run 80.9 vs 34.0 s, 16 runs not done in 120 s vs 62.7 s eager); ignored on CPU. A compiled
+    language-modelling run of adapters in one process replays each block as a CUDA graph (``graph_mode``)"""
 
 
 COMPILE_FROM = 200  # steps from which 'auto' compiles an LM task (measured break-even for one run: about 190)
+
+
+def graph_mode(kind: str, world: int, trainee) -> str | None:
+    """torch.compile's mode for the blocks of a compiled run: 'reduce-overhead' (each block's kernels replayed as
+    a CUDA graph, no launch per kernel) for adapters on a language-modelling task in one process, whose batches
+    all have one shape. It is the host's launches that bound a small step: SmolLM2 wiki, 16 x 256, median step one
+    run 44 vs 118 ms, 16 runs 276-280 vs 277-287 ms (GPU-bound), side by side on two H100s with the cards swapped
+    (bench/results/batch_phases_smollm2_wiki_k*_{cudagraphs,compiled}_card*_h100.json). Padded kinds (a graph per
+    length), full fine-tunes and torchrun processes keep the default mode (not measured with graphs)."""
+    return "reduce-overhead" if kind == "lm" and world == 1 and trainee is None else None
 
 
 def compiles(cfg: "FinetuneConfig", device, kind: str) -> bool:

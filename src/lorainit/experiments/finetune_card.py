@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from .. import export, full, io, plots
-from .finetune import autocast_dtype, compiles, eval_batch, run_identity
+from .finetune import autocast_dtype, compiles, eval_batch, graph_mode, run_identity
 
 
 def finish(
@@ -101,6 +101,7 @@ def finish(
         "execution": {
             "device": str(device),
             "compile": compiles(cfg, device, task.kind),
+            "compile_mode": graph_mode(task.kind, world, trainee) if compiles(cfg, device, task.kind) else None,
             "autocast": str(autocast_dtype(device)),
             "processes": world,
             "eval_batch_size": eval_batch(cfg),

@@ -31,7 +31,7 @@ from .. import devices, full, io, models, multi, speed, train
 from ..batches import Batches
 from ..runfolder import CARD, CHECKPOINT, LOG, RunFolder
 from . import finetune_card, finetune_setup, finetune_train
-from .finetune import FinetuneConfig, compiles, identity, run_identity, validate
+from .finetune import FinetuneConfig, compiles, graph_mode, identity, run_identity, validate
 
 
 def finished(run_dir: Path, cfg: FinetuneConfig, point: dict) -> dict | None:
@@ -147,7 +147,7 @@ def run(
                 (cfg.model, cfg.rank, cfg.batch_size, cfg.seq_len, K, any(corrected), trainee is not None)
             )
             # (padded kinds: a new length each batch, so shapes symbolic)
-            speed.compile_blocks(model, dynamic=task.kind != "lm")
+            speed.compile_blocks(model, dynamic=task.kind != "lm", mode=graph_mode(task.kind, world, trainee))
         if rank == 0:
             for folder in (out, *run_dirs):
                 io.clean_temporaries(folder)
