@@ -201,6 +201,11 @@ def main() -> None:
             "per_point_s": ends["single"] / len(one),
             "median_point_s_without_data_pass": marginal,
             "estimated_wall_s_for_the_whole_grid": full_estimate,
+            **(
+                {"estimate_caveat": "fewer than 3 points: the median includes one-time costs (model load, compilation)"}
+                if len(one) < 3
+                else {}
+            ),
             "batches": batches(one, one_cards),
         },
         "speedup_per_point": (ends["single"] / len(one)) / (ends["batched"] / len(many)),

@@ -121,6 +121,15 @@ def e2e_rows(d: dict) -> list[str]:
     prov, c, b, s = d["provenance"], d["config"], d["batched"], d["single"]
     a = d["agreement"]
     where = "side by side on two GPUs of one host" if d["side_by_side"] else "one after the other"
+    if s["points"] < 3:  # (its median point is one that paid the model load or a compilation: no estimate)
+        return [
+            f"`lorainit sweep --experiment finetune --model {c['model']} --task {c['task']}`, {c['inits']} x "
+            f"{b['points'] // len(c['inits'].split(','))} LRs, {c['steps']} steps, batch {c['batch_size']} x {c['seq_len']} "
+            f"({_src(prov)}; {where}): --batch {c['batch']} ran all {b['points']} points in {b['wall_s']:.0f} s; --batch 1 "
+            f"ran only {s['points']}, each paying one-time costs (model load, compilation), so no speedup is quoted. "
+            f"Validation metric batched vs alone on the {a['points_compared']} shared points: median relative difference "
+            f"{a['median_rel_diff_val_metric']:.1e}, max {a['max_rel_diff_val_metric']:.1e}."
+        ]
     return [
         f"`lorainit sweep --experiment finetune --model {c['model']} --task {c['task']}`, {len(c['inits'].split(','))} inits "
         f"({c['inits']}) x {b['points'] // len(c['inits'].split(','))} LRs, {c['steps']} steps, batch {c['batch_size']} x {c['seq_len']} "
