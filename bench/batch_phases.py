@@ -180,16 +180,31 @@ def main() -> None:
         help=multi_run.lora_path.__doc__.split(": ", 1)[1].rstrip(".") + "; 'baddbmm' is the baseline",
     )
     ap.add_argument(
-        "--cuda-graphs",
+        "--graphs",
+        choices=("lorainit", "off"),
+        default="lorainit",
+        help="'lorainit': the compiled blocks in finetune.graph_mode's torch.compile mode (CUDA graphs for language "
+        "modelling, since 9f14ca7); 'off': the default mode, the baseline (d5ec62c's --cuda-graphs was the candidate)",
+    )
+    ap.add_argument(
+        "--mark-step",
         action="store_true",
-        help="the compiled blocks under torch.compile's mode 'reduce-overhead' (CUDA graphs): the candidate",
+        help="torch.compiler.cudagraph_mark_step_begin() before each training micro-batch (the candidate torch "
+        "suggests in its warning 'Unable to hit fast path of CUDAGraphs because of pending, uninvoked backwards')",
     )
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     multi_run.lora_path(args.lora_path)
-    if args.cuda_graphs:
-        compile_blocks = speed.compile_blocks
-        speed.compile_blocks = lambda model, **kw: compile_blocks(model, mode="reduce-overhead", **kw)
+    if args.graphs == "off":
+        finetune_run.graph_mode = lambda *a: None
+    if args.mark_step:
+        uploader = finetune_train.Uploader
+
+        def marking(device):
+            upload = uploader(device)
+            return lambda batch: (torch.compiler.cudagraph_mark_step_begin(), upload(batch))[1]
+
+        finetune_train.Uploader = marking
     if args.eval_compiled:
         speed.eager = contextlib.nullcontext
     if args.readback == "wait":

@@ -85,11 +85,12 @@ def timed_loop(step_fn, steps: int, warmup: int, device) -> tuple[float, list[fl
 
 
 def stock_runs(
-    runs, factors, args, device, schedule=None, compile_: bool = False, **adamw
+    runs, factors, args, device, schedule=None, compile_: bool = False, mode: str | None = None, **adamw
 ) -> tuple[float, list[list[float]]]:
     """K sequential stock-PEFT runs; returns total timed seconds and each run's loss curve. ``schedule(step)``
     multiplies the LR (default: constant); ``adamw``: AdamW's keyword arguments (default: torch's); ``compile_``:
-    each block under torch.compile (the --warmup steps absorb the compilation). The forward passes use_cache=False:
+    each block under torch.compile (the --warmup steps absorb the compilation), in torch.compile's ``mode``
+    ('reduce-overhead': CUDA graphs, the strongest stock setting for a launch-bound step). The forward passes use_cache=False:
     a Llama in training mode otherwise builds a key/value cache every step, which under torch.compile also
     recompiled the blocks per layer until dynamo's recompile limit left the rest eager (results before 2026-11-26
     22:30 UTC, multi_run_h200.json included, timed that weaker stock baseline)."""
@@ -107,7 +108,7 @@ def stock_runs(
                     m.lora_A["default"].weight.copy_(A)
                     m.lora_B["default"].weight.copy_(B)
         if compile_:
-            speed.compile_blocks(model)
+            speed.compile_blocks(model, mode=mode)
         model.train()
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=run.lr, **adamw)
 
@@ -144,13 +145,15 @@ def attach_runs(model, runs, rank: int) -> dict:
     return multi.attach(model, runs, start, scaling=1.0, targets=TARGETS)
 
 
-def batched_runs(runs, args, device, compile_: bool = False) -> tuple[float, list[list[float]], dict]:
+def batched_runs(
+    runs, args, device, compile_: bool = False, mode: str | None = None
+) -> tuple[float, list[list[float]], dict]:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     model = base_model(device)
     layers = attach_runs(model, runs, args.rank)
-    if compile_:  # each block under torch.compile (fuses the elementwise ops, fewer launches)
-        speed.compile_blocks(model)
+    if compile_:  # each block under torch.compile (fuses the elementwise ops, fewer launches), in ``mode``
+        speed.compile_blocks(model, mode=mode)
     factors = {
         n: [(m.lora_A[k].detach().clone(), m.lora_B[k].detach().clone()) for k in range(len(runs))]
         for n, m in layers.items()
@@ -202,6 +205,13 @@ def main() -> None:
     ap.add_argument(
         "--stock-compiled-runs", type=int, default=2, help="stock PEFT runs timed with each block under torch.compile"
     )
+    ap.add_argument(
+        "--cuda-graphs",
+        choices=("on", "off"),
+        default="on",
+        help="compiled paths also under torch.compile's 'reduce-overhead' (CUDA graphs; lorainit's compiled LM runs "
+        "use it since 9f14ca7): lorainit's batched and one-run paths take it, and stock PEFT is timed both ways",
+    )
     ap.add_argument("--lora-path", choices=LORA_PATHS, default="siblings", help=lora_path.__doc__.split(": ", 1)[1])
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
@@ -210,6 +220,7 @@ def main() -> None:
     lrs = [1e-4 * 30 ** (k / max(1, args.runs - 1)) for k in range(args.runs)]
     runs = [multi.Run("init_a", lr, seed=k) for k, lr in enumerate(lrs)]
     tokens = args.batch * args.seq * args.steps  # per run, timed part
+    graphs = "reduce-overhead" if args.cuda_graphs == "on" and device.type == "cuda" else None
 
     one_b, _, _ = batched_runs(runs[:1], args, device)
     b_sec, b_curves, extra = batched_runs(runs, args, device)
@@ -217,7 +228,7 @@ def main() -> None:
     if args.compile:
         t0 = time.perf_counter()
         try:
-            c_sec, c_curves, c_extra = batched_runs(runs, args, device, compile_=True)
+            c_sec, c_curves, c_extra = batched_runs(runs, args, device, compile_=True, mode=graphs)
         except Exception as e:  # recorded, not hidden
             c_sec, c_curves, c_extra = None, None, {"error": f"{type(e).__name__}: {e}"[:2000]}
     if args.compile and c_sec is None:
@@ -237,21 +248,34 @@ def main() -> None:
         }
     one_s, _ = stock_runs(runs[:1], {n: v[:1] for n, v in extra["factors"].items()}, args, device)
     s_sec, s_curves = stock_runs(runs, extra["factors"], args, device)
-    sc = None
+    sc = scg = one_c = None
     if args.stock_compiled_runs and device.type == "cuda":  # sequential runs: the rate of a few is the rate of K
         n = args.stock_compiled_runs
-        t0 = time.perf_counter()
-        sc_sec, sc_curves = stock_runs(
-            runs[:n], {k: v[:n] for k, v in extra["factors"].items()}, args, device, compile_=True
+
+        def stock_compiled(mode):
+            t0 = time.perf_counter()
+            sc_sec, sc_curves = stock_runs(
+                runs[:n], {k: v[:n] for k, v in extra["factors"].items()}, args, device, compile_=True, mode=mode
+            )
+            return {
+                "runs_timed": n,
+                "mode": mode,
+                "tokens_per_s": n * tokens / sc_sec,
+                "wall_s_incl_compile": time.perf_counter() - t0,
+                "median_rel_diff_vs_stock_eager": sorted(
+                    abs(a - b) / abs(b) for ca, cb in zip(sc_curves, s_curves) for a, b in zip(ca, cb)
+                )[sum(len(c) for c in sc_curves) // 2],
+            }
+
+        sc = stock_compiled(None)
+        scg = stock_compiled(graphs) if graphs else None
+    if args.compile and graphs:  # one run each way, compiled as each would be at its best: lorainit finetune vs stock
+        one_cb, _, _ = batched_runs(runs[:1], args, device, compile_=True, mode=graphs)
+        one_cs, _ = stock_runs(
+            runs[:1], {n: v[:1] for n, v in extra["factors"].items()}, args, device, compile_=True, mode=graphs
         )
-        sc = {
-            "runs_timed": n,
-            "tokens_per_s": n * tokens / sc_sec,
-            "wall_s_incl_compile": time.perf_counter() - t0,
-            "median_rel_diff_vs_stock_eager": sorted(
-                abs(a - b) / abs(b) for ca, cb in zip(sc_curves, s_curves) for a, b in zip(ca, cb)
-            )[sum(len(c) for c in sc_curves) // 2],
-        }
+        one_c = {"mode": graphs, "stock_tokens_per_s": tokens / one_cs, "lorainit_k1_tokens_per_s": tokens / one_cb}
+        one_c["ratio"] = one_cs / one_cb
     n_base = sum(p.numel() for p in base_model(device).parameters())
     rate = matmul_rate(device)
     rel = [abs(a - b) / abs(b) for ca, cb in zip(b_curves, s_curves) for a, b in zip(ca, cb) if a is not None]
@@ -279,12 +303,16 @@ def main() -> None:
         "batched_peak_gib": extra["peak_gib"],
         "batched_compiled": compiled,
         "stock_compiled": sc,
+        "stock_compiled_graphs": scg,
+        "single_run_compiled": one_c,
     }
     if compiled and "tokens_per_s" in compiled:
         res["speedup_batched_compiled_vs_stock"] = compiled["tokens_per_s"] / res["stock_sequential_tokens_per_s"]
     if sc:
         best = max(res["batched_tokens_per_s"], (compiled or {}).get("tokens_per_s") or 0)
         res["speedup_best_batched_vs_stock_compiled"] = best / sc["tokens_per_s"]
+        if scg:  # against the strongest stock setting
+            res["speedup_best_batched_vs_best_stock_compiled"] = best / max(sc["tokens_per_s"], scg["tokens_per_s"])
     if rate:  # MFU of every path
         res["mfu"].update(
             {
@@ -293,6 +321,7 @@ def main() -> None:
                     ("stock_sequential", res["stock_sequential_tokens_per_s"]),
                     ("batched_compiled", (compiled or {}).get("tokens_per_s")),
                     ("stock_compiled", (sc or {}).get("tokens_per_s")),
+                    ("stock_compiled_graphs", (scg or {}).get("tokens_per_s")),
                 )
                 if v
             }
@@ -301,7 +330,8 @@ def main() -> None:
         f"{len(runs)} runs: batched {res['batched_tokens_per_s']:.0f} tok/s vs stock sequential "
         f"{res['stock_sequential_tokens_per_s']:.0f} tok/s = {res['speedup_batched_vs_stock']:.2f}x; single run "
         f"{res['single_run']['ratio']:.2f}x; loss rel diff median {res['loss_agreement']['median_rel_diff']:.2e} "
-        f"max {res['loss_agreement']['max_rel_diff']:.2e}; mfu {res['mfu']}; compiled {compiled}; stock compiled {sc}"
+        f"max {res['loss_agreement']['max_rel_diff']:.2e}; mfu {res['mfu']}; compiled {compiled}; stock compiled {sc}; "
+        f"stock compiled with graphs {scg}; one run compiled {one_c}"
     )
     if args.out:
         io.write_json(args.out, res)
