@@ -117,8 +117,8 @@ def test_batched_equals_each_run_alone_and_adapters_reload_in_plain_peft(cfg, ti
             assert got[metric][0] == pytest.approx(together[k]["metrics"]["final"][metric], rel=1e-4), (p, metric)
 
 
-def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
-    cfg = dataclasses.replace(TINY, steps=6)
+def test_resume_equals_uninterrupted(tiny_folders, tmp_path, monkeypatch):
+    cfg = dataclasses.replace(TINY, steps=6, model=str(tiny_folders / "llama"))  # (resume does not depend on size)
     pts = points("init_b", "lora_one")
     finetune_run.run(cfg, pts, tmp_path / "a", progress=False)
     real = finetune_run.train.train
@@ -356,10 +356,10 @@ def test_sigkill_during_a_background_checkpoint_write_resumes_from_the_one_befor
     assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
 
 
-def test_leftovers_of_a_killed_run_are_recovered_or_cleaned(tmp_path, monkeypatch):
+def test_leftovers_of_a_killed_run_are_recovered_or_cleaned(tiny_folders, tmp_path, monkeypatch):
     """A save killed between its renames (only .checkpoint.old), half-written temporaries, and a run killed after its
     last card: the run resumes from the old checkpoint, and nothing half-written stays."""
-    cfg = dataclasses.replace(TINY, steps=6)
+    cfg = dataclasses.replace(TINY, steps=6, model=str(tiny_folders / "llama"))
     whole = finetune_run.run(cfg, points("init_a"), tmp_path / "a", progress=False)
     real = finetune_run.train.train
 

@@ -156,14 +156,15 @@ def test_a_batch_that_does_not_fit_is_split_until_it_does(tmp_path, monkeypatch)
     )  # the failed one is gone
 
 
-def test_the_report_names_one_answer_and_exports_its_adapter(tmp_path):
+def test_the_report_names_one_answer_and_exports_its_adapter(tiny_folders, tmp_path):
     import peft
 
     from lorainit import models
 
+    tiny = str(tiny_folders / "llama")  # (a tiny Llama with SmolLM2's tokenizer: the report does not depend on size)
     worker.run(
         worker.SweepConfig(experiment="finetune", inits=("init_a", "init_b"), lrs=(1e-3, 3e-3), seeds=2, batch=8),
-        LM,
+        dataclasses.replace(LM, model=tiny),
         tmp_path,
         progress=False,
     )
@@ -182,7 +183,7 @@ def test_the_report_names_one_answer_and_exports_its_adapter(tmp_path):
     assert (winner["init"], winner["lr"]) == (best["init"], best["lr"])
     dest = report.export_best(summary, tmp_path / "best")
     assert (dest / "adapter_model.safetensors").exists() and (dest / "run_card.json").exists()
-    model, _, _, _ = models.load("smollm2-135m")
+    model, _, _, _ = models.load(tiny)
     peft.PeftModel.from_pretrained(model, str(dest))  # a plain PEFT adapter folder
     with pytest.raises(ValueError, match="exists; give --export-best a new folder"):
         report.export_best(summary, tmp_path / "best")
