@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .. import data, inits, io, models, runloss, starts
+from .. import data, inits, io, models, runloss, speed, starts
 from ..batches import Batches, Encodings, train_items
 from ..inits import Factors
 from .finetune import FinetuneConfig
@@ -160,7 +160,9 @@ def _compute(
     loaded: Loaded, cfg: FinetuneConfig, layers: dict, schemes: list[str], seed: int, scaling: float, head: str | None
 ) -> dict[str, tuple[dict[str, Factors], bool]]:
     """The starts of ``schemes`` at ``seed``: one data pass per needed statistic, on the first ``init_batches``
-    global batches of the seed's data order, with the seed's classifier head in place (its gradients depend on it)."""
+    global batches of the seed's data order, with the seed's classifier head in place (its gradients depend on it).
+    The blocks run uncompiled (``speed.eager``) even where a worker's earlier batch compiled them (CUDA graphs on a
+    GPU, whose outputs a later replay overwrites): a start does not depend on which batch computed it."""
     model, task = loaded.model, loaded.task
     needs = any(inits.entry(s).needs for s in schemes)
     batches = Batches(
@@ -178,21 +180,22 @@ def _compute(
         setattr(model, head, starts_head)
     out: dict[str, tuple[dict[str, Factors], bool]] = {s: ({}, False) for s in schemes}
     try:
-        for scheme, name, f in starts.draw_all(
-            model,
-            layers,
-            schemes,
-            seed=seed,
-            ranks={n: cfg.rank for n in layers},
-            scalings={n: scaling for n in layers},
-            data=batch_data,
-            loss_fn=lambda m, b: runloss.run_losses(m, b, 1, task.kind)[0],
-        ):
-            out[scheme][0][name] = Factors(
-                A=f.A.detach(), B=f.B.detach()
-            )  # a residual base is not kept: the run carries a correction
-            if f.residual is not None:
-                out[scheme] = (out[scheme][0], True)
+        with speed.eager():  # (uncompiled: see the docstring)
+            for scheme, name, f in starts.draw_all(
+                model,
+                layers,
+                schemes,
+                seed=seed,
+                ranks={n: cfg.rank for n in layers},
+                scalings={n: scaling for n in layers},
+                data=batch_data,
+                loss_fn=lambda m, b: runloss.run_losses(m, b, 1, task.kind)[0],
+            ):
+                out[scheme][0][name] = Factors(
+                    A=f.A.detach(), B=f.B.detach()
+                )  # a residual base is not kept: the run carries a correction
+                if f.residual is not None:
+                    out[scheme] = (out[scheme][0], True)
     finally:
         if head:
             setattr(model, head, original)
