@@ -68,7 +68,8 @@ class _Shared(torch.autograd.Function):
         dx = None
         for g, w in zip(grads, weight.split(ctx.outs)):  # g (..., out_i), w (out_i, in)
             if g is not None:
-                dx = g @ w.to(g.dtype) if dx is None else dx + g @ w.to(g.dtype)  # (..., in)
+                part = g @ w.to(g.dtype)  # (..., in)
+                dx = part if dx is None else dx + part
         return dx, None, None, None
 
 

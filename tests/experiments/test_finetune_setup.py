@@ -59,30 +59,30 @@ def test_starts_are_shared_by_a_batch_and_cached_under_every_field_they_depend_o
         ) == finetune_setup.start_key(CFG, "lora_one", 0, torch.device("cpu")), field
 
 
-def test_data_passes_run_uncompiled_on_a_workers_compiled_blocks(tiny_folders, tmp_path):
+def test_data_passes_run_uncompiled_on_a_workers_compiled_blocks(tiny_folders):
     """A worker's later batch finds the blocks compiled (CUDA graphs on a GPU) by an earlier one: its data pass
     (gradients, activations, HRP's preheat) still runs them uncompiled, as in the first batch, so a start does not
     depend on which batch computed it and no graph keeps tensors the pass reads later."""
     from lorainit import speed
 
     cfg = dataclasses.replace(CFG, model=str(tiny_folders / "llama"), targets=("q_proj", "v_proj"))
-    loaded = finetune_setup.load(cfg, torch.device("cpu"))
-    first = finetune_setup._compute(loaded, cfg, _layers(loaded), ["lora_ga", "eva", "hrp"], 0, 1.0, None)
+    runs = [multi.Run(init, 1e-3, seed=0) for init in ("lora_ga", "eva", "hrp")]
+    cpu = torch.device("cpu")
+
+    def starts_of(loaded):  # (no cache folder: computed afresh)
+        linears = multi.targets_of(loaded.model, ["q_proj", "v_proj"])
+        return finetune_setup.starts_for(loaded, cfg, runs, linears, 1.0, cpu, None, None)[0]
+
+    loaded = finetune_setup.load(cfg, cpu)
+    first = starts_of(loaded)
 
     def refuse(gm, example_inputs):
         raise AssertionError("a block was compiled during a data pass")
 
     model = copy.deepcopy(loaded.model)
     speed.compile_blocks(model, backend=refuse)
-    later = dataclasses.replace(loaded, model=model)
-    again = finetune_setup._compute(later, cfg, _layers(later), ["lora_ga", "eva", "hrp"], 0, 1.0, None)
-    for scheme in first:
-        for n, f in first[scheme][0].items():
-            torch.testing.assert_close(again[scheme][0][n].A, f.A, rtol=0, atol=0)
-            torch.testing.assert_close(again[scheme][0][n].B, f.B, rtol=0, atol=0)
-
-
-def _layers(loaded):
-    from lorainit import starts
-
-    return {starts.PEFT_PREFIX + n: m for n, m in multi.targets_of(loaded.model, ["q_proj", "v_proj"]).items()}
+    again = starts_of(dataclasses.replace(loaded, model=model))
+    for want, got in zip(first, again):
+        for n, f in want.items():
+            torch.testing.assert_close(got[n].A, f.A, rtol=0, atol=0)
+            torch.testing.assert_close(got[n].B, f.B, rtol=0, atol=0)

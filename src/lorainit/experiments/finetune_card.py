@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from .. import export, full, io, plots
-from .finetune import autocast_dtype, compiles, eval_batch, graph_mode, run_identity
+from .finetune import autocast_dtype, compiles, eval_batch, run_identity
 
 
 def finish(
@@ -28,12 +28,14 @@ def finish(
     params,
     init_cost,
     setup,
+    compile_mode,
     wall,
     trained,
     trainee=None,
     memory=None,
 ) -> dict:
-    """Run k's weights, features.png and run card in ``run_dir``; ``trainee``: the trained copy of a full fine-tune."""
+    """Run k's weights, features.png and run card in ``run_dir``; ``trainee``: the trained copy of a full fine-tune;
+    ``compile_mode``: the torch.compile mode the blocks ran in (None: default, or not compiled)."""
     import peft
     import transformers
 
@@ -101,7 +103,7 @@ def finish(
         "execution": {
             "device": str(device),
             "compile": compiles(cfg, device, task.kind),
-            "compile_mode": graph_mode(task.kind, world, trainee) if compiles(cfg, device, task.kind) else None,
+            "compile_mode": compile_mode,
             "autocast": str(autocast_dtype(device)),
             "processes": world,
             "eval_batch_size": eval_batch(cfg),

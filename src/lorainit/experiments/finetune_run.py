@@ -142,12 +142,14 @@ def run(
                 else [b["param"] for b in opt.buffers.values()]
             ):
                 torch.distributed.broadcast(t, 0)
-        if compiles(cfg, device, task.kind):
+        compiled = compiles(cfg, device, task.kind)
+        compile_mode = graph_mode(task.kind, world, trainee) if compiled else None  # (recorded in the run cards)
+        if compiled:
             speed.keep_graphs(  # a worker's later batch of this shape compiles nothing
                 (cfg.model, cfg.rank, cfg.batch_size, cfg.seq_len, K, any(corrected), trainee is not None)
             )
             # (padded kinds: a new length each batch, so shapes symbolic)
-            speed.compile_blocks(model, dynamic=task.kind != "lm", mode=graph_mode(task.kind, world, trainee))
+            speed.compile_blocks(model, dynamic=task.kind != "lm", mode=compile_mode)
         if rank == 0:
             for folder in (out, *run_dirs):
                 io.clean_temporaries(folder)
@@ -200,6 +202,7 @@ def run(
         params=params,
         init_cost=init_cost,
         setup=setup,
+        compile_mode=compile_mode,
         wall=time.perf_counter() - t0,
         trained=trained,
         trainee=trainee,
