@@ -181,10 +181,10 @@ def main() -> None:
     )
     ap.add_argument(
         "--graphs",
-        choices=("lorainit", "off"),
-        default="lorainit",
-        help="'lorainit': the compiled blocks in finetune.graph_mode's torch.compile mode (CUDA graphs for language "
-        "modelling, since 9f14ca7); 'off': the default mode, the baseline (d5ec62c's --cuda-graphs was the candidate)",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="the runs' --cuda-graphs: 'auto' is lorainit's choice (CUDA graphs for adapters on language modelling in "
+        "one process, since 9f14ca7); 'off' the baseline (compiled blocks in torch.compile's default mode)",
     )
     ap.add_argument(
         "--mark-step",
@@ -195,8 +195,6 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     multi_run.lora_path(args.lora_path)
-    if args.graphs == "off":
-        finetune_run.graph_mode = lambda *a: None
     if args.mark_step:
         uploader = finetune_train.Uploader
 
@@ -234,6 +232,7 @@ def main() -> None:
         max_eval=args.max_eval,
         eval_batch_size=args.eval_batch_size,
         compile=args.compile,
+        cuda_graphs=args.graphs,
     )
     started = process_age()  # interpreter start and imports, before main (whole seconds of /proc: up to 1 s more)
     if torch.cuda.is_available():  # the CUDA context, which the set-up would otherwise pay in its first copy

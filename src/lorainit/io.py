@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 # config fields that change how a run is computed, not what: not part of its identity
-EXECUTION = ("device", "compile", "eval_batch_size")
+EXECUTION = ("device", "compile", "cuda_graphs", "eval_batch_size")
 
 
 def config_dict(cfg, *, drop: tuple[str, ...] = ()) -> dict:

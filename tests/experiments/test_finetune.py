@@ -54,14 +54,28 @@ def test_bad_data_files(tmp_path, content, message):
 
 
 @pytest.mark.parametrize(
-    "kind, world, full, want",
+    "setting, kind, world, full, want",
     [
-        ("lm", 1, False, "reduce-overhead"),  # one shape every batch, one process, adapters: CUDA graphs
-        ("classify", 1, False, None),  # padded to a new length each batch: a graph per length
-        ("choice", 1, False, None),
-        ("lm", 2, False, None),  # torchrun: not measured with graphs
-        ("lm", 1, True, None),  # a full fine-tune: not measured with graphs
+        ("auto", "lm", 1, False, "reduce-overhead"),  # one shape every batch, one process, adapters: CUDA graphs
+        ("auto", "classify", 1, False, None),  # padded to a new length each batch: a graph per length
+        ("auto", "choice", 1, False, None),
+        ("auto", "lm", 2, False, None),  # torchrun: not measured with graphs
+        ("auto", "lm", 1, True, None),  # a full fine-tune: not measured with graphs
+        ("on", "lm", 2, False, "reduce-overhead"),  # asked for: every compiled run
+        ("on", "classify", 1, True, "reduce-overhead"),
+        ("off", "lm", 1, False, None),  # never
     ],
 )
-def test_cuda_graphs_only_for_adapters_on_language_modelling_in_one_process(kind, world, full, want):
-    assert finetune.graph_mode(kind, world, object() if full else None) == want
+def test_cuda_graphs_auto_only_for_adapters_on_language_modelling_in_one_process(setting, kind, world, full, want):
+    assert finetune.graph_mode(setting, kind, world, object() if full else None) == want
+
+
+def test_how_a_run_executes_is_not_part_of_what_it_is():
+    """Device, compilation and CUDA graphs change how a run executes, not its identity: a folder started with one
+    setting resumes with another, and a sweep's points match either way."""
+    cfg = finetune.FinetuneConfig(model="smollm2-135m", task="wiki")
+    other = dataclasses.replace(cfg, device="cpu", compile="off", cuda_graphs="on", eval_batch_size=7)
+    point = {"init": "init_a", "lr": 1e-3, "seed": 0}
+    assert finetune.identity(other, [point]) == finetune.identity(cfg, [point])
+    assert finetune.run_identity(other, point) == finetune.run_identity(cfg, point)
+    assert finetune.identity(dataclasses.replace(cfg, rank=4), [point]) != finetune.identity(cfg, [point])
