@@ -8,6 +8,9 @@
    alternating so that a drift of the host or card shows in every pair alike; over the whole loop and in the
    steady state past ``--skip`` warm-up steps (compilation, allocator and NCCL set-up); and at an equal global batch
    (N processes at B/N each) the loss curve against the one-process run's (median relative difference).
+3. ``--parts graphs``: the N-process torchrun run of part 2 with ``--cuda-graphs off`` and ``on`` (the compiled
+   blocks replayed as CUDA graphs), ``--repeats`` pairs in alternating order: tokens/s ratio, and the two loss
+   curves against each other.
 Every run is a real CLI process; results in one JSON with device, host CPU, date and commit.
 
     python bench/scale_out.py --gpus 2 --out bench/results/scale_out_h100x2.json
@@ -121,7 +124,7 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=1, help="one-process / N-process pairs of part 2, alternating")
     ap.add_argument("--skip", type=int, default=10, help="warm-up steps left out of the steady-state tokens/s")
-    ap.add_argument("--parts", default="sweep,dp", help="which parts to run: sweep, dp or both")
+    ap.add_argument("--parts", default="sweep,dp", help="which parts to run: sweep, dp, graphs (comma-separated)")
     ap.add_argument("--extra", default="", help="more flags for every command, space-separated (e.g. --device cpu)")
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=None)
@@ -260,6 +263,35 @@ def main() -> None:
             "equal_global_batch_loss_median_rel_diff": statistics.median(curve),
             "equal_global_batch_loss_max_rel_diff": max(curve),
         }
+    graphs = None
+    if "graphs" in args.parts:
+        rows = []
+        for r in range(args.repeats):
+            for mode in ("off", "on") if r % 2 == 0 else ("on", "off"):
+                cmd = [*torchrun, *ft[3:], "--batch-size", str(args.batch_size), "--batch-per-process"]
+                timed([*cmd, "--cuda-graphs", mode, "--out", str(work / f"g{mode}_{r}")], work / f"g{mode}_{r}.log")
+            rows.append(
+                {
+                    m: (card(f"g{m}_{r}")["timing"]["tokens_per_second"], steady(work / f"g{m}_{r}", args.skip))
+                    for m in ("off", "on")
+                }
+            )
+        whole, calm = [x["on"][0] / x["off"][0] for x in rows], [x["on"][1] / x["off"][1] for x in rows]
+        curve = [abs(a - b) / abs(b) for a, b in zip(losses(work / "gon_0"), losses(work / "goff_0"))]
+        graphs = {
+            "processes": args.gpus,
+            "modes": [card(f"g{m}_0")["execution"]["compile_mode"] for m in ("off", "on")],
+            "tokens_per_s_off": [x["off"][0] for x in rows],
+            "tokens_per_s_on": [x["on"][0] for x in rows],
+            "speedup_per_pair": whole,
+            "speedup_median": statistics.median(whole),
+            f"steady_tokens_per_s_off_after_step_{args.skip}": [x["off"][1] for x in rows],
+            f"steady_tokens_per_s_on_after_step_{args.skip}": [x["on"][1] for x in rows],
+            "steady_speedup_per_pair": calm,
+            "steady_speedup_median": statistics.median(calm),
+            "loss_on_vs_off_median_rel_diff": statistics.median(curve),
+            "loss_on_vs_off_max_rel_diff": max(curve),
+        }
     prov = io.provenance()
     if dp is not None and prov["device"] != card("ft1_0")["provenance"]["device"]:  # read back elsewhere: the runs' own
         prov = {**card("ft1_0")["provenance"], "read_back": prov}
@@ -269,8 +301,9 @@ def main() -> None:
         "config": vars(args) | {"out": str(args.out), "work": str(work)},
         "sweep": sweep_part,
         "data_parallel": dp,
+        "graphs_under_torchrun": graphs,
     }
-    print(json.dumps({k: res[k] for k in ("sweep", "data_parallel")}, indent=1))
+    print(json.dumps({k: res[k] for k in ("sweep", "data_parallel", "graphs_under_torchrun")}, indent=1))
     if args.out:
         io.write_json(args.out, res)
 
