@@ -4,8 +4,10 @@ once into the cache, also when several processes ask for it at once."""
 import fcntl
 import threading
 import time
+from pathlib import Path
 
 import torch
+from helpers import tiny_llama
 
 from lorainit import assets, models
 
@@ -38,6 +40,61 @@ def test_one_process_converts_at_a_time_and_the_others_leave_its_folder_alone(tm
     assert converted == [folder]  # then, finding it unrecorded, converts it again
     assert assets.verified(folder)
     assert models.resolve("smollm2-135m")[0] == str(folder) and converted == [folder]  # and uses it from now on
+
+
+def test_an_incomplete_converted_folder_is_converted_again(tmp_path, monkeypatch):
+    """A folder recorded without its weights (what a torchrun rank other than 0 left before ``_save``: transformers'
+    save_pretrained wrote only the tokenizer there) is replaced, not taken, and not renamed onto (which failed)."""
+    monkeypatch.setenv("LORAINIT_CACHE", str(tmp_path))
+    folder = tmp_path / "models" / "smollm2-135m"
+    folder.mkdir(parents=True)
+    (folder / "tokenizer.json").write_text("{}")
+    assets.record_manifest(folder)
+    assert assets.verified(folder)
+    converted = []
+
+    def convert(spec, dest):
+        converted.append(dest)
+        dest.mkdir()  # (fails where the old folder is still there)
+        (dest / "config.json").write_text("{}")
+        assets.record_manifest(dest)
+
+    monkeypatch.setattr(models, "_convert", convert)
+    assert models.resolve("smollm2-135m")[0] == str(folder) and converted == [folder]
+    assert (folder / "config.json").exists() and not (folder / "tokenizer.json").exists()
+
+
+def test_save_writes_what_save_pretrained_writes_byte_for_byte(tmp_path):
+    model = tiny_llama(tie_word_embeddings=True).to(torch.bfloat16)
+    model.save_pretrained(tmp_path / "reference")
+    (tmp_path / "ours").mkdir()
+    models._save(model, tmp_path / "ours")
+    names = sorted(p.name for p in (tmp_path / "reference").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "ours").iterdir())
+    assert "model.safetensors" in names and "config.json" in names
+    for n in names:
+        assert (tmp_path / "ours" / n).read_bytes() == (tmp_path / "reference" / n).read_bytes(), n
+
+
+def _save_as_rank(rank, init_file, out):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    if rank == 1:
+        model = tiny_llama(tie_word_embeddings=True)
+        for name, save in (("pretrained", model.save_pretrained), ("ours", lambda f: models._save(model, f))):
+            (Path(out) / name).mkdir()
+            save(Path(out) / name)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def test_save_writes_the_model_on_any_torchrun_rank(tmp_path):
+    """Under a process group, transformers' save_pretrained writes nothing on rank 1 (why ``_save`` exists: the first
+    torchrun process to convert the GGUF may be any rank); ``_save`` writes the model there."""
+    torch.multiprocessing.spawn(_save_as_rank, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    assert not (tmp_path / "pretrained" / "model.safetensors").exists()  # the premise
+    assert {"config.json", "model.safetensors"} <= {p.name for p in (tmp_path / "ours").iterdir()}
 
 
 def test_seeded_head_is_a_function_of_the_seed_and_transformers_draw(tiny_bert):

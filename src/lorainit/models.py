@@ -64,10 +64,10 @@ def _local_folder(name: str, spec: ModelSpec) -> Path:
     # take a folder renamed into place but not yet recorded as changed since, and delete it under the first)
     with open(converted.parent / f".{name}.lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if (converted / "config.json").exists():
-            if assets.verified(converted):  # made from a verified file (below), written atomically, unchanged since
-                return converted
-            shutil.rmtree(converted)  # changed since: convert again from the verified GGUF
+        if converted.exists():
+            if (converted / "config.json").exists() and assets.verified(converted):  # made from a verified file
+                return converted  # (below), written atomically, unchanged since
+            shutil.rmtree(converted)  # changed since, or incomplete: convert again from the verified GGUF
         _convert(spec, converted)
     return converted
 
@@ -82,16 +82,36 @@ def _convert(spec: ModelSpec, converted: Path) -> None:
 
     gguf = AutoModelForCausalLM.from_pretrained(member.parent, gguf_file=member.name, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(member.parent, gguf_file=member.name)
-    plain = LlamaForCausalLM(gguf.config)  # save_pretrained of a GGUF-loaded model fails; copy into a plain one
+    plain = LlamaForCausalLM(gguf.config)  # (a GGUF-loaded model does not save; copy it into a plain one)
     plain.load_state_dict(gguf.state_dict())
+    plain = plain.to(torch.bfloat16)
     tmp = Path(tempfile.mkdtemp(dir=assets.cache_dir(), prefix=".convert."))
     try:
-        plain.to(torch.bfloat16).save_pretrained(tmp)
+        _save(plain, tmp)
         tok.save_pretrained(tmp)
         os.replace(tmp, converted)
         assets.record_manifest(converted)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _save(model, folder: Path) -> None:
+    """The files ``save_pretrained`` writes for ``model`` (byte for byte: config.json, generation_config.json,
+    model.safetensors with each tied tensor once), written by any process: under torchrun, transformers'
+    ``save_pretrained`` writes nothing on a rank other than 0, and the first process to convert may be any rank."""
+    from safetensors.torch import save_file
+
+    weights, seen = {}, set()
+    for k, v in model.state_dict().items():  # (tied: the embedding is kept, the output layer that shares it left out)
+        if v.data_ptr() not in seen:
+            seen.add(v.data_ptr())
+            weights[k] = v.contiguous()
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    model.config.architectures = [type(model).__name__]
+    model.config.dtype = next(model.parameters()).dtype
+    model.config.save_pretrained(folder)
+    if model.generation_config is not None:
+        model.generation_config.save_pretrained(folder)
 
 
 def fingerprint(name: str) -> str | None:
