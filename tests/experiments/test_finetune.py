@@ -54,20 +54,18 @@ def test_bad_data_files(tmp_path, content, message):
 
 
 @pytest.mark.parametrize(
-    "setting, kind, world, full, want",
+    "setting, kind, full, want",
     [
-        ("auto", "lm", 1, False, "reduce-overhead"),  # one shape every batch, one process, adapters: CUDA graphs
-        ("auto", "classify", 1, False, None),  # padded to a new length each batch: a graph per length
-        ("auto", "choice", 1, False, None),
-        ("auto", "lm", 2, False, None),  # torchrun: not measured with graphs
-        ("auto", "lm", 1, True, None),  # a full fine-tune: not measured with graphs
-        ("on", "lm", 2, False, "reduce-overhead"),  # asked for: every compiled run
-        ("on", "classify", 1, True, "reduce-overhead"),
-        ("off", "lm", 1, False, None),  # never
+        ("auto", "lm", False, "reduce-overhead"),  # one shape every batch, adapters (one process or torchrun)
+        ("auto", "classify", False, None),  # padded to a new length each batch: a graph per length
+        ("auto", "choice", False, None),
+        ("auto", "lm", True, None),  # a full fine-tune: not measured with graphs
+        ("on", "classify", True, "reduce-overhead"),  # asked for: every compiled run
+        ("off", "lm", False, None),  # never
     ],
 )
-def test_cuda_graphs_auto_only_for_adapters_on_language_modelling_in_one_process(setting, kind, world, full, want):
-    assert finetune.graph_mode(setting, kind, world, object() if full else None) == want
+def test_cuda_graphs_auto_only_for_adapters_on_language_modelling(setting, kind, full, want):
+    assert finetune.graph_mode(setting, kind, object() if full else None) == want
 
 
 def test_how_a_run_executes_is_not_part_of_what_it_is():

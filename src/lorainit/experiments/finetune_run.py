@@ -144,7 +144,7 @@ def run(
                 torch.distributed.broadcast(t, 0)
         compiled = compiles(cfg, device, task.kind)
         compile_mode = (
-            graph_mode(cfg.cuda_graphs, task.kind, world, trainee) if compiled else None
+            graph_mode(cfg.cuda_graphs, task.kind, trainee) if compiled else None
         )  # (recorded in the run cards)
         if compiled:
             speed.keep_graphs(  # a worker's later batch of this shape compiles nothing
