@@ -171,12 +171,27 @@ def dp_rows(d: dict) -> list[str]:
     c, p = d["config"], d["data_parallel"]
     pairs = ", ".join(f"{x:.2f}x" for x in p["steady_speedup_per_pair"])
     base = p[f"steady_tokens_per_s_1_process_after_step_{c['skip']}"]
+    flags = f", both with {c['extra']}" if c.get("extra") else ""
     return [
         f"`torchrun --nproc_per_node {c['gpus']}` fine-tune at {c['batch_size']} x {c['seq_len']} per process vs one process "
-        f"({c['steps']} steps, {c['repeats']} alternating pairs; {_src(d['provenance'])}): steady state past step {c['skip']} "
+        f"({c['steps']} steps, {c['repeats']} alternating pairs{flags}; {_src(d['provenance'])}): steady state past step {c['skip']} "
         f"{pairs} (the one-process baseline {min(base) / 1000:.1f}k..{max(base) / 1000:.1f}k tokens/s); at an equal global "
         f"batch the loss curve matches one process to a median relative difference of "
         f"{p['equal_global_batch_loss_median_rel_diff']:.1e}."
+    ]
+
+
+def graphs_rows(d: dict) -> list[str]:
+    """`bench/scale_out.py --parts graphs`: torchrun with CUDA graphs off vs on, every pair of the call."""
+    c, g = d["config"], d["graphs_under_torchrun"]
+    pairs = ", ".join(f"{x:.2f}x" for x in g["steady_speedup_per_pair"])
+    on, off = g[f"steady_tokens_per_s_on_after_step_{c['skip']}"], g[f"steady_tokens_per_s_off_after_step_{c['skip']}"]
+    return [
+        f"`torchrun --nproc_per_node {c['gpus']}` fine-tune at {c['batch_size']} x {c['seq_len']} per process, "
+        f"`--cuda-graphs on` vs `off` ({c['steps']} steps, {c['repeats']} alternating pairs; {_src(d['provenance'])}): "
+        f"steady state past step {c['skip']} {pairs} ({min(on) / 1000:.0f}k..{max(on) / 1000:.0f}k vs "
+        f"{min(off) / 1000:.0f}k..{max(off) / 1000:.0f}k tokens/s); loss curves on vs off: median relative difference "
+        f"{g['loss_on_vs_off_median_rel_diff']:.1e}."
     ]
 
 
@@ -193,6 +208,9 @@ def main() -> None:
         print()
     for path in sorted(root.glob("scale_out_dp_*.json")):
         print("\n".join(dp_rows(json.loads(path.read_text()))))
+        print()
+    for path in sorted(root.glob("scale_out_graphs_*.json")):
+        print("\n".join(graphs_rows(json.loads(path.read_text()))))
         print()
     # the H200 run against the cache-building stock baseline, then the H100 run against the fixed one (use_cache=False)
     # (multi_run_h100.json, multi_run_h100_b.json, single_run_h100.json: older code or no --compile)
