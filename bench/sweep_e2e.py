@@ -176,6 +176,12 @@ def main() -> None:
             }
         )
     many_cards, one_cards = ({k: card(r) for k, r in side.items()} for side in (many, one))
+    for p in pairs:  # both training-loss curves, every 10th step: a point that disagrees can be read from the JSON
+        key = (p["init"], p["lr"], p["seed"])
+        p["train_loss_every_10_steps"] = {
+            side: [round(x, 5) for x in cards[key]["metrics"]["train_loss"][::10]]
+            for side, cards in (("batched", many_cards), ("single", one_cards))
+        }
     marginal = statistics.median(
         c["timing"]["batch_seconds"] - c["init"]["starts"]["seconds"] for c in one_cards.values()
     )
