@@ -143,9 +143,7 @@ def run(
             ):
                 torch.distributed.broadcast(t, 0)
         compiled = compiles(cfg, device, task.kind)
-        compile_mode = (
-            graph_mode(cfg.cuda_graphs, task.kind, trainee) if compiled else None
-        )  # (recorded in the run cards)
+        compile_mode = graph_mode(cfg.cuda_graphs, task.kind, trainee) if compiled else None  # (in the run cards)
         if compiled:
             speed.keep_graphs(  # a worker's later batch of this shape compiles nothing
                 (cfg.model, cfg.rank, cfg.batch_size, cfg.seq_len, K, any(corrected), trainee is not None)
