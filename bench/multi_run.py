@@ -84,6 +84,11 @@ def timed_loop(step_fn, steps: int, warmup: int, device) -> tuple[float, list[fl
     return time.perf_counter() - t0, losses
 
 
+def first(factors: dict, n: int) -> dict:
+    """The factors of the first ``n`` runs (each layer's list of (A, B) cut to ``n``)."""
+    return {name: v[:n] for name, v in factors.items()}
+
+
 def stock_runs(
     runs, factors, args, device, schedule=None, compile_: bool = False, mode: str | None = None, **adamw
 ) -> tuple[float, list[list[float]]]:
@@ -246,7 +251,7 @@ def main() -> None:
             "peak_gib": c_extra["peak_gib"],
             "median_rel_diff_vs_eager": sorted(c_rel)[len(c_rel) // 2],
         }
-    one_s, _ = stock_runs(runs[:1], {n: v[:1] for n, v in extra["factors"].items()}, args, device)
+    one_s, _ = stock_runs(runs[:1], first(extra["factors"], 1), args, device)
     s_sec, s_curves = stock_runs(runs, extra["factors"], args, device)
     sc = scg = one_c = None
     if args.stock_compiled_runs and device.type == "cuda":  # sequential runs: the rate of a few is the rate of K
@@ -254,9 +259,7 @@ def main() -> None:
 
         def stock_compiled(mode):
             t0 = time.perf_counter()
-            sc_sec, sc_curves = stock_runs(
-                runs[:n], {k: v[:n] for k, v in extra["factors"].items()}, args, device, compile_=True, mode=mode
-            )
+            sc_sec, sc_curves = stock_runs(runs[:n], first(extra["factors"], n), args, device, compile_=True, mode=mode)
             return {
                 "runs_timed": n,
                 "mode": mode,
@@ -271,9 +274,7 @@ def main() -> None:
         scg = stock_compiled(graphs) if graphs else None
     if args.compile and graphs:  # one run each way, compiled as each would be at its best: lorainit finetune vs stock
         one_cb, _, _ = batched_runs(runs[:1], args, device, compile_=True, mode=graphs)
-        one_cs, _ = stock_runs(
-            runs[:1], {n: v[:1] for n, v in extra["factors"].items()}, args, device, compile_=True, mode=graphs
-        )
+        one_cs, _ = stock_runs(runs[:1], first(extra["factors"], 1), args, device, compile_=True, mode=graphs)
         one_c = {"mode": graphs, "stock_tokens_per_s": tokens / one_cs, "lorainit_k1_tokens_per_s": tokens / one_cb}
         one_c["ratio"] = one_cs / one_cb
     n_base = sum(p.numel() for p in base_model(device).parameters())

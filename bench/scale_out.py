@@ -217,24 +217,14 @@ def main() -> None:
         "-m",
         "lorainit",
     ]
+    per_process = [*torchrun, *ft[3:], "--batch-size", str(args.batch_size), "--batch-per-process"]  # B x T each
     card = lambda f: RunFolder(work / f).card()  # noqa: E731
     dp = None
     if "dp" in args.parts:
         pairs = []
         for r in range(args.repeats):
             timed([*ft, "--batch-size", str(args.batch_size), "--out", str(work / f"ft1_{r}")], work / f"ft1_{r}.log")
-            timed(
-                [
-                    *torchrun,
-                    *ft[3:],
-                    "--batch-size",
-                    str(args.batch_size),
-                    "--batch-per-process",
-                    "--out",
-                    str(work / f"ftn_{r}"),
-                ],
-                work / f"ftn_{r}.log",
-            )
+            timed([*per_process, "--out", str(work / f"ftn_{r}")], work / f"ftn_{r}.log")
             pairs.append(
                 (
                     card(f"ft1_{r}")["timing"]["tokens_per_second"],
@@ -268,8 +258,10 @@ def main() -> None:
         rows = []
         for r in range(args.repeats):
             for mode in ("off", "on") if r % 2 == 0 else ("on", "off"):
-                cmd = [*torchrun, *ft[3:], "--batch-size", str(args.batch_size), "--batch-per-process"]
-                timed([*cmd, "--cuda-graphs", mode, "--out", str(work / f"g{mode}_{r}")], work / f"g{mode}_{r}.log")
+                timed(
+                    [*per_process, "--cuda-graphs", mode, "--out", str(work / f"g{mode}_{r}")],
+                    work / f"g{mode}_{r}.log",
+                )
             rows.append(
                 {
                     m: (card(f"g{m}_{r}")["timing"]["tokens_per_second"], steady(work / f"g{m}_{r}", args.skip))

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from .. import export, full, io, plots
-from .finetune import autocast_dtype, compiles, eval_batch, run_identity
+from .finetune import autocast_dtype, eval_batch, run_identity
 
 
 def finish(
@@ -28,6 +28,7 @@ def finish(
     params,
     init_cost,
     setup,
+    compiled,
     compile_mode,
     wall,
     trained,
@@ -35,7 +36,8 @@ def finish(
     memory=None,
 ) -> dict:
     """Run k's weights, features.png and run card in ``run_dir``; ``trainee``: the trained copy of a full fine-tune;
-    ``compile_mode``: the torch.compile mode the blocks ran in (None: default, or not compiled)."""
+    ``compiled``: whether the blocks ran compiled; ``compile_mode``: the torch.compile mode they ran in (None: the
+    default, or not compiled)."""
     import peft
     import transformers
 
@@ -102,7 +104,7 @@ def finish(
         "diverged": None if dead is None else {"step": dead, "reason": losses.reason[k]},
         "execution": {
             "device": str(device),
-            "compile": compiles(cfg, device, task.kind),
+            "compile": compiled,
             "compile_mode": compile_mode,
             "autocast": str(autocast_dtype(device)),
             "processes": world,

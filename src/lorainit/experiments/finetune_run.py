@@ -202,6 +202,7 @@ def run(
         params=params,
         init_cost=init_cost,
         setup=setup,
+        compiled=compiled,
         compile_mode=compile_mode,
         wall=time.perf_counter() - t0,
         trained=trained,
