@@ -2,7 +2,9 @@
 
 1. The same ``lorainit sweep --experiment finetune`` on one GPU (``--gpus 1``) and on ``--gpus N``, one after
    the other: wall time ratio, and the validation metric of every point on both (each point trains as the same
-   batches either way, so they must agree up to float rounding).
+   batches either way, so they must agree up to float rounding). With ``--warm-up``, the same sweep at 2 steps
+   runs first, so that neither measured sweep finds the compiler's on-disk cache (or the page cache) cold:
+   otherwise the first sweep alone pays inductor's code generation, and the order favours the second.
 2. ``lorainit finetune`` in one process at B x T, and under ``torchrun --nproc_per_node N`` with
    ``--batch-per-process`` at B x T per process: tokens/s ratio (weak scaling), ``--repeats`` times, the two
    alternating so that a drift of the host or card shows in every pair alike; over the whole loop and in the
@@ -119,6 +121,8 @@ def main() -> None:
     ap.add_argument("--sweep-steps", type=int, default=200)
     ap.add_argument("--sweep-batch-size", type=int, default=16)
     ap.add_argument("--sweep-seq-len", type=int, default=256)
+    ap.add_argument("--sweep-seeds", type=int, default=1, help="seeds per (init, LR): points = inits x LRs x seeds")
+    ap.add_argument("--warm-up", action="store_true", help="run the sweep at 2 steps first (see part 1)")
     ap.add_argument("--steps", type=int, default=150, help="steps of the data-parallel runs")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--seq-len", type=int, default=512)
@@ -151,11 +155,22 @@ def main() -> None:
         str(args.sweep_batch_size),
         "--seq-len",
         str(args.sweep_seq_len),
+        "--seeds",
+        str(args.sweep_seeds),
         "--no-progress",
         *extra,
     ]
     sweep_part = None
     if "sweep" in args.parts:
+        steps_at = sweep.index("--steps") + 1
+        warm = (
+            timed(
+                [*sweep[:steps_at], "2", *sweep[steps_at + 1 :], "--gpus", "1", "--out", str(work / "warmup")],
+                work / "warmup.log",
+            )
+            if args.warm_up
+            else None
+        )
         started = [stamp()]
         one = timed([*sweep, "--gpus", "1", "--out", str(work / "sweep1")], work / "sweep1.log")
         started.append(stamp())
@@ -169,6 +184,7 @@ def main() -> None:
             f"wall_s_{args.gpus}_gpus": many,
             "speedup": one / many,
             "points": len(v1),
+            "warm_up_s": warm,
             "median_rel_diff_val_metric": statistics.median(rel) if rel else None,
             "max_rel_diff_val_metric": max(rel) if rel else None,
             "time_1_gpu": busy(work / "sweep1", one),
