@@ -85,9 +85,10 @@ def multi_rows(d: dict) -> list[str]:
         f"all projections, batch {c['batch']} x {c['seq']} per run, {c['steps']} timed steps ({prov['device']}, "
         f"{prov.get('host_cpu', 'host CPU not recorded')}, {prov['date'][:10]}, commit {(prov['commit'] or '?')[:10]}):",
         "",
-        "| path | adapter tokens/s | vs stock eager | vs stock compiled | MFU |",
-        "|---|---:|---:|---:|---:|",
+        "| path | adapter tokens/s | vs stock eager | vs stock compiled | vs stock compiled + CUDA graphs | MFU |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
+    sg = d.get("stock_compiled_graphs")
     paths = [(f"stock PEFT, {c['runs']} runs one after another", stock, "stock_sequential")]
     if sc:
         paths.append(
@@ -97,14 +98,31 @@ def multi_rows(d: dict) -> list[str]:
                 "stock_compiled",
             )
         )
+    if sg:
+        paths.append(
+            (
+                f"... with CUDA graphs (mode {sg['mode']!r}, {sg['runs_timed']} runs timed)",
+                sg["tokens_per_s"],
+                "stock_compiled_graphs",
+            )
+        )
     paths.append((f"lorainit.multi, {c['runs']} runs in one pass", d["batched_tokens_per_s"], "batched"))
     if comp and "tokens_per_s" in comp:
         paths.append(("... with each block under torch.compile", comp["tokens_per_s"], "batched_compiled"))
     for label, rate, key in paths:
         vs_sc = f"{rate / sc['tokens_per_s']:.2f}x" if sc else "-"
-        bold = "**" if key.startswith("batched") else ""
-        rows.append(f"| {label} | {rate:,.0f} | {bold}{rate / stock:.2f}x{bold} | {bold}{vs_sc}{bold} | {pct(key)} |")
-    s1 = d["single_run"]
+        vs_sg = f"{rate / sg['tokens_per_s']:.2f}x" if sg else "-"
+        b = "**" if key.startswith("batched") else ""
+        rows.append(
+            f"| {label} | {rate:,.0f} | {b}{rate / stock:.2f}x{b} | {b}{vs_sc}{b} | {b}{vs_sg}{b} | {pct(key)} |"
+        )
+    s1, sc1 = d["single_run"], d.get("single_run_compiled")
+    if sc1:
+        rows += [
+            "",
+            f"One run compiled (mode {sc1['mode']!r}): lorainit K=1 {sc1['lorainit_k1_tokens_per_s']:,.0f} vs stock PEFT "
+            f"{sc1['stock_tokens_per_s']:,.0f} tokens/s ({sc1['ratio']:.2f}x).",
+        ]
     rows += [
         "",
         f"One run (what `lorainit finetune` runs, K=1, eager): {s1['lorainit_multi_k1_tokens_per_s']:,.0f} vs stock PEFT "
@@ -149,7 +167,8 @@ def sweep_scale_rows(d: dict) -> list[str]:
     n = c["gpus"]
     line = (
         f"`lorainit sweep` of {w['points']} points ({c['model']} {c['task']}, {c['inits']} x LRs {c['lrs']}, "
-        f"{c['sweep_steps']} steps, {c['sweep_batch_size']} x {c['sweep_seq_len']}) with `--gpus 1` vs `--gpus {n}` "
+        f"{c['sweep_steps']} steps, {c['sweep_batch_size']} x {c['sweep_seq_len']}) with `--gpus 1` vs `--gpus {n}`"
+        f"{' after a warm-up sweep' if c.get('warm_up') else ''} "
         f"({_src(d['provenance'])}): {w['wall_s_1_gpu']:.1f} s vs {w[f'wall_s_{n}_gpus']:.1f} s, **{w['speedup']:.2f}x**; "
         f"validation metric point by point: median relative difference {w['median_rel_diff_val_metric']:.1e}."
     )
@@ -163,7 +182,7 @@ def sweep_scale_rows(d: dict) -> list[str]:
                 f"outside the batches, first set-up {', '.join(f'{x:.1f}' for x in setups)} s"
             )
         line += " Per command: " + "; ".join(parts) + "."
-    return [line]
+    return [line + (f" Note: {d['note']}" if d.get("note") else "")]
 
 
 def dp_rows(d: dict) -> list[str]:
@@ -214,7 +233,8 @@ def main() -> None:
         print()
     # the H200 run against the cache-building stock baseline, then the H100 run against the fixed one (use_cache=False)
     # (multi_run_h100.json, multi_run_h100_b.json, single_run_h100.json: older code or no --compile)
-    for name in ("multi_run_h200.json", "multi_run_h100_c.json"):
+    # and at ef61c92 against stock compiled with CUDA graphs too (the strongest stock baseline)
+    for name in ("multi_run_h200.json", "multi_run_h100_c.json", "multi_run_h100_e_stock_graphs.json"):
         print("\n".join(multi_rows(json.loads((root / name).read_text()))))
         print()
     for path in sorted(
