@@ -45,7 +45,12 @@ class Task:
 
     @property
     def metric(self) -> str:
-        return "perplexity" if self.kind == "lm" else "accuracy"
+        return metric_for(self.kind)
+
+
+def metric_for(kind: str) -> str:
+    """The metric of a task of ``kind``: validation perplexity for language modelling, accuracy otherwise."""
+    return "perplexity" if kind == "lm" else "accuracy"
 
 
 def split(n: int, val: int, test: int, seed: int = SPLIT_SEED) -> dict[str, list[int]]:
@@ -196,6 +201,13 @@ def jsonl(path: str) -> Task:
 
 
 TASKS = {"wiki": wiki, "mathqa": mathqa, "nli": nli, "sentiment": sentiment}
+KINDS = {"wiki": "lm", "mathqa": "choice", "nli": "classify", "sentiment": "classify"}  # (tests: = load(name).kind)
+
+
+def metric_of(name: str) -> str:
+    """Task ``name``'s metric without reading a built-in task's examples (a sweep's grid needs it before its
+    workers start, and wiki's load is a second of XML parsing); a .jsonl file is read (its labels decide its kind)."""
+    return metric_for(KINDS[name]) if name in TASKS else load(name).metric
 
 
 def load(name: str) -> Task:

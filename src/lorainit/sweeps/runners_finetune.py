@@ -45,7 +45,7 @@ class Finetune(Experiment):
     def metric(self, cfg) -> tuple[str, str]:
         from .. import data
 
-        name = data.load(cfg.task).metric
+        name = data.metric_of(cfg.task)
         return name, "minimize" if name == "perplexity" else "maximize"
 
     def batch_key(self, point: dict):
