@@ -73,7 +73,18 @@ width, mf points of one mode, finetune points of any init on one frozen base. 'l
 
 
 def _sweep(argv: list[str]) -> int:
-    from .sweeps import experiment, worker
+    from .sweeps import gpus
+
+    started = gpus.early(argv)  # a --gpus sweep's workers, started before the imports and checks below
+    try:
+        return _sweep_checked(argv, started)
+    finally:
+        if started is not None:
+            started.discard()  # (flags that did not check out; nothing once run_on_gpus kept them)
+
+
+def _sweep_checked(argv: list[str], started) -> int:
+    from .sweeps import experiment, gpus, worker
 
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--experiment", default="toy")
@@ -105,12 +116,13 @@ def _sweep(argv: list[str]) -> int:
         sweep = worker.SweepConfig(**cliargs.given(args, worker.SweepConfig))
         cfg = runner.config(**cliargs.given(args, runner.config))
         runner.validate(cfg)
-        from .sweeps import gpus
-
-        visible = gpus.visible() if sweep.gpus != "none" else []
-        chosen = gpus.resolve(sweep.gpus, visible)
-        if len(chosen) > 1 or (chosen and chosen != visible):  # one worker process per GPU, each pinned to it
-            res = worker.run_on_gpus(sweep, cfg, out, argv, chosen, progress=args.progress)
+        if started is not None:  # (gpus.early resolved --gpus as below, from the GPUs nvidia-smi counts)
+            chosen = visible = started.ids
+        else:
+            visible = gpus.visible() if sweep.gpus != "none" else []
+            chosen = gpus.resolve(sweep.gpus, visible)
+        if started or len(chosen) > 1 or (chosen and chosen != visible):  # a worker process per GPU, pinned to it
+            res = worker.run_on_gpus(sweep, cfg, out, argv, chosen, progress=args.progress, started=started)
         else:
             res = worker.run(sweep, cfg, out, progress=args.progress)
     except (ValueError, KeyError, FileExistsError) as e:

@@ -64,21 +64,11 @@ def test_pinned_argv_replaces_gpus_and_progress():
     assert gpus.pinned_argv(argv, "3") == ["--experiment", "toy", "--out", "x", "--gpus", "3", "--no-progress"]
 
 
-def test_pinned_argv_sets_the_workers_batch_where_given():
-    for given in (["--batch", "6"], ["--batch=6"], []):
-        argv = ["--experiment", "toy", *given, "--out", "x"]
-        assert gpus.pinned_argv(argv, "1", 3) == [
-            "--experiment",
-            "toy",
-            "--out",
-            "x",
-            "--batch",
-            "3",
-            "--gpus",
-            "1",
-            "--no-progress",
-        ]
-        assert gpus.pinned_argv(argv, "1") == [*argv, "--gpus", "1", "--no-progress"]
+def test_pinned_argv_leaves_the_batch_to_the_worker():
+    """A worker's --batch is the command's; its share of a small sweep it works out itself (fair_batch, from
+    LORAINIT_SWEEP_WORKERS)."""
+    argv = ["--experiment", "toy", "--batch=6", "--out", "x"]
+    assert gpus.pinned_argv(argv, "1") == [*argv, "--gpus", "1", "--no-progress"]
 
 
 @pytest.mark.parametrize(
@@ -114,10 +104,52 @@ def test_watch_returns_the_exit_codes_and_logs_when_it_saw_each_exit(tmp_path):
         assert len(seen.split()[0]) == 12  # HH:MM:SS.mmm
 
 
-def test_a_new_sweep_with_a_bad_grid_starts_no_worker(tmp_path):
+def test_a_new_sweep_with_a_bad_grid_or_flag_leaves_nothing(tmp_path):
+    """Its workers started before the flags were checked (gpus.early): stopped again, and no folder is left."""
     r = sweep_on_two_fake_gpus("--experiment", "toy", "--lrs", "1e-3,1e-3", "--out", str(tmp_path / "sw"))
     assert r.returncode == 2 and "--lrs lists 0.001 more than once" in r.stderr
     assert not (tmp_path / "sw").exists()
+    r = sweep_on_two_fake_gpus("--experiment", "toy", "--steps", "many", "--out", str(tmp_path / "a" / "sw"))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "--steps" in r.stderr
+    assert not (tmp_path / "a").exists()
+
+
+def test_early_starts_workers_only_for_a_sweep_over_gpus(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    assert gpus.early(["--experiment", "toy", "--out", str(tmp_path / "x")]) is None  # one GPU: in this process
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    for argv in (["--help"], ["--gpus", "none"], ["--gpus", "0"], ["--gpus", "3"], ["--gpus"]):
+        assert gpus.early([*argv, "--out", str(tmp_path / "x")]) is None, argv
+    assert not (tmp_path / "x").exists()
+    st = gpus.early(["--experiment", "toy", "--no-such-flag", "--gpus=1", "--out", str(tmp_path / "x")])
+    assert st.ids == ["0"] and [p.name for p in (tmp_path / "x" / "workers").iterdir()] == ["gpu0.log.starting"]
+    st.discard()
+    assert not (tmp_path / "x").exists()
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi: it cannot tell, and the usual path decides
+    assert gpus.counted() is None and gpus.early(["--gpus", "2"]) is None
+
+
+def test_started_workers_are_kept_or_leave_no_trace(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    """``start`` logs to gpu<ID>.log.starting; ``keep`` renames the logs, ``discard`` stops the workers and removes
+    their logs and the folders made for them (not a folder that was there before)."""
+    monkeypatch.setattr(gpus.sys, "executable", sys.executable)
+    monkeypatch.setattr(gpus, "pinned_argv", lambda argv, gpu: ["--no-such-flag"])  # (each worker exits with 2)
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "keep.txt").write_text("x")
+    for folder, keep in ((tmp_path / "new" / "sw", False), (tmp_path / "old", False), (tmp_path / "k", True)):
+        st = gpus.start(["--experiment", "toy"], ["0", "1"], folder / "workers")
+        assert sorted(p.name for p in (folder / "workers").iterdir()) == ["gpu0.log.starting", "gpu1.log.starting"]
+        assert all(p.wait(timeout=60) is not None for p in st.procs)
+        if keep:
+            st.keep()
+            st.discard()  # (nothing once kept)
+            assert sorted(p.name for p in (folder / "workers").iterdir()) == ["gpu0.log", "gpu1.log"]
+        else:
+            st.discard()
+            assert not (folder / "workers").exists()
+    assert not (tmp_path / "new").exists() and (tmp_path / "old" / "keep.txt").exists()
 
 
 @pytest.mark.slow

@@ -3,19 +3,23 @@
 ``lorainit sweep --gpus all|N|0,2`` starts the same sweep command once per chosen GPU with
 ``CUDA_VISIBLE_DEVICES`` set to that GPU alone; the workers share the study (its claiming lock makes that
 safe, as for workers started by hand), so points are spread over the GPUs as they free up (a sweep with fewer
-queued points than GPUs x --batch is shared: ``fair_batch``), and the study and its report are those of a
-one-GPU sweep. This process only watches: it shows the study's progress and
-waits for the workers. A new sweep's workers start before this process creates its study (their start-up, seconds
-of imports, overlaps it; the study's lock orders the creation). Several hosts: the same command on each, with one ``--storage postgresql://...``.
+queued points than GPUs x --batch is shared: ``fair_batch``, which each worker applies), and the study and its
+report are those of a one-GPU sweep. This process only watches: it shows the study's progress and waits for the
+workers. The workers start first, from the command's raw flags (``early``), before this process imports torch,
+checks the flags and opens the study: their start-up, seconds of imports, overlaps all of that. Flags that do not
+check out stop them again, leaving no trace (``Started.discard``). Several hosts: the same command on each, with
+one ``--storage postgresql://...``.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -29,6 +33,20 @@ def visible() -> list[str]:
     import torch
 
     return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+
+
+def counted() -> list[str] | None:
+    """What ``visible`` returns, without importing torch (seconds): ``CUDA_VISIBLE_DEVICES`` where set, else one id
+    per GPU nvidia-smi lists; None where it cannot tell (no nvidia-smi, or it failed)."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES") is not None:
+        return visible()
+    try:
+        r = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return [str(i) for i in range(len(r.stdout.split()))] if r.returncode == 0 else None
 
 
 def resolve(spec: str, devices: list[str]) -> list[str]:
@@ -72,13 +90,9 @@ def _without(argv: list[str], flag: str, drop: tuple[str, ...] = ()) -> list[str
     return out
 
 
-def pinned_argv(argv: list[str], gpu: str, batch: int | None = None) -> list[str]:
-    """``argv`` of ``lorainit sweep`` for the worker of one GPU: its own --gpus, no progress bar, and ``batch``
-    (where given) as its --batch."""
-    out = _without(argv, "--gpus", ("--progress", "--no-progress"))
-    if batch is not None:
-        out = [*_without(out, "--batch"), "--batch", str(batch)]
-    return [*out, "--gpus", gpu, "--no-progress"]
+def pinned_argv(argv: list[str], gpu: str) -> list[str]:
+    """``argv`` of ``lorainit sweep`` for the worker of one GPU: its own --gpus, and no progress bar."""
+    return [*_without(argv, "--gpus", ("--progress", "--no-progress")), "--gpus", gpu, "--no-progress"]
 
 
 def fair_batch(batch: int, queued: int, workers: int) -> int:
@@ -88,27 +102,92 @@ def fair_batch(batch: int, queued: int, workers: int) -> int:
 
 
 WORKER = "LORAINIT_SWEEP_WORKER"  # set in a worker's environment: it exits without the interpreter's teardown
+WORKERS = "LORAINIT_SWEEP_WORKERS"  # and how many workers its command started (for fair_batch)
 
 
-def start(argv: list[str], gpus: list[str], logs: Path, *, batch: int | None = None) -> list[subprocess.Popen]:
-    """Start one ``lorainit sweep`` worker per GPU (``argv``: this sweep's flags; ``batch``: their --batch where
-    given), its output to ``logs``/gpu<ID>.log. A worker's results are in the study and its run folders when it
-    says "done", so it leaves with ``os._exit`` (``__main__``): tearing down torch, a CUDA context and a model
+def workers_started() -> int:
+    """How many workers this worker's sweep command started (0: this process was not started as one)."""
+    return int(os.environ.get(WORKERS) or 0)
+
+
+@dataclass
+class Started:
+    """Workers started before their command checked its flags: ``keep`` once it has (their logs become
+    workers/gpu<ID>.log), else ``discard`` (stopped, and their logs and every folder starting them made removed)."""
+
+    ids: list[str]
+    procs: list[subprocess.Popen]
+    logs: Path
+    made: list[Path]  # folders made to hold the logs, outermost first
+    kept: bool = False
+
+    def keep(self) -> None:
+        for gpu in self.ids:
+            os.replace(self.logs / f"gpu{gpu}.log.starting", self.logs / f"gpu{gpu}.log")
+        self.kept = True
+
+    def discard(self) -> None:
+        if self.kept:
+            return
+        stop(self.procs)
+        for gpu in self.ids:
+            (self.logs / f"gpu{gpu}.log.starting").unlink(missing_ok=True)
+        for folder in reversed(self.made):
+            try:
+                folder.rmdir()
+            except OSError:  # (something else is in it: a worker got as far as the study)
+                break
+
+
+def start(argv: list[str], gpus: list[str], logs: Path) -> Started:
+    """Start one ``lorainit sweep`` worker per GPU (``argv``: this sweep's flags), its output to
+    ``logs``/gpu<ID>.log.starting until ``Started.keep``. A worker's results are in the study and its run folders when
+    it says "done", so it leaves with ``os._exit`` (``__main__``): tearing down torch, a CUDA context and a model
     took seconds every sweep waited for."""
+    made, p = [], logs
+    while not p.exists():
+        made.insert(0, p)
+        p = p.parent
     logs.mkdir(parents=True, exist_ok=True)
     procs = []
     for gpu in gpus:
-        env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu, WORKER: gpu}
-        with open(logs / f"gpu{gpu}.log", "w") as log:
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu, WORKER: gpu, WORKERS: str(len(gpus))}
+        with open(logs / f"gpu{gpu}.log.starting", "w") as log:
             procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "lorainit", "sweep", *pinned_argv(argv, gpu, batch)],
+                    [sys.executable, "-m", "lorainit", "sweep", *pinned_argv(argv, gpu)],
                     env=env,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                 )
             )
-    return procs
+    return Started(gpus, procs, logs, made)
+
+
+def early(argv: list[str]) -> Started | None:
+    """The workers of ``lorainit sweep ARGV`` started from its raw flags, before the command imports torch and checks
+    them; None where it runs none (one visible GPU, --gpus none, --help) or cannot tell yet (no nvidia-smi, a --gpus
+    that ``resolve`` refuses): its usual path then decides, and says what is wrong."""
+    if "-h" in argv or "--help" in argv:
+        return None
+    pre = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    for flag, default in (("--gpus", "all"), ("--experiment", "toy"), ("--out", "")):
+        pre.add_argument(flag, default=default)
+    try:
+        ns = pre.parse_known_args(argv)[0]
+    except (argparse.ArgumentError, SystemExit):
+        return None
+    devices = counted()
+    if devices is None:
+        return None
+    try:
+        ids = resolve(ns.gpus, devices)
+    except ValueError:
+        return None
+    if not (len(ids) > 1 or (ids and ids != devices)):
+        return None
+    out = Path(ns.out) if ns.out else Path("runs") / f"sweep-{ns.experiment}"
+    return start(argv, ids, out / "workers")
 
 
 def stop(procs: list[subprocess.Popen]) -> None:

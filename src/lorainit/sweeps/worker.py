@@ -17,8 +17,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .. import inits, io
-from . import experiment
-from .gpus import stamp
+from . import experiment, gpus
 from .grid import Grid
 from .liveness import Heartbeat, process_age
 from .storage import redact, sqlite_url
@@ -169,7 +168,7 @@ def _batch(sweep: SweepConfig) -> int:
 
 def _say(line: str) -> None:
     """A timestamped line of this worker's timeline (a --gpus worker's goes to its log in workers/)."""
-    tqdm.write(f"{stamp()} worker {os.getpid()}: {line}")
+    tqdm.write(f"{gpus.stamp()} worker {os.getpid()}: {line}")
 
 
 def _point(p: dict) -> str:
@@ -178,30 +177,32 @@ def _point(p: dict) -> str:
     return f"{p['init']} {rest}" if "init" in p else rest
 
 
-def run_on_gpus(sweep: SweepConfig, cfg, out: Path, argv: list[str], ids: list[str], *, progress: bool = True) -> dict:
-    """One worker process per GPU in ``ids`` on this sweep (``argv``: its command-line flags; ``sweeps.gpus``);
-    returns {"done", "total", "running", "workers": exit codes, ...} once they have all exited. A new sweep (no
-    sweep.json or study.db in ``out``, no --storage) starts its workers first: all its points are queued."""
-    from . import gpus
-
-    validate(sweep)
+def run_on_gpus(
+    sweep: SweepConfig,
+    cfg,
+    out: Path,
+    argv: list[str],
+    ids: list[str],
+    *,
+    progress: bool = True,
+    started: gpus.Started | None = None,
+) -> dict:
+    """One worker process per GPU in ``ids`` on this sweep (``argv``: its command-line flags; ``sweeps.gpus``), or
+    the workers ``gpus.early`` ``started`` already; returns {"done", "total", "running", "workers": exit codes, ...}
+    once they have all exited. A bad grid, or a folder that holds another study, stops them before they are kept."""
     out = Path(out)
-    batch = _batch(sweep)
-    new = not sweep.storage and not (out / "sweep.json").exists() and not (out / "study.db").exists()
-    store = None if new else _open(sweep, cfg, out)
-    if store is None:
-        queued = len(grid_for(sweep, cfg).points())  # (a bad grid fails here, before any worker starts)
-    else:
-        done, running, total = store.progress()
-        queued = total - done - running
-    fair = gpus.fair_batch(batch, queued, len(ids))
-    procs = gpus.start(argv, ids, out / "workers", batch=fair if fair < batch else None)
+    if started is None:  # (a bad grid then fails before any worker starts)
+        validate(sweep)
+        grid_for(sweep, cfg)
+        started = gpus.start(argv, ids, out / "workers")
     try:
-        store = store or _open(sweep, cfg, out)
+        validate(sweep)
+        store = _open(sweep, cfg, out)
     except BaseException:
-        gpus.stop(procs)
+        started.discard()
         raise
-    codes = gpus.watch(procs, ids, out / "workers", store.progress, progress=progress)
+    started.keep()
+    codes = gpus.watch(started.procs, ids, out / "workers", store.progress, progress=progress)
     done, running, total = store.progress()
     return {
         "done": done,
@@ -226,6 +227,8 @@ def run(sweep: SweepConfig, cfg, out: Path, *, progress: bool = True) -> dict:
     bar = tqdm(total=total, initial=done, desc=f"sweep {sweep.experiment}", unit="trial", disable=not progress)
     ran, lost, diverged, widened = 0, 0, 0, []
     batch = _batch(sweep)
+    if gpus.workers_started() > 1:  # one of a --gpus command's workers: its share of a small sweep
+        batch = gpus.fair_batch(batch, total - done, gpus.workers_started())
     while not sweep.max_trials or ran < sweep.max_trials:
         claims = store.claim(min(batch, sweep.max_trials - ran) if sweep.max_trials else batch, runner.batch_key)
         if not claims:
