@@ -3,8 +3,9 @@
 1. The same ``lorainit sweep --experiment finetune`` on one GPU (``--gpus 1``) and on ``--gpus N``, one after
    the other: wall time ratio, and the validation metric of every point on both (each point trains as the same
    batches either way, so they must agree up to float rounding). With ``--warm-up``, the same sweep at 2 steps
-   runs first, compiled (``--compile on``: 'auto' compiles from 200 steps), so that neither measured sweep finds the compiler's on-disk cache (or the page cache) cold:
-   otherwise the first sweep alone pays inductor's code generation, and the order favours the second.
+   runs first, compiled (``--compile on``: 'auto' compiles from 200 steps), so that neither measured sweep finds
+   the compiler's on-disk cache (or the page cache) cold: otherwise the first sweep alone pays inductor's code
+   generation, and the order favours the second.
 2. ``lorainit finetune`` in one process at B x T, and under ``torchrun --nproc_per_node N`` with
    ``--batch-per-process`` at B x T per process: tokens/s ratio (weak scaling), ``--repeats`` times, the two
    alternating so that a drift of the host or card shows in every pair alike; over the whole loop and in the

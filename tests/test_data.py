@@ -1,5 +1,6 @@
 """Task splits and text cleaning (lorainit.data): fixed, disjoint splits; the commonest MediaWiki markup removed;
-a task's metric known without loading it. (Loading every task and user .jsonl files: tests/experiments/test_finetune.py and the fine-tune tests.)"""
+a task's metric known without loading it. (Loading every task and user .jsonl files: tests/experiments/
+test_finetune.py and the fine-tune tests.)"""
 
 import pytest
 

@@ -4,7 +4,7 @@
 # fine-tune of each task once first): .xfer0 and .xfer1 hold the first two 42 MB parts of SmolLM2's GGUF
 # (make the calls back to back: the machine is released after 30 s idle), .xfer3 its last part, the gguf and optuna wheels
 # (for the GPU image's Python 3.12) and the LM/math data (the tree with results/ leaves .xfer0 no room for it), .xfer2 MiniLM (fp16 copy) and
-# the NLI and sentiment data. A call carries the tree (~15 MB of the 64 MiB) and one folder: .xfer0, then .xfer1,
+# the NLI and sentiment data. A call carries the tree (~17 MB of the 64 MiB) and one folder: .xfer0, then .xfer1,
 # .xfer3 and .xfer2, one call each.
 # On the GPU, tools/gpu_unstage.sh unpacks whatever a call carried into /root/stage (kept while the machine is warm).
 set -euo pipefail

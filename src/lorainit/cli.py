@@ -116,12 +116,11 @@ def _sweep_checked(argv: list[str], started) -> int:
         sweep = worker.SweepConfig(**cliargs.given(args, worker.SweepConfig))
         cfg = runner.config(**cliargs.given(args, runner.config))
         runner.validate(cfg)
-        if started is not None:  # (gpus.early resolved --gpus as below, from the GPUs nvidia-smi counts)
-            chosen = visible = started.ids
-        else:
-            visible = gpus.visible() if sweep.gpus != "none" else []
-            chosen = gpus.resolve(sweep.gpus, visible)
-        if started or len(chosen) > 1 or (chosen and chosen != visible):  # a worker process per GPU, pinned to it
+        # (gpus.early chose them from the GPUs nvidia-smi counts; otherwise from the ones torch sees)
+        chosen = (
+            started.ids if started else gpus.workers_for(sweep.gpus, gpus.visible() if sweep.gpus != "none" else [])
+        )
+        if chosen:  # a worker process per GPU, pinned to it
             res = worker.run_on_gpus(sweep, cfg, out, argv, chosen, progress=args.progress, started=started)
         else:
             res = worker.run(sweep, cfg, out, progress=args.progress)

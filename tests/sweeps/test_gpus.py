@@ -52,6 +52,14 @@ def test_resolve_refusals(spec, message):
         gpus.resolve(spec, ["0", "1"])
 
 
+@pytest.mark.parametrize(
+    "spec, devices, want",
+    [("all", ["0"], []), ("all", [], []), ("all", ["0", "1"], ["0", "1"]), ("1", ["0", "1"], ["0"]), ("1", ["1"], [])],
+)
+def test_workers_for_leaves_the_one_gpu_this_process_sees_to_it(spec, devices, want):
+    assert gpus.workers_for(spec, devices) == want
+
+
 def test_visible_follows_cuda_visible_devices(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
     assert gpus.visible() == ["2", "3"]
@@ -131,9 +139,9 @@ def test_early_starts_workers_only_for_a_sweep_over_gpus(tmp_path, monkeypatch):
 
 
 def test_started_workers_are_kept_or_leave_no_trace(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
     """``start`` logs to gpu<ID>.log.starting; ``keep`` renames the logs, ``discard`` stops the workers and removes
     their logs and the folders made for them (not a folder that was there before)."""
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(gpus.sys, "executable", sys.executable)
     monkeypatch.setattr(gpus, "pinned_argv", lambda argv, gpu: ["--no-such-flag"])  # (each worker exits with 2)
     (tmp_path / "old").mkdir()

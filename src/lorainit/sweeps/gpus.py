@@ -74,6 +74,13 @@ def resolve(spec: str, devices: list[str]) -> list[str]:
     return ids
 
 
+def workers_for(spec: str, devices: list[str]) -> list[str]:
+    """The GPUs that get a worker process each for --gpus ``spec`` (``resolve``): none where this process runs the
+    sweep itself (no GPU, or the one GPU it sees)."""
+    ids = resolve(spec, devices)
+    return ids if len(ids) > 1 or (ids and ids != devices) else []
+
+
 def _without(argv: list[str], flag: str, drop: tuple[str, ...] = ()) -> list[str]:
     """``argv`` without ``flag VALUE`` / ``flag=VALUE`` and without the bare flags in ``drop``."""
     out, skip = [], False
@@ -181,10 +188,10 @@ def early(argv: list[str]) -> Started | None:
     if devices is None:
         return None
     try:
-        ids = resolve(ns.gpus, devices)
+        ids = workers_for(ns.gpus, devices)
     except ValueError:
         return None
-    if not (len(ids) > 1 or (ids and ids != devices)):
+    if not ids:
         return None
     out = Path(ns.out) if ns.out else Path("runs") / f"sweep-{ns.experiment}"
     return start(argv, ids, out / "workers")

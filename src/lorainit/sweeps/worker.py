@@ -191,10 +191,7 @@ def run_on_gpus(
     the workers ``gpus.early`` ``started`` already; returns {"done", "total", "running", "workers": exit codes, ...}
     once they have all exited. A bad grid, or a folder that holds another study, stops them before they are kept."""
     out = Path(out)
-    if started is None:  # (a bad grid then fails before any worker starts)
-        validate(sweep)
-        grid_for(sweep, cfg)
-        started = gpus.start(argv, ids, out / "workers")
+    started = started or gpus.start(argv, ids, out / "workers")
     try:
         validate(sweep)
         store = _open(sweep, cfg, out)
@@ -227,8 +224,8 @@ def run(sweep: SweepConfig, cfg, out: Path, *, progress: bool = True) -> dict:
     bar = tqdm(total=total, initial=done, desc=f"sweep {sweep.experiment}", unit="trial", disable=not progress)
     ran, lost, diverged, widened = 0, 0, 0, []
     batch = _batch(sweep)
-    if gpus.workers_started() > 1:  # one of a --gpus command's workers: its share of a small sweep
-        batch = gpus.fair_batch(batch, total - done, gpus.workers_started())
+    if (workers := gpus.workers_started()) > 1:  # one of a --gpus command's workers: its share of a small sweep
+        batch = gpus.fair_batch(batch, total - done, workers)
     while not sweep.max_trials or ran < sweep.max_trials:
         claims = store.claim(min(batch, sweep.max_trials - ran) if sweep.max_trials else batch, runner.batch_key)
         if not claims:
