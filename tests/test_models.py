@@ -64,6 +64,36 @@ def test_an_incomplete_converted_folder_is_converted_again(tmp_path, monkeypatch
     assert (folder / "config.json").exists() and not (folder / "tokenizer.json").exists()
 
 
+def test_a_folder_converted_with_the_gguf_quantization_mark_is_converted_again(tmp_path, monkeypatch):
+    """Folders converted before 2026-11-27 kept the GGUF's quantization_config, so transformers loaded their plain
+    weights through its GGUF quantizer; such a folder is replaced, not taken."""
+    monkeypatch.setenv("LORAINIT_CACHE", str(tmp_path))
+    folder = tmp_path / "models" / "smollm2-135m"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text('{"quantization_config": {"quant_method": "gguf"}}')
+    assets.record_manifest(folder)
+    converted = []
+
+    def convert(spec, dest):
+        converted.append(dest)
+        dest.mkdir()
+        (dest / "config.json").write_text("{}")
+        assets.record_manifest(dest)
+
+    monkeypatch.setattr(models, "_convert", convert)
+    assert models.resolve("smollm2-135m")[0] == str(folder) and converted == [folder]
+    assert models.resolve("smollm2-135m")[0] == str(folder) and converted == [folder]  # taken from now on
+
+
+def test_the_converted_smollm2_loads_as_a_plain_unquantized_model():
+    from lorainit import full
+
+    model, _, _, _ = models.load("smollm2-135m", dtype=torch.bfloat16)
+    assert getattr(model, "hf_quantizer", None) is None and full.quantization(model) is None
+    assert type(model.model.layers[0].self_attn.q_proj) is torch.nn.Linear
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+
+
 def test_save_writes_what_save_pretrained_writes_byte_for_byte(tmp_path):
     model = tiny_llama(tie_word_embeddings=True).to(torch.bfloat16)
     model.save_pretrained(tmp_path / "reference")

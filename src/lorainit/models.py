@@ -65,11 +65,20 @@ def _local_folder(name: str, spec: ModelSpec) -> Path:
     with open(converted.parent / f".{name}.lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if converted.exists():
-            if (converted / "config.json").exists() and assets.verified(converted):  # made from a verified file
-                return converted  # (below), written atomically, unchanged since
-            shutil.rmtree(converted)  # changed since, or incomplete: convert again from the verified GGUF
+            if (converted / "config.json").exists() and assets.verified(converted) and not _marked(converted):
+                return converted  # made from a verified file (below), written atomically, unchanged since
+            shutil.rmtree(converted)  # changed since, incomplete or marked: convert again from the verified GGUF
         _convert(spec, converted)
     return converted
+
+
+def _marked(folder: Path) -> bool:
+    """Whether a converted folder's config still carries the GGUF's quantization mark (folders converted before
+    2026-11-27): transformers then loads the plain bf16 weights through its GGUF quantizer (``model.hf_quantizer``
+    set, ~1 s more per load on CPU), although nothing in them is quantized."""
+    import json
+
+    return "quantization_config" in json.loads((folder / "config.json").read_text())
 
 
 def _convert(spec: ModelSpec, converted: Path) -> None:
@@ -84,6 +93,8 @@ def _convert(spec: ModelSpec, converted: Path) -> None:
     tok = AutoTokenizer.from_pretrained(member.parent, gguf_file=member.name)
     plain = LlamaForCausalLM(gguf.config)  # (a GGUF-loaded model does not save; copy it into a plain one)
     plain.load_state_dict(gguf.state_dict())
+    if hasattr(plain.config, "quantization_config"):  # de-quantized: the GGUF's mark does not describe these weights
+        del plain.config.quantization_config
     plain = plain.to(torch.bfloat16)
     tmp = Path(tempfile.mkdtemp(dir=assets.cache_dir(), prefix=".convert."))
     try:
