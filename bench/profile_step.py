@@ -28,6 +28,9 @@ def main() -> None:
     ap.add_argument("--rank", type=int, default=16)
     ap.add_argument("--rows", type=int, default=25)
     ap.add_argument("--compile", action="store_true", help="batched: each block under torch.compile")
+    ap.add_argument("--graphs", action="store_true", help="with --compile: mode reduce-overhead (CUDA graphs)")
+    ap.add_argument("--timed", type=int, default=10, help="steps timed (outside the profiler) before profiling")
+    ap.add_argument("--sort", default="self_cuda_time_total", help="the table's sort key (torch.profiler's)")
     args = ap.parse_args()
     device = torch.device("cuda")
     K = args.runs if args.mode == "batched" else 1
@@ -36,7 +39,7 @@ def main() -> None:
     if args.mode == "batched":
         multi_run.attach_runs(model, runs, args.rank)
         if args.compile:
-            speed.compile_blocks(model)
+            speed.compile_blocks(model, mode="reduce-overhead" if args.graphs else None)
         opt = multi.optimizer(model, runs)
         loss_fn = runloss.RunLosses(K, "lm")
     else:
@@ -58,13 +61,46 @@ def main() -> None:
     for s in range(4):
         step(s)
     torch.cuda.synchronize()
+    import time
+
+    secs = []
+    for s in range(args.timed):
+        t0 = time.perf_counter()
+        step(100 + s)
+        torch.cuda.synchronize()
+        secs.append(time.perf_counter() - t0)
+    secs.sort()
+    med = secs[len(secs) // 2] if secs else float("nan")
+    print(f"median step {med * 1e3:.1f} ms ({K * args.batch * args.seq / med:.0f} tokens/s) over {len(secs)} steps")
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         for s in range(4, 7):
             step(s)
         torch.cuda.synchronize()
-    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=args.rows, max_name_column_width=60))
+    print(prof.key_averages().table(sort_by=args.sort, row_limit=args.rows, max_name_column_width=60))
+    print(categories(prof.key_averages(), 3))
+
+
+CATEGORIES = (  # kernel name patterns, first match wins
+    ("attention", ("sdpa", "flash", "fmha", "attention")),
+    ("gemm", ("nvjet", "gemm", "xmma", "cutlass", "sm90_")),
+    ("triton (fused elementwise, reductions)", ("triton_",)),
+    ("copies", ("memcpy", "memset", "copy")),
+)
+
+
+def categories(averages, steps: int) -> str:
+    """GPU kernel time per step by kind of kernel (kernel events: no CPU time of their own)."""
+    per: dict[str, float] = {}
+    for e in averages:
+        if e.self_cpu_time_total == 0 and e.self_device_time_total > 0:
+            name = e.key.lower()
+            kind = next((k for k, pats in CATEGORIES if any(p in name for p in pats)), "other")
+            per[kind] = per.get(kind, 0.0) + e.self_device_time_total / 1e3 / steps  # ms per step
+    total = sum(per.values())
+    rows = [f"{k:40s} {v:8.2f} ms {v / total:6.1%}" for k, v in sorted(per.items(), key=lambda kv: -kv[1])]
+    return "\n".join(["GPU kernel time per step:", *rows, f"{'total':40s} {total:8.2f} ms"])
 
 
 if __name__ == "__main__":
