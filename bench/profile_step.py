@@ -1,5 +1,7 @@
 """Where a training step's GPU time goes: torch.profiler over a few steps of the batched multi-run path
 (K runs) or of one stock-PEFT run, same model and batch as bench/multi_run.py; prints the top kernels.
+``--mode base``: the frozen base alone on the K runs' stacked batch, forward and input-gradient backward, no
+adapter and no optimizer: the work MFU counts (multi_run's 4 N flops per token), the ceiling of any LoRA path.
 
     python bench/profile_step.py --mode batched --runs 8
     python bench/profile_step.py --mode stock
@@ -21,7 +23,7 @@ from lorainit import multi, runloss, speed  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--mode", choices=["batched", "stock"], default="batched")
+    ap.add_argument("--mode", choices=["batched", "stock", "base"], default="batched")
     ap.add_argument("--runs", type=int, default=8)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seq", type=int, default=512)
@@ -32,8 +34,8 @@ def main() -> None:
     ap.add_argument("--timed", type=int, default=10, help="steps timed (outside the profiler) before profiling")
     ap.add_argument("--sort", default="self_cuda_time_total", help="the table's sort key (torch.profiler's)")
     args = ap.parse_args()
-    device = torch.device("cuda")
-    K = args.runs if args.mode == "batched" else 1
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    K = args.runs if args.mode in ("batched", "base") else 1
     runs = [multi.Run("init_a", 1e-4, seed=k) for k in range(K)]
     model = multi_run.base_model(device)
     if args.mode == "batched":
@@ -42,6 +44,15 @@ def main() -> None:
             speed.compile_blocks(model, mode="reduce-overhead" if args.graphs else None)
         opt = multi.optimizer(model, runs)
         loss_fn = runloss.RunLosses(K, "lm")
+    elif args.mode == "base":  # the embedding's output as the leaf the backward reaches: every block's input gradient
+        from lorainit import lmloss
+
+        model.requires_grad_(False)
+        model.get_input_embeddings().register_forward_hook(lambda m, i, out: out.detach().requires_grad_(True))
+        if args.compile:
+            speed.compile_blocks(model, mode="reduce-overhead" if args.graphs else None)
+        opt = None
+        loss_fn = lmloss.causal_lm_loss
     else:
         from peft import LoraConfig, get_peft_model
 
@@ -50,24 +61,30 @@ def main() -> None:
         loss_fn = lambda m, b: m(**b, use_cache=False).loss  # noqa: E731  (no key/value cache in training)
     model.train()
 
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
     def step(s):
-        opt.zero_grad(set_to_none=True)
+        if opt is not None:
+            opt.zero_grad(set_to_none=True)
         b = multi.stack_batches([multi_run.batch(k, s, args.batch, args.seq, device) for k in range(K)])
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=torch.bfloat16):
             loss = loss_fn(model, b)
         loss.backward()
-        opt.step()
+        if opt is not None:
+            opt.step()
 
     for s in range(4):
         step(s)
-    torch.cuda.synchronize()
+    sync()
     import time
 
     secs = []
     for s in range(args.timed):
         t0 = time.perf_counter()
         step(100 + s)
-        torch.cuda.synchronize()
+        sync()
         secs.append(time.perf_counter() - t0)
     secs.sort()
     med = secs[len(secs) // 2] if secs else float("nan")
@@ -77,7 +94,7 @@ def main() -> None:
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         for s in range(4, 7):
             step(s)
-        torch.cuda.synchronize()
+        sync()
     print(prof.key_averages().table(sort_by=args.sort, row_limit=args.rows, max_name_column_width=60))
     print(categories(prof.key_averages(), 3))
 
