@@ -28,15 +28,16 @@ from lorainit import io, multi, runloss, siblings, speed, starts  # noqa: E402
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-LORA_PATHS = ("siblings", "split", "alone", "baddbmm")
+LORA_PATHS = ("merged", "siblings", "split", "alone", "baddbmm")
 
 
 def lora_path(name: str) -> None:
-    """The LoRA layers' forward for this process: 'siblings' (lorainit's: layers sharing an input computed together,
-    lorainit.siblings, and the update added in place or fused by the compiler), 'split' (as 'siblings', but the
-    shared GEMM's output split by autograd, whose backward concatenates the parts' gradients: lorainit from 72d812e
-    to 396f2d1), 'alone' (each layer on its own, the update added as in 'siblings'), 'baddbmm' (each alone, one
-    out-of-place baddbmm: lorainit until 2026-11-27)."""
+    """The LoRA layers' forward for this process: 'merged' (lorainit's: the base output and the update from one
+    GEMM, lorainit.merged, the layers sharing an input computed together), 'siblings' (lorainit's from a9456da until
+    the merged GEMM: siblings computed together, lorainit.siblings, the update added in place or fused by the
+    compiler), 'split' (as 'siblings', but the shared GEMM's output split by autograd, whose backward concatenates
+    the parts' gradients: lorainit from 72d812e to a9456da), 'alone' (each layer on its own, the update added as in
+    'siblings'), 'baddbmm' (each alone, one out-of-place baddbmm: lorainit until 72d812e)."""
     if name not in LORA_PATHS:
         raise ValueError(f"--lora-path must be one of {', '.join(LORA_PATHS)}; got {name!r}")
     if name in ("alone", "baddbmm"):
@@ -44,6 +45,7 @@ def lora_path(name: str) -> None:
     if name == "split":
         siblings._Shared.apply = staticmethod(lambda x, w, b, outs: F.linear(x, w, b).split(outs, -1))
     multi.MultiLoRALinear.fused_add = name != "baddbmm"
+    multi.MultiLoRALinear.merged = name == "merged"
 
 
 def base_model(device):
@@ -217,7 +219,7 @@ def main() -> None:
         help="compiled paths also under torch.compile's 'reduce-overhead' (CUDA graphs; lorainit's compiled LM runs "
         "use it since 9f14ca7): lorainit's batched and one-run paths take it, and stock PEFT is timed both ways",
     )
-    ap.add_argument("--lora-path", choices=LORA_PATHS, default="siblings", help=lora_path.__doc__.split(": ", 1)[1])
+    ap.add_argument("--lora-path", choices=LORA_PATHS, default="merged", help=lora_path.__doc__.split(": ", 1)[1])
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     lora_path(args.lora_path)

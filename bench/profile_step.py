@@ -31,9 +31,11 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=25)
     ap.add_argument("--compile", action="store_true", help="batched: each block under torch.compile")
     ap.add_argument("--graphs", action="store_true", help="with --compile: mode reduce-overhead (CUDA graphs)")
+    ap.add_argument("--lora-path", choices=multi_run.LORA_PATHS, default="merged", help="batched: multi_run's")
     ap.add_argument("--timed", type=int, default=10, help="steps timed (outside the profiler) before profiling")
     ap.add_argument("--sort", default="self_cuda_time_total", help="the table's sort key (torch.profiler's)")
     args = ap.parse_args()
+    multi_run.lora_path(args.lora_path)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     K = args.runs if args.mode in ("batched", "base") else 1
     runs = [multi.Run("init_a", 1e-4, seed=k) for k in range(K)]

@@ -75,22 +75,30 @@ def test_siblings_computed_together_give_the_same_loss_and_gradients(tiny_llama,
     assert group.x is None and group.pending == {}  # nothing kept past the forward
 
 
-def test_the_product_then_add_and_the_in_place_add_equal_the_one_baddbmm(tiny_llama):
+@pytest.fixture
+def added(monkeypatch):
+    """The path until 2026-11-27: the base output, then the update added to it (``MultiLoRALinear.merged`` False)."""
+    monkeypatch.setattr(multi.MultiLoRALinear, "merged", False)
+
+
+@pytest.mark.parametrize("group", [False, True])
+def test_the_merged_gemm_the_product_then_add_and_the_one_baddbmm_agree(tiny_llama, monkeypatch, group):
     ids = torch.randint(0, 64, (3 * 2, 7), generator=torch.Generator().manual_seed(2))
     model = tiny_llama()
-    layers = _attached(model, True)
-    new = _loss_and_grads(model, layers, ids)
-    for m in layers.values():
-        m.lora_A.grad = m.lora_B.grad = None
-    try:
-        multi.MultiLoRALinear.fused_add = False
-        old = _loss_and_grads(model, layers, ids)
-    finally:
-        multi.MultiLoRALinear.fused_add = True
-    torch.testing.assert_close(new[0], old[0], rtol=1e-6, atol=0)
-    for n in new[1]:
-        for gn, go in zip(new[1][n], old[1][n]):
-            torch.testing.assert_close(gn, go, rtol=1e-4, atol=1e-4 * go.abs().max().item())
+    layers = _attached(model, group)
+    results = []
+    for merged, fused_add in ((True, True), (False, True), (False, False)):
+        monkeypatch.setattr(multi.MultiLoRALinear, "merged", merged)
+        monkeypatch.setattr(multi.MultiLoRALinear, "fused_add", fused_add)
+        for m in layers.values():
+            m.lora_A.grad = m.lora_B.grad = None
+        results.append(_loss_and_grads(model, layers, ids))
+    new = results[0]
+    for old in results[1:]:
+        torch.testing.assert_close(new[0], old[0], rtol=1e-6, atol=0)
+        for n in new[1]:
+            for gn, go in zip(new[1][n], old[1][n]):
+                torch.testing.assert_close(gn, go, rtol=1e-4, atol=1e-4 * go.abs().max().item())
 
 
 def test_a_sibling_called_with_another_input_computes_alone(tiny_llama):
@@ -122,7 +130,7 @@ def test_the_group_shares_the_weights_storage_and_detach_gives_each_its_own_back
         assert torch.equal(after[n], before[n]), n
 
 
-def test_a_layer_alone_adds_its_update_in_place_with_no_copy_in_its_backward(tiny_llama):
+def test_a_layer_alone_adds_its_update_in_place_with_no_copy_in_its_backward(tiny_llama, added):
     model = tiny_llama()
     layers = _attached(model, False)
     q = layers["model.layers.0.self_attn.q_proj"]
@@ -137,9 +145,12 @@ def test_a_layer_alone_adds_its_update_in_place_with_no_copy_in_its_backward(tin
     assert "BaddbmmBackward0" in names and "CopySlices" not in names  # (an in-place add to a view copies the grad)
 
 
-def test_the_groups_backward_concatenates_no_output_gradients(tiny_llama):
-    """The parts' gradients reach x as sum_i g_i W_i (siblings._Shared): no cat of (rows, sum out_i) in the backward,
-    where the split's own backward would concatenate them (gate/up: 2 x 48 wide in the tiny Llama)."""
+@pytest.mark.parametrize("merged", [True, False])
+def test_the_groups_backward_concatenates_no_output_gradients(tiny_llama, monkeypatch, merged):
+    """The parts' gradients reach x as sum_i g_i W_i (siblings._Shared; merged._Merged: sum_i g_i [W_i, s_i B_i]): no
+    cat of (rows, sum out_i) in the backward, where the split's own backward would concatenate them (gate/up: 2 x 48
+    wide in the tiny Llama)."""
+    monkeypatch.setattr(multi.MultiLoRALinear, "merged", merged)
     model = tiny_llama()
     layers = _attached(model, True)
     outs = {tuple(m.siblings.outs) for m in layers.values() if m.siblings is not None}
@@ -151,4 +162,5 @@ def test_the_groups_backward_concatenates_no_output_gradients(tiny_llama):
     # (a split's backward, SplitWithSizesBackward0, concatenates its parts' gradients; its input shapes are theirs)
     joins = [e.input_shapes for e in prof.events() if e.name == "SplitWithSizesBackward0"]
     widths = {tuple(shape[-1] for shape in parts) for parts in joins}
-    assert widths == {(4, 4), (4, 4, 4)}, widths  # only the adapters' x A^T parts, (K, rows, r) each: small
+    # added: only the adapters' x A^T parts, (K, rows, r) each: small; merged: no split outside the one Function
+    assert widths == (set() if merged else {(4, 4), (4, 4, 4)}), widths

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from . import merged
 from .inits import Factors
 from .siblings import Siblings, shared_inputs
 from .starts import PEFT_PREFIX
@@ -85,15 +86,26 @@ class MultiLoRALinear(nn.Module):
         B = self.lora_B if self.corr_B is None else torch.cat([self.lora_B, self.corr_B], 2)
         return B.to(dtype)
 
+    merged = True
+    """True: the base output and the runs' updates from one GEMM per run (``lorainit.merged``: the update inside the
+    product, with the siblings reading this layer's input); False: the base output, then s (x A^T) B^T added to it
+    (``fused_add`` says how), the path until 2026-11-27, kept as the benchmarks' baseline (bench/multi_run.py)."""
+
     fused_add = True
-    """How s (x A^T) B^T joins the base output y: True, in place on y (eager; a layer alone, whose y is no view, so
-    its backward keeps no copy) or as a product and an add that the compiler fuses into the add's consumer; False,
-    one out-of-place baddbmm (a copy of y, then the product added to it: the path until 2026-11-27, kept as
-    bench/batch_phases.py's baseline). Siblings in eager take the baddbmm too (their y are views of one output)."""
+    """With ``merged`` False, how s (x A^T) B^T joins the base output y: True, in place on y (eager; a layer alone,
+    whose y is no view, so its backward keeps no copy) or as a product and an add that the compiler fuses into the
+    add's consumer; False, one out-of-place baddbmm (a copy of y, then the product added to it). Siblings in eager
+    take the baddbmm too (their y are views of one output)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         K = len(self.lora_A)
         shape = x.shape[:-1]
+        if self.merged:
+            if self.siblings is not None:  # computed with the layers sharing this input
+                y = self.siblings.outputs(self, x)  # (K, rows_k, out)
+            else:
+                (y,) = merged.outputs(x.reshape(K, -1, x.shape[-1]), self.base.weight, self.base.bias, [self])
+            return y.reshape(*shape, y.shape[-1])
         if self.siblings is not None:  # the base output and x A^T, computed with the layers sharing this input
             y, xa = self.siblings.outputs(self, x)  # y: a view of the siblings' one output
             y = y.reshape(K, -1, y.shape[-1])  # (K, rows_k, out)

@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from . import merged
+
 
 def shared_inputs(model: nn.Module, linears: dict[str, nn.Linear]) -> list[list[str]]:
     """Groups (in call order) of the ``linears`` that one forward of ``model`` on a short dummy sequence
@@ -95,15 +97,22 @@ class Siblings:
         self.x = None  # the input of the pending outputs
         self.pending: dict[nn.Module, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def outputs(self, layer: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``layer``'s base output (..., out) and its runs' x A^T (K, rows_k, r'): kept from a sibling's call on
-        this same ``x``, else computed for every sibling now (the others' kept for their calls)."""
+    def outputs(self, layer: nn.Module, x: torch.Tensor):
+        """``layer``'s output (K, rows_k, out) with its runs' updates (``layer.merged``: ``lorainit.merged``), else its
+        base output (..., out) and its runs' x A^T (K, rows_k, r'): kept from a sibling's call on this same ``x``, else
+        computed for every sibling now (the others' kept for their calls)."""
         if self.x is x and layer in self.pending:
             mine = self.pending.pop(layer)
             if not self.pending:
                 self.x = None  # (nothing kept past the group's last call)
             return mine
         K = len(layer.lora_A)
+        if layer.merged:
+            parts = merged.outputs(x.reshape(K, -1, x.shape[-1]), self.weight, self.bias, self.members)
+            outs = dict(zip(self.members, parts))
+            mine = outs.pop(layer)
+            self.x, self.pending = x, outs
+            return mine
         ys = _Shared.apply(x, self.weight, self.bias, tuple(self.outs))  # each (..., out_i)
         A = [m.adapter_A(ys[0].dtype) for m in self.members]  # each (K, r_i', in)
         xs = x.reshape(K, -1, x.shape[-1]).to(ys[0].dtype)  # (K, rows_k, in): run k's rows
