@@ -32,8 +32,8 @@ LORA_PATHS = ("merged", "siblings", "split", "alone", "baddbmm")
 
 
 def lora_path(name: str) -> None:
-    """The LoRA layers' forward for this process: 'merged' (lorainit's: the base output and the update from one
-    GEMM, lorainit.merged, the layers sharing an input computed together), 'siblings' (lorainit's from a9456da until
+    """The LoRA layers' forward for this process: 'merged' (lorainit's: under torch.compile the base output and the
+    update from one GEMM, lorainit.merged, the layers sharing an input computed together; eager as 'siblings'), 'siblings' (lorainit's from a9456da until
     the merged GEMM: siblings computed together, lorainit.siblings, the update added in place or fused by the
     compiler), 'split' (as 'siblings', but the shared GEMM's output split by autograd, whose backward concatenates
     the parts' gradients: lorainit from 72d812e to a9456da), 'alone' (each layer on its own, the update added as in

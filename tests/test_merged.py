@@ -107,3 +107,24 @@ def test_block_diagonal_puts_each_block_on_the_diagonal_and_zeros_elsewhere():
     d = merged._block_diagonal(blocks)
     want = torch.tensor([[1.0, 1, 1, 0], [0, 0, 0, 2], [0, 0, 0, 2]]).expand(2, -1, -1)
     assert torch.equal(d, want)
+
+
+def test_the_backward_concatenates_no_output_gradients(monkeypatch):
+    """The members' gradients g_i reach x and xa one GEMM each (no cat of (K, rows, sum out_i), which inductor fused
+    into the SiLU backward as masked loads; lorainit.siblings), and dB only as the diagonal blocks (r_i x out_i)."""
+    members = _members(outs=(5, 3, 4))
+    xs = torch.randn(3, 4, 6, dtype=torch.float64, requires_grad=True)
+    ys = merged.outputs(xs, torch.cat([m.base.weight for m in members]), None, members)
+    loss = sum(y.square().sum() for y in ys)
+    joined, real = [], torch.cat
+    monkeypatch.setattr(
+        torch, "cat", lambda ts, *a, **k: joined.append([tuple(t.shape) for t in ts]) or real(ts, *a, **k)
+    )
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
+        loss.backward()
+    monkeypatch.undo()
+    assert joined  # (the premise: the backward's concatenations are seen: weights and the small d(xa) parts)
+    grads = {(3, 4, o) for o in (5, 3, 4)}
+    assert not [shapes for shapes in joined if grads & set(shapes)], joined
+    gemms = [s for e in prof.events() if e.name == "aten::bmm" for s in e.input_shapes]
+    assert [3, 4, 5] in gemms and [3, 4, 12] not in gemms  # each g_i in a GEMM; none over the whole output's gradient

@@ -4,7 +4,7 @@ neither the outputs nor the gradients, eager or traced by torch.compile, nor the
 import pytest
 import torch
 
-from lorainit import multi, siblings, starts
+from lorainit import merged, multi, siblings, starts
 
 LLAMA = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 BERT = ["query", "key", "value", "dense"]
@@ -83,15 +83,17 @@ def added(monkeypatch):
 
 @pytest.mark.parametrize("group", [False, True])
 def test_the_merged_gemm_the_product_then_add_and_the_one_baddbmm_agree(tiny_llama, monkeypatch, group):
+    """The merged GEMM (lorainit.merged: traced by torch.compile, here aot_eager with fullgraph), the update added
+    after the product (eager) and the one out-of-place baddbmm give one loss and one set of gradients."""
     ids = torch.randint(0, 64, (3 * 2, 7), generator=torch.Generator().manual_seed(2))
-    model = tiny_llama()
-    layers = _attached(model, group)
     results = []
-    for merged, fused_add in ((True, True), (False, True), (False, False)):
-        monkeypatch.setattr(multi.MultiLoRALinear, "merged", merged)
+    for compiled, fused_add in ((True, True), (False, True), (False, False)):
         monkeypatch.setattr(multi.MultiLoRALinear, "fused_add", fused_add)
-        for m in layers.values():
-            m.lora_A.grad = m.lora_B.grad = None
+        model = tiny_llama()
+        layers = _attached(model, group)
+        if compiled:
+            for block in model.model.layers:
+                block.compile(backend="aot_eager", fullgraph=True)
         results.append(_loss_and_grads(model, layers, ids))
     new = results[0]
     for old in results[1:]:
@@ -99,6 +101,26 @@ def test_the_merged_gemm_the_product_then_add_and_the_one_baddbmm_agree(tiny_lla
         for n in new[1]:
             for gn, go in zip(new[1][n], old[1][n]):
                 torch.testing.assert_close(gn, go, rtol=1e-4, atol=1e-4 * go.abs().max().item())
+
+
+def test_eager_takes_the_added_path_and_a_compiled_block_the_merged_gemm(tiny_llama, monkeypatch):
+    calls = []
+    real = merged.outputs
+    monkeypatch.setattr(merged, "outputs", lambda *a: calls.append(len(a[3])) or real(*a))
+    model = tiny_llama()
+    _attached(model, True)
+    ids = torch.randint(0, 64, (3 * 2, 7), generator=torch.Generator().manual_seed(5))
+    model(input_ids=ids)
+    assert calls == []
+    for block in model.model.layers:
+        block.compile(backend="aot_eager", fullgraph=True)
+    model(input_ids=ids)
+    assert sorted(calls) == [1, 1, 1, 1, 2, 2, 3, 3]  # per layer: q/k/v, gate/up together; o and down alone
+    monkeypatch.setattr(multi.MultiLoRALinear, "merged", False)
+    torch._dynamo.reset()
+    calls.clear()
+    model(input_ids=ids)
+    assert calls == []
 
 
 def test_a_sibling_called_with_another_input_computes_alone(tiny_llama):
@@ -145,12 +167,9 @@ def test_a_layer_alone_adds_its_update_in_place_with_no_copy_in_its_backward(tin
     assert "BaddbmmBackward0" in names and "CopySlices" not in names  # (an in-place add to a view copies the grad)
 
 
-@pytest.mark.parametrize("merged", [True, False])
-def test_the_groups_backward_concatenates_no_output_gradients(tiny_llama, monkeypatch, merged):
-    """The parts' gradients reach x as sum_i g_i W_i (siblings._Shared; merged._Merged: sum_i g_i [W_i, s_i B_i]): no
-    cat of (rows, sum out_i) in the backward, where the split's own backward would concatenate them (gate/up: 2 x 48
-    wide in the tiny Llama)."""
-    monkeypatch.setattr(multi.MultiLoRALinear, "merged", merged)
+def test_the_groups_backward_concatenates_no_output_gradients(tiny_llama):
+    """The parts' gradients reach x as sum_i g_i W_i (siblings._Shared): no cat of (rows, sum out_i) in the backward,
+    where the split's own backward would concatenate them (gate/up: 2 x 48 wide in the tiny Llama)."""
     model = tiny_llama()
     layers = _attached(model, True)
     outs = {tuple(m.siblings.outs) for m in layers.values() if m.siblings is not None}
@@ -162,5 +181,4 @@ def test_the_groups_backward_concatenates_no_output_gradients(tiny_llama, monkey
     # (a split's backward, SplitWithSizesBackward0, concatenates its parts' gradients; its input shapes are theirs)
     joins = [e.input_shapes for e in prof.events() if e.name == "SplitWithSizesBackward0"]
     widths = {tuple(shape[-1] for shape in parts) for parts in joins}
-    # added: only the adapters' x A^T parts, (K, rows, r) each: small; merged: no split outside the one Function
-    assert widths == (set() if merged else {(4, 4), (4, 4, 4)}), widths
+    assert widths == {(4, 4), (4, 4, 4)}, widths  # only the adapters' x A^T parts, (K, rows, r) each: small

@@ -87,9 +87,16 @@ class MultiLoRALinear(nn.Module):
         return B.to(dtype)
 
     merged = True
-    """True: the base output and the runs' updates from one GEMM per run (``lorainit.merged``: the update inside the
-    product, with the siblings reading this layer's input); False: the base output, then s (x A^T) B^T added to it
-    (``fused_add`` says how), the path until 2026-11-27, kept as the benchmarks' baseline (bench/multi_run.py)."""
+    """True: under torch.compile, the base output and the runs' updates from one GEMM per run (``lorainit.merged``:
+    the update inside the product, with the siblings reading this layer's input; 1.09-1.10x the 8-run compiled step,
+    bench/results/lora_path_merged_h100x2.json); eager, and with False: the base output, then s (x A^T) B^T added to
+    it (``fused_add`` says how; the compiled path until 2026-11-27). Eager keeps the added path: the merged one's
+    extra concatenations are launches, and a launch-bound eager K=1 run was 1.08x stock PEFT with it
+    (multi_run_h100_f_merged.json) against 1.36x without (multi_run_h100_e_stock_graphs.json, another H100)."""
+
+    def merging(self) -> bool:
+        """Whether this call takes the merged GEMM (``merged``, and traced by torch.compile)."""
+        return self.merged and torch.compiler.is_compiling()
 
     fused_add = True
     """With ``merged`` False, how s (x A^T) B^T joins the base output y: True, in place on y (eager; a layer alone,
@@ -100,7 +107,7 @@ class MultiLoRALinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         K = len(self.lora_A)
         shape = x.shape[:-1]
-        if self.merged:
+        if self.merging():
             if self.siblings is not None:  # computed with the layers sharing this input
                 y = self.siblings.outputs(self, x)  # (K, rows_k, out)
             else:

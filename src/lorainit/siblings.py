@@ -98,7 +98,7 @@ class Siblings:
         self.pending: dict[nn.Module, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def outputs(self, layer: nn.Module, x: torch.Tensor):
-        """``layer``'s output (K, rows_k, out) with its runs' updates (``layer.merged``: ``lorainit.merged``), else its
+        """``layer``'s output (K, rows_k, out) with its runs' updates (``layer.merging()``: ``lorainit.merged``), else its
         base output (..., out) and its runs' x A^T (K, rows_k, r'): kept from a sibling's call on this same ``x``, else
         computed for every sibling now (the others' kept for their calls)."""
         if self.x is x and layer in self.pending:
@@ -107,7 +107,7 @@ class Siblings:
                 self.x = None  # (nothing kept past the group's last call)
             return mine
         K = len(layer.lora_A)
-        if layer.merged:
+        if layer.merging():
             parts = merged.outputs(x.reshape(K, -1, x.shape[-1]), self.weight, self.bias, self.members)
             outs = dict(zip(self.members, parts))
             mine = outs.pop(layer)
