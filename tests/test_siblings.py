@@ -30,10 +30,10 @@ def test_a_model_that_takes_no_input_ids_groups_nothing():
     assert siblings.shared_inputs(model, multi.targets_of(model, ["0", "1"])) == []
 
 
-def _attached(model, group: bool, K=3, rank=2, corrected=(False, True, False)):
+def _attached(model, group: bool, K=3, rank=2, corrected=(False, True, False), targets=LLAMA):
     """K runs of random factors on every projection, run 1 with a frozen correction (a residual scheme)."""
     g = torch.Generator().manual_seed(1)
-    linears = multi.targets_of(model, LLAMA)
+    linears = multi.targets_of(model, targets)
     start = [
         {
             starts.PEFT_PREFIX + n: multi.Factors(
@@ -44,7 +44,7 @@ def _attached(model, group: bool, K=3, rank=2, corrected=(False, True, False)):
         for _ in range(K)
     ]
     runs = [multi.Run("init_a", 1e-3, seed=k) for k in range(K)]
-    return multi.attach(model, runs, start, scaling=0.5, targets=LLAMA, corrected=list(corrected), siblings=group)
+    return multi.attach(model, runs, start, scaling=0.5, targets=targets, corrected=list(corrected), siblings=group)
 
 
 def _loss_and_grads(model, layers, ids):
@@ -101,6 +101,31 @@ def test_the_merged_gemm_the_product_then_add_and_the_one_baddbmm_agree(tiny_lla
         for n in new[1]:
             for gn, go in zip(new[1][n], old[1][n]):
                 torch.testing.assert_close(gn, go, rtol=1e-4, atol=1e-4 * go.abs().max().item())
+
+
+def test_a_bert_compiled_on_the_merged_gemm_equals_its_eager_added_path(tiny_bert):
+    """BERT's query/key/value siblings and its biased dense layers (attention output, intermediate, output)."""
+    ids = torch.randint(0, 64, (3 * 2, 7), generator=torch.Generator().manual_seed(6))
+    labels = torch.tensor([0, 1, 2, 2, 1, 0])
+    results = []
+    for compiled in (True, False):
+        model = tiny_bert()
+        with torch.no_grad():  # (transformers starts BERT's biases at zero: nonzero ones, so that they are tested)
+            for m in multi.targets_of(model, BERT).values():
+                m.bias.copy_(torch.randn(m.bias.shape, generator=torch.Generator().manual_seed(m.bias.numel())))
+        layers = _attached(model, True, targets=BERT)
+        if compiled:
+            for block in model.bert.encoder.layer:
+                block.compile(backend="aot_eager", fullgraph=True)
+        loss = model(input_ids=ids, labels=labels).loss
+        loss.backward()
+        results.append((loss.detach(), {n: (m.lora_A.grad, m.lora_B.grad) for n, m in layers.items()}))
+    (loss_m, grads_m), (loss_a, grads_a) = results
+    assert any(m.base.bias is not None and m.siblings is None for m in layers.values())  # (biased layers alone)
+    torch.testing.assert_close(loss_m, loss_a, rtol=1e-6, atol=0)
+    for n in grads_a:
+        for gm, ga in zip(grads_m[n], grads_a[n]):
+            torch.testing.assert_close(gm, ga, rtol=1e-4, atol=1e-4 * ga.abs().max().item())
 
 
 def test_eager_takes_the_added_path_and_a_compiled_block_the_merged_gemm(tiny_llama, monkeypatch):
