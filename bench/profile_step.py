@@ -33,6 +33,9 @@ def main() -> None:
     ap.add_argument("--graphs", action="store_true", help="with --compile: mode reduce-overhead (CUDA graphs)")
     ap.add_argument("--lora-path", choices=multi_run.LORA_PATHS, default="merged", help="batched: multi_run's")
     ap.add_argument("--timed", type=int, default=10, help="steps timed (outside the profiler) before profiling")
+    ap.add_argument(
+        "--out", type=Path, help="also write the median step, tokens/s, per-kind GPU ms and provenance as JSON"
+    )
     ap.add_argument("--sort", default="self_cuda_time_total", help="the table's sort key (torch.profiler's)")
     args = ap.parse_args()
     multi_run.lora_path(args.lora_path)
@@ -99,6 +102,20 @@ def main() -> None:
         sync()
     print(prof.key_averages().table(sort_by=args.sort, row_limit=args.rows, max_name_column_width=60))
     print(categories(prof.key_averages(), 3))
+    if args.out:
+        from lorainit import io
+
+        per = kernel_ms(prof.key_averages(), 3)
+        io.write_json(
+            args.out,
+            {
+                "provenance": io.provenance(),
+                "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                "median_step_ms": med * 1e3,
+                "tokens_per_s": K * args.batch * args.seq / med,
+                "gpu_kernel_ms_per_step": per,
+            },
+        )
 
 
 CATEGORIES = (  # kernel name patterns, first match wins
@@ -109,14 +126,20 @@ CATEGORIES = (  # kernel name patterns, first match wins
 )
 
 
-def categories(averages, steps: int) -> str:
-    """GPU kernel time per step by kind of kernel (kernel events: no CPU time of their own)."""
+def kernel_ms(averages, steps: int) -> dict[str, float]:
+    """GPU kernel ms per step by kind of kernel (kernel events: no CPU time of their own)."""
     per: dict[str, float] = {}
     for e in averages:
         if e.self_cpu_time_total == 0 and e.self_device_time_total > 0:
             name = e.key.lower()
             kind = next((k for k, pats in CATEGORIES if any(p in name for p in pats)), "other")
-            per[kind] = per.get(kind, 0.0) + e.self_device_time_total / 1e3 / steps  # ms per step
+            per[kind] = per.get(kind, 0.0) + e.self_device_time_total / 1e3 / steps
+    return per
+
+
+def categories(averages, steps: int) -> str:
+    """The table of ``kernel_ms``."""
+    per = kernel_ms(averages, steps)
     total = sum(per.values())
     rows = [f"{k:40s} {v:8.2f} ms {v / total:6.1%}" for k, v in sorted(per.items(), key=lambda kv: -kv[1])]
     return "\n".join(["GPU kernel time per step:", *rows, f"{'total':40s} {total:8.2f} ms"])
