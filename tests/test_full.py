@@ -101,13 +101,17 @@ def test_save_writes_a_folder_that_from_pretrained_reloads_to_the_same_outputs(t
 
 
 def test_a_gguf_loaded_model_trains_as_the_plain_float_model_it_is_and_saves_without_the_mark(tmp_path):
-    """Package-shipped SmolLM2 comes from a GGUF file: its weights are de-quantized floats, but transformers keeps a
-    GGUF quantizer on the model (whose .float() then refuses) and its config. The copy drops both."""
+    """A model loaded from a GGUF file (SmolLM2's, as a user with that file would) has de-quantized float weights, but
+    transformers keeps a GGUF quantizer on it (whose .float() then refuses) and its config. The copy drops both.
+    (The package-shipped smollm2-135m has been converted without the mark since 2026-11-27: tests/test_models.py.)"""
     import transformers
 
-    from lorainit import models
+    from lorainit import assets, models
 
-    model, tok, _, _ = models.load("smollm2-135m")
+    spec = models.MODELS["smollm2-135m"]
+    gguf = assets.extract(assets.DISTS[spec.dist], spec.member)
+    model = transformers.AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    _, tok, _, _ = models.load("smollm2-135m")
     assert full.quantization(model) == "gguf"
     copy = full.prepare(model)
     assert full.quantization(copy) is None and full.quantization(model) == "gguf"
