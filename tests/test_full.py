@@ -100,6 +100,7 @@ def test_save_writes_a_folder_that_from_pretrained_reloads_to_the_same_outputs(t
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.slow  # (a real model: make test-fast leaves it out)
 def test_a_gguf_loaded_model_trains_as_the_plain_float_model_it_is_and_saves_without_the_mark(tmp_path):
     """A model loaded from a GGUF file (SmolLM2's, as a user with that file would) has de-quantized float weights, but
     transformers keeps a GGUF quantizer on it (whose .float() then refuses) and its config. The copy drops both.

@@ -6,6 +6,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from helpers import tiny_llama
 
@@ -85,6 +86,7 @@ def test_a_folder_converted_with_the_gguf_quantization_mark_is_converted_again(t
     assert models.resolve("smollm2-135m")[0] == str(folder) and converted == [folder]  # taken from now on
 
 
+@pytest.mark.slow  # (a real model: make test-fast leaves it out)
 def test_the_converted_smollm2_loads_as_a_plain_unquantized_model():
     from lorainit import full
 
