@@ -33,11 +33,12 @@ LORA_PATHS = ("merged", "siblings", "split", "alone", "baddbmm")
 
 def lora_path(name: str) -> None:
     """The LoRA layers' forward for this process: 'merged' (lorainit's: under torch.compile the base output and the
-    update from one GEMM, lorainit.merged, the layers sharing an input computed together; eager as 'siblings'), 'siblings' (lorainit's from a9456da until
-    the merged GEMM: siblings computed together, lorainit.siblings, the update added in place or fused by the
-    compiler), 'split' (as 'siblings', but the shared GEMM's output split by autograd, whose backward concatenates
-    the parts' gradients: lorainit from 72d812e to a9456da), 'alone' (each layer on its own, the update added as in
-    'siblings'), 'baddbmm' (each alone, one out-of-place baddbmm: lorainit until 72d812e)."""
+    update from one GEMM, lorainit.merged, the layers sharing an input computed together; eager as 'siblings'),
+    'siblings' (lorainit's from a9456da until the merged GEMM: siblings computed together, lorainit.siblings, the
+    update added in place or fused by the compiler), 'split' (as 'siblings', but the shared GEMM's output split by
+    autograd, whose backward concatenates the parts' gradients: lorainit from 72d812e to a9456da), 'alone' (each
+    layer on its own, the update added as in 'siblings'), 'baddbmm' (each alone, one out-of-place baddbmm: lorainit
+    until 72d812e)."""
     if name not in LORA_PATHS:
         raise ValueError(f"--lora-path must be one of {', '.join(LORA_PATHS)}; got {name!r}")
     if name in ("alone", "baddbmm"):

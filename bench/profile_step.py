@@ -29,7 +29,7 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--rank", type=int, default=16)
     ap.add_argument("--rows", type=int, default=25)
-    ap.add_argument("--compile", action="store_true", help="batched: each block under torch.compile")
+    ap.add_argument("--compile", action="store_true", help="batched and base: each block under torch.compile")
     ap.add_argument("--graphs", action="store_true", help="with --compile: mode reduce-overhead (CUDA graphs)")
     ap.add_argument("--lora-path", choices=multi_run.LORA_PATHS, default="merged", help="batched: multi_run's")
     ap.add_argument("--timed", type=int, default=10, help="steps timed (outside the profiler) before profiling")
@@ -45,8 +45,6 @@ def main() -> None:
     model = multi_run.base_model(device)
     if args.mode == "batched":
         multi_run.attach_runs(model, runs, args.rank)
-        if args.compile:
-            speed.compile_blocks(model, mode="reduce-overhead" if args.graphs else None)
         opt = multi.optimizer(model, runs)
         loss_fn = runloss.RunLosses(K, "lm")
     elif args.mode == "base":  # the embedding's output as the leaf the backward reaches: every block's input gradient
@@ -54,8 +52,6 @@ def main() -> None:
 
         model.requires_grad_(False)
         model.get_input_embeddings().register_forward_hook(lambda m, i, out: out.detach().requires_grad_(True))
-        if args.compile:
-            speed.compile_blocks(model, mode="reduce-overhead" if args.graphs else None)
         opt = None
         loss_fn = lmloss.causal_lm_loss
     else:
@@ -64,6 +60,8 @@ def main() -> None:
         model = get_peft_model(model, LoraConfig(r=args.rank, lora_alpha=args.rank, target_modules=multi_run.TARGETS))
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
         loss_fn = lambda m, b: m(**b, use_cache=False).loss  # noqa: E731  (no key/value cache in training)
+    if args.compile and args.mode != "stock":
+        speed.compile_blocks(model, mode="reduce-overhead" if args.graphs else None)
     model.train()
 
     def sync():
@@ -93,7 +91,8 @@ def main() -> None:
         secs.append(time.perf_counter() - t0)
     secs.sort()
     med = secs[len(secs) // 2] if secs else float("nan")
-    print(f"median step {med * 1e3:.1f} ms ({K * args.batch * args.seq / med:.0f} tokens/s) over {len(secs)} steps")
+    rate = K * args.batch * args.seq / med  # tokens/s
+    print(f"median step {med * 1e3:.1f} ms ({rate:.0f} tokens/s) over {len(secs)} steps")
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
@@ -101,18 +100,18 @@ def main() -> None:
             step(s)
         sync()
     print(prof.key_averages().table(sort_by=args.sort, row_limit=args.rows, max_name_column_width=60))
-    print(categories(prof.key_averages(), 3))
+    per = kernel_ms(prof.key_averages(), 3)
+    print(categories(per))
     if args.out:
         from lorainit import io
 
-        per = kernel_ms(prof.key_averages(), 3)
         io.write_json(
             args.out,
             {
                 "provenance": io.provenance(),
                 "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                 "median_step_ms": med * 1e3,
-                "tokens_per_s": K * args.batch * args.seq / med,
+                "tokens_per_s": rate,
                 "gpu_kernel_ms_per_step": per,
             },
         )
@@ -137,9 +136,8 @@ def kernel_ms(averages, steps: int) -> dict[str, float]:
     return per
 
 
-def categories(averages, steps: int) -> str:
-    """The table of ``kernel_ms``."""
-    per = kernel_ms(averages, steps)
+def categories(per: dict[str, float]) -> str:
+    """The table of ``kernel_ms``'s answer."""
     total = sum(per.values())
     rows = [f"{k:40s} {v:8.2f} ms {v / total:6.1%}" for k, v in sorted(per.items(), key=lambda kv: -kv[1])]
     return "\n".join(["GPU kernel time per step:", *rows, f"{'total':40s} {total:8.2f} ms"])

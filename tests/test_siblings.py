@@ -47,8 +47,8 @@ def _attached(model, group: bool, K=3, rank=2, corrected=(False, True, False), t
     return multi.attach(model, runs, start, scaling=0.5, targets=targets, corrected=list(corrected), siblings=group)
 
 
-def _loss_and_grads(model, layers, ids):
-    loss = model(input_ids=ids, labels=ids).loss
+def _loss_and_grads(model, layers, ids, labels=None):
+    loss = model(input_ids=ids, labels=ids if labels is None else labels).loss
     loss.backward()
     return loss.detach(), {n: (m.lora_A.grad.clone(), m.lora_B.grad.clone()) for n, m in layers.items()}
 
@@ -117,9 +117,7 @@ def test_a_bert_compiled_on_the_merged_gemm_equals_its_eager_added_path(tiny_ber
         if compiled:
             for block in model.bert.encoder.layer:
                 block.compile(backend="aot_eager", fullgraph=True)
-        loss = model(input_ids=ids, labels=labels).loss
-        loss.backward()
-        results.append((loss.detach(), {n: (m.lora_A.grad, m.lora_B.grad) for n, m in layers.items()}))
+        results.append(_loss_and_grads(model, layers, ids, labels))
     (loss_m, grads_m), (loss_a, grads_a) = results
     assert any(m.base.bias is not None and m.siblings is None for m in layers.values())  # (biased layers alone)
     torch.testing.assert_close(loss_m, loss_a, rtol=1e-6, atol=0)

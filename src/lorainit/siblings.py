@@ -98,9 +98,9 @@ class Siblings:
         self.pending: dict[nn.Module, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def outputs(self, layer: nn.Module, x: torch.Tensor):
-        """``layer``'s output (K, rows_k, out) with its runs' updates (``layer.merging()``: ``lorainit.merged``), else its
-        base output (..., out) and its runs' x A^T (K, rows_k, r'): kept from a sibling's call on this same ``x``, else
-        computed for every sibling now (the others' kept for their calls)."""
+        """``layer``'s output (K, rows_k, out) with its runs' updates (``layer.merging()``: ``lorainit.merged``),
+        else its base output (..., out) and its runs' x A^T (K, rows_k, r'): kept from a sibling's call on this same
+        ``x``, else computed for every sibling now (the others' kept for their calls)."""
         if self.x is x and layer in self.pending:
             mine = self.pending.pop(layer)
             if not self.pending:
@@ -109,15 +109,13 @@ class Siblings:
         K = len(layer.lora_A)
         if layer.merging():
             parts = merged.outputs(x.reshape(K, -1, x.shape[-1]), self.weight, self.bias, self.members)
-            outs = dict(zip(self.members, parts))
-            mine = outs.pop(layer)
-            self.x, self.pending = x, outs
-            return mine
-        ys = _Shared.apply(x, self.weight, self.bias, tuple(self.outs))  # each (..., out_i)
-        A = [m.adapter_A(ys[0].dtype) for m in self.members]  # each (K, r_i', in)
-        xs = x.reshape(K, -1, x.shape[-1]).to(ys[0].dtype)  # (K, rows_k, in): run k's rows
-        xa = torch.bmm(xs, torch.cat(A, 1).transpose(1, 2))  # (K, rows_k, sum r_i')
-        outs = dict(zip(self.members, zip(ys, xa.split([a.shape[1] for a in A], -1))))
+        else:
+            ys = _Shared.apply(x, self.weight, self.bias, tuple(self.outs))  # each (..., out_i)
+            A = [m.adapter_A(ys[0].dtype) for m in self.members]  # each (K, r_i', in)
+            xs = x.reshape(K, -1, x.shape[-1]).to(ys[0].dtype)  # (K, rows_k, in): run k's rows
+            xa = torch.bmm(xs, torch.cat(A, 1).transpose(1, 2))  # (K, rows_k, sum r_i')
+            parts = zip(ys, xa.split([a.shape[1] for a in A], -1))
+        outs = dict(zip(self.members, parts))
         mine = outs.pop(layer)
         self.x, self.pending = x, outs
         return mine
