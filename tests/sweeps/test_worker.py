@@ -148,17 +148,30 @@ def test_sigkill_mid_trial_then_resume_completes_each_point_once(tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
     args = [*TOY_ARGS, "--steps", "600", "--lrs", "1e-3:1e-1:3", "--seeds", "1", "--batch", "1", "--out", str(tmp_path)]
     p = cli(*args)
+    owned = (  # RUNNING trials whose worker has recorded itself: a kill before that record is the claim-time case
+        "select count(*) from trials t join trial_user_attributes a on a.trial_id = t.trial_id"
+        " where t.state = 'RUNNING' and a.key = 'worker'"
+    )
+
+    def ready() -> bool:  # a trial has finished and another runs under its owner's record
+        if not (tmp_path / "study.db").exists():
+            return False
+        try:
+            with sqlite3.connect(tmp_path / "study.db", timeout=2) as db:
+                done = db.execute("select count(*) from trials where state = 'COMPLETE'").fetchone()[0]
+                return done >= 1 and db.execute(owned).fetchone()[0] >= 1
+        except sqlite3.OperationalError:  # locked by a write (perhaps the stopped worker's)
+            return False
+
     deadline = time.time() + 120
-    while time.time() < deadline:  # kill once a trial has finished and another is running
+    while time.time() < deadline:  # the worker is stopped while the state is read, so the kill lands in that state
         time.sleep(0.2)
-        if (tmp_path / "study.db").exists():
-            try:
-                with sqlite3.connect(tmp_path / "study.db", timeout=10) as db:
-                    states = [s for (s,) in db.execute("select state from trials")]
-            except sqlite3.OperationalError:
-                continue
-            if states.count("COMPLETE") >= 1 and "RUNNING" in states:
-                break
+        p.send_signal(signal.SIGSTOP)
+        if ready():
+            break
+        p.send_signal(signal.SIGCONT)
+    else:
+        pytest.fail("the sweep never had a finished trial and an owned running one")
     p.send_signal(signal.SIGKILL)
     p.wait()
     again = cli(*args)
