@@ -23,17 +23,19 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from lorainit import io, multi, runloss, siblings, speed, starts  # noqa: E402
+from lorainit import fused, io, multi, runloss, siblings, speed, starts  # noqa: E402
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-LORA_PATHS = ("merged", "siblings", "split", "alone", "baddbmm")
+LORA_PATHS = ("fused", "merged", "siblings", "split", "alone", "baddbmm")
 
 
 def lora_path(name: str) -> None:
-    """The LoRA layers' forward for this process: 'merged' (lorainit's: under torch.compile the base output and the
-    update from one GEMM, lorainit.merged, the layers sharing an input computed together; eager as 'siblings'),
+    """The LoRA layers' forward for this process: 'fused' (lorainit's: under torch.compile the base output and the
+    update from one Triton kernel, lorainit.fused, the layers sharing an input computed together; eager as
+    'siblings'), 'merged' (as 'fused' with the kernel's two products as one bmm over a concatenated input,
+    lorainit.merged: lorainit's from e7c995d until the kernel),
     'siblings' (lorainit's from a9456da until the merged GEMM: siblings computed together, lorainit.siblings, the
     update added in place or fused by the compiler), 'split' (as 'siblings', but the shared GEMM's output split by
     autograd, whose backward concatenates the parts' gradients: lorainit from 72d812e to a9456da), 'alone' (each
@@ -46,7 +48,8 @@ def lora_path(name: str) -> None:
     if name == "split":
         siblings._Shared.apply = staticmethod(lambda x, w, b, outs: F.linear(x, w, b).split(outs, -1))
     multi.MultiLoRALinear.fused_add = name != "baddbmm"
-    multi.MultiLoRALinear.merged = name == "merged"
+    multi.MultiLoRALinear.merged = name in ("fused", "merged")
+    fused.ENABLED = name == "fused"
 
 
 def base_model(device):
@@ -220,7 +223,7 @@ def main() -> None:
         help="compiled paths also under torch.compile's 'reduce-overhead' (CUDA graphs; lorainit's compiled LM runs "
         "use it since 9f14ca7): lorainit's batched and one-run paths take it, and stock PEFT is timed both ways",
     )
-    ap.add_argument("--lora-path", choices=LORA_PATHS, default="merged", help=lora_path.__doc__.split(": ", 1)[1])
+    ap.add_argument("--lora-path", choices=LORA_PATHS, default="fused", help=lora_path.__doc__.split(": ", 1)[1])
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     lora_path(args.lora_path)

@@ -24,6 +24,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from . import fused
+
 
 def compute_dtype(x: Tensor, weight: Tensor) -> torch.dtype:
     """The dtype ``nn.Linear`` would compute ``x``'s output in: autocast's where it is on, else the weight's."""
@@ -82,11 +84,15 @@ class _Merged(torch.autograd.Function):
 def outputs(xs: Tensor, weight: Tensor, bias: Tensor | None, members: list) -> tuple[Tensor, ...]:
     """Each member's output (K, rows_k, out_i), its runs' LoRA updates included, for the runs' rows ``xs``
     (K, rows_k, in); ``weight`` (sum out_i, in) and ``bias`` are the members' frozen ones, stacked in their order;
-    ``members``: ``MultiLoRALinear`` layers (``adapter_A``, ``adapter_B``, ``scaling``)."""
+    ``members``: ``MultiLoRALinear`` layers (``adapter_A``, ``adapter_B``, ``scaling``). On CUDA with Triton the
+    two products run in one kernel (``lorainit.fused``)."""
     dtype = compute_dtype(xs, weight)
     xs = xs.to(dtype)
     A = torch.cat([m.adapter_A(dtype) for m in members], 1)  # (K, R, in)
-    xa = torch.bmm(xs, A.transpose(1, 2))  # (K, rows_k, R)
     bts = [m.scaling * m.adapter_B(dtype).transpose(1, 2) for m in members]  # each (K, r_i, out_i)
     outs = tuple(m.base.out_features for m in members)
-    return _Merged.apply(xs, xa, weight.to(dtype), None if bias is None else bias.to(dtype), outs, *bts)
+    weight, bias = weight.to(dtype), None if bias is None else bias.to(dtype)
+    if fused.usable(xs, dtype):  # the two products in one kernel, without the concatenated input
+        return fused.Fused.apply(xs, A, weight, bias, outs, *bts)
+    xa = torch.bmm(xs, A.transpose(1, 2))  # (K, rows_k, R)
+    return _Merged.apply(xs, xa, weight, bias, outs, *bts)
