@@ -53,7 +53,7 @@ if triton is not None:
         if os.environ.get("TRITON_INTERPRET") == "1":  # (the interpreter: one small tile, no tuning)
             return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16, "GROUP_M": 2})]
         tiles = [(128, 256, 64, 3, 8), (128, 128, 64, 4, 4), (128, 128, 64, 3, 8), (64, 128, 64, 4, 4)]
-        tiles += [(128, 64, 64, 4, 4), (256, 128, 64, 3, 8), (128, 192, 64, 3, 8)]
+        tiles += [(128, 64, 64, 4, 4), (256, 128, 64, 3, 8), (64, 256, 64, 3, 8)]
         return [
             triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "GROUP_M": 8}, num_stages=s, num_warps=w)
             for m, n, k, s, w in tiles
