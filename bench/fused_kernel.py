@@ -76,11 +76,13 @@ def main() -> None:
         ms = {k: timed(f, args.reps) for k, f in (("kernel", kernel), ("merged", merged), ("base", base))}
         tflops = 2 * K * M * (inner + R) * out / (ms["kernel"] * 1e-3) / 1e12
         row = {"product": name, "inner": inner, "out": out, "R": R, "accumulates": acc, "ms": ms}
-        row |= {"kernel_tflops": tflops, "rel_err_vs_merged": err}
+        kernel()  # (the tuned tile for this product: the last call's)
+        row |= {"kernel_tflops": tflops, "rel_err_vs_merged": err, "tile": str(fused._dual_kernel.best_config)}
         rows.append(row)
         print(
             f"{name:24s} kernel {ms['kernel']:.3f} ms ({tflops:.0f} TFLOP/s)  merged {ms['merged']:.3f}  "
-            f"base alone {ms['base']:.3f}  kernel/merged {ms['kernel'] / ms['merged']:.2f}  rel err {err:.1e}"
+            f"base alone {ms['base']:.3f}  kernel/merged {ms['kernel'] / ms['merged']:.2f}  rel err {err:.1e}  "
+            f"{row['tile']}"
         )
     total = {k: sum(r["ms"][k] for r in rows) for k in ("kernel", "merged", "base")}
     print("sum", {k: round(v, 3) for k, v in total.items()})

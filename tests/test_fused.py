@@ -26,7 +26,7 @@ def test_under_the_interpreter():
         timeout=600,
     )
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
-    assert "7 passed, 1 skipped in" in r.stdout, r.stdout[-2000:]  # every child test ran (none skipped)
+    assert "9 passed, 1 skipped in" in r.stdout, r.stdout[-2000:]  # every child test ran (none skipped)
 
 
 def _rand(*shape, g):
@@ -35,17 +35,18 @@ def _rand(*shape, g):
 
 @child
 @pytest.mark.parametrize("k2", [5, 70])  # one block of R, and R over several blocks (BLOCK_R is at most 64)
-def test_dual_gemm_is_pq_plus_uv_plus_c_plus_bias(k2):
+@pytest.mark.parametrize("m,k1", [(37, 23), (32, 48)])  # sizes no tile divides; whole tiles (loads without masks)
+def test_dual_gemm_is_pq_plus_uv_plus_c_plus_bias(k2, m, k1):
     from lorainit import fused
 
     g = torch.Generator().manual_seed(k2)
-    p = _rand(2, 37, 23, g=g)  # (B, M, K1): sizes no tile divides
-    q = _rand(19, 23, g=g).t()  # (K1, N): shared by the batch, a transposed view
-    u, v = _rand(2, k2, 37, g=g).transpose(1, 2), _rand(2, k2, 19, g=g)  # u a strided view
-    c, bias = _rand(2, 37, 19, g=g), _rand(19, g=g)
+    p = _rand(2, m, k1, g=g)  # (B, M, K1)
+    q = _rand(19, k1, g=g).t()  # (K1, N): shared by the batch, a transposed view
+    u, v = _rand(2, k2, m, g=g).transpose(1, 2), _rand(2, k2, 19, g=g)  # u a strided view
+    c, bias = _rand(2, m, 19, g=g), _rand(19, g=g)
     want = p @ q + u @ v + c + bias
     torch.testing.assert_close(fused.dual_gemm(p, q, u, v, c, bias), want, rtol=1e-5, atol=1e-5)
-    qb = _rand(2, 23, 19, g=g)  # (B, K1, N): one per batch
+    qb = _rand(2, k1, 19, g=g)  # (B, K1, N): one per batch
     torch.testing.assert_close(fused.dual_gemm(p, qb, None, None, None, None), p @ qb, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(fused.dual_gemm(p, q, None, None, c, None), p @ q + c, rtol=1e-5, atol=1e-5)
 

@@ -52,20 +52,25 @@ if triton is not None:
     def _configs():
         if os.environ.get("TRITON_INTERPRET") == "1":  # (the interpreter: one small tile, no tuning)
             return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16, "GROUP_M": 2})]
-        tiles = [(128, 256, 64, 3, 8), (128, 128, 64, 4, 4), (128, 128, 64, 3, 8), (64, 128, 64, 4, 4)]
-        tiles += [(128, 64, 64, 4, 4), (256, 128, 64, 3, 8), (64, 256, 64, 3, 8)]
+        tiles = [(128, 256, 64, 3, 8), (128, 256, 64, 4, 8), (128, 128, 64, 4, 4), (128, 128, 64, 3, 8)]
+        tiles += [(64, 128, 64, 4, 4), (128, 64, 64, 4, 4), (256, 128, 64, 3, 8), (64, 256, 64, 3, 8)]
+        tiles += [(128, 128, 64, 5, 4), (256, 64, 64, 4, 8)]
         return [
             triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "GROUP_M": 8}, num_stages=s, num_warps=w)
             for m, n, k, s, w in tiles
         ]
 
     @triton.autotune(configs=_configs(), key=["M", "N", "K1", "K2", "HAS_UV", "HAS_C"])
+    @triton.heuristics(  # whole tiles: loads without masks (a mask along the contiguous dimension stops vector loads)
+        {"EVEN_M": lambda a: a["M"] % a["BLOCK_M"] == 0, "EVEN_K": lambda a: a["K1"] % a["BLOCK_K"] == 0}
+    )
     @triton.jit
     def _dual_kernel(
         P, Q, U, V, C, BIAS, Y, M, N, K1, K2,
         spb, spm, spk, sqb, sqk, sqn, sub, sum_, suk, svb, svk, svn, scb, scm, scn, syb, sym, syn,
         HAS_UV: tl.constexpr, HAS_C: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_R: tl.constexpr, PRECISION: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+        EVEN_M: tl.constexpr, EVEN_K: tl.constexpr,
     ):  # fmt: skip
         pid, b = tl.program_id(0), tl.program_id(1).to(tl.int64)  # (a tile of Y_b)
         num_m, num_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
@@ -80,8 +85,14 @@ if triton is not None:
         p = P + b * spb + rm[:, None] * spm + rk[None, :] * spk  # (BLOCK_M, BLOCK_K) pointers into P_b
         q = Q + b * sqb + rk[:, None] * sqk + rn[None, :] * sqn  # (BLOCK_K, BLOCK_N) into Q_b
         for k in range(0, K1, BLOCK_K):  # P_b Q_b
-            a = tl.load(p, mask=(rm[:, None] < M) & (rk[None, :] < K1 - k), other=0.0)
-            w = tl.load(q, mask=(rk[:, None] < K1 - k) & (rn[None, :] < N), other=0.0)
+            if EVEN_M and EVEN_K:
+                a = tl.load(p)
+            else:
+                a = tl.load(p, mask=(rm[:, None] < M) & (rk[None, :] < K1 - k), other=0.0)
+            if EVEN_K:
+                w = tl.load(q, mask=rn[None, :] < N, other=0.0)
+            else:
+                w = tl.load(q, mask=(rk[:, None] < K1 - k) & (rn[None, :] < N), other=0.0)
             acc = tl.dot(a, w, acc, input_precision=PRECISION)
             p += BLOCK_K * spk
             q += BLOCK_K * sqk
