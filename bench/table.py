@@ -234,13 +234,15 @@ def main() -> None:
     # the H200 run against the cache-building stock baseline, then the H100 run against the fixed one (use_cache=False)
     # (multi_run_h100.json, multi_run_h100_b.json, single_run_h100.json: older code or no --compile)
     # and at ef61c92 against stock compiled with CUDA graphs too (the strongest stock baseline), at e7c995d with the
-    # merged GEMM (lorainit.merged), and at 4fb416d (the merged GEMM compiled only) on another machine
+    # merged GEMM (lorainit.merged), at 4fb416d (the merged GEMM compiled only) on another machine, and at 235d5a0 with
+    # the Triton kernel (lorainit.fused)
     for name in (
         "multi_run_h200.json",
         "multi_run_h100_c.json",
         "multi_run_h100_e_stock_graphs.json",
         "multi_run_h100_f_merged.json",
         "multi_run_h100_g_eager_added.json",
+        "multi_run_h100_h_fused.json",
     ):
         print("\n".join(multi_rows(json.loads((root / name).read_text()))))
         print()
