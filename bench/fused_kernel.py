@@ -1,6 +1,7 @@
 """lorainit.fused's dual_gemm against cuBLAS on the products of an 8-run SmolLM2-135M step (8 x 16 x 512 tokens,
-r = 16), each timed alone with CUDA events: the kernel (x W^T + xa D), the merged layer's bmm over the concatenated
-input (lorainit.merged: the cat included), and cuBLAS's x W^T alone (the base's product: the kernel's floor).
+r = 16), each timed alone with CUDA events: the kernel (x W^T + xa D; its TMA form, lorainit.dual), the same with
+pointer loads (the kernel before the TMA form), the merged layer's bmm over the concatenated input (lorainit.merged:
+the cat included), and cuBLAS's x W^T alone (the base's product: the kernel's floor).
 Forward products, then the backward's input-gradient products (one member's, with LoRA's, and one accumulated).
 
     python bench/fused_kernel.py --out bench/results/fused_kernel_h100.json
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from lorainit import fused, io
+from lorainit import dual, fused, io
 
 # name: (inner, out, R, c): P (K, rows, inner) Q (inner, out), U (K, rows, R), c: a running sum C added
 SHAPES = {
@@ -70,21 +71,32 @@ def main() -> None:
                 y = torch.bmm(torch.cat([p, u], -1), torch.cat([q.expand(K, -1, -1), v], 1))
             return y if c is None else y + c
 
+        def pointers():
+            dual.TMA = False
+            try:
+                return kernel()
+            finally:
+                dual.TMA = True
+
         base = lambda: torch.matmul(p, q)  # noqa: E731
         want = merged().float()
         err = ((kernel().float() - want).norm() / want.norm()).item()
-        ms = {k: timed(f, args.reps) for k, f in (("kernel", kernel), ("merged", merged), ("base", base))}
+        tma = dual.tma_ok(p, q, u, v, c)
+        paths = (("kernel", kernel), ("pointers", pointers), ("merged", merged), ("base", base))
+        ms = {k: timed(f, args.reps) for k, f in paths}
         tflops = 2 * K * M * (inner + R) * out / (ms["kernel"] * 1e-3) / 1e12
-        row = {"product": name, "inner": inner, "out": out, "R": R, "accumulates": acc, "ms": ms}
+        row = {"product": name, "inner": inner, "out": out, "R": R, "accumulates": acc, "tma": tma, "ms": ms}
         kernel()  # (the tuned tile for this product: the last call's)
-        row |= {"kernel_tflops": tflops, "rel_err_vs_merged": err, "tile": str(fused._dual_kernel.best_config)}
+        tuned = dual._tma_kernel if tma else dual._pointer_kernel
+        row |= {"kernel_tflops": tflops, "rel_err_vs_merged": err, "tile": str(tuned.best_config)}
         rows.append(row)
         print(
-            f"{name:24s} kernel {ms['kernel']:.3f} ms ({tflops:.0f} TFLOP/s)  merged {ms['merged']:.3f}  "
+            f"{name:24s} kernel{' (TMA)' if tma else ''} {ms['kernel']:.3f} ms ({tflops:.0f} TFLOP/s)  "
+            f"pointers {ms['pointers']:.3f}  merged {ms['merged']:.3f}  "
             f"base alone {ms['base']:.3f}  kernel/merged {ms['kernel'] / ms['merged']:.2f}  rel err {err:.1e}  "
             f"{row['tile']}"
         )
-    total = {k: sum(r["ms"][k] for r in rows) for k in ("kernel", "merged", "base")}
+    total = {k: sum(r["ms"][k] for r in rows) for k in ("kernel", "pointers", "merged", "base")}
     print("sum", {k: round(v, 3) for k, v in total.items()})
     if args.out:
         res = {"runs": K, "rows_per_run": M, "dtype": "bfloat16", "products": rows, "sum_ms": total, **io.provenance()}

@@ -26,7 +26,7 @@ def test_under_the_interpreter():
         timeout=600,
     )
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
-    assert "9 passed, 1 skipped in" in r.stdout, r.stdout[-2000:]  # every child test ran (none skipped)
+    assert "17 passed, 1 skipped in" in r.stdout, r.stdout[-2000:]  # every child test ran (none skipped)
 
 
 def _rand(*shape, g):
@@ -52,30 +52,56 @@ def test_dual_gemm_is_pq_plus_uv_plus_c_plus_bias(k2, m, k1):
 
 
 @child
+@pytest.mark.parametrize("k1,k2", [(24, 8), (48, 72)])  # K1 past a whole tile, R over one and several blocks
+@pytest.mark.parametrize("q_t", [True, False])  # Q = W^T (the forward's) or Q = W (the backward's)
+def test_tma_kernel_is_pq_plus_uv_plus_c_plus_bias(k1, k2, q_t):
+    """The descriptor kernel (zero-filled tiles past each edge: 37 rows, 20 columns) and the pointer kernel agree
+    with torch on operands TMA can read (rows 16-byte aligned, last dimension contiguous)."""
+    from lorainit import dual, fused
+
+    g = torch.Generator().manual_seed(k1 + k2)
+    p, u, v = _rand(2, 37, k1, g=g), _rand(2, 37, k2, g=g), _rand(2, k2, 20, g=g)
+    q = _rand(20, k1, g=g).t() if q_t else _rand(k1, 20, g=g)  # (K1, N)
+    c, bias = _rand(2, 37, 20, g=g), _rand(20, g=g)
+    want = p @ q + u @ v + c + bias
+    assert dual.tma_ok(p, q, u, v, c)
+    for tma in (True, False):
+        dual.TMA = tma
+        try:
+            assert dual.tma_ok(p, q, u, v, c) == tma
+            torch.testing.assert_close(fused.dual_gemm(p, q, u, v, c, bias), want, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(fused.dual_gemm(p, q, None, None, None, None), p @ q, rtol=1e-5, atol=1e-5)
+        finally:
+            dual.TMA = True
+    assert not dual.tma_ok(p[:, :, 1:], q[1:], u, v, c)  # a row start off 16 bytes: the pointer kernel
+
+
+@child
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("used", [(0, 1, 2), (1, 2)])  # every member, and the first left unused
-def test_fused_outputs_and_gradients_are_loras(bias, used):
+@pytest.mark.parametrize("tma", [True, False])  # widths whose rows TMA reads (16-byte multiples), or not
+def test_fused_outputs_and_gradients_are_loras(bias, used, tma, monkeypatch):
     """merged.outputs takes the kernel here (float32 under the interpreter) and gives LoRA's values and gradients
     for every member (corrections, bias, an unused member); the same checks as tests/test_merged.py's."""
     from test_merged import _grads, _members, _reference
 
-    from lorainit import fused, merged
+    from lorainit import dual, fused, merged
 
-    members = [m.float() for m in _members(bias=bias)]
+    ins, outs, ranks = (8, (8, 4, 12), (4, 2, 4)) if tma else (6, (5, 3, 4), (2, 3, 2))  # (R = 12 with A0: 48 bytes)
+    members = [m.float() for m in _members(ins=ins, outs=outs, ranks=ranks, bias=bias)]
     weight = torch.cat([m.base.weight for m in members])  # (sum out_i, in)
     b = torch.cat([m.base.bias for m in members]) if bias else None
-    xs = torch.randn(3, 4, 6, requires_grad=True)  # (K, rows_k, in)
+    xs = torch.randn(3, 4, ins, requires_grad=True)  # (K, rows_k, in)
     weights = [torch.randn(4, m.base.out_features) for m in members]  # a loss per member
     params = [p for m in members for p in (m.lora_A, m.lora_B)] + [xs]
-    calls = []
+    calls, paths, tma_ok = [], [], dual.tma_ok
     apply = fused.Fused.apply
-    fused.Fused.apply = lambda *a: calls.append(1) or apply(*a)
-    try:
-        ys = merged.outputs(xs, weight, b, members)
-    finally:
-        fused.Fused.apply = apply
+    monkeypatch.setattr(fused.Fused, "apply", lambda *a: calls.append(1) or apply(*a))
+    monkeypatch.setattr(dual, "tma_ok", lambda *a: paths.append(tma_ok(*a)) or paths[-1])
+    ys = merged.outputs(xs, weight, b, members)
     assert calls == [1]  # the kernel's path, not the bmm one
     sum((ys[i] * weights[i]).sum() for i in used).backward()
+    assert len(paths) >= 2 and set(paths) == {tma}  # the forward's and the backward's products, by the kernel chosen
     got = _grads(params)
     for p in params:
         p.grad = None

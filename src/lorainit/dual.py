@@ -1,0 +1,221 @@
+r"""Y_b = P_b Q + U_b V_b + C_b + bias for b = 1..B in one Triton kernel: the two products of ``lorainit.fused``'s
+layer (x W^T and (x A^T) D, or in the backward g W and (dL/dxa) A) accumulated in one fp32 tile, each operand read
+where it lies. Two kernels compute it:
+
+- ``_tma_kernel`` (Hopper and later; operands whose rows are 16-byte aligned, as in every SmolLM2/Llama layer): the
+  tiles come through tensor descriptors (TMA: the copy engine loads whole tiles into shared memory, zero-filled past
+  an edge, so no masks), the path cuBLAS's Hopper GEMMs take;
+- ``_pointer_kernel`` (anything else, a shared Q or one per batch): tiles loaded through pointers with masks.
+
+Both accumulate in fp32 and round once to the output's dtype. ``gemm`` picks one (``TMA`` off: pointers only).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+from triton.tools.tensor_descriptor import TensorDescriptor
+
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+TMA = True
+"""Whether ``gemm`` takes the descriptor kernel where it can (``tma_ok``)."""
+
+
+def _pointer_configs():
+    if os.environ.get("TRITON_INTERPRET") == "1":  # (the interpreter: one small tile, no tuning)
+        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16, "GROUP_M": 2})]
+    tiles = [(128, 256, 64, 3, 8), (128, 256, 64, 4, 8), (128, 128, 64, 4, 4), (128, 128, 64, 3, 8)]
+    tiles += [(64, 128, 64, 4, 4), (128, 64, 64, 4, 4), (256, 128, 64, 3, 8), (64, 256, 64, 3, 8)]
+    tiles += [(128, 128, 64, 5, 4), (256, 64, 64, 4, 8)]
+    return [
+        triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "GROUP_M": 8}, num_stages=s, num_warps=w)
+        for m, n, k, s, w in tiles
+    ]
+
+
+@triton.autotune(configs=_pointer_configs(), key=["M", "N", "K1", "K2", "HAS_UV", "HAS_C"])
+@triton.heuristics(  # whole tiles: loads without masks (a mask along the contiguous dimension stops vector loads)
+    {"EVEN_M": lambda a: a["M"] % a["BLOCK_M"] == 0, "EVEN_K": lambda a: a["K1"] % a["BLOCK_K"] == 0}
+)
+@triton.jit
+def _pointer_kernel(
+    P, Q, U, V, C, BIAS, Y, M, N, K1, K2,
+    spb, spm, spk, sqb, sqk, sqn, sub, sum_, suk, svb, svk, svn, scb, scm, scn, syb, sym, syn,
+    HAS_UV: tl.constexpr, HAS_C: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_R: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    EVEN_M: tl.constexpr, EVEN_K: tl.constexpr,
+):  # fmt: skip
+    pid, b = tl.program_id(0), tl.program_id(1).to(tl.int64)  # (a tile of Y_b)
+    num_m, num_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
+    group = GROUP_M * num_n  # tiles in a band of GROUP_M row blocks: walked column by column (L2 reuse)
+    first = (pid // group) * GROUP_M
+    size = min(num_m - first, GROUP_M)
+    pid_m, pid_n = first + (pid % group) % size, (pid % group) // size
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # (BLOCK_M,) rows of Y_b
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,) columns
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    rk = tl.arange(0, BLOCK_K)
+    p = P + b * spb + rm[:, None] * spm + rk[None, :] * spk  # (BLOCK_M, BLOCK_K) pointers into P_b
+    q = Q + b * sqb + rk[:, None] * sqk + rn[None, :] * sqn  # (BLOCK_K, BLOCK_N) into Q_b
+    for k in range(0, K1, BLOCK_K):  # P_b Q_b
+        if EVEN_M and EVEN_K:
+            a = tl.load(p)
+        else:
+            a = tl.load(p, mask=(rm[:, None] < M) & (rk[None, :] < K1 - k), other=0.0)
+        if EVEN_K:
+            w = tl.load(q, mask=rn[None, :] < N, other=0.0)
+        else:
+            w = tl.load(q, mask=(rk[:, None] < K1 - k) & (rn[None, :] < N), other=0.0)
+        acc = tl.dot(a, w, acc, input_precision=PRECISION)
+        p += BLOCK_K * spk
+        q += BLOCK_K * sqk
+    if HAS_UV:  # + U_b V_b: the inner dimension R in blocks of BLOCK_R
+        rr = tl.arange(0, BLOCK_R)
+        u = U + b * sub + rm[:, None] * sum_ + rr[None, :] * suk  # (BLOCK_M, BLOCK_R)
+        v = V + b * svb + rr[:, None] * svk + rn[None, :] * svn  # (BLOCK_R, BLOCK_N)
+        for k in range(0, K2, BLOCK_R):
+            a = tl.load(u, mask=(rm[:, None] < M) & (rr[None, :] < K2 - k), other=0.0)
+            w = tl.load(v, mask=(rr[:, None] < K2 - k) & (rn[None, :] < N), other=0.0)
+            acc = tl.dot(a, w, acc, input_precision=PRECISION)
+            u += BLOCK_R * suk
+            v += BLOCK_R * svk
+    mask = (rm[:, None] < M) & (rn[None, :] < N)
+    if HAS_C:
+        acc += tl.load(C + b * scb + rm[:, None] * scm + rn[None, :] * scn, mask=mask, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        acc += tl.load(BIAS + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
+    tl.store(Y + b * syb + rm[:, None] * sym + rn[None, :] * syn, acc.to(Y.dtype.element_ty), mask=mask)
+
+
+def _tma_configs():
+    if INTERPRETED:
+        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16, "GROUP_M": 2}, pre_hook=_blocks)]
+    tiles = [(128, 256, 64, 3, 8), (128, 256, 64, 4, 8), (128, 128, 64, 4, 8), (128, 128, 64, 3, 4)]
+    tiles += [(128, 64, 64, 4, 4), (256, 128, 64, 3, 8), (64, 256, 64, 4, 4), (128, 128, 64, 5, 8)]
+    return [
+        triton.Config(
+            {"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "GROUP_M": 8}, num_stages=s, num_warps=w, pre_hook=_blocks
+        )
+        for m, n, k, s, w in tiles
+    ]
+
+
+def _blocks(nargs):
+    """Each descriptor's tile for the config being run (the autotuner calls this before each launch)."""
+    bm, bn, bk, br = nargs["BLOCK_M"], nargs["BLOCK_N"], nargs["BLOCK_K"], nargs["BLOCK_R"]
+    nargs["p_desc"].block_shape = [1, bm, bk]
+    nargs["q_desc"].block_shape = [bn, bk] if nargs["Q_T"] else [bk, bn]
+    nargs["u_desc"].block_shape = [1, bm, br]
+    nargs["v_desc"].block_shape = [1, br, bn]
+    nargs["c_desc"].block_shape = [1, bm, bn]
+    nargs["y_desc"].block_shape = [1, bm, bn]
+
+
+@triton.autotune(configs=_tma_configs(), key=["M", "N", "K1", "K2", "HAS_UV", "HAS_C", "Q_T"])
+@triton.jit
+def _tma_kernel(
+    p_desc, q_desc, u_desc, v_desc, c_desc, y_desc, BIAS, M, N, K1, K2,
+    HAS_UV: tl.constexpr, HAS_C: tl.constexpr, HAS_BIAS: tl.constexpr, Q_T: tl.constexpr, BLOCK_R: tl.constexpr,
+    PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
+):  # fmt: skip
+    pid, b = tl.program_id(0), tl.program_id(1)  # (a tile of Y_b)
+    num_m, num_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
+    group = GROUP_M * num_n  # tiles in a band of GROUP_M row blocks: walked column by column (L2 reuse)
+    first = (pid // group) * GROUP_M
+    size = min(num_m - first, GROUP_M)
+    om = (first + (pid % group) % size) * BLOCK_M  # the tile's first row and column
+    on = ((pid % group) // size) * BLOCK_N
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k in range(0, K1, BLOCK_K):  # P_b Q
+        a = p_desc.load([b, om, k]).reshape(BLOCK_M, BLOCK_K)
+        if Q_T:  # Q given as its transpose (N x K1, rows contiguous: a weight W for Q = W^T)
+            w = q_desc.load([on, k]).T  # (BLOCK_K, BLOCK_N)
+        else:
+            w = q_desc.load([k, on])
+        acc = tl.dot(a, w, acc, input_precision=PRECISION)
+    if HAS_UV:  # + U_b V_b
+        for k in range(0, K2, BLOCK_R):
+            a = u_desc.load([b, om, k]).reshape(BLOCK_M, BLOCK_R)
+            w = v_desc.load([b, k, on]).reshape(BLOCK_R, BLOCK_N)
+            acc = tl.dot(a, w, acc, input_precision=PRECISION)
+    if HAS_C:
+        acc += c_desc.load([b, om, on]).reshape(BLOCK_M, BLOCK_N).to(tl.float32)
+    if HAS_BIAS:
+        rn = on + tl.arange(0, BLOCK_N)
+        acc += tl.load(BIAS + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
+    y_desc.store([b, om, on], acc.to(y_desc.dtype).reshape(1, BLOCK_M, BLOCK_N))
+
+
+def _aligned(t: Tensor) -> bool:
+    """A tensor TMA can read: 16-byte aligned start and row strides, last dimension contiguous."""
+    size = t.element_size()
+    return t.data_ptr() % 16 == 0 and t.stride(-1) == 1 and all(s * size % 16 == 0 for s in t.stride()[:-1])
+
+
+def tma_ok(p: Tensor, q: Tensor, u: Tensor | None, v: Tensor | None, c: Tensor | None) -> bool:
+    """Whether ``_tma_kernel`` can compute this product: Hopper or later (or the interpreter), Q shared (2-D) and
+    contiguous either way (Q or Q^T), every other operand ``_aligned``."""
+    if not TMA or q.dim() != 2:
+        return False
+    if not INTERPRETED and (not p.is_cuda or torch.cuda.get_device_capability(p.device)[0] < 9):
+        return False
+    qt = q.t() if q.stride(0) == 1 else q
+    return all(_aligned(t) for t in (p, qt, u, v, c) if t is not None)
+
+
+def _block_r(k2: int) -> int:
+    """The tile of U V's inner dimension R: R rounded up to a power of 2, from 16 to 64 (R > 64 loops)."""
+    return max(16, min(64, triton.next_power_of_2(max(k2, 1))))
+
+
+def gemm(p: Tensor, q: Tensor, u: Tensor | None, v: Tensor | None, c: Tensor | None, bias: Tensor | None) -> Tensor:
+    """P Q + U V + C + bias per batch (shapes as ``fused.dual_gemm``'s), by ``_tma_kernel`` where ``tma_ok``."""
+    nb, m, k1 = p.shape
+    n = q.shape[-1]
+    y = p.new_empty(nb, m, n)
+    if not tma_ok(p, q, u, v, c):
+        return _pointers(p, q, u, v, c, bias, y)
+    q_t = q.stride(0) == 1 and q.stride(1) != 1  # Q = W^T with W (N, K1) contiguous
+    has_uv = u is not None
+    k2 = u.shape[-1] if has_uv else 0
+
+    def desc(t):  # (the tile shape is set by _blocks for each config)
+        return TensorDescriptor(t, list(t.shape), list(t.stride()), [1] * t.dim())
+
+    def grid(meta):
+        return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]), nb)
+
+    _tma_kernel[grid](
+        desc(p), desc(q.t() if q_t else q), desc(u if has_uv else p), desc(v if has_uv else p),
+        desc(c if c is not None else y), desc(y), p if bias is None else bias, m, n, k1, k2,
+        HAS_UV=has_uv, HAS_C=c is not None, HAS_BIAS=bias is not None, Q_T=q_t, BLOCK_R=_block_r(k2),
+        PRECISION="ieee" if p.dtype == torch.float32 else "tf32",
+    )  # fmt: skip
+    return y
+
+
+def _pointers(p, q, u, v, c, bias, y) -> Tensor:
+    """``gemm`` by ``_pointer_kernel`` into ``y``."""
+    nb, m, k1 = p.shape
+    n = q.shape[-1]
+    qs = (0, *q.stride()) if q.dim() == 2 else q.stride()
+    has_uv = u is not None
+    k2 = u.shape[-1] if has_uv else 0
+    us, vs = (u.stride(), v.stride()) if has_uv else ((0, 0, 0), (0, 0, 0))
+    cs = c.stride() if c is not None else (0, 0, 0)
+
+    def grid(meta):
+        return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]), nb)
+
+    _pointer_kernel[grid](
+        p, q, u if has_uv else p, v if has_uv else p, p if c is None else c, p if bias is None else bias, y,
+        m, n, k1, k2, *p.stride(), *qs, *us, *vs, *cs, *y.stride(),
+        HAS_UV=has_uv, HAS_C=c is not None, HAS_BIAS=bias is not None, BLOCK_R=_block_r(k2),
+        PRECISION="ieee" if p.dtype == torch.float32 else "tf32",
+    )  # fmt: skip
+    return y
