@@ -52,17 +52,18 @@ def test_dual_gemm_is_pq_plus_uv_plus_c_plus_bias(k2, m, k1):
 
 
 @child
-@pytest.mark.parametrize("k1,k2", [(24, 8), (48, 72)])  # K1 past a whole tile, R over one and several blocks
+@pytest.mark.parametrize("k1,k2", [(24, 16), (48, 80)])  # K1 past a whole tile, R over one and several blocks
 @pytest.mark.parametrize("q_t", [True, False])  # Q = W^T (the forward's) or Q = W (the backward's)
 def test_tma_kernel_is_pq_plus_uv_plus_c_plus_bias(k1, k2, q_t):
-    """The descriptor kernel (zero-filled tiles past each edge: 37 rows, 20 columns) and the pointer kernel agree
-    with torch on operands TMA can read (rows 16-byte aligned, last dimension contiguous)."""
+    """The descriptor kernel (zero-filled tiles past the edges: 20 columns, K1 and R past whole tiles; batches of
+    whole row tiles) and the pointer kernel agree with torch on operands TMA can read (rows 16-byte aligned, last
+    dimension contiguous, batches one after another)."""
     from lorainit import dual, fused
 
     g = torch.Generator().manual_seed(k1 + k2)
-    p, u, v = _rand(2, 37, k1, g=g), _rand(2, 37, k2, g=g), _rand(2, k2, 20, g=g)
+    p, u, v = _rand(2, 48, k1, g=g), _rand(2, 48, k2, g=g), _rand(2, k2, 20, g=g)
     q = _rand(20, k1, g=g).t() if q_t else _rand(k1, 20, g=g)  # (K1, N)
-    c, bias = _rand(2, 37, 20, g=g), _rand(20, g=g)
+    c, bias = _rand(2, 48, 20, g=g), _rand(20, g=g)
     want = p @ q + u @ v + c + bias
     assert dual.tma_ok(p, q, u, v, c)
     for tma in (True, False):
@@ -73,7 +74,14 @@ def test_tma_kernel_is_pq_plus_uv_plus_c_plus_bias(k1, k2, q_t):
             torch.testing.assert_close(fused.dual_gemm(p, q, None, None, None, None), p @ q, rtol=1e-5, atol=1e-5)
         finally:
             dual.TMA = True
-    assert not dual.tma_ok(p[:, :, 1:], q[1:], u, v, c)  # a row start off 16 bytes: the pointer kernel
+    v[1] = float("nan")  # batch 1's V (a diverged run's adapter) reaches no other batch's output
+    y = fused.dual_gemm(p, q, u, v, c, bias)
+    torch.testing.assert_close(y[0], want[0], rtol=1e-5, atol=1e-5)
+    assert y[1].isnan().all()
+    assert not dual.tma_ok(p, q, u[..., :12], v[:, :12], c)  # R not of whole 16-wide tiles: the pointer kernel
+    assert not dual.tma_ok(p[:, :, 1:], q[1:], u, v, c)  # a row start off 16 bytes
+    assert not dual.tma_ok(p[:, 1:], q, u[:, 1:], v, c[:, 1:])  # 47 rows a batch: a tile would cross batches
+    assert not dual.tma_ok(p, q, u, v, c.transpose(0, 1).contiguous().transpose(0, 1))  # batches not in order
 
 
 @child
@@ -87,12 +95,13 @@ def test_fused_outputs_and_gradients_are_loras(bias, used, tma, monkeypatch):
 
     from lorainit import dual, fused, merged
 
-    ins, outs, ranks = (8, (8, 4, 12), (4, 2, 4)) if tma else (6, (5, 3, 4), (2, 3, 2))  # (R = 12 with A0: 48 bytes)
+    ins, outs, ranks = (8, (8, 4, 12), (4, 4, 4)) if tma else (6, (5, 3, 4), (2, 3, 2))  # (R = 16 with A0)
+    rows = 16 if tma else 4  # (a whole row tile per run under the interpreter)
     members = [m.float() for m in _members(ins=ins, outs=outs, ranks=ranks, bias=bias)]
     weight = torch.cat([m.base.weight for m in members])  # (sum out_i, in)
     b = torch.cat([m.base.bias for m in members]) if bias else None
-    xs = torch.randn(3, 4, ins, requires_grad=True)  # (K, rows_k, in)
-    weights = [torch.randn(4, m.base.out_features) for m in members]  # a loss per member
+    xs = torch.randn(3, rows, ins, requires_grad=True)  # (K, rows_k, in)
+    weights = [torch.randn(rows, m.base.out_features) for m in members]  # a loss per member
     params = [p for m in members for p in (m.lora_A, m.lora_B)] + [xs]
     calls, paths, tma_ok = [], [], dual.tma_ok
     apply = fused.Fused.apply

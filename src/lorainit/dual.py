@@ -2,9 +2,10 @@ r"""Y_b = P_b Q + U_b V_b + C_b + bias for b = 1..B in one Triton kernel: the tw
 layer (x W^T and (x A^T) D, or in the backward g W and (dL/dxa) A) accumulated in one fp32 tile, each operand read
 where it lies. Two kernels compute it:
 
-- ``_tma_kernel`` (Hopper and later; operands whose rows are 16-byte aligned, as in every SmolLM2/Llama layer): the
-  tiles come through tensor descriptors (TMA: the copy engine loads whole tiles into shared memory, zero-filled past
-  an edge, so no masks), the path cuBLAS's Hopper GEMMs take;
+- ``_tma_kernel`` (Hopper and later; operands whose rows are 16-byte aligned and batches of whole 256-row tiles, as
+  in every SmolLM2/Llama layer at a batch of whole sequences): the tiles come through tensor descriptors (TMA: the
+  copy engine loads whole tiles into shared memory, zero-filled past an edge, so no masks), the path cuBLAS's Hopper
+  GEMMs take;
 - ``_pointer_kernel`` (anything else, a shared Q or one per batch): tiles loaded through pointers with masks.
 
 Both accumulate in fp32 and round once to the output's dtype. ``gemm`` picks one (``TMA`` off: pointers only).
@@ -107,12 +108,12 @@ def _tma_configs():
 def _blocks(nargs):
     """Each descriptor's tile for the config being run (the autotuner calls this before each launch)."""
     bm, bn, bk, br = nargs["BLOCK_M"], nargs["BLOCK_N"], nargs["BLOCK_K"], nargs["BLOCK_R"]
-    nargs["p_desc"].block_shape = [1, bm, bk]
+    nargs["p_desc"].block_shape = [bm, bk]
     nargs["q_desc"].block_shape = [bn, bk] if nargs["Q_T"] else [bk, bn]
-    nargs["u_desc"].block_shape = [1, bm, br]
-    nargs["v_desc"].block_shape = [1, br, bn]
-    nargs["c_desc"].block_shape = [1, bm, bn]
-    nargs["y_desc"].block_shape = [1, bm, bn]
+    nargs["u_desc"].block_shape = [bm, br]
+    nargs["v_desc"].block_shape = [br, bn]
+    nargs["c_desc"].block_shape = [bm, bn]
+    nargs["y_desc"].block_shape = [bm, bn]
 
 
 @triton.autotune(configs=_tma_configs(), key=["M", "N", "K1", "K2", "HAS_UV", "HAS_C", "Q_T"])
@@ -123,16 +124,19 @@ def _tma_kernel(
     PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr,
 ):  # fmt: skip
-    pid, b = tl.program_id(0), tl.program_id(1)  # (a tile of Y_b)
-    num_m, num_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
+    # P, U, C, Y are 2-D over all batches' rows (B*M x .), V over all batches' R rows (B*K2 x N): a tile of Y_b
+    # starts at row b*M + om and its V rows at b*K2; M is a multiple of BLOCK_M and K2 of BLOCK_R, so no tile
+    # crosses a batch (a diverged run's NaN stays in its own rows)
+    pid, b = tl.program_id(0), tl.program_id(1)
+    num_n = tl.cdiv(N, BLOCK_N)
     group = GROUP_M * num_n  # tiles in a band of GROUP_M row blocks: walked column by column (L2 reuse)
     first = (pid // group) * GROUP_M
-    size = min(num_m - first, GROUP_M)
-    om = (first + (pid % group) % size) * BLOCK_M  # the tile's first row and column
+    size = min(M // BLOCK_M - first, GROUP_M)
+    om = b * M + (first + (pid % group) % size) * BLOCK_M  # the tile's first row (of all batches') and column
     on = ((pid % group) // size) * BLOCK_N
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k in range(0, K1, BLOCK_K):  # P_b Q
-        a = p_desc.load([b, om, k]).reshape(BLOCK_M, BLOCK_K)
+        a = p_desc.load([om, k])
         if Q_T:  # Q given as its transpose (N x K1, rows contiguous: a weight W for Q = W^T)
             w = q_desc.load([on, k]).T  # (BLOCK_K, BLOCK_N)
         else:
@@ -140,37 +144,47 @@ def _tma_kernel(
         acc = tl.dot(a, w, acc, input_precision=PRECISION)
     if HAS_UV:  # + U_b V_b
         for k in range(0, K2, BLOCK_R):
-            a = u_desc.load([b, om, k]).reshape(BLOCK_M, BLOCK_R)
-            w = v_desc.load([b, k, on]).reshape(BLOCK_R, BLOCK_N)
-            acc = tl.dot(a, w, acc, input_precision=PRECISION)
+            acc = tl.dot(u_desc.load([om, k]), v_desc.load([b * K2 + k, on]), acc, input_precision=PRECISION)
     if HAS_C:
-        acc += c_desc.load([b, om, on]).reshape(BLOCK_M, BLOCK_N).to(tl.float32)
+        acc += c_desc.load([om, on]).to(tl.float32)
     if HAS_BIAS:
         rn = on + tl.arange(0, BLOCK_N)
         acc += tl.load(BIAS + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
-    y_desc.store([b, om, on], acc.to(y_desc.dtype).reshape(1, BLOCK_M, BLOCK_N))
+    y_desc.store([om, on], acc.to(y_desc.dtype))
 
 
-def _aligned(t: Tensor) -> bool:
-    """A tensor TMA can read: 16-byte aligned start and row strides, last dimension contiguous."""
+def _flat(t: Tensor) -> Tensor | None:
+    """(B, rows, cols) as one (B*rows, cols) view TMA can read (16-byte aligned start and row stride, contiguous
+    rows, batches one after another), else None."""
     size = t.element_size()
-    return t.data_ptr() % 16 == 0 and t.stride(-1) == 1 and all(s * size % 16 == 0 for s in t.stride()[:-1])
+    if t.dim() == 3:
+        if t.stride(0) != t.shape[1] * t.stride(1):
+            return None
+        t = t.view(-1, t.shape[-1])
+    return t if t.data_ptr() % 16 == 0 and t.stride(1) == 1 and t.stride(0) * size % 16 == 0 else None
 
 
 def tma_ok(p: Tensor, q: Tensor, u: Tensor | None, v: Tensor | None, c: Tensor | None) -> bool:
-    """Whether ``_tma_kernel`` can compute this product: Hopper or later (or the interpreter), Q shared (2-D) and
-    contiguous either way (Q or Q^T), every other operand ``_aligned``."""
-    if not TMA or q.dim() != 2:
+    """Whether ``_tma_kernel`` can compute this product: Hopper or later (or the interpreter), rows per batch a
+    multiple of every tile's height, R of 16, Q shared (2-D) and contiguous either way (Q or Q^T), every operand ``_flat``."""
+    if not TMA or q.dim() != 2 or p.shape[1] % max(c.kwargs["BLOCK_M"] for c in _tma_configs()) != 0:
+        return False
+    if u is not None and u.shape[-1] % 16 != 0:  # (R in whole tiles of BLOCK_R)
         return False
     if not INTERPRETED and (not p.is_cuda or torch.cuda.get_device_capability(p.device)[0] < 9):
         return False
     qt = q.t() if q.stride(0) == 1 else q
-    return all(_aligned(t) for t in (p, qt, u, v, c) if t is not None)
+    return all(_flat(t) is not None for t in (p, qt, u, v, c) if t is not None)
 
 
 def _block_r(k2: int) -> int:
     """The tile of U V's inner dimension R: R rounded up to a power of 2, from 16 to 64 (R > 64 loops)."""
     return max(16, min(64, triton.next_power_of_2(max(k2, 1))))
+
+
+def _block_r_whole(k2: int) -> int:
+    """The largest of 64, 32, 16 that divides R (a multiple of 16): whole tiles of V within each batch."""
+    return next(b for b in (64, 32, 16) if k2 % b == 0)
 
 
 def gemm(p: Tensor, q: Tensor, u: Tensor | None, v: Tensor | None, c: Tensor | None, bias: Tensor | None) -> Tensor:
@@ -185,15 +199,16 @@ def gemm(p: Tensor, q: Tensor, u: Tensor | None, v: Tensor | None, c: Tensor | N
     k2 = u.shape[-1] if has_uv else 0
 
     def desc(t):  # (the tile shape is set by _blocks for each config)
-        return TensorDescriptor(t, list(t.shape), list(t.stride()), [1] * t.dim())
+        t = _flat(t)
+        return TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1])
 
     def grid(meta):
-        return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]), nb)
+        return (m // meta["BLOCK_M"] * triton.cdiv(n, meta["BLOCK_N"]), nb)
 
     _tma_kernel[grid](
         desc(p), desc(q.t() if q_t else q), desc(u if has_uv else p), desc(v if has_uv else p),
         desc(c if c is not None else y), desc(y), p if bias is None else bias, m, n, k1, k2,
-        HAS_UV=has_uv, HAS_C=c is not None, HAS_BIAS=bias is not None, Q_T=q_t, BLOCK_R=_block_r(k2),
+        HAS_UV=has_uv, HAS_C=c is not None, HAS_BIAS=bias is not None, Q_T=q_t, BLOCK_R=_block_r_whole(k2 or 16),
         PRECISION="ieee" if p.dtype == torch.float32 else "tf32",
     )  # fmt: skip
     return y
