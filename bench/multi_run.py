@@ -28,13 +28,14 @@ from lorainit import fused, io, multi, runloss, siblings, speed, starts  # noqa:
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-LORA_PATHS = ("fused", "merged", "siblings", "split", "alone", "baddbmm")
+LORA_PATHS = ("fused", "pointers", "merged", "siblings", "split", "alone", "baddbmm")
 
 
 def lora_path(name: str) -> None:
     """The LoRA layers' forward for this process: 'fused' (lorainit's: under torch.compile the base output and the
     update from one Triton kernel, lorainit.fused, the layers sharing an input computed together; eager as
-    'siblings'), 'merged' (as 'fused' with the kernel's two products as one bmm over a concatenated input,
+    'siblings'), 'pointers' (as 'fused' with the kernel's tiles loaded through pointers, not TMA descriptors),
+    'merged' (as 'fused' with the kernel's two products as one bmm over a concatenated input,
     lorainit.merged: lorainit's from e7c995d until the kernel),
     'siblings' (lorainit's from a9456da until the merged GEMM: siblings computed together, lorainit.siblings, the
     update added in place or fused by the compiler), 'split' (as 'siblings', but the shared GEMM's output split by
@@ -48,8 +49,12 @@ def lora_path(name: str) -> None:
     if name == "split":
         siblings._Shared.apply = staticmethod(lambda x, w, b, outs: F.linear(x, w, b).split(outs, -1))
     multi.MultiLoRALinear.fused_add = name != "baddbmm"
-    multi.MultiLoRALinear.merged = name in ("fused", "merged")
-    fused.ENABLED = name == "fused"
+    multi.MultiLoRALinear.merged = name in ("fused", "pointers", "merged")
+    fused.ENABLED = name in ("fused", "pointers")
+    if name == "pointers":
+        from lorainit import dual
+
+        dual.TMA = False
 
 
 def base_model(device):

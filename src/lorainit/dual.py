@@ -13,6 +13,7 @@ Both accumulate in fp32 and round once to the output's dtype. ``gemm`` picks one
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -97,6 +98,7 @@ def _tma_configs():
         return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16, "GROUP_M": 2}, pre_hook=_blocks)]
     tiles = [(128, 256, 64, 3, 8), (128, 256, 64, 4, 8), (128, 128, 64, 4, 8), (128, 128, 64, 3, 4)]
     tiles += [(128, 64, 64, 4, 4), (256, 128, 64, 3, 8), (64, 256, 64, 4, 4), (128, 128, 64, 5, 8)]
+    tiles += [(128, 128, 128, 3, 8), (128, 256, 128, 2, 8), (256, 128, 128, 2, 8)]  # (fewer steps over a short K1)
     return [
         triton.Config(
             {"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "GROUP_M": 8}, num_stages=s, num_warps=w, pre_hook=_blocks
@@ -153,6 +155,15 @@ def _tma_kernel(
     y_desc.store([om, on], acc.to(y_desc.dtype))
 
 
+_TALLEST = max(c.kwargs["BLOCK_M"] for c in _tma_configs())  # (rows a batch must be a multiple of)
+
+
+@functools.cache
+def _capability(index: int | None) -> int:
+    """The CUDA device's major compute capability (9: Hopper), asked once per device (this runs at every call)."""
+    return torch.cuda.get_device_capability(index)[0]
+
+
 def _flat(t: Tensor) -> Tensor | None:
     """(B, rows, cols) as one (B*rows, cols) view TMA can read (16-byte aligned start and row stride, contiguous
     rows, batches one after another), else None."""
@@ -167,11 +178,11 @@ def _flat(t: Tensor) -> Tensor | None:
 def tma_ok(p: Tensor, q: Tensor, u: Tensor | None, v: Tensor | None, c: Tensor | None) -> bool:
     """Whether ``_tma_kernel`` can compute this product: Hopper or later (or the interpreter), rows per batch a
     multiple of every tile's height, R of 16, Q shared (2-D) and contiguous either way (Q or Q^T), every operand ``_flat``."""
-    if not TMA or q.dim() != 2 or p.shape[1] % max(c.kwargs["BLOCK_M"] for c in _tma_configs()) != 0:
+    if not TMA or q.dim() != 2 or p.shape[1] % _TALLEST != 0:
         return False
     if u is not None and u.shape[-1] % 16 != 0:  # (R in whole tiles of BLOCK_R)
         return False
-    if not INTERPRETED and (not p.is_cuda or torch.cuda.get_device_capability(p.device)[0] < 9):
+    if not INTERPRETED and (not p.is_cuda or _capability(p.device.index) < 9):
         return False
     qt = q.t() if q.stride(0) == 1 else q
     return all(_flat(t) is not None for t in (p, qt, u, v, c) if t is not None)
