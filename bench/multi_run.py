@@ -32,11 +32,10 @@ LORA_PATHS = ("fused", "pointers", "merged", "siblings", "split", "alone", "badd
 
 
 def lora_path(name: str) -> None:
-    """The LoRA layers' forward for this process: 'fused' (lorainit's: under torch.compile the base output and the
-    update from one Triton kernel, lorainit.fused, the layers sharing an input computed together; eager as
-    'siblings'), 'pointers' (as 'fused' with the kernel's tiles loaded through pointers, not TMA descriptors),
-    'merged' (as 'fused' with the kernel's two products as one bmm over a concatenated input,
-    lorainit.merged: lorainit's from e7c995d until the kernel),
+    """The LoRA layers' forward for this process: 'merged' (lorainit's default: under torch.compile the base output and
+    the update from one bmm over a concatenated input, lorainit.merged, the layers sharing an input computed
+    together; eager as 'siblings'), 'fused' (as 'merged' with the two products in one Triton kernel, lorainit.fused,
+    opt-in), 'pointers' (as 'fused' with the kernel's tiles loaded through pointers, not TMA descriptors),
     'siblings' (lorainit's from a9456da until the merged GEMM: siblings computed together, lorainit.siblings, the
     update added in place or fused by the compiler), 'split' (as 'siblings', but the shared GEMM's output split by
     autograd, whose backward concatenates the parts' gradients: lorainit from 72d812e to a9456da), 'alone' (each
@@ -228,7 +227,7 @@ def main() -> None:
         help="compiled paths also under torch.compile's 'reduce-overhead' (CUDA graphs; lorainit's compiled LM runs "
         "use it since 9f14ca7): lorainit's batched and one-run paths take it, and stock PEFT is timed both ways",
     )
-    ap.add_argument("--lora-path", choices=LORA_PATHS, default="fused", help=lora_path.__doc__.split(": ", 1)[1])
+    ap.add_argument("--lora-path", choices=LORA_PATHS, default="merged", help=lora_path.__doc__.split(": ", 1)[1])
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     lora_path(args.lora_path)

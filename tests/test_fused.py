@@ -15,6 +15,14 @@ INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 child = pytest.mark.skipif(not INTERPRETED, reason="runs in test_under_the_interpreter's child process")
 
 
+@pytest.fixture(autouse=True)
+def enabled(monkeypatch):
+    """The fused layer switched on (it is opt-in: ``fused.ENABLED``)."""
+    from lorainit import fused
+
+    monkeypatch.setattr(fused, "ENABLED", True)
+
+
 @pytest.mark.skipif(INTERPRETED, reason="the parent of the interpreted tests")
 def test_under_the_interpreter():
     env = {**os.environ, "TRITON_INTERPRET": "1"}
@@ -26,7 +34,7 @@ def test_under_the_interpreter():
         timeout=600,
     )
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
-    assert "17 passed, 1 skipped in" in r.stdout, r.stdout[-2000:]  # every child test ran (none skipped)
+    assert "18 passed, 1 skipped in" in r.stdout, r.stdout[-2000:]  # every child test ran (none skipped)
 
 
 def _rand(*shape, g):
@@ -149,3 +157,18 @@ def test_compiled_layer_traces_the_kernel_as_one_op_and_matches_eager():
             p.grad = None
     for a, e in zip(*got):
         torch.testing.assert_close(a, e, rtol=1e-6, atol=1e-6)
+
+
+@child
+def test_switched_off_the_layer_takes_the_merged_bmm(monkeypatch):
+    from test_merged import _members
+
+    from lorainit import fused, merged
+
+    monkeypatch.setattr(fused, "ENABLED", False)
+    calls = []
+    apply = fused.Fused.apply
+    monkeypatch.setattr(fused.Fused, "apply", lambda *a: calls.append(1) or apply(*a))
+    members = [m.float() for m in _members()]
+    merged.outputs(torch.randn(3, 4, 6), torch.cat([m.base.weight for m in members]), None, members)
+    assert calls == []

@@ -19,7 +19,7 @@ Backward, with g_ik = dL/dy_ik (each member's gradient read where it lies, as in
 
 so dL/dx = sum_i g_i W_i + dL/dxa A (LoRA's input gradient) is written once per member, never added afterwards.
 ``Fused`` takes the arguments of ``merged._Merged`` with A in place of xa (it computes xa itself, and dL/dA). Used by
-``merged.outputs`` on CUDA tensors where Triton is installed (``ENABLED``, ``usable``). The kernels are in
+``merged.outputs`` on CUDA tensors where Triton is installed, when ``ENABLED`` (off by default: see there). The kernels are in
 ``lorainit.dual``; tests run them on the CPU through Triton's interpreter (TRITON_INTERPRET=1).
 """
 
@@ -35,8 +35,14 @@ try:
 except ImportError:  # (CPU-only installs): merged.outputs keeps its bmm path
     triton = None
 
-ENABLED = True
-"""Whether ``merged.outputs`` takes this kernel where it can (CUDA tensors, Triton installed)."""
+ENABLED = False
+"""Whether ``merged.outputs`` takes this kernel where it can (CUDA tensors, Triton installed). Off by default: on
+two H100s the 8-run compiled step spent less GPU time with the kernel than with the merged bmm in every call (208.7-
+215.9 vs 218.6-219.3 ms) but more host time (a Python launch, with descriptors, per product: ~360 a step); its wall
+time was ahead in two calls (221.6 vs 229.1 ms; 218.6 / 220.0 vs 227.8 / 227.3) and behind in three (234.2 / 235.6
+vs 229.1; 241.8 vs 228.0; 253.0 / 264.9 vs 231.0): bench/results/profile_step_h100_k8_*_{235d5a0,9e58db3,55fcadc,
+cdd7df1,40ba945}_*. Under CUDA graphs (compiled LM fine-tunes replay them by default) the host time is gone; that
+pair is not measured yet."""
 
 
 def usable(x: Tensor, dtype: torch.dtype) -> bool:

@@ -84,8 +84,8 @@ class _Merged(torch.autograd.Function):
 def outputs(xs: Tensor, weight: Tensor, bias: Tensor | None, members: list) -> tuple[Tensor, ...]:
     """Each member's output (K, rows_k, out_i), its runs' LoRA updates included, for the runs' rows ``xs``
     (K, rows_k, in); ``weight`` (sum out_i, in) and ``bias`` are the members' frozen ones, stacked in their order;
-    ``members``: ``MultiLoRALinear`` layers (``adapter_A``, ``adapter_B``, ``scaling``). On CUDA with Triton the
-    two products run in one kernel (``lorainit.fused``)."""
+    ``members``: ``MultiLoRALinear`` layers (``adapter_A``, ``adapter_B``, ``scaling``). With ``fused.ENABLED``,
+    on CUDA, the two products run in one Triton kernel (``lorainit.fused``)."""
     dtype = compute_dtype(xs, weight)
     xs = xs.to(dtype)
     A = torch.cat([m.adapter_A(dtype) for m in members], 1)  # (K, R, in)
