@@ -164,28 +164,41 @@ def _capability(index: int | None) -> int:
     return torch.cuda.get_device_capability(index)[0]
 
 
-def _flat(t: Tensor) -> Tensor | None:
-    """(B, rows, cols) as one (B*rows, cols) view TMA can read (16-byte aligned start and row stride, contiguous
-    rows, batches one after another), else None."""
-    size = t.element_size()
-    if t.dim() == 3:
-        if t.stride(0) != t.shape[1] * t.stride(1):
+def _matrix(t: Tensor, transposed: bool = False) -> tuple[list[int], list[int]] | None:
+    """(shape, strides) of ``t`` as one matrix TMA can read, else None: a (B, rows, cols) tensor as (B*rows, cols)
+    (batches one after another), a 2-D one as itself (``transposed``: t^T, for a Q = W^T with W contiguous); rows
+    contiguous, row stride and start 16-byte aligned. Arithmetic on sizes only (no views: this runs at each call)."""
+    shape, strides = list(t.shape), list(t.stride())
+    if transposed:
+        shape, strides = shape[::-1], strides[::-1]
+    if len(shape) == 3:
+        if shape[0] > 1 and strides[0] != shape[1] * strides[1]:
             return None
-        t = t.view(-1, t.shape[-1])
-    return t if t.data_ptr() % 16 == 0 and t.stride(1) == 1 and t.stride(0) * size % 16 == 0 else None
+        shape, strides = [shape[0] * shape[1], shape[2]], strides[1:]
+    if strides[1] != 1 or strides[0] * t.element_size() % 16 or t.data_ptr() % 16:
+        return None
+    return shape, strides
+
+
+def _layouts(p, q, u, v, c) -> list | None:
+    """Each operand's ``_matrix`` (P, Q or Q^T, then U, V, C where given) if ``_tma_kernel`` can compute this
+    product, else None (see ``tma_ok``)."""
+    if not TMA or q.dim() != 2 or p.shape[1] % _TALLEST != 0:
+        return None
+    if u is not None and u.shape[-1] % 16 != 0:  # (R in whole tiles of BLOCK_R)
+        return None
+    if not INTERPRETED and (not p.is_cuda or _capability(p.device.index) < 9):
+        return None
+    out = [_matrix(p), _matrix(q, transposed=q.stride(0) == 1 and q.stride(1) != 1)]
+    out += [_matrix(t) for t in (u, v, c) if t is not None]
+    return None if any(m is None for m in out) else out
 
 
 def tma_ok(p: Tensor, q: Tensor, u: Tensor | None, v: Tensor | None, c: Tensor | None) -> bool:
     """Whether ``_tma_kernel`` can compute this product: Hopper or later (or the interpreter), rows per batch a
-    multiple of every tile's height, R of 16, Q shared (2-D) and contiguous either way (Q or Q^T), every operand ``_flat``."""
-    if not TMA or q.dim() != 2 or p.shape[1] % _TALLEST != 0:
-        return False
-    if u is not None and u.shape[-1] % 16 != 0:  # (R in whole tiles of BLOCK_R)
-        return False
-    if not INTERPRETED and (not p.is_cuda or _capability(p.device.index) < 9):
-        return False
-    qt = q.t() if q.stride(0) == 1 else q
-    return all(_flat(t) is not None for t in (p, qt, u, v, c) if t is not None)
+    multiple of every tile's height, R of 16, Q shared (2-D) and contiguous either way (Q or Q^T), every operand a
+    ``_matrix``."""
+    return _layouts(p, q, u, v, c) is not None
 
 
 def _block_r(k2: int) -> int:
@@ -203,22 +216,25 @@ def gemm(p: Tensor, q: Tensor, u: Tensor | None, v: Tensor | None, c: Tensor | N
     nb, m, k1 = p.shape
     n = q.shape[-1]
     y = p.new_empty(nb, m, n)
-    if not tma_ok(p, q, u, v, c):
+    layouts = _layouts(p, q, u, v, c)
+    if layouts is None:
         return _pointers(p, q, u, v, c, bias, y)
     q_t = q.stride(0) == 1 and q.stride(1) != 1  # Q = W^T with W (N, K1) contiguous
     has_uv = u is not None
     k2 = u.shape[-1] if has_uv else 0
+    lp, lq, *rest = layouts  # (shape, strides) of P, Q, then U, V, C where given
+    ly = ([nb * m, n], [n, 1])
 
-    def desc(t):  # (the tile shape is set by _blocks for each config)
-        t = _flat(t)
-        return TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1])
+    def desc(t, layout):  # a new descriptor per operand (its tile is set by _blocks for each config)
+        return TensorDescriptor(t, *layout, [1, 1])
 
     def grid(meta):
         return (m // meta["BLOCK_M"] * triton.cdiv(n, meta["BLOCK_N"]), nb)
 
     _tma_kernel[grid](
-        desc(p), desc(q.t() if q_t else q), desc(u if has_uv else p), desc(v if has_uv else p),
-        desc(c if c is not None else y), desc(y), p if bias is None else bias, m, n, k1, k2,
+        desc(p, lp), desc(q, lq), desc(u, rest[0]) if has_uv else desc(p, lp),
+        desc(v, rest[1]) if has_uv else desc(p, lp), desc(c, rest[-1]) if c is not None else desc(y, ly),
+        desc(y, ly), p if bias is None else bias, m, n, k1, k2,
         HAS_UV=has_uv, HAS_C=c is not None, HAS_BIAS=bias is not None, Q_T=q_t, BLOCK_R=_block_r_whole(k2 or 16),
         PRECISION="ieee" if p.dtype == torch.float32 else "tf32",
     )  # fmt: skip
