@@ -131,3 +131,18 @@ class Tiny(nn.Module):
 
     def forward(self, x):
         return x @ self.lora_A.T @ self.lora_B.T + self.frozen
+
+
+def run_interpreted(path: str, passed: int) -> None:
+    """Run the test file ``path`` in a child pytest under Triton's interpreter (TRITON_INTERPRET=1 must be set before
+    Triton compiles a kernel) and check that its ``passed`` interpreted tests passed, none skipped but the parent."""
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", path],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    assert f"{passed} passed, 1 skipped in" in r.stdout, r.stdout[-2000:]

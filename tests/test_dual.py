@@ -1,0 +1,75 @@
+"""lorainit.dual's kernels, run on the CPU by Triton's interpreter: Y = P Q + U V + C + bias per batch, through
+pointers (any sizes and strides) and through TMA descriptors (aligned rows; edges zero-filled), with no tile reaching
+into another batch's rows. The checks run in a child pytest with TRITON_INTERPRET=1 (``test_under_the_interpreter``),
+since the interpreter is chosen when Triton is imported."""
+
+import os
+
+import pytest
+import torch
+from helpers import run_interpreted
+
+triton = pytest.importorskip("triton")
+
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+child = pytest.mark.skipif(not INTERPRETED, reason="runs in test_under_the_interpreter's child process")
+
+
+@pytest.mark.skipif(INTERPRETED, reason="the parent of the interpreted tests")
+def test_under_the_interpreter():
+    run_interpreted(__file__, passed=8)
+
+
+def _rand(*shape, g):
+    return torch.randn(*shape, generator=g)
+
+
+@child
+@pytest.mark.parametrize("k2", [5, 70])  # one block of R, and R over several blocks (BLOCK_R is at most 64)
+@pytest.mark.parametrize("m,k1", [(37, 23), (32, 48)])  # sizes no tile divides; whole tiles (loads without masks)
+def test_dual_gemm_is_pq_plus_uv_plus_c_plus_bias(k2, m, k1):
+    from lorainit import dual
+
+    g = torch.Generator().manual_seed(k2)
+    p = _rand(2, m, k1, g=g)  # (B, M, K1)
+    q = _rand(19, k1, g=g).t()  # (K1, N): shared by the batch, a transposed view
+    u, v = _rand(2, k2, m, g=g).transpose(1, 2), _rand(2, k2, 19, g=g)  # u a strided view
+    c, bias = _rand(2, m, 19, g=g), _rand(19, g=g)
+    want = p @ q + u @ v + c + bias
+    torch.testing.assert_close(dual.gemm(p, q, u, v, c, bias), want, rtol=1e-5, atol=1e-5)
+    qb = _rand(2, k1, 19, g=g)  # (B, K1, N): one per batch
+    torch.testing.assert_close(dual.gemm(p, qb, None, None, None, None), p @ qb, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(dual.gemm(p, q, None, None, c, None), p @ q + c, rtol=1e-5, atol=1e-5)
+
+
+@child
+@pytest.mark.parametrize("k1,k2", [(24, 16), (48, 80)])  # K1 past a whole tile, R over one and several blocks
+@pytest.mark.parametrize("q_t", [True, False])  # Q = W^T (the forward's) or Q = W (the backward's)
+def test_tma_kernel_is_pq_plus_uv_plus_c_plus_bias(k1, k2, q_t):
+    """The descriptor kernel (zero-filled tiles past the edges: 20 columns, K1 and R past whole tiles; batches of
+    whole row tiles) and the pointer kernel agree with torch on operands TMA can read (rows 16-byte aligned, last
+    dimension contiguous, batches one after another)."""
+    from lorainit import dual
+
+    g = torch.Generator().manual_seed(k1 + k2)
+    p, u, v = _rand(2, 48, k1, g=g), _rand(2, 48, k2, g=g), _rand(2, k2, 20, g=g)
+    q = _rand(20, k1, g=g).t() if q_t else _rand(k1, 20, g=g)  # (K1, N)
+    c, bias = _rand(2, 48, 20, g=g), _rand(20, g=g)
+    want = p @ q + u @ v + c + bias
+    assert dual.tma_ok(p, q, u, v, c)
+    for tma in (True, False):
+        dual.TMA = tma
+        try:
+            assert dual.tma_ok(p, q, u, v, c) == tma
+            torch.testing.assert_close(dual.gemm(p, q, u, v, c, bias), want, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(dual.gemm(p, q, None, None, None, None), p @ q, rtol=1e-5, atol=1e-5)
+        finally:
+            dual.TMA = True
+    v[1] = float("nan")  # batch 1's V (a diverged run's adapter) reaches no other batch's output
+    y = dual.gemm(p, q, u, v, c, bias)
+    torch.testing.assert_close(y[0], want[0], rtol=1e-5, atol=1e-5)
+    assert y[1].isnan().all()
+    assert not dual.tma_ok(p, q, u[..., :12], v[:, :12], c)  # R not of whole 16-wide tiles: the pointer kernel
+    assert not dual.tma_ok(p[:, :, 1:], q[1:], u, v, c)  # a row start off 16 bytes
+    assert not dual.tma_ok(p[:, 1:], q, u[:, 1:], v, c[:, 1:])  # 47 rows a batch: a tile would cross batches
+    assert not dual.tma_ok(p, q, u, v, c.transpose(0, 1).contiguous().transpose(0, 1))  # batches not in order
