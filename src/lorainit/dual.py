@@ -9,6 +9,8 @@ where it lies. Two kernels compute it:
 - ``_pointer_kernel`` (anything else, a shared Q or one per batch): tiles loaded through pointers with masks.
 
 Both accumulate in fp32 and round once to the output's dtype. ``gemm`` picks one (``TMA`` off: pointers only).
+Measured on an H100 (bench/fused_kernel.py, bench/results/fused_kernel_h100_*.json), both run at about half the rate
+of cuBLAS's x W^T on the 8-run SmolLM2 step's products; both compile to wgmma.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ TMA = True
 
 
 def _pointer_configs():
-    if os.environ.get("TRITON_INTERPRET") == "1":  # (the interpreter: one small tile, no tuning)
+    if INTERPRETED:  # (the interpreter: one small tile, no tuning)
         return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16, "GROUP_M": 2})]
     tiles = [(128, 256, 64, 3, 8), (128, 256, 64, 4, 8), (128, 128, 64, 4, 4), (128, 128, 64, 3, 8)]
     tiles += [(64, 128, 64, 4, 4), (128, 64, 64, 4, 4), (256, 128, 64, 3, 8), (64, 256, 64, 3, 8)]
