@@ -29,16 +29,34 @@ TMA = True
 """Whether ``gemm`` takes the descriptor kernel where it can (``tma_ok``)."""
 
 
+def _configs(tiles, pre_hook=None) -> list:
+    """The autotuner's configs: (BLOCK_M, BLOCK_N, BLOCK_K, stages, warps) each; under the interpreter one small
+    tile, no tuning."""
+    if INTERPRETED:
+        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16, "GROUP_M": 2}, pre_hook=pre_hook)]
+    return [
+        triton.Config(
+            {"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "GROUP_M": 8}, num_stages=s, num_warps=w, pre_hook=pre_hook
+        )
+        for m, n, k, s, w in tiles
+    ]
+
+
 def _pointer_configs():
-    if INTERPRETED:  # (the interpreter: one small tile, no tuning)
-        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16, "GROUP_M": 2})]
     tiles = [(128, 256, 64, 3, 8), (128, 256, 64, 4, 8), (128, 128, 64, 4, 4), (128, 128, 64, 3, 8)]
     tiles += [(64, 128, 64, 4, 4), (128, 64, 64, 4, 4), (256, 128, 64, 3, 8), (64, 256, 64, 3, 8)]
     tiles += [(128, 128, 64, 5, 4), (256, 64, 64, 4, 8)]
-    return [
-        triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "GROUP_M": 8}, num_stages=s, num_warps=w)
-        for m, n, k, s, w in tiles
-    ]
+    return _configs(tiles)
+
+
+@triton.jit
+def _tile(pid, num_m, num_n, GROUP_M: tl.constexpr):
+    """Program ``pid``'s tile (row block, column block), bands of GROUP_M row blocks walked column by column (each
+    column of Q read by GROUP_M tiles in turn: L2 reuse)."""
+    group = GROUP_M * num_n  # tiles in a band
+    first = (pid // group) * GROUP_M
+    size = min(num_m - first, GROUP_M)
+    return first + (pid % group) % size, (pid % group) // size
 
 
 @triton.autotune(configs=_pointer_configs(), key=["M", "N", "K1", "K2", "HAS_UV", "HAS_C"])
@@ -53,12 +71,8 @@ def _pointer_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     EVEN_M: tl.constexpr, EVEN_K: tl.constexpr,
 ):  # fmt: skip
-    pid, b = tl.program_id(0), tl.program_id(1).to(tl.int64)  # (a tile of Y_b)
-    num_m, num_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
-    group = GROUP_M * num_n  # tiles in a band of GROUP_M row blocks: walked column by column (L2 reuse)
-    first = (pid // group) * GROUP_M
-    size = min(num_m - first, GROUP_M)
-    pid_m, pid_n = first + (pid % group) % size, (pid % group) // size
+    b = tl.program_id(1).to(tl.int64)  # (a tile of Y_b)
+    pid_m, pid_n = _tile(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # (BLOCK_M,) rows of Y_b
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,) columns
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
@@ -96,17 +110,10 @@ def _pointer_kernel(
 
 
 def _tma_configs():
-    if INTERPRETED:
-        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16, "GROUP_M": 2}, pre_hook=_blocks)]
     tiles = [(128, 256, 64, 3, 8), (128, 256, 64, 4, 8), (128, 128, 64, 4, 8), (128, 128, 64, 3, 4)]
     tiles += [(128, 64, 64, 4, 4), (256, 128, 64, 3, 8), (64, 256, 64, 4, 4), (128, 128, 64, 5, 8)]
     tiles += [(128, 128, 128, 3, 8), (128, 256, 128, 2, 8), (256, 128, 128, 2, 8)]  # (fewer steps over a short K1)
-    return [
-        triton.Config(
-            {"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "GROUP_M": 8}, num_stages=s, num_warps=w, pre_hook=_blocks
-        )
-        for m, n, k, s, w in tiles
-    ]
+    return _configs(tiles, pre_hook=_blocks)
 
 
 def _blocks(nargs):
@@ -131,13 +138,9 @@ def _tma_kernel(
     # P, U, C, Y are 2-D over all batches' rows (B*M x .), V over all batches' R rows (B*K2 x N): a tile of Y_b
     # starts at row b*M + om and its V rows at b*K2; M is a multiple of BLOCK_M and K2 of BLOCK_R, so no tile
     # crosses a batch (a diverged run's NaN stays in its own rows)
-    pid, b = tl.program_id(0), tl.program_id(1)
-    num_n = tl.cdiv(N, BLOCK_N)
-    group = GROUP_M * num_n  # tiles in a band of GROUP_M row blocks: walked column by column (L2 reuse)
-    first = (pid // group) * GROUP_M
-    size = min(M // BLOCK_M - first, GROUP_M)
-    om = b * M + (first + (pid % group) % size) * BLOCK_M  # the tile's first row (of all batches') and column
-    on = ((pid % group) // size) * BLOCK_N
+    b = tl.program_id(1)
+    pid_m, pid_n = _tile(tl.program_id(0), M // BLOCK_M, tl.cdiv(N, BLOCK_N), GROUP_M)
+    om, on = b * M + pid_m * BLOCK_M, pid_n * BLOCK_N  # the tile's first row (of all batches') and column
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k in range(0, K1, BLOCK_K):  # P_b Q
         a = p_desc.load([om, k])
@@ -182,6 +185,16 @@ def _matrix(t: Tensor, transposed: bool = False) -> tuple[list[int], list[int]] 
     return shape, strides
 
 
+def _q_transposed(q: Tensor) -> bool:
+    """Whether Q (K1 x N) is W^T for a W (N x K1) with contiguous rows (the forward's Q), not Q's own rows."""
+    return q.stride(0) == 1 and q.stride(1) != 1
+
+
+def _precision(p: Tensor) -> str:
+    """tl.dot's input precision: float32 products in IEEE precision (torch's default), not TF32."""
+    return "ieee" if p.dtype == torch.float32 else "tf32"
+
+
 def _layouts(p, q, u, v, c) -> list | None:
     """Each operand's ``_matrix`` (P, Q or Q^T, then U, V, C where given) if ``_tma_kernel`` can compute this
     product, else None (see ``tma_ok``)."""
@@ -191,7 +204,7 @@ def _layouts(p, q, u, v, c) -> list | None:
         return None
     if not INTERPRETED and (not p.is_cuda or _capability(p.device.index) < 9):
         return None
-    out = [_matrix(p), _matrix(q, transposed=q.stride(0) == 1 and q.stride(1) != 1)]
+    out = [_matrix(p), _matrix(q, transposed=_q_transposed(q))]
     out += [_matrix(t) for t in (u, v, c) if t is not None]
     return None if any(m is None for m in out) else out
 
@@ -221,7 +234,7 @@ def gemm(p: Tensor, q: Tensor, u: Tensor | None, v: Tensor | None, c: Tensor | N
     layouts = _layouts(p, q, u, v, c)
     if layouts is None:
         return _pointers(p, q, u, v, c, bias, y)
-    q_t = q.stride(0) == 1 and q.stride(1) != 1  # Q = W^T with W (N, K1) contiguous
+    q_t = _q_transposed(q)
     has_uv = u is not None
     k2 = u.shape[-1] if has_uv else 0
     lp, lq, *rest = layouts  # (shape, strides) of P, Q, then U, V, C where given
@@ -238,7 +251,7 @@ def gemm(p: Tensor, q: Tensor, u: Tensor | None, v: Tensor | None, c: Tensor | N
         desc(v, rest[1]) if has_uv else desc(p, lp), desc(c, rest[-1]) if c is not None else desc(y, ly),
         desc(y, ly), p if bias is None else bias, m, n, k1, k2,
         HAS_UV=has_uv, HAS_C=c is not None, HAS_BIAS=bias is not None, Q_T=q_t, BLOCK_R=_block_r_whole(k2 or 16),
-        PRECISION="ieee" if p.dtype == torch.float32 else "tf32",
+        PRECISION=_precision(p),
     )  # fmt: skip
     return y
 
@@ -260,6 +273,6 @@ def _pointers(p, q, u, v, c, bias, y) -> Tensor:
         p, q, u if has_uv else p, v if has_uv else p, p if c is None else c, p if bias is None else bias, y,
         m, n, k1, k2, *p.stride(), *qs, *us, *vs, *cs, *y.stride(),
         HAS_UV=has_uv, HAS_C=c is not None, HAS_BIAS=bias is not None, BLOCK_R=_block_r(k2),
-        PRECISION="ieee" if p.dtype == torch.float32 else "tf32",
+        PRECISION=_precision(p),
     )  # fmt: skip
     return y

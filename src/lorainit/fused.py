@@ -25,8 +25,6 @@ so dL/dx = sum_i g_i W_i + dL/dxa A (LoRA's input gradient) is written once per 
 
 from __future__ import annotations
 
-import os
-
 import torch
 from torch import Tensor
 
@@ -48,8 +46,9 @@ pair is not measured yet."""
 def usable(x: Tensor, dtype: torch.dtype) -> bool:
     """Whether the kernel can compute in ``dtype`` on ``x``'s device: CUDA with Triton, or any device under Triton's
     interpreter; bfloat16, float16 or float32 (float32 products in IEEE precision, not TF32, as torch's default)."""
-    on = x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
-    return ENABLED and triton is not None and on and dtype in (torch.bfloat16, torch.float16, torch.float32)
+    if not ENABLED or triton is None:
+        return False
+    return (x.is_cuda or dual.INTERPRETED) and dtype in (torch.bfloat16, torch.float16, torch.float32)
 
 
 if triton is not None:
