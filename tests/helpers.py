@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from torch import nn
 
@@ -131,6 +132,11 @@ class Tiny(nn.Module):
 
     def forward(self, x):
         return x @ self.lora_A.T @ self.lora_B.T + self.frozen
+
+
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+interpreted = pytest.mark.skipif(not INTERPRETED, reason="runs in run_interpreted's child process")
+"""Marks a test that runs only in the child pytest of ``run_interpreted`` (under Triton's interpreter)."""
 
 
 def run_interpreted(path: str, passed: int) -> None:

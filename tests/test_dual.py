@@ -3,16 +3,12 @@ pointers (any sizes and strides) and through TMA descriptors (aligned rows; edge
 into another batch's rows. The checks run in a child pytest with TRITON_INTERPRET=1 (``test_under_the_interpreter``),
 since the interpreter is chosen when Triton is imported."""
 
-import os
-
 import pytest
 import torch
-from helpers import run_interpreted
+from helpers import INTERPRETED, run_interpreted
+from helpers import interpreted as child
 
 triton = pytest.importorskip("triton")
-
-INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
-child = pytest.mark.skipif(not INTERPRETED, reason="runs in test_under_the_interpreter's child process")
 
 
 @pytest.mark.skipif(INTERPRETED, reason="the parent of the interpreted tests")

@@ -2,16 +2,12 @@
 are LoRA's (as lorainit.merged's), by either kernel, compiled or not. The interpreter is chosen when Triton is
 imported, so the checks run in a child pytest with TRITON_INTERPRET=1 (``test_under_the_interpreter``)."""
 
-import os
-
 import pytest
 import torch
-from helpers import run_interpreted
+from helpers import INTERPRETED, run_interpreted
+from helpers import interpreted as child
 
 triton = pytest.importorskip("triton")
-
-INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
-child = pytest.mark.skipif(not INTERPRETED, reason="runs in test_under_the_interpreter's child process")
 
 
 @pytest.fixture(autouse=True)
@@ -20,6 +16,16 @@ def enabled(monkeypatch):
     from lorainit import fused
 
     monkeypatch.setattr(fused, "ENABLED", True)
+
+
+@pytest.fixture
+def kernel_calls(monkeypatch) -> list:
+    """One entry per call of the fused layer (``fused.Fused.apply``): the kernel's path, not the merged bmm."""
+    from lorainit import fused
+
+    calls, apply = [], fused.Fused.apply
+    monkeypatch.setattr(fused.Fused, "apply", lambda *a: calls.append(1) or apply(*a))
+    return calls
 
 
 @pytest.mark.skipif(INTERPRETED, reason="the parent of the interpreted tests")
@@ -31,12 +37,12 @@ def test_under_the_interpreter():
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("used", [(0, 1, 2), (1, 2)])  # every member, and the first left unused
 @pytest.mark.parametrize("tma", [True, False])  # widths whose rows TMA reads (16-byte multiples), or not
-def test_fused_outputs_and_gradients_are_loras(bias, used, tma, monkeypatch):
+def test_fused_outputs_and_gradients_are_loras(bias, used, tma, monkeypatch, kernel_calls):
     """merged.outputs takes the kernel here (float32 under the interpreter) and gives LoRA's values and gradients
     for every member (corrections, bias, an unused member); the same checks as tests/test_merged.py's."""
     from test_merged import _grads, _members, _reference
 
-    from lorainit import dual, fused, merged
+    from lorainit import dual, merged
 
     ins, outs, ranks = (8, (8, 4, 12), (4, 4, 4)) if tma else (6, (5, 3, 4), (2, 3, 2))  # (R = 16 with A0)
     rows = 16 if tma else 4  # (a whole row tile per run under the interpreter)
@@ -46,12 +52,10 @@ def test_fused_outputs_and_gradients_are_loras(bias, used, tma, monkeypatch):
     xs = torch.randn(3, rows, ins, requires_grad=True)  # (K, rows_k, in)
     weights = [torch.randn(rows, m.base.out_features) for m in members]  # a loss per member
     params = [p for m in members for p in (m.lora_A, m.lora_B)] + [xs]
-    calls, paths, layouts = [], [], dual._layouts
-    apply = fused.Fused.apply
-    monkeypatch.setattr(fused.Fused, "apply", lambda *a: calls.append(1) or apply(*a))
+    paths, layouts = [], dual._layouts
     monkeypatch.setattr(dual, "_layouts", lambda *a: paths.append(layouts(*a)) or paths[-1])
     ys = merged.outputs(xs, weight, b, members)
-    assert calls == [1]  # the kernel's path, not the bmm one
+    assert kernel_calls == [1]  # the kernel's path, not the bmm one
     sum((ys[i] * weights[i]).sum() for i in used).backward()
     took = {m is not None for m in paths}  # the forward's and the backward's products, by the kernel chosen
     assert len(paths) >= 2 and took == {tma}
@@ -96,15 +100,12 @@ def test_compiled_layer_traces_the_kernel_as_one_op_and_matches_eager():
 
 
 @child
-def test_switched_off_the_layer_takes_the_merged_bmm(monkeypatch):
+def test_switched_off_the_layer_takes_the_merged_bmm(monkeypatch, kernel_calls):
     from test_merged import _members
 
     from lorainit import fused, merged
 
     monkeypatch.setattr(fused, "ENABLED", False)
-    calls = []
-    apply = fused.Fused.apply
-    monkeypatch.setattr(fused.Fused, "apply", lambda *a: calls.append(1) or apply(*a))
     members = [m.float() for m in _members()]
     merged.outputs(torch.randn(3, 4, 6), torch.cat([m.base.weight for m in members]), None, members)
-    assert calls == []
+    assert kernel_calls == []
