@@ -83,7 +83,9 @@ def multi_rows(d: dict) -> list[str]:
     rows = [
         f"Real-model sweep step: {c['runs']} LoRA runs (LRs {c['lrs'][0]:.0e}..{c['lrs'][-1]:.0e}) on {c['model']}, r={c['rank']} "
         f"all projections, batch {c['batch']} x {c['seq']} per run, {c['steps']} timed steps ({prov['device']}, "
-        f"{prov.get('host_cpu', 'host CPU not recorded')}, {prov['date'][:10]}, commit {(prov['commit'] or '?')[:10]}):",
+        f"{prov.get('host_cpu', 'host CPU not recorded')}, {prov['date'][:10]}, commit {(prov['commit'] or '?')[:10]}"
+        + (f", LoRA path '{c['lora_path']}'" if c.get("lora_path") else "")  # (bench/multi_run.py --lora-path)
+        + "):",
         "",
         "| path | adapter tokens/s | vs stock eager | vs stock compiled | vs stock compiled + CUDA graphs | MFU |",
         "|---|---:|---:|---:|---:|---:|",
