@@ -1,6 +1,7 @@
 """lorainit.fused's dual_gemm against cuBLAS on the products of an 8-run SmolLM2-135M step (8 x 16 x 512 tokens,
-r = 16), each timed alone with CUDA events: the kernel (x W^T + xa D; its TMA form, lorainit.dual), the same with
-pointer loads (the kernel before the TMA form), the merged layer's bmm over the concatenated input (lorainit.merged:
+r = 16), each timed two ways (one call between CUDA events, host launch work included; and on the GPU alone, calls
+replayed from a CUDA graph): the kernel (x W^T + xa D; its TMA form, lorainit.dual), the same with
+pointer loads (the kernel before the TMA form), its persistent form (dual.PERSISTENT), the merged layer's bmm over the concatenated input (lorainit.merged:
 the cat included), and cuBLAS's x W^T alone (the base's product: the kernel's floor).
 Forward products, then the backward's input-gradient products (one member's, with LoRA's, and one accumulated).
 
@@ -31,7 +32,8 @@ SHAPES = {
 
 
 def timed(fn, reps: int) -> float:
-    """Median ms of ``fn`` over ``reps`` calls, each between CUDA events, after 3 warm-up calls."""
+    """Median ms of one call of ``fn`` between CUDA events, after 3 warm-up calls: the GPU time plus whatever host work
+    the GPU waits for (a launch's argument checks and descriptors), as an eager caller sees it."""
     for _ in range(3):
         fn()
     times = []
@@ -43,6 +45,25 @@ def timed(fn, reps: int) -> float:
         b.synchronize()
         times.append(a.elapsed_time(b))
     return sorted(times)[len(times) // 2]
+
+
+def gpu_timed(fn, reps: int) -> float:
+    """Ms per call of ``fn`` on the GPU alone: ``reps`` calls captured in one CUDA graph (no host work at replay, as
+    in a compiled step under CUDA graphs), the median of 5 replays over ``reps``. Call after ``timed`` (tuned)."""
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(reps):
+            fn()
+    graph.replay()
+    times = []
+    for _ in range(5):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        graph.replay()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b) / reps)
+    return sorted(times)[2]
 
 
 def main() -> None:
@@ -78,28 +99,62 @@ def main() -> None:
             finally:
                 dual.TMA = True
 
+        def persistent():
+            dual.PERSISTENT = True
+            try:
+                return kernel()
+            finally:
+                dual.PERSISTENT = False
+
         base = lambda: torch.matmul(p, q)  # noqa: E731
         want = merged().float()
         err = ((kernel().float() - want).norm() / want.norm()).item()
         tma = dual.tma_ok(p, q, u, v, c)
         paths = (("kernel", kernel), ("pointers", pointers), ("merged", merged), ("base", base))
-        ms = {k: timed(f, args.reps) for k, f in paths}
-        tflops = 2 * K * M * (inner + R) * out / (ms["kernel"] * 1e-3) / 1e12
+        if tma:
+            paths += (("persistent", persistent),)
+        ms, gpu_ms = {}, {}
+        for k, f in paths:
+            try:
+                ms[k], gpu_ms[k] = timed(f, args.reps), gpu_timed(f, args.reps)
+            except Exception as e:  # (recorded: a kernel that fails to compile on this card)
+                print(f"{name}: {k} failed: {type(e).__name__}: {e}"[:600])
+                ms[k] = gpu_ms[k] = float("nan")
+        tflops = 2 * K * M * (inner + R) * out / (gpu_ms["kernel"] * 1e-3) / 1e12
         row = {"product": name, "inner": inner, "out": out, "R": R, "accumulates": acc, "tma": tma, "ms": ms}
+        row["gpu_ms"] = gpu_ms
         kernel()  # (the tuned tile for this product: the last call's)
         tuned = dual._tma_kernel if tma else dual._pointer_kernel
         row |= {"kernel_tflops": tflops, "rel_err_vs_merged": err, "tile": str(tuned.best_config)}
+        if tma and gpu_ms["persistent"] == gpu_ms["persistent"]:  # (not NaN)
+            persistent()
+            got = persistent().float()
+            row["persistent_rel_err_vs_merged"] = ((got - want).norm() / want.norm()).item()
+            row["persistent_tile"] = str(dual._persistent_kernel.best_config)
         rows.append(row)
         print(
-            f"{name:24s} kernel{' (TMA)' if tma else ''} {ms['kernel']:.3f} ms ({tflops:.0f} TFLOP/s)  "
-            f"pointers {ms['pointers']:.3f}  merged {ms['merged']:.3f}  "
-            f"base alone {ms['base']:.3f}  kernel/merged {ms['kernel'] / ms['merged']:.2f}  rel err {err:.1e}  "
+            f"{name:24s} GPU ms: kernel{' (TMA)' if tma else ''} {gpu_ms['kernel']:.3f} ({tflops:.0f} TFLOP/s)  "
+            f"persistent {gpu_ms.get('persistent', float('nan')):.3f}  "
+            f"pointers {gpu_ms['pointers']:.3f}  merged {gpu_ms['merged']:.3f}  base alone {gpu_ms['base']:.3f}  "
+            f"kernel/base {gpu_ms['kernel'] / gpu_ms['base']:.2f}; one call: kernel {ms['kernel']:.3f} "
+            f"merged {ms['merged']:.3f}  rel err {err:.1e}  "
             f"{row['tile']}"
         )
-    total = {k: sum(r["ms"][k] for r in rows) for k in ("kernel", "pointers", "merged", "base")}
-    print("sum", {k: round(v, 3) for k, v in total.items()})
+    names = ("kernel", "pointers", "merged", "base", "persistent")
+    total = {k: sum(r["ms"].get(k, float("nan")) for r in rows) for k in names}
+    gpu_total = {k: sum(r["gpu_ms"].get(k, float("nan")) for r in rows) for k in names}
+    print("sum of one call each", {k: round(v, 3) for k, v in total.items()})
+    print("sum on the GPU alone", {k: round(v, 3) for k, v in gpu_total.items()})
     if args.out:
-        res = {"runs": K, "rows_per_run": M, "dtype": "bfloat16", "products": rows, "sum_ms": total, **io.provenance()}
+        res = {
+            "runs": K,
+            "rows_per_run": M,
+            "dtype": "bfloat16",
+            "products": rows,
+            "sum_ms": total,
+            "sum_gpu_ms": gpu_total,
+            **io.provenance(),
+        }
         args.out.write_text(json.dumps(res, indent=1))
 
 

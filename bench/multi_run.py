@@ -28,14 +28,14 @@ from lorainit import fused, io, multi, runloss, siblings, speed, starts  # noqa:
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-LORA_PATHS = ("fused", "pointers", "merged", "siblings", "split", "alone", "baddbmm")
+LORA_PATHS = ("fused", "persistent", "pointers", "merged", "siblings", "split", "alone", "baddbmm")
 
 
 def lora_path(name: str) -> None:
     """The LoRA layers' forward for this process: 'merged' (lorainit's default: under torch.compile the base output and
     the update from one bmm over a concatenated input, lorainit.merged, the layers sharing an input computed
     together; eager as 'siblings'), 'fused' (as 'merged' with the two products in one Triton kernel, lorainit.fused,
-    opt-in), 'pointers' (as 'fused' with the kernel's tiles loaded through pointers, not TMA descriptors),
+    opt-in), 'persistent' (as 'fused' with the kernel's persistent form, lorainit.dual.PERSISTENT), 'pointers' (as 'fused' with the kernel's tiles loaded through pointers, not TMA descriptors),
     'siblings' (lorainit's from a9456da until the merged GEMM: siblings computed together, lorainit.siblings, the
     update added in place or fused by the compiler), 'split' (as 'siblings', but the shared GEMM's output split by
     autograd, whose backward concatenates the parts' gradients: lorainit from 72d812e to a9456da), 'alone' (each
@@ -48,12 +48,13 @@ def lora_path(name: str) -> None:
     if name == "split":
         siblings._Shared.apply = staticmethod(lambda x, w, b, outs: F.linear(x, w, b).split(outs, -1))
     multi.MultiLoRALinear.fused_add = name != "baddbmm"
-    multi.MultiLoRALinear.merged = name in ("fused", "pointers", "merged")
-    fused.ENABLED = name in ("fused", "pointers")
-    if name == "pointers":
+    multi.MultiLoRALinear.merged = name in ("fused", "persistent", "pointers", "merged")
+    fused.ENABLED = name in ("fused", "persistent", "pointers")
+    if name in ("pointers", "persistent"):
         from lorainit import dual
 
-        dual.TMA = False
+        dual.TMA = name != "pointers"
+        dual.PERSISTENT = name == "persistent"
 
 
 def base_model(device):
