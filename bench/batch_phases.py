@@ -176,7 +176,7 @@ def main() -> None:
     ap.add_argument(
         "--lora-path",
         choices=multi_run.LORA_PATHS,
-        default="merged",
+        default="default",
         help=multi_run.lora_path.__doc__.split(": ", 1)[1].rstrip(".") + "; 'baddbmm' is the baseline",
     )
     ap.add_argument(

@@ -28,14 +28,15 @@ from lorainit import fused, io, multi, runloss, siblings, speed, starts  # noqa:
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-LORA_PATHS = ("fused", "persistent", "pointers", "merged", "siblings", "split", "alone", "baddbmm")
+LORA_PATHS = ("default", "fused", "persistent", "pointers", "merged", "siblings", "split", "alone", "baddbmm")
 
 
 def lora_path(name: str) -> None:
-    """The LoRA layers' forward for this process: 'merged' (lorainit's default: under torch.compile the base output and
-    the update from one bmm over a concatenated input, lorainit.merged, the layers sharing an input computed
-    together; eager as 'siblings'), 'fused' (as 'merged' with the two products in one Triton kernel, lorainit.fused,
-    opt-in), 'persistent' (as 'fused' with the kernel's persistent form, lorainit.dual.PERSISTENT), 'pointers' (as 'fused' with the kernel's tiles loaded through pointers, not TMA descriptors),
+    """The LoRA layers' forward for this process: 'default' (lorainit's: 'fused' where the compiled blocks replay as
+    CUDA graphs, else 'merged'), 'merged' (under torch.compile the base output and the update from one bmm over a
+    concatenated input, lorainit.merged, the layers sharing an input computed together; eager as 'siblings'; the
+    default until a8a1d80), 'fused' (as 'merged' with the two products in one Triton kernel, lorainit.fused, even
+    without graphs), 'persistent' (as 'fused' with the kernel's persistent form, lorainit.dual.PERSISTENT), 'pointers' (as 'fused' with the kernel's tiles loaded through pointers, not TMA descriptors),
     'siblings' (lorainit's from a9456da until the merged GEMM: siblings computed together, lorainit.siblings, the
     update added in place or fused by the compiler), 'split' (as 'siblings', but the shared GEMM's output split by
     autograd, whose backward concatenates the parts' gradients: lorainit from 72d812e to a9456da), 'alone' (each
@@ -49,7 +50,7 @@ def lora_path(name: str) -> None:
         siblings._Shared.apply = staticmethod(lambda x, w, b, outs: F.linear(x, w, b).split(outs, -1))
     multi.MultiLoRALinear.fused_add = name != "baddbmm"
     multi.MultiLoRALinear.merged = name in ("fused", "persistent", "pointers", "merged")
-    fused.ENABLED = name in ("fused", "persistent", "pointers")
+    fused.ENABLED = None if name == "default" else name in ("fused", "persistent", "pointers")
     if name in ("pointers", "persistent"):
         from lorainit import dual
 
@@ -169,7 +170,7 @@ def batched_runs(
     model = base_model(device)
     layers = attach_runs(model, runs, args.rank)
     if compile_:  # each block under torch.compile (fuses the elementwise ops, fewer launches), in ``mode``
-        speed.compile_blocks(model, mode=mode)
+        multi.compile_blocks(model, mode=mode)  # (as lorainit finetune: the kernel where graphs replay)
     factors = {
         n: [(m.lora_A[k].detach().clone(), m.lora_B[k].detach().clone()) for k in range(len(runs))]
         for n, m in layers.items()
@@ -228,7 +229,7 @@ def main() -> None:
         help="compiled paths also under torch.compile's 'reduce-overhead' (CUDA graphs; lorainit's compiled LM runs "
         "use it since 9f14ca7): lorainit's batched and one-run paths take it, and stock PEFT is timed both ways",
     )
-    ap.add_argument("--lora-path", choices=LORA_PATHS, default="merged", help=lora_path.__doc__.split(": ", 1)[1])
+    ap.add_argument("--lora-path", choices=LORA_PATHS, default="default", help=lora_path.__doc__.split(": ", 1)[1])
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     lora_path(args.lora_path)

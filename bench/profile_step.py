@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=25)
     ap.add_argument("--compile", action="store_true", help="batched and base: each block under torch.compile")
     ap.add_argument("--graphs", action="store_true", help="with --compile: mode reduce-overhead (CUDA graphs)")
-    ap.add_argument("--lora-path", choices=multi_run.LORA_PATHS, default="merged", help="batched: multi_run's")
+    ap.add_argument("--lora-path", choices=multi_run.LORA_PATHS, default="default", help="batched: multi_run's")
     ap.add_argument("--timed", type=int, default=10, help="steps timed (outside the profiler) before profiling")
     ap.add_argument(
         "--out", type=Path, help="also write the median step, tokens/s, per-kind GPU ms and provenance as JSON"
@@ -61,7 +61,8 @@ def main() -> None:
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
         loss_fn = lambda m, b: m(**b, use_cache=False).loss  # noqa: E731  (no key/value cache in training)
     if args.compile and args.mode != "stock":
-        speed.compile_blocks(model, mode="reduce-overhead" if args.graphs else None)
+        compile_blocks = multi.compile_blocks if args.mode == "batched" else speed.compile_blocks
+        compile_blocks(model, mode="reduce-overhead" if args.graphs else None)
     model.train()
 
     def sync():

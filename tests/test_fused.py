@@ -12,7 +12,7 @@ triton = pytest.importorskip("triton")
 
 @pytest.fixture(autouse=True)
 def enabled(monkeypatch):
-    """The fused layer switched on (it is opt-in: ``fused.ENABLED``)."""
+    """The fused layer switched on everywhere (by default only where the layer asks: ``fused.ENABLED``)."""
     from lorainit import fused
 
     monkeypatch.setattr(fused, "ENABLED", True)
@@ -30,7 +30,7 @@ def kernel_calls(monkeypatch) -> list:
 
 @pytest.mark.skipif(INTERPRETED, reason="the parent of the interpreted tests")
 def test_under_the_interpreter():
-    run_interpreted(__file__, passed=10)
+    run_interpreted(__file__, passed=11)
 
 
 @child
@@ -109,3 +109,30 @@ def test_switched_off_the_layer_takes_the_merged_bmm(monkeypatch, kernel_calls):
     members = [m.float() for m in _members()]
     merged.outputs(torch.randn(3, 4, 6), torch.cat([m.base.weight for m in members]), None, members)
     assert kernel_calls == []
+
+
+@child
+def test_by_default_the_kernel_runs_where_the_layer_asks(monkeypatch, kernel_calls):
+    """fused.ENABLED None (the default): the kernel where the layers' ``kernel`` is set (multi.compile_blocks, under
+    CUDA graphs) and the dtype is a half one; False: never; True: in any dtype, asked or not."""
+    from test_merged import _members
+
+    from lorainit import fused, merged
+
+    monkeypatch.setattr(fused, "ENABLED", None)
+    x = torch.zeros(2, 4)
+    assert fused.usable(x, torch.bfloat16, True) and fused.usable(x, torch.float16, True)
+    assert not fused.usable(x, torch.float32, True) and not fused.usable(x, torch.bfloat16, False)
+    members = [m.half() for m in _members()]
+    args = (torch.randn(3, 4, 6).half(), torch.cat([m.base.weight for m in members]), None, members)
+    merged.outputs(*args)
+    assert kernel_calls == []  # not asked
+    for m in members:
+        m.kernel = True
+    ys = merged.outputs(*args)
+    assert kernel_calls == [1] and all(y.dtype == torch.float16 for y in ys)
+    monkeypatch.setattr(fused, "ENABLED", False)
+    merged.outputs(*args)
+    assert kernel_calls == [1]  # switched off
+    monkeypatch.setattr(fused, "ENABLED", True)
+    assert fused.usable(x, torch.float32, False)

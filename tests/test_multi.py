@@ -237,3 +237,22 @@ def test_scaling_and_targets():
     assert multi.scaling_of(16, 32.0) == 2.0 and multi.scaling_of(16, 32.0, use_rslora=True) == 8.0
     with pytest.raises(ValueError, match="no linear layer named nope"):
         multi.targets_of(torch.nn.Sequential(torch.nn.Linear(2, 2)), ["nope"])
+
+
+@pytest.mark.parametrize("mode", ["reduce-overhead", None])
+def test_compile_blocks_asks_for_the_kernel_only_under_cuda_graphs(mode, tiny_llama):
+    """multi.compile_blocks compiles every block (lazily: nothing runs here) and sets each layer's ``kernel``: the
+    fused kernel where the blocks replay as CUDA graphs, the merged bmm otherwise (fused.ENABLED's measurements)."""
+    model = tiny_llama()
+    runs = runs_for(["init_a", "init_b"])
+    linears = multi.targets_of(model, TARGETS["lm"])
+    f = {
+        starts.PEFT_PREFIX + n: inits.get("init_a")(m.weight, 2, generator=torch.Generator().manual_seed(1))
+        for n, m in linears.items()
+    }
+    multi.attach(model, runs, [f, f], scaling=1.0, targets=TARGETS["lm"])
+    layers = [m for m in model.modules() if isinstance(m, multi.MultiLoRALinear)]
+    assert layers and not any(m.kernel for m in layers)  # (the class default)
+    assert multi.compile_blocks(model, mode=mode) == len(model.model.layers)
+    assert all(m.kernel == (mode == "reduce-overhead") for m in layers)
+    assert all(hasattr(b, "_compiled_call_impl") and b._compiled_call_impl is not None for b in model.model.layers)

@@ -19,7 +19,8 @@ Backward, with g_ik = dL/dy_ik (each member's gradient read where it lies, as in
 
 so dL/dx = sum_i g_i W_i + dL/dxa A (LoRA's input gradient) is written once per member, never added afterwards.
 ``Fused`` takes the arguments of ``merged._Merged`` with A in place of xa (it computes xa itself, and dL/dA). Used by
-``merged.outputs`` on CUDA tensors where Triton is installed, when ``ENABLED`` (off by default: see there). The kernels are in
+``merged.outputs`` on CUDA tensors where Triton is installed, by default where the blocks replay as CUDA graphs (see
+``ENABLED``). The kernels are in
 ``lorainit.dual``; tests run them on the CPU through Triton's interpreter (TRITON_INTERPRET=1).
 """
 
@@ -33,20 +34,27 @@ try:
 except ImportError:  # (CPU-only installs): merged.outputs keeps its bmm path
     triton = None
 
-ENABLED = False
-"""Whether ``merged.outputs`` takes this kernel where it can (CUDA tensors, Triton installed). Off by default: on
-two H100s the 8-run compiled step spent less GPU time with the kernel than with the merged bmm in every call (208.7-
-215.9 vs 218.6-219.3 ms) but more host time (a Python launch, with descriptors, per product: ~360 a step); its wall
-time was ahead in two calls (221.6 vs 229.1 ms; 218.6 / 220.0 vs 227.8 / 227.3) and behind in three (234.2 / 235.6
-vs 229.1; 241.8 vs 228.0; 253.0 / 264.9 vs 231.0): bench/results/profile_step_h100_k8_*_{235d5a0,9e58db3,55fcadc,
-cdd7df1,40ba945}_*. Under CUDA graphs (compiled LM fine-tunes replay them by default) the host time is gone; that
-pair is not measured yet."""
+ENABLED: bool | None = None
+"""Whether ``merged.outputs`` takes this kernel where it can (CUDA tensors, Triton installed): True always, False
+never, None (the default) where the layer asks (``multi.MultiLoRALinear.kernel``: blocks replayed as CUDA graphs,
+``multi.compile_blocks``), in bfloat16 or float16. Measured on two H100s, the 8-run SmolLM2 step compiled:
+
+- under CUDA graphs (compiled LM fine-tunes replay them by default), 214.6 / 214.8 ms with the kernel vs 227.1 /
+  225.2 ms with the merged bmm, both card orders (bench/results/profile_step_h100_k8_graphs_*_a8a1d80_*); on the GPU
+  alone the kernel took 1.64 ms over the layer's 8 products vs 2.34 for the merged bmm with its cat and 1.16 for
+  cuBLAS's x W^T alone (fused_kernel_h100_a8a1d80_gpu_alone.json);
+- without graphs each product is a Python launch with descriptors (~360 a step): GPU time fell in every call
+  (208.7-215.9 vs 218.6-219.3 ms) but wall time was ahead in two calls (221.6 vs 229.1 ms; 218.6 / 220.0 vs 227.8 /
+  227.3) and behind in three (234.2 / 235.6 vs 229.1; 241.8 vs 228.0; 253.0 / 264.9 vs 231.0):
+  profile_step_h100_k8_*_{235d5a0,9e58db3,55fcadc,cdd7df1,40ba945}_*. So not there."""
 
 
-def usable(x: Tensor, dtype: torch.dtype) -> bool:
-    """Whether the kernel can compute in ``dtype`` on ``x``'s device: CUDA with Triton, or any device under Triton's
-    interpreter; bfloat16, float16 or float32 (float32 products in IEEE precision, not TF32, as torch's default)."""
-    if not ENABLED or triton is None:
+def usable(x: Tensor, dtype: torch.dtype, asked: bool = False) -> bool:
+    """Whether the kernel computes this product (``ENABLED``; None: where ``asked``, in a half dtype) and can, in
+    ``dtype`` on ``x``'s device: CUDA with Triton, or any device under Triton's interpreter; bfloat16, float16 or
+    float32 (float32 products in IEEE precision, not TF32, as torch's default)."""
+    wanted = asked and dtype in (torch.bfloat16, torch.float16) if ENABLED is None else ENABLED
+    if not wanted or triton is None:
         return False
     return (x.is_cuda or dual.INTERPRETED) and dtype in (torch.bfloat16, torch.float16, torch.float32)
 

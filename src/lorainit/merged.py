@@ -84,15 +84,15 @@ class _Merged(torch.autograd.Function):
 def outputs(xs: Tensor, weight: Tensor, bias: Tensor | None, members: list) -> tuple[Tensor, ...]:
     """Each member's output (K, rows_k, out_i), its runs' LoRA updates included, for the runs' rows ``xs``
     (K, rows_k, in); ``weight`` (sum out_i, in) and ``bias`` are the members' frozen ones, stacked in their order;
-    ``members``: ``MultiLoRALinear`` layers (``adapter_A``, ``adapter_B``, ``scaling``). With ``fused.ENABLED``,
-    on CUDA, the two products run in one Triton kernel (``lorainit.fused``)."""
+    ``members``: ``MultiLoRALinear`` layers (``adapter_A``, ``adapter_B``, ``scaling``, ``kernel``). Where
+    ``fused.usable`` (by default: the layers' ``kernel``, on CUDA) the two products run in one Triton kernel."""
     dtype = compute_dtype(xs, weight)
     xs = xs.to(dtype)
     A = torch.cat([m.adapter_A(dtype) for m in members], 1)  # (K, R, in)
     bts = [m.scaling * m.adapter_B(dtype).transpose(1, 2) for m in members]  # each (K, r_i, out_i)
     outs = tuple(m.base.out_features for m in members)
     weight, bias = weight.to(dtype), None if bias is None else bias.to(dtype)
-    if fused.usable(xs, dtype):  # the two products in one kernel, without the concatenated input
+    if fused.usable(xs, dtype, getattr(members[0], "kernel", False)):  # both products in one kernel, no cat
         return fused.Fused.apply(xs, A, weight, bias, outs, *bts)
     xa = torch.bmm(xs, A.transpose(1, 2))  # (K, rows_k, R)
     return _Merged.apply(xs, xa, weight, bias, outs, *bts)

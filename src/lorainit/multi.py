@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import merged
+from . import merged, speed
 from .inits import Factors
 from .siblings import Siblings, shared_inputs
 from .starts import PEFT_PREFIX
@@ -89,12 +89,16 @@ class MultiLoRALinear(nn.Module):
     merged = True
     """True: under torch.compile, the base output and the runs' updates from one GEMM per run (``lorainit.merged``:
     the update inside the product, with the siblings reading this layer's input; 1.09-1.10x the 8-run compiled step,
-    bench/results/lora_path_merged_h100x2.json; with ``fused.ENABLED`` the two products in one Triton kernel, off by
-    default: less GPU time, more host time, see there); eager, and with False: the base output, then s (x A^T) B^T added to
+    bench/results/lora_path_merged_h100x2.json; with ``kernel`` the two products in one Triton kernel); eager, and with False: the base output, then s (x A^T) B^T added to
     it (``fused_add`` says how; the compiled path until 2026-11-27). Eager keeps the added path: the merged one was
     measured faster only compiled (eager K=8: 412.2 vs 408.8 ms, one pair), and its concatenations are launches that
     only the compiler fuses; eager K=1's ratio to stock PEFT moved with the machine (1.36x, 1.08x merged, 0.95x:
     multi_run_h100_e_stock_graphs, _f_merged, _g_eager_added.json), so no eager effect either way is established."""
+
+    kernel = False
+    """True: the merged GEMM's two products in one Triton kernel (``lorainit.fused``, where ``fused.usable``), no
+    concatenated input. ``compile_blocks`` sets it where the blocks replay as CUDA graphs (measured ahead there, and
+    host-bound without them: ``fused.ENABLED``)."""
 
     def merging(self) -> bool:
         """Whether this call takes the merged GEMM (``merged``, and traced by torch.compile)."""
@@ -275,3 +279,12 @@ def stack_batches(batches: list[dict]) -> dict:
             ts = [torch.nn.functional.pad(t, (0, T - t.shape[1]), value=fill) for t in ts]
         out[key] = torch.cat(ts)
     return out
+
+
+def compile_blocks(model: nn.Module, *, dynamic: bool = False, mode: str | None = None) -> int:
+    """``speed.compile_blocks`` for a model of K runs, with each ``MultiLoRALinear``'s ``kernel`` set for ``mode``:
+    on where the blocks replay as CUDA graphs ('reduce-overhead'), else off. Returns how many blocks."""
+    for m in model.modules():
+        if isinstance(m, MultiLoRALinear):
+            m.kernel = mode == "reduce-overhead"
+    return speed.compile_blocks(model, dynamic=dynamic, mode=mode)

@@ -149,7 +149,7 @@ def run(
                 (cfg.model, cfg.rank, cfg.batch_size, cfg.seq_len, K, any(corrected), trainee is not None)
             )
             # (padded kinds: a new length each batch, so shapes symbolic)
-            speed.compile_blocks(model, dynamic=task.kind != "lm", mode=compile_mode)
+            multi.compile_blocks(model, dynamic=task.kind != "lm", mode=compile_mode)  # (the kernel under graphs)
         if rank == 0:
             for folder in (out, *run_dirs):
                 io.clean_temporaries(folder)
