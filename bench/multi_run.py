@@ -33,7 +33,7 @@ LORA_PATHS = ("default", "fused", "persistent", "pointers", "merged", "siblings"
 
 def lora_path(name: str) -> None:
     """The LoRA layers' forward for this process: 'default' (lorainit's: 'fused' where the compiled blocks replay as
-    CUDA graphs, else 'merged'), 'merged' (under torch.compile the base output and the update from one bmm over a
+    CUDA graphs on at least fused.MIN_ROWS rows, else 'merged'), 'merged' (under torch.compile the base output and the update from one bmm over a
     concatenated input, lorainit.merged, the layers sharing an input computed together; eager as 'siblings'; the
     default until a8a1d80), 'fused' (as 'merged' with the two products in one Triton kernel, lorainit.fused, even
     without graphs), 'persistent' (as 'fused' with the kernel's persistent form, lorainit.dual.PERSISTENT), 'pointers' (as 'fused' with the kernel's tiles loaded through pointers, not TMA descriptors),

@@ -114,15 +114,18 @@ def test_switched_off_the_layer_takes_the_merged_bmm(monkeypatch, kernel_calls):
 @child
 def test_by_default_the_kernel_runs_where_the_layer_asks(monkeypatch, kernel_calls):
     """fused.ENABLED None (the default): the kernel where the layers' ``kernel`` is set (multi.compile_blocks, under
-    CUDA graphs) and the dtype is a half one; False: never; True: in any dtype, asked or not."""
+    CUDA graphs), the dtype is a half one and the runs' rows reach MIN_ROWS; False: never; True: in any dtype and
+    size, asked or not."""
     from test_merged import _members
 
     from lorainit import fused, merged
 
     monkeypatch.setattr(fused, "ENABLED", None)
-    x = torch.zeros(2, 4)
+    monkeypatch.setattr(fused, "MIN_ROWS", 12)  # (32768 on the GPU)
+    x = torch.zeros(3, 4, 6)  # (K, rows_k, in): 12 rows
     assert fused.usable(x, torch.bfloat16, True) and fused.usable(x, torch.float16, True)
     assert not fused.usable(x, torch.float32, True) and not fused.usable(x, torch.bfloat16, False)
+    assert not fused.usable(x[:, :3], torch.bfloat16, True)  # 9 rows
     members = [m.half() for m in _members()]
     args = (torch.randn(3, 4, 6).half(), torch.cat([m.base.weight for m in members]), None, members)
     merged.outputs(*args)
@@ -135,4 +138,4 @@ def test_by_default_the_kernel_runs_where_the_layer_asks(monkeypatch, kernel_cal
     merged.outputs(*args)
     assert kernel_calls == [1]  # switched off
     monkeypatch.setattr(fused, "ENABLED", True)
-    assert fused.usable(x, torch.float32, False)
+    assert fused.usable(x, torch.float32, False) and fused.usable(x[:, :1], torch.float32, False)

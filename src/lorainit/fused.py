@@ -37,23 +37,29 @@ except ImportError:  # (CPU-only installs): merged.outputs keeps its bmm path
 ENABLED: bool | None = None
 """Whether ``merged.outputs`` takes this kernel where it can (CUDA tensors, Triton installed): True always, False
 never, None (the default) where the layer asks (``multi.MultiLoRALinear.kernel``: blocks replayed as CUDA graphs,
-``multi.compile_blocks``), in bfloat16 or float16. Measured on two H100s, the 8-run SmolLM2 step compiled:
+``multi.compile_blocks``), in bfloat16 or float16, on at least ``MIN_ROWS`` rows (all runs'). Measured on two H100s,
+the SmolLM2 step compiled, K runs of 16 x 512 tokens (ms; bench/results/profile_step_h100_*graphs*):
 
-- under CUDA graphs (compiled LM fine-tunes replay them by default), 214.6 / 214.8 ms with the kernel vs 227.1 /
-  225.2 ms with the merged bmm, both card orders (bench/results/profile_step_h100_k8_graphs_*_a8a1d80_*); on the GPU
-  alone the kernel took 1.64 ms over the layer's 8 products vs 2.34 for the merged bmm with its cat and 1.16 for
-  cuBLAS's x W^T alone (fused_kernel_h100_a8a1d80_gpu_alone.json);
+- under CUDA graphs (compiled LM fine-tunes replay them by default), kernel vs merged bmm: K=8 214.6 / 214.8 vs
+  227.1 / 225.2 (both card orders, a8a1d80); K=16 of 16 x 256 217.8 / 216.8 vs 229.1 / 228.8; K=4 114.4 vs 122.1;
+  K=2 66.9 vs 67.7; K=1 46.9 / 49.2 vs 45.0 / 46.8 (1248714): ahead from 32768 rows, even at 16384, behind at 8192
+  (fewer tiles than cuBLAS's kernels spread over the SMs). On the GPU alone (graph-replayed) the kernel took 1.64 ms
+  over an 8-run layer's 8 products vs 2.34 for the merged bmm with its cat and 1.16 for cuBLAS's x W^T alone
+  (fused_kernel_h100_a8a1d80_gpu_alone.json);
 - without graphs each product is a Python launch with descriptors (~360 a step): GPU time fell in every call
   (208.7-215.9 vs 218.6-219.3 ms) but wall time was ahead in two calls (221.6 vs 229.1 ms; 218.6 / 220.0 vs 227.8 /
   227.3) and behind in three (234.2 / 235.6 vs 229.1; 241.8 vs 228.0; 253.0 / 264.9 vs 231.0):
   profile_step_h100_k8_*_{235d5a0,9e58db3,55fcadc,cdd7df1,40ba945}_*. So not there."""
+MIN_ROWS = 32768
+"""The fewest rows (runs x tokens per run) for which ``ENABLED`` None takes the kernel: see there."""
 
 
 def usable(x: Tensor, dtype: torch.dtype, asked: bool = False) -> bool:
-    """Whether the kernel computes this product (``ENABLED``; None: where ``asked``, in a half dtype) and can, in
-    ``dtype`` on ``x``'s device: CUDA with Triton, or any device under Triton's interpreter; bfloat16, float16 or
-    float32 (float32 products in IEEE precision, not TF32, as torch's default)."""
-    wanted = asked and dtype in (torch.bfloat16, torch.float16) if ENABLED is None else ENABLED
+    """Whether the kernel computes this product (``ENABLED``; None: where ``asked``, in a half dtype, ``x`` (K, rows_k,
+    in) of at least ``MIN_ROWS`` rows) and can, in ``dtype`` on ``x``'s device: CUDA with Triton, or any device under
+    Triton's interpreter; bfloat16, float16 or float32 (float32 products in IEEE precision, not TF32, as torch's)."""
+    rows = x.shape[0] * x.shape[1]
+    wanted = asked and dtype in (torch.bfloat16, torch.float16) and rows >= MIN_ROWS if ENABLED is None else ENABLED
     if not wanted or triton is None:
         return False
     return (x.is_cuda or dual.INTERPRETED) and dtype in (torch.bfloat16, torch.float16, torch.float32)

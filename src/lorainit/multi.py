@@ -97,8 +97,8 @@ class MultiLoRALinear(nn.Module):
 
     kernel = False
     """True: the merged GEMM's two products in one Triton kernel (``lorainit.fused``, where ``fused.usable``), no
-    concatenated input. ``compile_blocks`` sets it where the blocks replay as CUDA graphs (measured ahead there, and
-    host-bound without them: ``fused.ENABLED``)."""
+    concatenated input. ``compile_blocks`` sets it where the blocks replay as CUDA graphs (measured ahead there from
+    ``fused.MIN_ROWS`` rows, and host-bound without graphs: ``fused.ENABLED``)."""
 
     def merging(self) -> bool:
         """Whether this call takes the merged GEMM (``merged``, and traced by torch.compile)."""
