@@ -1,7 +1,7 @@
 """lorainit.fused's dual_gemm against cuBLAS on the products of an 8-run SmolLM2-135M step (8 x 16 x 512 tokens,
 r = 16), each timed two ways (one call between CUDA events, host launch work included; and on the GPU alone, calls
 replayed from a CUDA graph): the kernel (x W^T + xa D; its TMA form, lorainit.dual), the same with
-pointer loads (the kernel before the TMA form), its persistent form (dual.PERSISTENT), the merged layer's bmm over the concatenated input (lorainit.merged:
+pointer loads (the kernel before the TMA form), the merged layer's bmm over the concatenated input (lorainit.merged:
 the cat included), and cuBLAS's x W^T alone (the base's product: the kernel's floor).
 Forward products, then the backward's input-gradient products (one member's, with LoRA's, and one accumulated).
 
@@ -99,20 +99,11 @@ def main() -> None:
             finally:
                 dual.TMA = True
 
-        def persistent():
-            dual.PERSISTENT = True
-            try:
-                return kernel()
-            finally:
-                dual.PERSISTENT = False
-
         base = lambda: torch.matmul(p, q)  # noqa: E731
         want = merged().float()
         err = ((kernel().float() - want).norm() / want.norm()).item()
         tma = dual.tma_ok(p, q, u, v, c)
         paths = (("kernel", kernel), ("pointers", pointers), ("merged", merged), ("base", base))
-        if tma:
-            paths += (("persistent", persistent),)
         ms, gpu_ms = {}, {}
         for k, f in paths:
             try:
@@ -126,21 +117,15 @@ def main() -> None:
         kernel()  # (the tuned tile for this product: the last call's)
         tuned = dual._tma_kernel if tma else dual._pointer_kernel
         row |= {"kernel_tflops": tflops, "rel_err_vs_merged": err, "tile": str(tuned.best_config)}
-        if tma and gpu_ms["persistent"] == gpu_ms["persistent"]:  # (not NaN)
-            persistent()
-            got = persistent().float()
-            row["persistent_rel_err_vs_merged"] = ((got - want).norm() / want.norm()).item()
-            row["persistent_tile"] = str(dual._persistent_kernel.best_config)
         rows.append(row)
         print(
             f"{name:24s} GPU ms: kernel{' (TMA)' if tma else ''} {gpu_ms['kernel']:.3f} ({tflops:.0f} TFLOP/s)  "
-            f"persistent {gpu_ms.get('persistent', float('nan')):.3f}  "
             f"pointers {gpu_ms['pointers']:.3f}  merged {gpu_ms['merged']:.3f}  base alone {gpu_ms['base']:.3f}  "
             f"kernel/base {gpu_ms['kernel'] / gpu_ms['base']:.2f}; one call: kernel {ms['kernel']:.3f} "
             f"merged {ms['merged']:.3f}  rel err {err:.1e}  "
             f"{row['tile']}"
         )
-    names = ("kernel", "pointers", "merged", "base", "persistent")
+    names = ("kernel", "pointers", "merged", "base")
     total = {k: sum(r["ms"].get(k, float("nan")) for r in rows) for k in names}
     gpu_total = {k: sum(r["gpu_ms"].get(k, float("nan")) for r in rows) for k in names}
     print("sum of one call each", {k: round(v, 3) for k, v in total.items()})

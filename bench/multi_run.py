@@ -28,17 +28,16 @@ from lorainit import fused, io, multi, runloss, siblings, speed, starts  # noqa:
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-LORA_PATHS = ("default", "fused", "persistent", "pointers", "merged", "siblings", "split", "alone", "baddbmm")
+LORA_PATHS = ("default", "fused", "pointers", "merged", "siblings", "split", "alone", "baddbmm")
 
 
 def lora_path(name: str) -> None:
     """The LoRA layers' forward for this process: 'default' (lorainit's, as a fresh process has it: 'fused' where the
     compiled blocks replay as CUDA graphs on at least fused.MIN_ROWS rows, else 'merged'), 'merged' (under
     torch.compile the base output and the update from one bmm over a concatenated input, lorainit.merged, the layers
-    sharing an input computed together; eager as 'siblings'; the default until a8a1d80), 'fused' (as 'merged' with
-    the two products in one Triton kernel, lorainit.fused, even without graphs), 'persistent' (as 'fused' with the
-    kernel's persistent form, lorainit.dual.PERSISTENT), 'pointers' (as 'fused' with the kernel's tiles loaded
-    through pointers, not TMA descriptors), 'siblings' (lorainit's from a9456da until the merged GEMM: siblings
+    sharing an input computed together; eager as 'siblings'; the default until 1248714), 'fused' (as 'merged' with
+    the two products in one Triton kernel, lorainit.fused, even without graphs), 'pointers' (as 'fused' with the
+    kernel's tiles loaded through pointers, not TMA descriptors), 'siblings' (lorainit's from a9456da until the merged GEMM: siblings
     computed together, lorainit.siblings, the update added in place or fused by the compiler), 'split' (as
     'siblings', but the shared GEMM's output split by autograd, whose backward concatenates the parts' gradients:
     lorainit from 72d812e to a9456da), 'alone' (each layer on its own, the update added as in 'siblings'), 'baddbmm'
@@ -51,12 +50,11 @@ def lora_path(name: str) -> None:
         siblings._Shared.apply = staticmethod(lambda x, w, b, outs: F.linear(x, w, b).split(outs, -1))
     multi.MultiLoRALinear.fused_add = name != "baddbmm"
     multi.MultiLoRALinear.merged = name not in ("siblings", "split", "alone", "baddbmm")
-    fused.ENABLED = None if name == "default" else name in ("fused", "persistent", "pointers")
-    if name in ("pointers", "persistent"):
+    fused.ENABLED = None if name == "default" else name in ("fused", "pointers")
+    if name == "pointers":
         from lorainit import dual
 
-        dual.TMA = name != "pointers"
-        dual.PERSISTENT = name == "persistent"
+        dual.TMA = False
 
 
 def base_model(device):

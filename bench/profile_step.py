@@ -120,10 +120,7 @@ def main() -> None:
 
 CATEGORIES = (  # kernel name patterns, first match wins
     ("attention", ("sdpa", "flash", "fmha", "attention")),
-    (
-        "gemm",
-        ("nvjet", "gemm", "xmma", "cutlass", "sm90_", "_tma_kernel", "_pointer_kernel", "_persistent_kernel"),
-    ),  # (lorainit.dual's)
+    ("gemm", ("nvjet", "gemm", "xmma", "cutlass", "sm90_", "_tma_kernel", "_pointer_kernel")),  # (lorainit.dual's)
     ("triton (fused elementwise, reductions)", ("triton_",)),
     ("copies", ("memcpy", "memset", "copy")),
 )

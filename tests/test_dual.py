@@ -42,8 +42,8 @@ def test_dual_gemm_is_pq_plus_uv_plus_c_plus_bias(k2, m, k1):
 @pytest.mark.parametrize("k1,k2", [(24, 16), (48, 80)])  # K1 past a whole tile, R over one and several blocks
 @pytest.mark.parametrize("q_t", [True, False])  # Q = W^T (the forward's) or Q = W (the backward's)
 def test_tma_kernel_is_pq_plus_uv_plus_c_plus_bias(k1, k2, q_t):
-    """The descriptor kernels, a program per tile and persistent (zero-filled tiles past the edges: 20 columns, K1 and R
-    past whole tiles; batches of whole row tiles), and the pointer kernel agree with torch on operands TMA can read (rows 16-byte aligned, last
+    """The descriptor kernel (zero-filled tiles past the edges: 20 columns, K1 and R past whole tiles; batches of
+    whole row tiles) and the pointer kernel agree with torch on operands TMA can read (rows 16-byte aligned, last
     dimension contiguous, batches one after another)."""
     from lorainit import dual
 
@@ -53,24 +53,18 @@ def test_tma_kernel_is_pq_plus_uv_plus_c_plus_bias(k1, k2, q_t):
     c, bias = _rand(2, 48, 20, g=g), _rand(20, g=g)
     want = p @ q + u @ v + c + bias
     assert dual.tma_ok(p, q, u, v, c)
-    kernels = ((True, False), (True, True), (False, False))  # (TMA, PERSISTENT): the three kernels
-    for tma, persistent in kernels:
-        dual.TMA, dual.PERSISTENT = tma, persistent
+    for tma in (True, False):
+        dual.TMA = tma
         try:
             assert dual.tma_ok(p, q, u, v, c) == tma
             torch.testing.assert_close(dual.gemm(p, q, u, v, c, bias), want, rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(dual.gemm(p, q, None, None, None, None), p @ q, rtol=1e-5, atol=1e-5)
         finally:
-            dual.TMA, dual.PERSISTENT = True, False
+            dual.TMA = True
     v[1] = float("nan")  # batch 1's V (a diverged run's adapter) reaches no other batch's output
-    for tma, persistent in kernels[:2]:
-        dual.TMA, dual.PERSISTENT = tma, persistent
-        try:
-            y = dual.gemm(p, q, u, v, c, bias)
-        finally:
-            dual.TMA, dual.PERSISTENT = True, False
-        torch.testing.assert_close(y[0], want[0], rtol=1e-5, atol=1e-5)
-        assert y[1].isnan().all()
+    y = dual.gemm(p, q, u, v, c, bias)
+    torch.testing.assert_close(y[0], want[0], rtol=1e-5, atol=1e-5)
+    assert y[1].isnan().all()
     assert not dual.tma_ok(p, q, u[..., :12], v[:, :12], c)  # R not of whole 16-wide tiles: the pointer kernel
     assert not dual.tma_ok(p[:, :, 1:], q[1:], u, v, c)  # a row start off 16 bytes
     assert not dual.tma_ok(p[:, 1:], q, u[:, 1:], v, c[:, 1:])  # 47 rows a batch: a tile would cross batches

@@ -9,8 +9,11 @@ where it lies. Two kernels compute it:
 - ``_pointer_kernel`` (anything else, a shared Q or one per batch): tiles loaded through pointers with masks.
 
 Both accumulate in fp32 and round once to the output's dtype. ``gemm`` picks one (``TMA`` off: pointers only).
-Measured on an H100 (bench/fused_kernel.py, bench/results/fused_kernel_h100_*.json), both run at about half the rate
-of cuBLAS's x W^T on the 8-run SmolLM2 step's products; both compile to wgmma.
+Measured on an H100 on the GPU alone (bench/fused_kernel.py, calls replayed from a CUDA graph;
+bench/results/fused_kernel_h100_a8a1d80_gpu_alone.json), over the eight products of an 8-run SmolLM2 layer: 1.64 ms
+with descriptors, 1.74 with pointers, 1.16 for cuBLAS's x W^T alone (the products without LoRA's); both compile to
+wgmma. A persistent form of the descriptor kernel (a fixed grid walking the tiles, tile and K loops flattened, at
+a8a1d80) took 1.59 ms there but no less in the step under CUDA graphs (218.0 vs 216.3 ms), and was removed.
 """
 
 from __future__ import annotations
@@ -26,10 +29,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 TMA = True
-"""Whether ``gemm`` takes a descriptor kernel where it can (``tma_ok``)."""
-PERSISTENT = False
-"""Whether that descriptor kernel is ``_persistent_kernel`` (a fixed grid walking the tiles) instead of
-``_tma_kernel`` (a program per tile). Off: not yet measured ahead (bench/fused_kernel.py)."""
+"""Whether ``gemm`` takes the descriptor kernel where it can (``tma_ok``)."""
 
 
 def _configs(tiles, pre_hook=None) -> list:
@@ -163,67 +163,13 @@ def _tma_kernel(
     y_desc.store([om, on], acc.to(y_desc.dtype))
 
 
-def _persistent_configs():
-    tiles = [(128, 128, 64, 3, 8), (128, 128, 64, 4, 8), (128, 256, 64, 3, 8), (128, 64, 64, 4, 4)]
-    tiles += [(128, 128, 64, 3, 4), (256, 128, 64, 3, 8)]
-    configs = _configs(tiles, pre_hook=_blocks)
-    if not INTERPRETED:  # one or two resident programs per SM
-        configs = [triton.Config({**c.kwargs, "PER_SM": n}, num_stages=c.num_stages, num_warps=c.num_warps,
-                                 pre_hook=_blocks) for c in configs for n in (1, 2)]  # fmt: skip
-    return configs
-
-
-@triton.autotune(configs=_persistent_configs(), key=["M", "N", "K1", "K2", "NB", "HAS_UV", "HAS_C", "Q_T"])
-@triton.jit
-def _persistent_kernel(
-    p_desc, q_desc, u_desc, v_desc, c_desc, y_desc, BIAS, NB, M, N, K1, K2,
-    HAS_UV: tl.constexpr, HAS_C: tl.constexpr, HAS_BIAS: tl.constexpr, Q_T: tl.constexpr, BLOCK_R: tl.constexpr,
-    PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    GROUP_M: tl.constexpr, PER_SM: tl.constexpr = 1,
-):  # fmt: skip
-    # ``_tma_kernel``'s tiles (operands as there), walked by a fixed grid of programs, each taking every
-    # num_programs-th tile: the loop over tiles and the loops over K are flattened into one, so the copies for a
-    # program's next tile are issued while its last tile's epilogue runs. Row blocks are numbered over all batches
-    # (Q is shared); a tile's batch is its row block // (M / BLOCK_M)
-    num_m, num_n = M // BLOCK_M, tl.cdiv(N, BLOCK_N)
-    for t in tl.range(tl.program_id(0), NB * num_m * num_n, tl.num_programs(0), flatten=True):
-        pid_m, pid_n = _tile(t, NB * num_m, num_n, GROUP_M)
-        b = pid_m // num_m
-        om, on = pid_m * BLOCK_M, pid_n * BLOCK_N
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for k in range(0, K1, BLOCK_K):
-            a = p_desc.load([om, k])
-            if Q_T:
-                w = q_desc.load([on, k]).T
-            else:
-                w = q_desc.load([k, on])
-            acc = tl.dot(a, w, acc, input_precision=PRECISION)
-        if HAS_UV:
-            for k in range(0, K2, BLOCK_R):
-                acc = tl.dot(u_desc.load([om, k]), v_desc.load([b * K2 + k, on]), acc, input_precision=PRECISION)
-        if HAS_C:
-            acc += c_desc.load([om, on]).to(tl.float32)
-        if HAS_BIAS:
-            rn = on + tl.arange(0, BLOCK_N)
-            acc += tl.load(BIAS + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
-        y_desc.store([om, on], acc.to(y_desc.dtype))
-
-
-_TALLEST = max(
-    c.kwargs["BLOCK_M"] for c in _tma_configs() + _persistent_configs()
-)  # (rows a batch must be a multiple of)
+_TALLEST = max(c.kwargs["BLOCK_M"] for c in _tma_configs())  # (rows a batch must be a multiple of)
 
 
 @functools.cache
 def _capability(index: int | None) -> int:
     """The CUDA device's major compute capability (9: Hopper), asked once per device (this runs at every call)."""
     return torch.cuda.get_device_capability(index)[0]
-
-
-@functools.cache
-def _sms(index: int | None) -> int:
-    """The CUDA device's number of SMs (the interpreter: 4)."""
-    return 4 if INTERPRETED else torch.cuda.get_device_properties(index).multi_processor_count
 
 
 def _matrix(t: Tensor, transposed: bool = False) -> tuple[list[int], list[int]] | None:
@@ -300,26 +246,16 @@ def gemm(p: Tensor, q: Tensor, u: Tensor | None, v: Tensor | None, c: Tensor | N
     def desc(t, layout):  # a new descriptor per operand (its tile is set by _blocks for each config)
         return TensorDescriptor(t, *layout, [1, 1])
 
-    descs = (
-        desc(p, lp), desc(q, lq), desc(u, rest[0]) if has_uv else desc(p, lp),
-        desc(v, rest[1]) if has_uv else desc(p, lp), desc(c, rest[-1]) if c is not None else desc(y, ly),
-        desc(y, ly), p if bias is None else bias,
-    )  # fmt: skip
-    flags = dict(HAS_UV=has_uv, HAS_C=c is not None, HAS_BIAS=bias is not None, Q_T=q_t, PRECISION=_precision(p))
-    flags["BLOCK_R"] = _block_r_whole(k2 or 16)
-    if PERSISTENT:
-
-        def fixed(meta):  # at most PER_SM programs per SM, none without a tile
-            tiles = nb * (m // meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"])
-            return (min(tiles, meta.get("PER_SM", 1) * _sms(p.device.index)),)
-
-        _persistent_kernel[fixed](*descs, nb, m, n, k1, k2, **flags)
-        return y
-
     def grid(meta):
         return (m // meta["BLOCK_M"] * triton.cdiv(n, meta["BLOCK_N"]), nb)
 
-    _tma_kernel[grid](*descs, m, n, k1, k2, **flags)
+    _tma_kernel[grid](
+        desc(p, lp), desc(q, lq), desc(u, rest[0]) if has_uv else desc(p, lp),
+        desc(v, rest[1]) if has_uv else desc(p, lp), desc(c, rest[-1]) if c is not None else desc(y, ly),
+        desc(y, ly), p if bias is None else bias, m, n, k1, k2,
+        HAS_UV=has_uv, HAS_C=c is not None, HAS_BIAS=bias is not None, Q_T=q_t, BLOCK_R=_block_r_whole(k2 or 16),
+        PRECISION=_precision(p),
+    )  # fmt: skip
     return y
 
 
