@@ -20,8 +20,8 @@ Backward, with g_ik = dL/dy_ik (each member's gradient read where it lies, as in
 so dL/dx = sum_i g_i W_i + dL/dxa A (LoRA's input gradient) is written once per member, never added afterwards.
 ``Fused`` takes the arguments of ``merged._Merged`` with A in place of xa (it computes xa itself, and dL/dA). Used by
 ``merged.outputs`` on CUDA tensors where Triton is installed, by default where the blocks replay as CUDA graphs (see
-``ENABLED``). The kernels are in
-``lorainit.dual``; tests run them on the CPU through Triton's interpreter (TRITON_INTERPRET=1).
+``ENABLED``). The kernels are in ``lorainit.dual``; tests run them on the CPU through Triton's interpreter
+(TRITON_INTERPRET=1).
 """
 
 from __future__ import annotations

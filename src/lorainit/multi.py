@@ -89,8 +89,9 @@ class MultiLoRALinear(nn.Module):
     merged = True
     """True: under torch.compile, the base output and the runs' updates from one GEMM per run (``lorainit.merged``:
     the update inside the product, with the siblings reading this layer's input; 1.09-1.10x the 8-run compiled step,
-    bench/results/lora_path_merged_h100x2.json; with ``kernel`` the two products in one Triton kernel); eager, and with False: the base output, then s (x A^T) B^T added to
-    it (``fused_add`` says how; the compiled path until 2026-11-27). Eager keeps the added path: the merged one was
+    bench/results/lora_path_merged_h100x2.json; with ``kernel`` the two products in one Triton kernel); eager, and
+    with False: the base output, then s (x A^T) B^T added to it (``fused_add`` says how; the compiled path until
+    2026-11-27). Eager keeps the added path: the merged one was
     measured faster only compiled (eager K=8: 412.2 vs 408.8 ms, one pair), and its concatenations are launches that
     only the compiler fuses; eager K=1's ratio to stock PEFT moved with the machine (1.36x, 1.08x merged, 0.95x:
     multi_run_h100_e_stock_graphs, _f_merged, _g_eager_added.json), so no eager effect either way is established."""
