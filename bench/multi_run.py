@@ -37,11 +37,11 @@ def lora_path(name: str) -> None:
     torch.compile the base output and the update from one bmm over a concatenated input, lorainit.merged, the layers
     sharing an input computed together; eager as 'siblings'; the default until 1248714), 'fused' (as 'merged' with
     the two products in one Triton kernel, lorainit.fused, even without graphs), 'pointers' (as 'fused' with the
-    kernel's tiles loaded through pointers, not TMA descriptors), 'siblings' (lorainit's from a9456da until the merged GEMM: siblings
-    computed together, lorainit.siblings, the update added in place or fused by the compiler), 'split' (as
-    'siblings', but the shared GEMM's output split by autograd, whose backward concatenates the parts' gradients:
-    lorainit from 72d812e to a9456da), 'alone' (each layer on its own, the update added as in 'siblings'), 'baddbmm'
-    (each alone, one out-of-place baddbmm: lorainit until 72d812e)."""
+    kernel's tiles loaded through pointers, not TMA descriptors), 'siblings' (lorainit's from a9456da until the
+    merged GEMM: siblings computed together, lorainit.siblings, the update added in place or fused by the compiler),
+    'split' (as 'siblings', but the shared GEMM's output split by autograd, whose backward concatenates the parts'
+    gradients: lorainit from 72d812e to a9456da), 'alone' (each layer on its own, the update added as in 'siblings'),
+    'baddbmm' (each alone, one out-of-place baddbmm: lorainit until 72d812e)."""
     if name not in LORA_PATHS:
         raise ValueError(f"--lora-path must be one of {', '.join(LORA_PATHS)}; got {name!r}")
     if name in ("alone", "baddbmm"):
