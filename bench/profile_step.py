@@ -18,7 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import multi_run  # noqa: E402
 
-from lorainit import multi, runloss, speed  # noqa: E402
+from lorainit import multi, runloss  # noqa: E402
 
 
 def main() -> None:
@@ -61,8 +61,7 @@ def main() -> None:
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
         loss_fn = lambda m, b: m(**b, use_cache=False).loss  # noqa: E731  (no key/value cache in training)
     if args.compile and args.mode != "stock":
-        compile_blocks = multi.compile_blocks if args.mode == "batched" else speed.compile_blocks
-        compile_blocks(model, mode="reduce-overhead" if args.graphs else None)
+        multi.compile_blocks(model, mode="reduce-overhead" if args.graphs else None)  # (base: no adapter layers)
     model.train()
 
     def sync():

@@ -59,7 +59,7 @@ def usable(x: Tensor, dtype: torch.dtype, asked: bool = False) -> bool:
     in) of at least ``MIN_ROWS`` rows) and can, in ``dtype`` on ``x``'s device: CUDA with Triton, or any device under
     Triton's interpreter; bfloat16, float16 or float32 (float32 products in IEEE precision, not TF32, as torch's)."""
     rows = x.shape[0] * x.shape[1]
-    wanted = asked and dtype in (torch.bfloat16, torch.float16) and rows >= MIN_ROWS if ENABLED is None else ENABLED
+    wanted = (asked and dtype in (torch.bfloat16, torch.float16) and rows >= MIN_ROWS) if ENABLED is None else ENABLED
     if not wanted or triton is None:
         return False
     return (x.is_cuda or dual.INTERPRETED) and dtype in (torch.bfloat16, torch.float16, torch.float32)

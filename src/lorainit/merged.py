@@ -92,7 +92,7 @@ def outputs(xs: Tensor, weight: Tensor, bias: Tensor | None, members: list) -> t
     bts = [m.scaling * m.adapter_B(dtype).transpose(1, 2) for m in members]  # each (K, r_i, out_i)
     outs = tuple(m.base.out_features for m in members)
     weight, bias = weight.to(dtype), None if bias is None else bias.to(dtype)
-    if fused.usable(xs, dtype, getattr(members[0], "kernel", False)):  # both products in one kernel, no cat
+    if fused.usable(xs, dtype, members[0].kernel):  # both products in one kernel, no concatenated input
         return fused.Fused.apply(xs, A, weight, bias, outs, *bts)
     xa = torch.bmm(xs, A.transpose(1, 2))  # (K, rows_k, R)
     return _Merged.apply(xs, xa, weight, bias, outs, *bts)
