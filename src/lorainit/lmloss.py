@@ -33,7 +33,10 @@ def _softmax_grad(logits: Tensor, target: Tensor, weight: Tensor) -> tuple[Tenso
     z = logits.to(torch.promote_types(logits.dtype, torch.float32))  # (c, V): fp32 at least
     lse = torch.logsumexp(z, dim=-1)  # (c,)
     loss = lse - z.gather(1, target[:, None])[:, 0]
-    p = torch.exp(z - lse[:, None]).scatter_add(1, target[:, None], -torch.ones_like(lse)[:, None])  # softmax - onehot
+    # softmax - onehot as one element-wise expression (a scatter_add would make the compiler write the fp32
+    # softmax out and read it back in a second kernel: twice the memory traffic of the logits)
+    onehot = torch.arange(z.shape[1], device=z.device) == target[:, None]  # (c, V) bool
+    p = torch.exp(z - lse[:, None]) - onehot.to(z.dtype)  # (c, V)
     return loss * weight, (p * weight[:, None]).to(logits.dtype)
 
 
