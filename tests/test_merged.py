@@ -135,3 +135,21 @@ def test_the_backward_concatenates_no_output_gradients(monkeypatch):
     assert not [shapes for shapes in joined if grads & set(shapes)], joined
     gemms = [s for e in prof.events() if e.name == "aten::bmm" for s in e.input_shapes]
     assert [3, 4, 5] in gemms and [3, 4, 12] not in gemms  # each g_i in a GEMM; none over the whole output's gradient
+
+
+@pytest.mark.parametrize("shape", [(6, 4), (6, 2, 4), (6, 2, 3, 4)])
+def test_by_run_gives_run_ks_rows_as_views_and_by_batch_undoes_it(shape):
+    """K = 3 runs' micro-batches stacked on dimension 0 (2 each): run k's rows are rows 2k, 2k + 1 of the stack,
+    in order, the same as one reshape gives; both directions are views of a contiguous tensor (no copy)."""
+    x = torch.arange(torch.Size(shape).numel(), dtype=torch.float64).view(shape)  # (K b, ..., d)
+    runs = merged.by_run(x, 3)  # (K, rows_k, d)
+    assert runs.shape == (3, x[:2].numel() // shape[-1], shape[-1])
+    for k in range(3):
+        torch.testing.assert_close(runs[k], x[2 * k : 2 * k + 2].reshape(-1, shape[-1]), rtol=0, atol=0)
+    storage = x.untyped_storage().data_ptr()
+    assert runs.untyped_storage().data_ptr() == storage
+    back = merged.by_batch(runs, x.shape[:-1])
+    assert back.shape == x.shape and back.untyped_storage().data_ptr() == storage
+    torch.testing.assert_close(back, x, rtol=0, atol=0)
+    wide = torch.cat([runs, runs], -1)[..., 1:5]  # an output part with a wider row stride (a sibling's split)
+    assert merged.by_batch(wide, x.shape[:-1]).untyped_storage().data_ptr() == wide.untyped_storage().data_ptr()

@@ -181,12 +181,13 @@ def test_a_layer_alone_adds_its_update_in_place_with_no_copy_in_its_backward(tin
     q = layers["model.layers.0.self_attn.q_proj"]
     x = torch.randn(3, 4, 32, requires_grad=True)
     y = q(x)
-    names, todo = set(), [y.grad_fn]
+    seen, todo = set(), [y.grad_fn]
     while todo:  # every node of y's backward graph
         node = todo.pop()
-        if node is not None and type(node).__name__ not in names:
-            names.add(type(node).__name__)
+        if node is not None and node not in seen:
+            seen.add(node)
             todo += [n for n, _ in node.next_functions]
+    names = {type(node).__name__ for node in seen}
     assert "BaddbmmBackward0" in names and "CopySlices" not in names  # (an in-place add to a view copies the grad)
 
 

@@ -118,13 +118,13 @@ class MultiLoRALinear(nn.Module):
             if self.siblings is not None:  # computed with the layers sharing this input
                 y = self.siblings.outputs(self, x)  # (K, rows_k, out)
             else:
-                (y,) = merged.outputs(x.reshape(K, -1, x.shape[-1]), self.base.weight, self.base.bias, [self])
-            return y.reshape(*shape, y.shape[-1])
+                (y,) = merged.outputs(merged.by_run(x, K), self.base.weight, self.base.bias, [self])
+            return merged.by_batch(y, shape)
         if self.siblings is not None:  # the base output and x A^T, computed with the layers sharing this input
             y, xa = self.siblings.outputs(self, x)  # y: a view of the siblings' one output
-            y = y.reshape(K, -1, y.shape[-1])  # (K, rows_k, out)
+            y = merged.by_run(y, K)  # (K, rows_k, out)
         else:
-            xs = x.reshape(K, -1, x.shape[-1])  # (K, rows_k, in): run k's rows
+            xs = merged.by_run(x, K)  # (K, rows_k, in): run k's rows
             y = self.base(xs)  # (K, rows_k, out)
             xa = torch.bmm(xs.to(y.dtype), self.adapter_A(y.dtype).transpose(1, 2))  # (K, rows_k, r')
         Bt = self.adapter_B(y.dtype).transpose(1, 2)  # (K, r', out)
@@ -134,14 +134,14 @@ class MultiLoRALinear(nn.Module):
             y = y.baddbmm_(xa, Bt, alpha=self.scaling)  # backward does not keep: the update is added in place
         else:
             y = torch.baddbmm(y, xa, Bt, alpha=self.scaling)
-        return y.reshape(*shape, y.shape[-1])
+        return merged.by_batch(y, shape)
 
     @torch.no_grad()
     def feature_norms(self, x: torch.Tensor) -> tuple[list[float], list[float]]:
         """Per run, the mean token norms |Z_A| = ||A_k z|| and |Z_B| = ||B_k A_k z|| of the trainable adapter
         (Hayou et al. 2024, Fig. 3) over run k's rows of the input ``x``."""
         K = len(self.lora_A)
-        xs = x.reshape(K, -1, x.shape[-1]).float()  # (K, rows_k, in)
+        xs = merged.by_run(x, K).float()  # (K, rows_k, in)
         za = torch.bmm(xs, self.lora_A.transpose(1, 2))  # (K, rows_k, r)
         zb = torch.bmm(za, self.lora_B.transpose(1, 2))  # (K, rows_k, out)
         return za.norm(dim=-1).mean(1).tolist(), zb.norm(dim=-1).mean(1).tolist()

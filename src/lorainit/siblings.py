@@ -108,11 +108,11 @@ class Siblings:
             return mine
         K = len(layer.lora_A)
         if layer.merging():
-            parts = merged.outputs(x.reshape(K, -1, x.shape[-1]), self.weight, self.bias, self.members)
+            parts = merged.outputs(merged.by_run(x, K), self.weight, self.bias, self.members)
         else:
             ys = _Shared.apply(x, self.weight, self.bias, tuple(self.outs))  # each (..., out_i)
             A = [m.adapter_A(ys[0].dtype) for m in self.members]  # each (K, r_i', in)
-            xs = x.reshape(K, -1, x.shape[-1]).to(ys[0].dtype)  # (K, rows_k, in): run k's rows
+            xs = merged.by_run(x, K).to(ys[0].dtype)  # (K, rows_k, in): run k's rows
             xa = torch.bmm(xs, torch.cat(A, 1).transpose(1, 2))  # (K, rows_k, sum r_i')
             parts = zip(ys, xa.split([a.shape[1] for a in A], -1))
         outs = dict(zip(self.members, parts))
