@@ -42,10 +42,11 @@ the SmolLM2 step compiled, K runs of 16 x 512 tokens (ms; bench/results/profile_
 
 - under CUDA graphs (compiled LM fine-tunes replay them by default), kernel vs merged bmm: K=8 214.6 / 214.8 vs
   227.1 / 225.2 (both card orders, a8a1d80); K=16 of 16 x 256 217.8 / 216.8 vs 229.1 / 228.8; K=4 114.4 vs 122.1;
-  K=2 66.9 vs 67.7 (1248714): ahead from 32768 rows, even at 16384; K=1 (8192 rows) not measured (the pair meant
-  for it ran the 'siblings' path by a bench bug), so left to the bmm. On the GPU alone (graph-replayed) the kernel
-  took 1.64 ms over an 8-run layer's 8 products vs 2.34 for the merged bmm with its cat and 1.16 for cuBLAS's x W^T
-  alone (fused_kernel_h100_a8a1d80_gpu_alone.json);
+  K=2 66.9 vs 67.7 (1248714): ahead from 32768 rows, even at 16384; K=1 (8192 rows; two H200s, both orders,
+  ec6be0d: profile_step_h200_graphs_k1_*) 32.8 / 44.2 vs 31.3 / 44.7, GPU time 24.8 / 25.9 vs 24.7 / 24.6: not
+  ahead, so left to the bmm. On the GPU alone (graph-replayed) the kernel took 1.64 ms over an 8-run layer's 8
+  products vs 2.34 for the merged bmm with its cat and 1.16 for cuBLAS's x W^T alone
+  (fused_kernel_h100_a8a1d80_gpu_alone.json);
 - without graphs each product is a Python launch with descriptors (~360 a step): GPU time fell in every call
   (208.7-215.9 vs 218.6-219.3 ms) but wall time was ahead in two calls (221.6 vs 229.1 ms; 218.6 / 220.0 vs 227.8 /
   227.3) and behind in three (234.2 / 235.6 vs 229.1; 241.8 vs 228.0; 253.0 / 264.9 vs 231.0):

@@ -38,7 +38,8 @@ def by_run(x: Tensor, K: int) -> Tensor:
     steps (split the batch dimension, then join the rows) where one ``reshape`` would do: torch 2.11's inductor (the
     GPU image's) cannot express the one-step view of an element-wise result as strides, so it wrote one copy of it
     per GEMM reading it (a norm's or SiLU's output forward; SiLU's or RoPE's gradient backward: ~0.9 ms a layer at
-    8 x 16 x 512 tokens on an H100); the two steps are plain strided views to it. (torch 2.13's inductor takes either.)"""
+    8 x 16 x 512 tokens on an H100, ~0.7 on an H200: bench/results/profile_step_h*_graphs_views_*); the two steps are
+    plain strided views to it. (torch 2.13's inductor takes either.)"""
     return x.unflatten(0, (K, -1)).flatten(1, -2)
 
 
