@@ -113,8 +113,28 @@ def main() -> None:
                 "median_step_ms": med * 1e3,
                 "tokens_per_s": rate,
                 "gpu_kernel_ms_per_step": per,
+                "pointer_products": pointer_products(),
             },
         )
+
+
+def pointer_products() -> list[dict]:
+    """The products lorainit's kernel gave to its pointer form (``dual.POINTER_PRODUCTS``), by operand layout."""
+    try:
+        from lorainit import dual
+    except ImportError:  # (no Triton)
+        return []
+    names = ("p", "q", "u", "v", "c")
+    return [
+        {
+            "calls": n,
+            **{
+                k: None if o is None else {"shape": o[0], "strides": o[1], "offset_mod_16": o[2]}
+                for k, o in zip(names, key)
+            },
+        }
+        for key, n in dual.POINTER_PRODUCTS.most_common()
+    ]
 
 
 CATEGORIES = (  # kernel name patterns, first match wins

@@ -65,6 +65,13 @@ def test_tma_kernel_is_pq_plus_uv_plus_c_plus_bias(k1, k2, q_t):
     y = dual.gemm(p, q, u, v, c, bias)
     torch.testing.assert_close(y[0], want[0], rtol=1e-5, atol=1e-5)
     assert y[1].isnan().all()
+    dual.POINTER_PRODUCTS.clear()
+    dual.gemm(p, q, u, v, c, bias)  # (the descriptors: not counted)
+    dual.gemm(p, q, u[..., :12], v[:, :12], c, bias)
+    dual.gemm(p, q, u[..., :12], v[:, :12], c, bias)
+    (key, calls), *others = dual.POINTER_PRODUCTS.items()
+    assert calls == 2 and not others  # counted by layout: U and V of 12, with their strides and 16-byte offsets
+    assert key[2] == ((2, 48, 12), (48 * k2, k2, 1), u.data_ptr() % 16) and key[4] == ((2, 48, 20), (960, 20, 1), 0)
     assert not dual.tma_ok(p, q, u[..., :12], v[:, :12], c)  # R not of whole 16-wide tiles: the pointer kernel
     assert not dual.tma_ok(p[:, :, 1:], q[1:], u, v, c)  # a row start off 16 bytes
     assert not dual.tma_ok(p[:, 1:], q, u[:, 1:], v, c[:, 1:])  # 47 rows a batch: a tile would cross batches

@@ -18,6 +18,7 @@ a8a1d80) took 1.59 ms there but no less in the step under CUDA graphs (218.0 vs 
 
 from __future__ import annotations
 
+import collections
 import functools
 import os
 
@@ -30,6 +31,10 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 TMA = True
 """Whether ``gemm`` takes the descriptor kernel where it can (``tma_ok``)."""
+POINTER_PRODUCTS: collections.Counter = collections.Counter()
+"""The products ``gemm`` gave to the pointer kernel, counted by their operands' layouts (``_layout_key``): which
+operand keeps a product off the descriptors (bench/profile_step.py writes them out). Under CUDA graphs a product is
+counted when it is recorded, not at each replay."""
 
 
 def _configs(tiles, pre_hook=None) -> list:
@@ -229,6 +234,11 @@ def _block_r_whole(k2: int) -> int:
     return next(b for b in (64, 32, 16) if k2 % b == 0)
 
 
+def _layout_key(*operands) -> tuple:
+    """Each operand's (shape, strides, start offset modulo 16 bytes), None where not given."""
+    return tuple(None if t is None else (tuple(t.shape), t.stride(), t.data_ptr() % 16) for t in operands)
+
+
 def gemm(p: Tensor, q: Tensor, u: Tensor | None, v: Tensor | None, c: Tensor | None, bias: Tensor | None) -> Tensor:
     """P Q + U V + C + bias per batch (shapes as ``fused.dual_gemm``'s), by ``_tma_kernel`` where ``tma_ok``."""
     nb, m, k1 = p.shape
@@ -236,6 +246,7 @@ def gemm(p: Tensor, q: Tensor, u: Tensor | None, v: Tensor | None, c: Tensor | N
     y = p.new_empty(nb, m, n)
     layouts = _layouts(p, q, u, v, c)
     if layouts is None:
+        POINTER_PRODUCTS[_layout_key(p, q, u, v, c)] += 1
         return _pointers(p, q, u, v, c, bias, y)
     q_t = _q_transposed(q)
     has_uv = u is not None
