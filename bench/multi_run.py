@@ -28,12 +28,17 @@ from lorainit import fused, io, multi, runloss, siblings, speed, starts  # noqa:
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-LORA_PATHS = ("default", "fused", "pointers", "merged", "siblings", "split", "alone", "baddbmm")
+LORA_PATHS = (
+    *("default", "unchained", "chain-backward", "fused", "pointers"),
+    *("merged", "siblings", "split", "alone", "baddbmm"),
+)
 
 
 def lora_path(name: str) -> None:
     """The LoRA layers' forward for this process: 'default' (lorainit's, as a fresh process has it: 'fused' where the
-    compiled blocks replay as CUDA graphs on at least fused.MIN_ROWS rows, else 'merged'), 'merged' (under
+    compiled blocks replay as CUDA graphs on at least fused.MIN_ROWS rows, else 'merged'), 'unchained' (as 'default'
+    with x A^T and each dL/dxa_i as bmms beside the kernel, not inside it: fused.CHAIN_*, the default until this
+    option), 'chain-backward' (as 'default' with only the backward's dL/dxa_i inside the kernel), 'merged' (under
     torch.compile the base output and the update from one bmm over a concatenated input, lorainit.merged, the layers
     sharing an input computed together; eager as 'siblings'; the default until 1248714), 'fused' (as 'merged' with
     the two products in one Triton kernel, lorainit.fused, even without graphs), 'pointers' (as 'fused' with the
@@ -50,7 +55,9 @@ def lora_path(name: str) -> None:
         siblings._Shared.apply = staticmethod(lambda x, w, b, outs: F.linear(x, w, b).split(outs, -1))
     multi.MultiLoRALinear.fused_add = name != "baddbmm"
     multi.MultiLoRALinear.merged = name not in ("siblings", "split", "alone", "baddbmm")
-    fused.ENABLED = None if name == "default" else name in ("fused", "pointers")
+    fused.ENABLED = None if name in ("default", "unchained", "chain-backward") else name in ("fused", "pointers")
+    fused.CHAIN_FORWARD = name not in ("unchained", "chain-backward")
+    fused.CHAIN_BACKWARD = name != "unchained"
     if name == "pointers":
         from lorainit import dual
 

@@ -13,7 +13,7 @@ triton = pytest.importorskip("triton")
 
 @pytest.mark.skipif(INTERPRETED, reason="the parent of the interpreted tests")
 def test_under_the_interpreter():
-    run_interpreted(__file__, passed=8)
+    run_interpreted(__file__, passed=14)
 
 
 def _rand(*shape, g):
@@ -76,3 +76,32 @@ def test_tma_kernel_is_pq_plus_uv_plus_c_plus_bias(k1, k2, q_t):
     assert not dual.tma_ok(p[:, :, 1:], q[1:], u, v, c)  # a row start off 16 bytes
     assert not dual.tma_ok(p[:, 1:], q, u[:, 1:], v, c[:, 1:])  # 47 rows a batch: a tile would cross batches
     assert not dual.tma_ok(p, q, u, v, c.transpose(0, 1).contiguous().transpose(0, 1))  # batches not in order
+
+
+@child
+@pytest.mark.parametrize("e_t", [False, True])  # E (B, R, K1) with rows contiguous (A), or stored as E^T (s B^T)
+@pytest.mark.parametrize("m,k1,r,tma", [(48, 40, 12, True), (48, 24, 64, True), (37, 23, 5, False)])
+def test_chain_computes_u_in_the_kernel_and_adds_its_product(e_t, m, k1, r, tma):
+    """chain: U = P E^T and Y = P Q + U V + C + bias, by descriptors (E and V read per batch, R = 12 padded to a
+    16-wide tile with zeros, not with the next batch's rows: a NaN in batch 1 stays there) or pointers (sizes no
+    tile divides)."""
+    from lorainit import dual
+
+    g = torch.Generator().manual_seed(m + r)
+    p, q = _rand(2, m, k1, g=g), _rand(20, k1, g=g).t()
+    e = _rand(2, k1, r, g=g).transpose(1, 2) if e_t else _rand(2, r, k1, g=g)
+    v, c, bias = _rand(2, r, 20, g=g), _rand(2, m, 20, g=g), _rand(20, g=g)
+    assert dual._e_transposed(e) == e_t and (dual._chain_layouts(p, q, e, v, c) is not None) == tma
+    u_want = p @ e.transpose(1, 2)
+    y, u = dual.chain(p, q, e, v, c, bias)
+    torch.testing.assert_close(u, u_want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(y, p @ q + u_want @ v + c + bias, rtol=1e-4, atol=1e-4)
+    y, u = dual.chain(p, q[:, :7], e, v[:, :, :7], None, None)  # (7 columns: one column tile)
+    torch.testing.assert_close(u, u_want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(y, p @ q[:, :7] + u_want @ v[:, :, :7], rtol=1e-4, atol=1e-4)
+    e[1], v[1] = float("nan"), float("nan")  # batch 1's adapters (a diverged run's) reach no other batch's rows
+    y, u = dual.chain(p, q, e, v, c, bias)
+    torch.testing.assert_close(y[0], (p @ q + u_want @ v + c + bias)[0], rtol=1e-4, atol=1e-4)
+    assert y[1].isnan().all() and u[1].isnan().all() and not u[0].isnan().any()
+    with pytest.raises(ValueError, match="CHAIN_R"):
+        dual.chain(p, q, _rand(2, 65, k1, g=g), _rand(2, 65, 20, g=g), None, None)

@@ -30,19 +30,23 @@ def kernel_calls(monkeypatch) -> list:
 
 @pytest.mark.skipif(INTERPRETED, reason="the parent of the interpreted tests")
 def test_under_the_interpreter():
-    run_interpreted(__file__, passed=11)
+    run_interpreted(__file__, passed=19)
 
 
 @child
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("used", [(0, 1, 2), (1, 2)])  # every member, and the first left unused
 @pytest.mark.parametrize("tma", [True, False])  # widths whose rows TMA reads (16-byte multiples), or not
-def test_fused_outputs_and_gradients_are_loras(bias, used, tma, monkeypatch, kernel_calls):
+@pytest.mark.parametrize("chained", [True, False])  # xa and each dL/dxa_i inside the kernel (dual.chain), or bmms
+def test_fused_outputs_and_gradients_are_loras(bias, used, tma, chained, monkeypatch, kernel_calls):
     """merged.outputs takes the kernel here (float32 under the interpreter) and gives LoRA's values and gradients
     for every member (corrections, bias, an unused member); the same checks as tests/test_merged.py's."""
     from test_merged import _grads, _members, _reference
 
-    from lorainit import dual, merged
+    from lorainit import dual, fused, merged
+
+    monkeypatch.setattr(fused, "CHAIN_FORWARD", chained)
+    monkeypatch.setattr(fused, "CHAIN_BACKWARD", chained)
 
     ins, outs, ranks = (8, (8, 4, 12), (4, 4, 4)) if tma else (6, (5, 3, 4), (2, 3, 2))  # (R = 16 with A0)
     rows = 16 if tma else 4  # (a whole row tile per run under the interpreter)
@@ -52,13 +56,15 @@ def test_fused_outputs_and_gradients_are_loras(bias, used, tma, monkeypatch, ker
     xs = torch.randn(3, rows, ins, requires_grad=True)  # (K, rows_k, in)
     weights = [torch.randn(rows, m.base.out_features) for m in members]  # a loss per member
     params = [p for m in members for p in (m.lora_A, m.lora_B)] + [xs]
-    paths, layouts = [], dual._layouts
-    monkeypatch.setattr(dual, "_layouts", lambda *a: paths.append(layouts(*a)) or paths[-1])
+    paths, layouts, chains = [], dual._layouts, dual._chain_layouts
+    monkeypatch.setattr(dual, "_layouts", lambda *a: paths.append(("gemm", layouts(*a))) or paths[-1][1])
+    monkeypatch.setattr(dual, "_chain_layouts", lambda *a: paths.append(("chain", chains(*a))) or paths[-1][1])
     ys = merged.outputs(xs, weight, b, members)
     assert kernel_calls == [1]  # the kernel's path, not the bmm one
     sum((ys[i] * weights[i]).sum() for i in used).backward()
-    took = {m is not None for m in paths}  # the forward's and the backward's products, by the kernel chosen
+    took = {m is not None for _, m in paths}  # the forward's and the backward's products, by the kernel chosen
     assert len(paths) >= 2 and took == {tma}
+    assert {kind for kind, _ in paths} == ({"chain"} if chained else {"gemm"})
     got = _grads(params)
     for p in params:
         p.grad = None

@@ -67,18 +67,19 @@ def _tile(pid, num_m, num_n, GROUP_M: tl.constexpr):
     return first + (pid % group) % size, (pid % group) // size
 
 
-@triton.autotune(configs=_pointer_configs(), key=["M", "N", "K1", "K2", "HAS_UV", "HAS_C"])
+@triton.autotune(configs=_pointer_configs(), key=["M", "N", "K1", "K2", "HAS_UV", "HAS_E", "HAS_C"])
 @triton.heuristics(  # whole tiles: loads without masks (a mask along the contiguous dimension stops vector loads)
     {"EVEN_M": lambda a: a["M"] % a["BLOCK_M"] == 0, "EVEN_K": lambda a: a["K1"] % a["BLOCK_K"] == 0}
 )
 @triton.jit
 def _pointer_kernel(
-    P, Q, U, V, C, BIAS, Y, M, N, K1, K2,
-    spb, spm, spk, sqb, sqk, sqn, sub, sum_, suk, svb, svk, svn, scb, scm, scn, syb, sym, syn,
-    HAS_UV: tl.constexpr, HAS_C: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_R: tl.constexpr, PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-    EVEN_M: tl.constexpr, EVEN_K: tl.constexpr,
+    P, Q, U, V, C, BIAS, Y, E, M, N, K1, K2,
+    spb, spm, spk, sqb, sqk, sqn, sub, sum_, suk, svb, svk, svn, scb, scm, scn, syb, sym, syn, seb, ser, sek,
+    HAS_UV: tl.constexpr, HAS_E: tl.constexpr, HAS_C: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_R: tl.constexpr,
+    PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr, EVEN_M: tl.constexpr, EVEN_K: tl.constexpr,
 ):  # fmt: skip
+    # HAS_E: U_b = P_b E_b^T accumulated beside P_b Q (BLOCK_R covers all of R), stored to U by column tile 0
     b = tl.program_id(1).to(tl.int64)  # (a tile of Y_b)
     pid_m, pid_n = _tile(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # (BLOCK_M,) rows of Y_b
@@ -87,7 +88,10 @@ def _pointer_kernel(
     rk = tl.arange(0, BLOCK_K)
     p = P + b * spb + rm[:, None] * spm + rk[None, :] * spk  # (BLOCK_M, BLOCK_K) pointers into P_b
     q = Q + b * sqb + rk[:, None] * sqk + rn[None, :] * sqn  # (BLOCK_K, BLOCK_N) into Q_b
-    for k in range(0, K1, BLOCK_K):  # P_b Q_b
+    rr = tl.arange(0, BLOCK_R)
+    e = E + b * seb + rr[None, :] * ser + rk[:, None] * sek  # (BLOCK_K, BLOCK_R) into E_b^T
+    ue = tl.zeros((BLOCK_M, BLOCK_R), dtype=tl.float32)
+    for k in range(0, K1, BLOCK_K):  # P_b Q_b (and P_b E_b^T)
         if EVEN_M and EVEN_K:
             a = tl.load(p)
         else:
@@ -97,10 +101,23 @@ def _pointer_kernel(
         else:
             w = tl.load(q, mask=(rk[:, None] < K1 - k) & (rn[None, :] < N), other=0.0)
         acc = tl.dot(a, w, acc, input_precision=PRECISION)
+        if HAS_E:
+            et = tl.load(e, mask=(rk[:, None] < K1 - k) & (rr[None, :] < K2), other=0.0)
+            ue = tl.dot(a, et, ue, input_precision=PRECISION)
+            e += BLOCK_K * sek
         p += BLOCK_K * spk
         q += BLOCK_K * sqk
+    if HAS_E:  # + U_b V_b with the U_b just computed, rounded to the output's dtype as a stored U would be
+        u16 = ue.to(Y.dtype.element_ty)
+        if pid_n == 0:
+            tl.store(
+                U + b * sub + rm[:, None] * sum_ + rr[None, :] * suk, u16, mask=(rm[:, None] < M) & (rr[None, :] < K2)
+            )
+        w = tl.load(
+            V + b * svb + rr[:, None] * svk + rn[None, :] * svn, mask=(rr[:, None] < K2) & (rn[None, :] < N), other=0.0
+        )
+        acc = tl.dot(u16, w, acc, input_precision=PRECISION)
     if HAS_UV:  # + U_b V_b: the inner dimension R in blocks of BLOCK_R
-        rr = tl.arange(0, BLOCK_R)
         u = U + b * sub + rm[:, None] * sum_ + rr[None, :] * suk  # (BLOCK_M, BLOCK_R)
         v = V + b * svb + rr[:, None] * svk + rn[None, :] * svn  # (BLOCK_R, BLOCK_N)
         for k in range(0, K2, BLOCK_R):
@@ -129,19 +146,25 @@ def _blocks(nargs):
     bm, bn, bk, br = nargs["BLOCK_M"], nargs["BLOCK_N"], nargs["BLOCK_K"], nargs["BLOCK_R"]
     nargs["p_desc"].block_shape = [bm, bk]
     nargs["q_desc"].block_shape = [bn, bk] if nargs["Q_T"] else [bk, bn]
-    nargs["u_desc"].block_shape = [bm, br]
-    nargs["v_desc"].block_shape = [br, bn]
     nargs["c_desc"].block_shape = [bm, bn]
     nargs["y_desc"].block_shape = [bm, bn]
+    if nargs["HAS_E"]:  # E_b and V_b whole (3-D: zero-filled past R within the batch), U's tile of all R columns
+        nargs["e_desc"].block_shape = [1, bk, br] if nargs["E_T"] else [1, br, bk]
+        nargs["u_desc"].block_shape = [bm, br]
+        nargs["v_desc"].block_shape = [1, br, bn]
+    else:
+        nargs["e_desc"].block_shape = [bm, bk]  # (unused: P's)
+        nargs["u_desc"].block_shape = [bm, br]
+        nargs["v_desc"].block_shape = [br, bn]
 
 
-@triton.autotune(configs=_tma_configs(), key=["M", "N", "K1", "K2", "HAS_UV", "HAS_C", "Q_T"])
+@triton.autotune(configs=_tma_configs(), key=["M", "N", "K1", "K2", "HAS_UV", "HAS_E", "HAS_C", "Q_T", "E_T"])
 @triton.jit
 def _tma_kernel(
-    p_desc, q_desc, u_desc, v_desc, c_desc, y_desc, BIAS, M, N, K1, K2,
-    HAS_UV: tl.constexpr, HAS_C: tl.constexpr, HAS_BIAS: tl.constexpr, Q_T: tl.constexpr, BLOCK_R: tl.constexpr,
-    PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    GROUP_M: tl.constexpr,
+    p_desc, q_desc, u_desc, v_desc, c_desc, y_desc, e_desc, BIAS, M, N, K1, K2,
+    HAS_UV: tl.constexpr, HAS_E: tl.constexpr, HAS_C: tl.constexpr, HAS_BIAS: tl.constexpr, Q_T: tl.constexpr,
+    E_T: tl.constexpr, BLOCK_R: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):  # fmt: skip
     # P, U, C, Y are 2-D over all batches' rows (B*M x .), V over all batches' R rows (B*K2 x N): a tile of Y_b
     # starts at row b*M + om and its V rows at b*K2; M is a multiple of BLOCK_M and K2 of BLOCK_R, so no tile
@@ -150,13 +173,25 @@ def _tma_kernel(
     pid_m, pid_n = _tile(tl.program_id(0), M // BLOCK_M, tl.cdiv(N, BLOCK_N), GROUP_M)
     om, on = b * M + pid_m * BLOCK_M, pid_n * BLOCK_N  # the tile's first row (of all batches') and column
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k in range(0, K1, BLOCK_K):  # P_b Q
+    ue = tl.zeros((BLOCK_M, BLOCK_R), dtype=tl.float32)  # (HAS_E: U_b's rows, all R columns)
+    for k in range(0, K1, BLOCK_K):  # P_b Q (and P_b E_b^T)
         a = p_desc.load([om, k])
         if Q_T:  # Q given as its transpose (N x K1, rows contiguous: a weight W for Q = W^T)
             w = q_desc.load([on, k]).T  # (BLOCK_K, BLOCK_N)
         else:
             w = q_desc.load([k, on])
         acc = tl.dot(a, w, acc, input_precision=PRECISION)
+        if HAS_E:
+            if E_T:  # E_b stored as its transpose (K1 x R, rows contiguous: a B_i for E = s B_i^T)
+                et = e_desc.load([b, k, 0]).reshape(BLOCK_K, BLOCK_R)
+            else:
+                et = e_desc.load([b, 0, k]).reshape(BLOCK_R, BLOCK_K).T  # (BLOCK_K, BLOCK_R)
+            ue = tl.dot(a, et, ue, input_precision=PRECISION)
+    if HAS_E:  # + U_b V_b with the U_b just computed, rounded to the output's dtype as a stored U would be
+        u16 = ue.to(y_desc.dtype)
+        if pid_n == 0:
+            u_desc.store([om, 0], u16)
+        acc = tl.dot(u16, v_desc.load([b, 0, on]).reshape(BLOCK_R, BLOCK_N), acc, input_precision=PRECISION)
     if HAS_UV:  # + U_b V_b
         for k in range(0, K2, BLOCK_R):
             acc = tl.dot(u_desc.load([om, k]), v_desc.load([b * K2 + k, on]), acc, input_precision=PRECISION)
@@ -206,8 +241,8 @@ def _precision(p: Tensor) -> str:
 def _layouts(p, q, u, v, c) -> list | None:
     """Each operand's ``_matrix`` (P, Q or Q^T, then U, V, C where given) if ``_tma_kernel`` can compute this
     product, else None (see ``tma_ok``)."""
-    if not TMA or q.dim() != 2 or p.shape[1] % _TALLEST != 0:
-        return None
+    if not TMA or q.dim() != 2 or p.shape[1] % _TALLEST != 0 or (q.shape[-1] * p.element_size()) % 16:
+        return None  # (Y's rows, N wide, must be 16-byte aligned too)
     if u is not None and u.shape[-1] % 16 != 0:  # (R in whole tiles of BLOCK_R)
         return None
     if not INTERPRETED and (not p.is_cuda or _capability(p.device.index) < 9):
@@ -239,54 +274,114 @@ def _layout_key(*operands) -> tuple:
     return tuple(None if t is None else (tuple(t.shape), t.stride(), t.data_ptr() % 16) for t in operands)
 
 
+def _batched(t: Tensor, transposed: bool = False) -> tuple[list[int], list[int]] | None:
+    """(shape, strides) of a (B, rows, cols) ``t`` (``transposed``: of t^T per batch) as a 3-D tensor TMA can read,
+    batches anywhere: rows contiguous, batch and row strides and start 16-byte aligned; else None."""
+    shape, strides = list(t.shape), list(t.stride())
+    if transposed:
+        shape[1:], strides[1:] = shape[:0:-1], strides[:0:-1]
+    if strides[2] != 1 or (strides[0] * t.element_size()) % 16 or (strides[1] * t.element_size()) % 16:
+        return None
+    return (shape, strides) if t.data_ptr() % 16 == 0 else None
+
+
+def _chain_layouts(p, q, e, v, c) -> list | None:
+    """P's, Q's (or Q^T's), E's (or E^T's, ``_e_transposed``), V's and C's layouts if ``_tma_kernel`` can compute
+    ``chain``'s product, else None: as ``_layouts``, with E and V read per batch (3-D) and U written in whole rows."""
+    if not TMA or q.dim() != 2 or p.shape[1] % _TALLEST != 0 or (q.shape[-1] * p.element_size()) % 16:
+        return None
+    if (e.shape[1] * p.element_size()) % 16:  # (U's rows, R wide)
+        return None
+    if not INTERPRETED and (not p.is_cuda or _capability(p.device.index) < 9):
+        return None
+    out = [_matrix(p), _matrix(q, transposed=_q_transposed(q))]
+    out += [_batched(e, transposed=_e_transposed(e)), _batched(v)] + ([_matrix(c)] if c is not None else [])
+    return None if any(m is None for m in out) else out
+
+
+def _e_transposed(e: Tensor) -> bool:
+    """Whether E (B, R, K1) is stored as its transpose per batch (s B^T for a B (K1 x R) with contiguous rows)."""
+    return e.stride(1) == 1 and e.stride(2) != 1
+
+
 def gemm(p: Tensor, q: Tensor, u: Tensor | None, v: Tensor | None, c: Tensor | None, bias: Tensor | None) -> Tensor:
     """P Q + U V + C + bias per batch (shapes as ``fused.dual_gemm``'s), by ``_tma_kernel`` where ``tma_ok``."""
-    nb, m, k1 = p.shape
-    n = q.shape[-1]
-    y = p.new_empty(nb, m, n)
+    y = p.new_empty(p.shape[0], p.shape[1], q.shape[-1])
     layouts = _layouts(p, q, u, v, c)
     if layouts is None:
         POINTER_PRODUCTS[_layout_key(p, q, u, v, c)] += 1
-        return _pointers(p, q, u, v, c, bias, y)
-    q_t = _q_transposed(q)
-    has_uv = u is not None
-    k2 = u.shape[-1] if has_uv else 0
+        return _pointers(p, q, u, v, c, bias, y, None)
     lp, lq, *rest = layouts  # (shape, strides) of P, Q, then U, V, C where given
+    lu, lv = (rest[0], rest[1]) if u is not None else (lp, lp)
+    _tma(p, q, u, v, c, bias, y, None, lp, lq, lu, lv, rest[-1] if c is not None else None, None)
+    return y
+
+
+CHAIN_R = 64
+"""The widest R that ``chain`` takes (its U is one tile of the kernel, beside the output's)."""
+
+
+def chain(p: Tensor, q: Tensor, e: Tensor, v: Tensor, c: Tensor | None, bias: Tensor | None) -> tuple[Tensor, Tensor]:
+    """(Y, U) with U = P E^T and Y = P Q + U V + C + bias per batch, U computed in the same kernel from the tiles of
+    P that P Q reads (its fp32 sum rounded to P's dtype, as a stored U, before U V): e (B, R, K1), v (B, R, N),
+    R <= ``CHAIN_R``; the rest as ``gemm``'s. U (B, M, R) is written by the tiles of Y's first column block."""
+    nb, m, _ = p.shape
+    if e.shape[1] > CHAIN_R:
+        raise ValueError(f"chain: R = {e.shape[1]} is wider than CHAIN_R = {CHAIN_R}; use gemm with U given")
+    y, u = p.new_empty(nb, m, q.shape[-1]), p.new_empty(nb, m, e.shape[1])
+    layouts = _chain_layouts(p, q, e, v, c)
+    if layouts is None:
+        POINTER_PRODUCTS[_layout_key(p, q, e, v, c)] += 1
+        return _pointers(p, q, u, v, c, bias, y, e), u
+    lp, lq, le, lv, *lc = layouts
+    lu = ([nb * m, e.shape[1]], [e.shape[1], 1])
+    _tma(p, q, u, v, c, bias, y, e, lp, lq, lu, lv, lc[0] if lc else None, le)
+    return y, u
+
+
+def _tma(p, q, u, v, c, bias, y, e, lp, lq, lu, lv, lc, le) -> None:
+    """``_tma_kernel`` over operands of layouts ``l*`` ((shape, strides) each; unused ones None) into ``y``."""
+    nb, m, k1 = p.shape
+    n, has_e, has_uv = q.shape[-1], e is not None, e is None and u is not None
+    k2 = e.shape[1] if has_e else u.shape[-1] if has_uv else 0
     ly = ([nb * m, n], [n, 1])
 
     def desc(t, layout):  # a new descriptor per operand (its tile is set by _blocks for each config)
-        return TensorDescriptor(t, *layout, [1, 1])
+        return TensorDescriptor(t, *layout, [1] * len(layout[0]))
 
     def grid(meta):
         return (m // meta["BLOCK_M"] * triton.cdiv(n, meta["BLOCK_N"]), nb)
 
+    e_t = has_e and _e_transposed(e)
+    block_r = _block_r(k2) if has_e else _block_r_whole(k2 or 16)
     _tma_kernel[grid](
-        desc(p, lp), desc(q, lq), desc(u, rest[0]) if has_uv else desc(p, lp),
-        desc(v, rest[1]) if has_uv else desc(p, lp), desc(c, rest[-1]) if c is not None else desc(y, ly),
-        desc(y, ly), p if bias is None else bias, m, n, k1, k2,
-        HAS_UV=has_uv, HAS_C=c is not None, HAS_BIAS=bias is not None, Q_T=q_t, BLOCK_R=_block_r_whole(k2 or 16),
-        PRECISION=_precision(p),
+        desc(p, lp), desc(q, lq), desc(u, lu) if has_e or has_uv else desc(p, lp),
+        desc(v, lv) if has_e or has_uv else desc(p, lp), desc(c, lc) if c is not None else desc(y, ly),
+        desc(y, ly), desc(e.transpose(1, 2) if e_t else e, le) if has_e else desc(p, lp),
+        p if bias is None else bias, m, n, k1, k2,
+        HAS_UV=has_uv, HAS_E=has_e, HAS_C=c is not None, HAS_BIAS=bias is not None, Q_T=_q_transposed(q), E_T=e_t,
+        BLOCK_R=block_r, PRECISION=_precision(p),
     )  # fmt: skip
-    return y
 
 
-def _pointers(p, q, u, v, c, bias, y) -> Tensor:
-    """``gemm`` by ``_pointer_kernel`` into ``y``."""
+def _pointers(p, q, u, v, c, bias, y, e) -> Tensor:
+    """``gemm`` (``e`` None) or ``chain`` (U written to ``u``) by ``_pointer_kernel`` into ``y``."""
     nb, m, k1 = p.shape
     n = q.shape[-1]
     qs = (0, *q.stride()) if q.dim() == 2 else q.stride()
-    has_uv = u is not None
-    k2 = u.shape[-1] if has_uv else 0
-    us, vs = (u.stride(), v.stride()) if has_uv else ((0, 0, 0), (0, 0, 0))
+    has_e, has_uv = e is not None, e is None and u is not None
+    k2 = e.shape[1] if has_e else u.shape[-1] if has_uv else 0
+    us, vs = (u.stride(), v.stride()) if has_e or has_uv else ((0, 0, 0), (0, 0, 0))
     cs = c.stride() if c is not None else (0, 0, 0)
+    es = e.stride() if has_e else (0, 0, 0)
 
     def grid(meta):
         return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]), nb)
 
     _pointer_kernel[grid](
-        p, q, u if has_uv else p, v if has_uv else p, p if c is None else c, p if bias is None else bias, y,
-        m, n, k1, k2, *p.stride(), *qs, *us, *vs, *cs, *y.stride(),
-        HAS_UV=has_uv, HAS_C=c is not None, HAS_BIAS=bias is not None, BLOCK_R=_block_r(k2),
+        p, q, p if u is None else u, p if v is None else v, p if c is None else c, p if bias is None else bias, y,
+        p if e is None else e, m, n, k1, k2, *p.stride(), *qs, *us, *vs, *cs, *y.stride(), *es,
+        HAS_UV=has_uv, HAS_E=has_e, HAS_C=c is not None, HAS_BIAS=bias is not None, BLOCK_R=_block_r(k2),
         PRECISION=_precision(p),
     )  # fmt: skip
     return y

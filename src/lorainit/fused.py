@@ -53,6 +53,14 @@ the SmolLM2 step compiled, K runs of 16 x 512 tokens (ms; bench/results/profile_
   profile_step_h100_k8_*_{235d5a0,9e58db3,55fcadc,cdd7df1,40ba945}_*. So not there."""
 MIN_ROWS = 32768
 """The fewest rows (runs x tokens per run) for which ``ENABLED`` None takes the kernel: see there."""
+CHAIN_FORWARD = True
+"""Whether the forward computes xa = x A^T inside the kernel (``dual.chain``: from the tiles of x that x W^T reads)
+instead of a bmm before it that reads x again, where R is at most ``dual.CHAIN_R``."""
+CHAIN_BACKWARD = True
+"""Whether the backward computes each member's dL/dxa_i = g_i (s_i B_i) inside its kernel for dL/dx (``dual.chain``,
+from the tiles of g_i that g_i W_i reads) instead of a bmm that reads g_i again, where r_i is at most
+``dual.CHAIN_R``."""
+"""The fewest rows (runs x tokens per run) for which ``ENABLED`` None takes the kernel: see there."""
 
 
 def usable(x: Tensor, dtype: torch.dtype, asked: bool = False) -> bool:
@@ -81,6 +89,18 @@ if triton is not None:
     def _(p, q, u, v, c, bias):  # the output's shape for tracing (torch.compile), without running the kernel
         return p.new_empty(p.shape[0], p.shape[1], q.shape[-1])
 
+    @torch.library.custom_op("lorainit::chain_gemm", mutates_args=())
+    def chain_gemm(
+        p: Tensor, q: Tensor, e: Tensor, v: Tensor, c: Tensor | None, bias: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """(P Q + U V + C + bias, U) with U = P E^T per batch, in one kernel: e (B, R, K1), v (B, R, N), R at most
+        ``dual.CHAIN_R``; the rest as ``dual_gemm``'s. U (B, M, R) in p's dtype."""
+        return dual.chain(p, q, e, v, c, bias)
+
+    @chain_gemm.register_fake
+    def _(p, q, e, v, c, bias):
+        return p.new_empty(p.shape[0], p.shape[1], q.shape[-1]), p.new_empty(p.shape[0], p.shape[1], e.shape[1])
+
 
 class Fused(torch.autograd.Function):
     """[y_1 .. y_m] = x W^T + (x A^T) D + b per run (module docstring), returned as the members' parts."""
@@ -91,8 +111,11 @@ class Fused(torch.autograd.Function):
         from .merged import _block_diagonal
 
         ctx.set_materialize_grads(False)  # (a part no member used has no gradient: None, not zeros)
-        xa = torch.bmm(x, A.transpose(1, 2))  # (K, rows_k, R)
-        y = dual_gemm(x, weight.t(), xa, _block_diagonal(bts), None, bias)  # (K, rows_k, O)
+        if CHAIN_FORWARD and A.shape[1] <= dual.CHAIN_R:  # xa from the kernel's own tiles of x
+            y, xa = chain_gemm(x, weight.t(), A, _block_diagonal(bts), None, bias)  # (K, rows_k, O), (K, rows_k, R)
+        else:
+            xa = torch.bmm(x, A.transpose(1, 2))  # (K, rows_k, R)
+            y = dual_gemm(x, weight.t(), xa, _block_diagonal(bts), None, bias)  # (K, rows_k, O)
         ctx.save_for_backward(x, A, xa, weight, *bts)
         ctx.outs = outs
         return y.split(outs, -1)  # each (K, rows_k, out_i)
@@ -100,15 +123,24 @@ class Fused(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads):
         x, A, xa, weight, *bts = ctx.saved_tensors
-        xas = xa.split([b.shape[1] for b in bts], -1)  # each (K, rows_k, r_i)
-        gxa, gbts = [], []
-        for g, b, xa_i in zip(grads, bts, xas):
-            gxa.append(torch.zeros_like(xa_i) if g is None else torch.bmm(g, b.transpose(1, 2)))  # (K, rows_k, r_i)
-            gbts.append(None if g is None else torch.bmm(xa_i.transpose(1, 2), g))  # (K, r_i, out_i)
+        ranks = [b.shape[1] for b in bts]
+        want_x = ctx.needs_input_grad[0]
+        chained = want_x and CHAIN_BACKWARD and max(ranks) <= dual.CHAIN_R
+        gx, gxa, gbts = None, [], []
+        for g, w, b, xa_i, a_i in zip(grads, weight.split(ctx.outs), bts, xa.split(ranks, -1), A.split(ranks, 1)):
+            if g is None:
+                gxa.append(torch.zeros_like(xa_i))
+                gbts.append(None)
+                continue
+            if chained:  # dL/dx += g_i W_i + dL/dxa_i A_i, dL/dxa_i = g_i b^T computed in the same kernel
+                gx, gxa_i = chain_gemm(g, w, b, a_i, gx, None)  # (K, rows_k, in), (K, rows_k, r_i)
+                gxa.append(gxa_i)
+            else:
+                gxa.append(torch.bmm(g, b.transpose(1, 2)))  # (K, rows_k, r_i)
+            gbts.append(torch.bmm(xa_i.transpose(1, 2), g))  # (K, r_i, out_i)
         gxa = torch.cat(gxa, -1)  # (K, rows_k, R)
         gA = torch.bmm(gxa.transpose(1, 2), x) if ctx.needs_input_grad[1] else None  # (K, R, in)
-        gx = None
-        if ctx.needs_input_grad[0]:
+        if want_x and not chained:
             for g, w in zip(grads, weight.split(ctx.outs)):  # w (out_i, in)
                 if g is None:
                     continue
