@@ -71,7 +71,7 @@ def main() -> None:
             "y_chain": ((y.float() - y_ref).norm() / y_ref.norm()).item(),
             "y_two_calls": ((y2.float() - y_ref).norm() / y_ref.norm()).item(),
         }
-        tma = dual._chain_layouts(p, q, e, v, c) is not None
+        tma = dual._layouts(p, q, None, v, c, e) is not None
         paths = (("chain", chain), ("two_calls", two_calls))
         ms = {k: timed(f, args.reps) for k, f in paths}
         gpu_ms = {k: gpu_timed(f, args.reps) for k, f in paths}

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from lorainit import fused, io, multi, runloss, siblings, speed, starts  # noqa: E402
+from lorainit import batches, fused, io, multi, runloss, siblings, speed, starts  # noqa: E402
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -56,8 +56,8 @@ def lora_path(name: str) -> None:
     multi.MultiLoRALinear.fused_add = name != "baddbmm"
     multi.MultiLoRALinear.merged = name not in ("siblings", "split", "alone", "baddbmm")
     fused.ENABLED = None if name in ("default", "unchained", "chain-backward") else name in ("fused", "pointers")
-    fused.CHAIN_FORWARD = name not in ("unchained", "chain-backward")
-    fused.CHAIN_BACKWARD = name != "unchained"
+    if name in ("unchained", "chain-backward"):
+        fused.CHAIN_FORWARD, fused.CHAIN_BACKWARD = False, name == "chain-backward"
     if name == "pointers":
         from lorainit import dual
 
@@ -82,11 +82,13 @@ def base_model(device):
     return transformers.LlamaForCausalLM(cfg).to(device=device, dtype=torch.bfloat16)
 
 
-def batch(run: int, step: int, b: int, T: int, device) -> dict:
+def batch(run: int, step: int, b: int, T: int) -> dict:
+    """Run ``run``'s micro-batch of step ``step`` on the CPU, for a ``batches.Uploader`` to take to the GPU as
+    lorainit's training loop does (pinned, no wait: until 7863949 a plain ``.to(device)`` here made the host wait
+    for the previous step at every step, on both sides)."""
     g = torch.Generator().manual_seed(run * 100003 + step)
     u = torch.rand(b, T, generator=g)
     ids = (49152**u - 1).long().clamp(max=49151)  # inverse CDF of P(id) ~ 1/(id+1): a learnable unigram law
-    ids = ids.to(device)
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
 
 
@@ -134,13 +136,14 @@ def stock_runs(
             speed.compile_blocks(model, mode=mode)
         model.train()
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=run.lr, **adamw)
+        upload = batches.Uploader(device)
 
         def step(s):
             if schedule is not None:
                 opt.param_groups[0]["lr"] = run.lr * schedule(s)
             opt.zero_grad(set_to_none=True)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                loss = model(**batch(k, s, args.batch, args.seq, device), use_cache=False).loss  # (see stock_runs)
+                loss = model(**upload(batch(k, s, args.batch, args.seq)), use_cache=False).loss  # (see stock_runs)
             loss.backward()
             opt.step()
             return loss.detach()
@@ -184,10 +187,11 @@ def batched_runs(
     model.train()
     opt = multi.optimizer(model, runs)  # as lorainit finetune builds it: one AdamW for all runs
     loss_fn = runloss.RunLosses(len(runs), "lm")
+    upload = batches.Uploader(device)
 
     def step(s):
         opt.zero_grad(set_to_none=True)
-        b = multi.stack_batches([batch(k, s, args.batch, args.seq, device) for k in range(len(runs))])
+        b = upload(multi.stack_batches([batch(k, s, args.batch, args.seq) for k in range(len(runs))]))
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             loss = loss_fn(model, b)
         loss.backward()

@@ -18,7 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import multi_run  # noqa: E402
 
-from lorainit import multi, runloss  # noqa: E402
+from lorainit import batches, multi, runloss  # noqa: E402
 
 
 def main() -> None:
@@ -68,10 +68,12 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
+    upload = batches.Uploader(device)
+
     def step(s):
         if opt is not None:
             opt.zero_grad(set_to_none=True)
-        b = multi.stack_batches([multi_run.batch(k, s, args.batch, args.seq, device) for k in range(K)])
+        b = upload(multi.stack_batches([multi_run.batch(k, s, args.batch, args.seq) for k in range(K)]))
         with torch.autocast(device.type, dtype=torch.bfloat16):
             loss = loss_fn(model, b)
         loss.backward()

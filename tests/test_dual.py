@@ -65,14 +65,23 @@ def test_tma_kernel_is_pq_plus_uv_plus_c_plus_bias(k1, k2, q_t):
     y = dual.gemm(p, q, u, v, c, bias)
     torch.testing.assert_close(y[0], want[0], rtol=1e-5, atol=1e-5)
     assert y[1].isnan().all()
+    v = _rand(2, k2, 20, g=g)  # (a fresh V, no NaN)
     dual.POINTER_PRODUCTS.clear()
     dual.gemm(p, q, u, v, c, bias)  # (the descriptors: not counted)
-    dual.gemm(p, q, u[..., :12], v[:, :12], c, bias)
-    dual.gemm(p, q, u[..., :12], v[:, :12], c, bias)
+    u1, v1 = u[..., 1:13], v[:, 1:13]  # U's rows starting 4 bytes past 16: the pointer kernel
+    for _ in range(2):
+        torch.testing.assert_close(dual.gemm(p, q, u1, v1, c, bias), p @ q + u1 @ v1 + c + bias, rtol=1e-5, atol=1e-5)
     (key, calls), *others = dual.POINTER_PRODUCTS.items()
     assert calls == 2 and not others  # counted by layout: U and V of 12, with their strides and 16-byte offsets
-    assert key[2] == ((2, 48, 12), (48 * k2, k2, 1), u.data_ptr() % 16) and key[4] == ((2, 48, 20), (960, 20, 1), 0)
-    assert not dual.tma_ok(p, q, u[..., :12], v[:, :12], c)  # R not of whole 16-wide tiles: the pointer kernel
+    assert key[2] == ((2, 48, 12), (48 * k2, k2, 1), (u.data_ptr() + 4) % 16) and key[4] == (
+        (2, 48, 20),
+        (960, 20, 1),
+        0,
+    )
+    vt = v.transpose(1, 2).contiguous().transpose(1, 2)  # V stored as V^T per batch (a single member's s B^T)
+    for uu, vv in ((u[..., :12], v[:, :12]), (u, vt)):  # R of 12 (zero-filled to the tile, per batch); V^T
+        assert dual.tma_ok(p, q, uu, vv, c) and dual._per_batch_transposed(vv) == (vv is vt)
+        torch.testing.assert_close(dual.gemm(p, q, uu, vv, c, bias), p @ q + uu @ vv + c + bias, rtol=1e-5, atol=1e-5)
     assert not dual.tma_ok(p[:, :, 1:], q[1:], u, v, c)  # a row start off 16 bytes
     assert not dual.tma_ok(p[:, 1:], q, u[:, 1:], v, c[:, 1:])  # 47 rows a batch: a tile would cross batches
     assert not dual.tma_ok(p, q, u, v, c.transpose(0, 1).contiguous().transpose(0, 1))  # batches not in order
@@ -91,7 +100,7 @@ def test_chain_computes_u_in_the_kernel_and_adds_its_product(e_t, m, k1, r, tma)
     p, q = _rand(2, m, k1, g=g), _rand(20, k1, g=g).t()
     e = _rand(2, k1, r, g=g).transpose(1, 2) if e_t else _rand(2, r, k1, g=g)
     v, c, bias = _rand(2, r, 20, g=g), _rand(2, m, 20, g=g), _rand(20, g=g)
-    assert dual._e_transposed(e) == e_t and (dual._chain_layouts(p, q, e, v, c) is not None) == tma
+    assert dual._per_batch_transposed(e) == e_t and (dual._layouts(p, q, None, v, c, e) is not None) == tma
     u_want = p @ e.transpose(1, 2)
     y, u = dual.chain(p, q, e, v, c, bias)
     torch.testing.assert_close(u, u_want, rtol=1e-5, atol=1e-5)

@@ -30,7 +30,7 @@ def kernel_calls(monkeypatch) -> list:
 
 @pytest.mark.skipif(INTERPRETED, reason="the parent of the interpreted tests")
 def test_under_the_interpreter():
-    run_interpreted(__file__, passed=19)
+    run_interpreted(__file__, passed=20)
 
 
 @child
@@ -56,9 +56,10 @@ def test_fused_outputs_and_gradients_are_loras(bias, used, tma, chained, monkeyp
     xs = torch.randn(3, rows, ins, requires_grad=True)  # (K, rows_k, in)
     weights = [torch.randn(rows, m.base.out_features) for m in members]  # a loss per member
     params = [p for m in members for p in (m.lora_A, m.lora_B)] + [xs]
-    paths, layouts, chains = [], dual._layouts, dual._chain_layouts
-    monkeypatch.setattr(dual, "_layouts", lambda *a: paths.append(("gemm", layouts(*a))) or paths[-1][1])
-    monkeypatch.setattr(dual, "_chain_layouts", lambda *a: paths.append(("chain", chains(*a))) or paths[-1][1])
+    paths, layouts = [], dual._layouts  # (kind, layouts or None) per product: chain's are given an E
+    monkeypatch.setattr(
+        dual, "_layouts", lambda *a: paths.append(("chain" if len(a) > 5 else "gemm", layouts(*a))) or paths[-1][1]
+    )
     ys = merged.outputs(xs, weight, b, members)
     assert kernel_calls == [1]  # the kernel's path, not the bmm one
     sum((ys[i] * weights[i]).sum() for i in used).backward()
@@ -145,3 +146,13 @@ def test_by_default_the_kernel_runs_where_the_layer_asks(monkeypatch, kernel_cal
     assert kernel_calls == [1]  # switched off
     monkeypatch.setattr(fused, "ENABLED", True)
     assert fused.usable(x, torch.float32, False) and fused.usable(x[:, :1], torch.float32, False)
+
+
+def test_chained_where_the_output_is_narrow_and_r_fits_a_tile():
+    """fused.chains: every column tile computes U again, so only outputs of at most CHAIN_MAX_N columns chain (and R
+    must fit the kernel's one U tile, dual.CHAIN_R)."""
+    from lorainit import dual, fused
+
+    assert fused.chains(576, 16) and fused.chains(fused.CHAIN_MAX_N, dual.CHAIN_R)
+    assert not fused.chains(fused.CHAIN_MAX_N + 1, 16) and not fused.chains(576, dual.CHAIN_R + 1)
+    assert not fused.chains(960, 48) and not fused.chains(3072, 32) and not fused.chains(1536, 16)  # (measured)

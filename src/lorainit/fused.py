@@ -18,6 +18,10 @@ Backward, with g_ik = dL/dy_ik (each member's gradient read where it lies, as in
     dL/dx_k = dual_gemm(P = g_1k, Q = W_1, U = dL/dxa_k, V = A_k) + sum_{i>1} g_ik W_i   (C: the running sum)
 
 so dL/dx = sum_i g_i W_i + dL/dxa A (LoRA's input gradient) is written once per member, never added afterwards.
+Where the output is narrow (``chains``), xa and each dL/dxa_i come from the same kernel (``dual.chain``: U = P E^T
+summed from the tiles of P that P Q reads, with E = A_k forward and E = s_i B_ik^T backward), not from a bmm that
+reads x or g_i again; the backward's dL/dx is then sum_i (g_i W_i + dL/dxa_i A_i), member by member (C: the running
+sum).
 ``Fused`` takes the arguments of ``merged._Merged`` with A in place of xa (it computes xa itself, and dL/dA). Used by
 ``merged.outputs`` on CUDA tensors where Triton is installed, by default where the blocks replay as CUDA graphs (see
 ``ENABLED``). The kernels are in ``lorainit.dual``; tests run them on the CPU through Triton's interpreter
@@ -55,12 +59,23 @@ MIN_ROWS = 32768
 """The fewest rows (runs x tokens per run) for which ``ENABLED`` None takes the kernel: see there."""
 CHAIN_FORWARD = True
 """Whether the forward computes xa = x A^T inside the kernel (``dual.chain``: from the tiles of x that x W^T reads)
-instead of a bmm before it that reads x again, where R is at most ``dual.CHAIN_R``."""
+instead of a bmm before it that reads x again, where ``chains``."""
 CHAIN_BACKWARD = True
 """Whether the backward computes each member's dL/dxa_i = g_i (s_i B_i) inside its kernel for dL/dx (``dual.chain``,
-from the tiles of g_i that g_i W_i reads) instead of a bmm that reads g_i again, where r_i is at most
-``dual.CHAIN_R``."""
-"""The fewest rows (runs x tokens per run) for which ``ENABLED`` None takes the kernel: see there."""
+from the tiles of g_i that g_i W_i reads) instead of a bmm that reads g_i again, where ``chains``."""
+CHAIN_MAX_N = 768
+"""The widest output (N columns) that ``chains``: every column tile of the output computes U again (R more columns
+of products a tile), so a chained product pays off only over few column tiles. On the GPU alone (one H200, 8 runs
+of 16 x 512 tokens, r = 16: bench/results/chain_kernel_h200_7863949.json), the chain vs bmm + kernel, ms: N = 576
+(forward o, backward q, k, o, gate, up) 0.108 vs 0.125, 0.114 vs 0.125, 0.074 vs 0.081, 0.112 vs 0.126, 0.274 vs
+0.293, 0.288 vs 0.307; forward down (N = 576, K1 = 1536) 0.292 vs 0.292; wider outputs: forward qkv (N = 960,
+R = 48) 0.195 vs 0.190, backward down (N = 1536) 0.272 vs 0.253, forward gate+up (N = 3072) 0.572 vs 0.486."""
+
+
+def chains(n: int, r: int) -> bool:
+    """Whether a product of N = ``n`` output columns and U of R = ``r`` columns is chained (``dual.chain``): R at
+    most ``dual.CHAIN_R``, N at most ``CHAIN_MAX_N``."""
+    return r <= dual.CHAIN_R and n <= CHAIN_MAX_N
 
 
 def usable(x: Tensor, dtype: torch.dtype, asked: bool = False) -> bool:
@@ -111,7 +126,7 @@ class Fused(torch.autograd.Function):
         from .merged import _block_diagonal
 
         ctx.set_materialize_grads(False)  # (a part no member used has no gradient: None, not zeros)
-        if CHAIN_FORWARD and A.shape[1] <= dual.CHAIN_R:  # xa from the kernel's own tiles of x
+        if CHAIN_FORWARD and chains(weight.shape[0], A.shape[1]):  # xa from the kernel's own tiles of x
             y, xa = chain_gemm(x, weight.t(), A, _block_diagonal(bts), None, bias)  # (K, rows_k, O), (K, rows_k, R)
         else:
             xa = torch.bmm(x, A.transpose(1, 2))  # (K, rows_k, R)
@@ -125,7 +140,7 @@ class Fused(torch.autograd.Function):
         x, A, xa, weight, *bts = ctx.saved_tensors
         ranks = [b.shape[1] for b in bts]
         want_x = ctx.needs_input_grad[0]
-        chained = want_x and CHAIN_BACKWARD and max(ranks) <= dual.CHAIN_R
+        chained = want_x and CHAIN_BACKWARD and chains(weight.shape[1], max(ranks))
         gx, gxa, gbts = None, [], []
         for g, w, b, xa_i, a_i in zip(grads, weight.split(ctx.outs), bts, xa.split(ranks, -1), A.split(ranks, 1)):
             if g is None:

@@ -16,7 +16,8 @@ sys.path.insert(0, "bench")
 from lorainit import fused, multi
 def state():
     return {"merged": multi.MultiLoRALinear.merged, "fused_add": multi.MultiLoRALinear.fused_add,
-            "enabled": fused.ENABLED, "siblings": multi.attach is multi._attach_default}
+            "enabled": fused.ENABLED, "siblings": multi.attach is multi._attach_default,
+            "chain": [fused.CHAIN_FORWARD, fused.CHAIN_BACKWARD]}
 multi._attach_default = multi.attach
 fresh = state()
 import multi_run
@@ -37,6 +38,8 @@ def probe(name: str) -> dict:
         ("fused", {"merged": True, "enabled": True}),
         ("siblings", {"merged": False, "enabled": False}),
         ("baddbmm", {"merged": False, "fused_add": False, "siblings": False}),
+        ("unchained", {"merged": True, "enabled": None, "chain": [False, False]}),
+        ("chain-backward", {"merged": True, "enabled": None, "chain": [False, True]}),
     ],
 )
 def test_each_path_sets_the_forward_it_names(name, want):
@@ -47,4 +50,4 @@ def test_each_path_sets_the_forward_it_names(name, want):
 def test_default_is_lorainits_own():
     got = probe("default")
     assert got["set"] == got["fresh"]
-    assert got["fresh"] == {"merged": True, "fused_add": True, "enabled": None, "siblings": True}
+    assert got["fresh"] == {"merged": True, "fused_add": True, "enabled": None, "siblings": True, "chain": [True, True]}
