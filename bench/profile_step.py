@@ -37,6 +37,9 @@ def main() -> None:
         "--out", type=Path, help="also write the median step, tokens/s, per-kind GPU ms and provenance as JSON"
     )
     ap.add_argument("--sort", default="self_cuda_time_total", help="the table's sort key (torch.profiler's)")
+    ap.add_argument(
+        "--pageable", action="store_true", help="batches copied by a plain .to(device), the harness until b71aa38"
+    )
     args = ap.parse_args()
     multi_run.lora_path(args.lora_path)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -68,7 +71,7 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    upload = batches.Uploader(device)
+    upload = (lambda b: {k: v.to(device) for k, v in b.items()}) if args.pageable else batches.Uploader(device)
 
     def step(s):
         if opt is not None:
