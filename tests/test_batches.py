@@ -124,3 +124,12 @@ def test_uploader_keeps_values_through_its_reused_buffers():
     for b, g in zip(sent, got):
         assert all(torch.equal(g[k].cpu(), b[k]) for k in b)
     assert len(up._buffers) == 2 and all(set(bufs) == {"input_ids", "mask"} for bufs in up._buffers)
+
+
+@pytest.mark.parametrize("dtype", [torch.long, torch.bool, torch.float32, torch.bfloat16])
+def test_stage_copies_every_dtype_and_layout(dtype):
+    """batches.stage: the values of src in dst (numpy's one-thread copy; bfloat16, which numpy lacks, by torch's)."""
+    src = (torch.arange(24).view(4, 6) % 5).to(dtype).t()  # (6, 4), a transposed view
+    dst = torch.empty(6, 4, dtype=dtype)
+    batches.stage(dst, src)
+    assert torch.equal(dst, src)

@@ -142,11 +142,24 @@ class Uploader:
             if buf is None or buf.dtype != v.dtype or buf.numel() < v.numel():
                 buf = bufs[k] = torch.empty(v.numel(), dtype=v.dtype, pin_memory=True)  # (a padded batch may grow)
             staged = buf[: v.numel()].view(v.shape)
-            staged.copy_(v)
+            stage(staged, v)
             out[k] = staged.to(self.device, non_blocking=True)
         self._done[i] = torch.cuda.Event()
         self._done[i].record()
         return out
+
+
+def stage(dst: torch.Tensor, src: torch.Tensor) -> None:
+    """``dst.copy_(src)`` for CPU tensors in one thread (numpy's copy; torch's own for a dtype numpy lacks, such as
+    bfloat16). torch's ``copy_`` splits a batch of 64k tokens over its intra-op threads, whose wake-up and spinning
+    then slowed the host thread launching the GPU's work: an 8-run compiled SmolLM2 step under CUDA graphs (two
+    H200s, bench/results/profile_step_h200_k8_graphs_upload_*_b2a4359.json) took 172.8 ms with the staging copy
+    by ``copy_``, 153.7 with a plain ``.to(device)`` and no staging, and 176.1 vs 153.1 with ``copy_`` under the
+    default threads vs OMP_NUM_THREADS=1."""
+    try:
+        np.copyto(dst.numpy(), src.numpy())
+    except TypeError:  # (numpy has no such dtype)
+        dst.copy_(src)
 
 
 def to_device(batch: dict, device) -> dict:
