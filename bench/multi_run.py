@@ -92,6 +92,14 @@ def batch(run: int, step: int, b: int, T: int) -> dict:
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
 
 
+def uploader(args, device):
+    """The batches' way to the GPU: ``batches.Uploader`` (lorainit's training loop's), or with ``--pageable`` a plain
+    ``.to(device)`` (this harness until b71aa38)."""
+    if getattr(args, "pageable", False):
+        return lambda b: {k: v.to(device) for k, v in b.items()}
+    return batches.Uploader(device)
+
+
 def timed_loop(step_fn, steps: int, warmup: int, device) -> tuple[float, list[float]]:
     losses = []
     for s in range(warmup):
@@ -136,7 +144,7 @@ def stock_runs(
             speed.compile_blocks(model, mode=mode)
         model.train()
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=run.lr, **adamw)
-        upload = batches.Uploader(device)
+        upload = uploader(args, device)
 
         def step(s):
             if schedule is not None:
@@ -187,7 +195,7 @@ def batched_runs(
     model.train()
     opt = multi.optimizer(model, runs)  # as lorainit finetune builds it: one AdamW for all runs
     loss_fn = runloss.RunLosses(len(runs), "lm")
-    upload = batches.Uploader(device)
+    upload = uploader(args, device)
 
     def step(s):
         opt.zero_grad(set_to_none=True)
@@ -240,6 +248,11 @@ def main() -> None:
         "use it since 9f14ca7): lorainit's batched and one-run paths take it, and stock PEFT is timed both ways",
     )
     ap.add_argument("--lora-path", choices=LORA_PATHS, default="default", help=lora_path.__doc__.split(": ", 1)[1])
+    ap.add_argument(
+        "--pageable",
+        action="store_true",
+        help="batches by a plain .to(device) on both sides (the harness until b71aa38)",
+    )
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     lora_path(args.lora_path)
