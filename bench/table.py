@@ -238,7 +238,8 @@ def main() -> None:
     # and at ef61c92 against stock compiled with CUDA graphs too (the strongest stock baseline), at e7c995d with the
     # merged GEMM (lorainit.merged), at 4fb416d (the merged GEMM compiled only) on another machine, and at 235d5a0 with
     # the Triton kernel (lorainit.fused), and lorainit's default path at deb518f (the one-kernel loss) and ec6be0d (the
-    # two-step views, merged.by_run) on an H100 and on an H200
+    # two-step views, merged.by_run) on an H100 and on an H200, and at d76cb75 (the chained kernel, dual.chain, and the
+    # harness's batches through batches.Uploader) on an H200
     for name in (
         "multi_run_h200.json",
         "multi_run_h100_c.json",
@@ -249,6 +250,7 @@ def main() -> None:
         "multi_run_h100_k_default_deb518f.json",
         "multi_run_h100_l_default_ec6be0d.json",
         "multi_run_h200_default_ec6be0d.json",
+        "multi_run_h200_default_d76cb75.json",
     ):
         print("\n".join(multi_rows(json.loads((root / name).read_text()))))
         print()
