@@ -1,4 +1,6 @@
-"""The command line, run as a user would: a real subprocess per call."""
+"""The command line, run as a user would: a real subprocess per call, except the bad-input cases (``lorainit_here``:
+``cli.main`` in this process; a real process's exit code and one-line error are checked by the subprocess tests here:
+a missing study, an unwritable output, Ctrl-C)."""
 
 import json
 import os
@@ -6,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import TOY_SIZE, lorainit  # (a real subprocess)
+from helpers import TOY_SIZE, lorainit, lorainit_here  # (a real subprocess; cli.main in this process)
 
 
 def test_theory_table():
@@ -42,19 +44,25 @@ def test_theory_table():
         (["finetune", "--lr", "-1e-3"], "lr must be > 0"),
         (["finetune", "--init", "lora_gaa"], "did you mean 'lora_ga'?"),
         (["finetune", "--init", "fulll"], "or 'full' (every weight trains)"),
-        (
-            ["finetune", "--rank", "400", "--max-train", "4", "--max-eval", "2"],
-            "rank 400 exceeds min(out, in) = 192 of layer",
-        ),
         (["mf", "--inits", "hrp,pisa"], "did you mean 'pissa'"),
     ],
 )
 def test_bad_input_one_line_nonzero_exit_nothing_written(tmp_path, args, message):
-    r = lorainit(*args, *(["--out", str(tmp_path / "s")] if args[0] in ("toy", "mf", "finetune") else []), cwd=tmp_path)
+    r = lorainit_here(
+        *args, *(["--out", str(tmp_path / "s")] if args[0] in ("toy", "mf", "finetune") else []), cwd=tmp_path
+    )
     assert r.returncode == 2
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert message in r.stderr
     assert not (tmp_path / "s").exists()
+
+
+def test_a_rank_past_a_layers_size_is_one_line_after_the_model_loads(tmp_path):
+    """A check made after the model is loaded: a real process (in this one, transformers, imported by other tests
+    before the CLI quiets it, would print its loading bar)."""
+    r = lorainit("finetune", "--rank", "400", "--max-train", "4", "--max-eval", "2", "--out", str(tmp_path / "s"))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "rank 400 exceeds min(out, in) = 192 of layer" in r.stderr and not (tmp_path / "s").exists()
 
 
 def test_help_shows_field_docs():
@@ -77,21 +85,21 @@ def test_the_help_lists_every_experiments_command_from_the_registry():
 
 
 def test_top_level_help_version_and_init_names():
-    top = lorainit("--help")
+    top = lorainit("--help")  # (a real process: the entry point; the rest in this one)
     assert top.returncode == 0 and top.stdout.startswith("lorainit: choose a LoRA adapter's initialization")
     assert all(f"\n  {c} " in top.stdout for c in ("toy", "theory", "mf", "finetune", "sweep", "report"))
-    assert lorainit().returncode == 2
-    v = lorainit("--version")
+    assert lorainit_here().returncode == 2
+    v = lorainit_here("--version")
     assert v.returncode == 0 and v.stdout.startswith("lorainit 0.")
     for command in (["finetune", "--help"], ["sweep", "--experiment", "finetune", "--help"]):
-        h = " ".join(lorainit(*command).stdout.split())
+        h = " ".join(lorainit_here(*command).stdout.split())
         assert (
             "one of: eva, gaussian, hrp, init_a, init_b, lora_ga, lora_one, orthogonal, pissa" in h
             and "or full (no adapter)" in h
         )
         assert "(default: )" not in h and not any(part.count("(default") > 1 for part in h.split(" --"))
-    assert "--train-embeddings" in lorainit("finetune", "--help").stdout
-    assert "or full" not in lorainit("sweep", "--experiment", "toy", "--help").stdout
+    assert "--train-embeddings" in lorainit_here("finetune", "--help").stdout
+    assert "or full" not in lorainit_here("sweep", "--experiment", "toy", "--help").stdout
 
 
 def test_theory_with_a_missing_study_prints_no_table(tmp_path):
@@ -186,7 +194,7 @@ SWEEP = [
     ],
 )
 def test_sweep_bad_input_one_line_nothing_written(tmp_path, args, message):
-    r = lorainit(*SWEEP, *args, "--out", str(tmp_path / "s"), cwd=tmp_path)
+    r = lorainit_here(*SWEEP, *args, "--out", str(tmp_path / "s"), cwd=tmp_path)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert message in r.stderr and "s3cret" not in r.stderr
     assert not (tmp_path / "s").exists()
@@ -252,7 +260,7 @@ def test_report_of_a_copied_sweep_folder_uses_its_own_database(tmp_path):
 )
 def test_sweep_refuses_a_repeated_grid_value(tmp_path, flag, value, message):
     """Found by the hypothesis CLI test: --widths 11,6,6 made two trials of one point and the worker waited on itself."""
-    r = lorainit("sweep", flag, value, "--steps", "2", "--out", str(tmp_path / "s"), "--no-progress", cwd=tmp_path)
+    r = lorainit_here("sweep", flag, value, "--steps", "2", "--out", str(tmp_path / "s"), "--no-progress", cwd=tmp_path)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert message in r.stderr
     assert not (tmp_path / "s").exists()
@@ -262,7 +270,7 @@ def test_input_edge_cases_are_one_line_and_write_nothing(tmp_path):
     """Issue 'Reliability', item 7: a lone surrogate, a pickle-only model folder, an empty study.db."""
     bad = tmp_path / "s.jsonl"
     bad.write_text('{"text": "ok", "label": 0}\n{"text": "\\ud800", "label": 1}\n')
-    r = lorainit("finetune", "--model", "minilm-l6", "--task", str(bad), "--out", str(tmp_path / "r"))
+    r = lorainit_here("finetune", "--model", "minilm-l6", "--task", str(bad), "--out", str(tmp_path / "r"))
     assert (
         r.returncode == 2
         and len(r.stderr.strip().splitlines()) == 1
@@ -273,13 +281,13 @@ def test_input_edge_cases_are_one_line_and_write_nothing(tmp_path):
     pickled.mkdir()
     (pickled / "config.json").write_text('{"architectures": ["LlamaForCausalLM"], "model_type": "llama"}')
     (pickled / "pytorch_model.bin").write_bytes(b"not loaded")
-    r = lorainit("finetune", "--model", str(pickled), "--task", "wiki", "--out", str(tmp_path / "r"))
+    r = lorainit_here("finetune", "--model", str(pickled), "--task", "wiki", "--out", str(tmp_path / "r"))
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "holds only pytorch_model.bin (pickled weights, which lorainit does not load)" in r.stderr
     empty = tmp_path / "sw"
     empty.mkdir()
     (empty / "study.db").write_bytes(b"")
-    r = lorainit("report", str(empty))
+    r = lorainit_here("report", str(empty))
     assert r.returncode == 2 and "(an empty file)" in r.stderr and (empty / "study.db").stat().st_size == 0
 
 
