@@ -10,12 +10,10 @@ the values checked against torch's (fp32 reference).
 
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
 
 import torch
-from fused_kernel import gpu_timed, timed
+from fused_kernel import arguments, gpu_timed, timed
 
 from lorainit import dual, fused, io
 
@@ -35,12 +33,7 @@ SHAPES = {
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=8)
-    ap.add_argument("--rows", type=int, default=16 * 512, help="rows (tokens) per run")
-    ap.add_argument("--reps", type=int, default=50)
-    ap.add_argument("--out", type=Path)
-    args = ap.parse_args()
+    args = arguments(__doc__)
     dev, dt, K, M = torch.device("cuda"), torch.bfloat16, args.runs, args.rows
     g = torch.Generator(dev).manual_seed(0)
     rows = []

@@ -57,13 +57,18 @@ def gpu_timed(fn, reps: int) -> float:
     return timed(graph.replay, 5) / reps
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(doc: str) -> argparse.Namespace:
+    """The products' benchmarks' command line (this one's and bench/chain_kernel.py's)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--runs", type=int, default=8)
     ap.add_argument("--rows", type=int, default=16 * 512, help="rows (tokens) per run")
     ap.add_argument("--reps", type=int, default=50)
     ap.add_argument("--out", type=Path)
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = arguments(__doc__)
     dev, dt, K, M = torch.device("cuda"), torch.bfloat16, args.runs, args.rows
     g = torch.Generator(dev).manual_seed(0)
     rows = []
