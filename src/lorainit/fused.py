@@ -24,8 +24,8 @@ reads x or g_i again; the backward's dL/dx is then sum_i (g_i W_i + dL/dxa_i A_i
 sum).
 ``Fused`` takes the arguments of ``merged._Merged`` with A in place of xa (it computes xa itself, and dL/dA). Used by
 ``merged.outputs`` on CUDA tensors where Triton is installed, by default where the blocks replay as CUDA graphs (see
-``ENABLED``). The kernels are in ``lorainit.dual``; tests run them on the CPU through Triton's interpreter
-(TRITON_INTERPRET=1).
+``ENABLED``). The kernels are launched by ``lorainit.dual`` (written in ``lorainit.dual_kernels``); tests run them on
+the CPU through Triton's interpreter (TRITON_INTERPRET=1).
 """
 
 from __future__ import annotations
