@@ -83,9 +83,8 @@ def base_model(device):
 
 
 def batch(run: int, step: int, b: int, T: int) -> dict:
-    """Run ``run``'s micro-batch of step ``step`` on the CPU, for a ``batches.Uploader`` to take to the GPU as
-    lorainit's training loop does (pinned, no wait: until 7863949 a plain ``.to(device)`` here made the host wait
-    for the previous step at every step, on both sides)."""
+    """Run ``run``'s micro-batch of step ``step`` on the CPU, for ``uploader`` to take to the GPU (before b71aa38 a
+    plain ``.to(device)`` here, on both sides)."""
     g = torch.Generator().manual_seed(run * 100003 + step)
     u = torch.rand(b, T, generator=g)
     ids = (49152**u - 1).long().clamp(max=49151)  # inverse CDF of P(id) ~ 1/(id+1): a learnable unigram law

@@ -18,7 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import multi_run  # noqa: E402
 
-from lorainit import batches, multi, runloss  # noqa: E402
+from lorainit import multi, runloss  # noqa: E402
 
 
 def main() -> None:
@@ -71,7 +71,7 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    upload = (lambda b: {k: v.to(device) for k, v in b.items()}) if args.pageable else batches.Uploader(device)
+    upload = multi_run.uploader(args, device)
 
     def step(s):
         if opt is not None:

@@ -82,11 +82,11 @@ def _layouts(p, q, u, v, c, e=None) -> list | None:
         return None
     r = e.shape[1] if e is not None else u.shape[-1] if u is not None else 0
     lu = ([p.shape[0] * p.shape[1], r], [r, 1]) if e is not None else _matrix(u) if u is not None else None
-    if r and (r * p.element_size() % 16 or lu is None):  # (U's rows, R wide, 16-byte aligned)
+    if r * p.element_size() % 16:  # (U's rows, R wide, 16-byte aligned)
         return None
-    out = [_matrix(p), _matrix(q, transposed=_q_transposed(q)), lu]
-    out += [None if t is None else _batched(t, transposed=_per_batch_transposed(t)) for t in (v,)]
-    out += [None if c is None else _matrix(c), None if e is None else _batched(e, _per_batch_transposed(e))]
+    lv = None if v is None else _batched(v, transposed=_per_batch_transposed(v))
+    le = None if e is None else _batched(e, transposed=_per_batch_transposed(e))
+    out = [_matrix(p), _matrix(q, transposed=_q_transposed(q)), lu, lv, None if c is None else _matrix(c), le]
     given = [m for m, t in zip(out, (p, q, r or None, v, c, e)) if t is not None]
     return None if any(m is None for m in given) else out
 
@@ -170,10 +170,10 @@ def _tma(p, q, u, v, c, bias, y, e, layouts) -> None:
         return (m // meta["BLOCK_M"] * triton.cdiv(n, meta["BLOCK_N"]), nb)
 
     k2 = lu[0][1] if lu is not None else 0
-    ly, unused = ([nb * m, n], [n, 1]), desc(p, lp)  # (an operand not given: P's descriptor, never read)
+    ly = ([nb * m, n], [n, 1])
     flat = desc(p, ([1, *lp[0]], [lp[0][0] * lp[1][0], *lp[1]]))  # (V not given: P's as 3-D, as V is read)
-    _tma_kernel[grid](
-        desc(p, lp), desc(q, lq), desc(u, lu) if lu else unused, desc(v, lv, v_t) if lv else flat,
+    _tma_kernel[grid](  # (an operand not given: a descriptor of P, or of Y for C, never read)
+        desc(p, lp), desc(q, lq), desc(u, lu) if lu else desc(p, lp), desc(v, lv, v_t) if lv else flat,
         desc(c, lc) if lc else desc(y, ly), desc(y, ly), desc(e, le, e_t) if has_e else desc(p, lp),
         p if bias is None else bias, m, n, k1, k2,
         HAS_UV=has_uv, HAS_E=has_e, HAS_C=c is not None, HAS_BIAS=bias is not None, Q_T=_q_transposed(q), E_T=e_t,
