@@ -160,6 +160,32 @@ def test_started_workers_are_kept_or_leave_no_trace(tmp_path, monkeypatch):
     assert not (tmp_path / "new").exists() and (tmp_path / "old" / "keep.txt").exists()
 
 
+def test_each_worker_gets_its_share_of_the_hosts_threads_unless_the_user_set_them():
+    assert gpus.thread_env(2, {}, cpus=32) == {"OMP_NUM_THREADS": "16", "TORCHINDUCTOR_COMPILE_THREADS": "16"}
+    assert gpus.thread_env(3, {}, cpus=32) == {"OMP_NUM_THREADS": "10", "TORCHINDUCTOR_COMPILE_THREADS": "10"}
+    assert gpus.thread_env(8, {}, cpus=2) == {"OMP_NUM_THREADS": "1", "TORCHINDUCTOR_COMPILE_THREADS": "1"}
+    assert gpus.thread_env(2, {"OMP_NUM_THREADS": "4"}, cpus=32) == {"TORCHINDUCTOR_COMPILE_THREADS": "16"}
+    assert gpus.thread_env(2, {}) == gpus.thread_env(2, {}, cpus=len(os.sched_getaffinity(0)))
+
+
+def test_started_workers_see_their_thread_share(tmp_path, monkeypatch):
+    seen = []
+
+    class Popen:
+        def __init__(self, cmd, env, stdout, stderr):
+            seen.append(env)
+
+    monkeypatch.setattr(gpus.subprocess, "Popen", Popen)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("TORCHINDUCTOR_COMPILE_THREADS", "3")
+    gpus.start(["--experiment", "toy"], ["0", "1"], tmp_path / "workers")
+    share = str(max(1, len(os.sched_getaffinity(0)) // 2))
+    assert [(e["CUDA_VISIBLE_DEVICES"], e["OMP_NUM_THREADS"], e["TORCHINDUCTOR_COMPILE_THREADS"]) for e in seen] == [
+        ("0", share, "3"),
+        ("1", share, "3"),
+    ]
+
+
 @pytest.mark.slow
 def test_a_sweep_smaller_than_gpus_times_batch_is_shared(tmp_path):
     """4 points at --batch 8 on two (fake) GPUs: each worker claims at most 2 (the second is not left idle)."""

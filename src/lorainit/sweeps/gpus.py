@@ -146,11 +146,25 @@ class Started:
                 break
 
 
+THREAD_VARS = ("OMP_NUM_THREADS", "TORCHINDUCTOR_COMPILE_THREADS")  # torch's intra-op pool; inductor's compile workers
+
+
+def thread_env(workers: int, environ=None, cpus: int | None = None) -> dict[str, str]:
+    """Each of ``workers`` worker processes' share of this host's CPU threads, for every variable of ``THREAD_VARS``
+    the user has not set: the cores this process may use (``cpus``) over the workers, at least 1. Left alone, each
+    worker would size its pools to the whole host (torch's default), N of them on N times the cores, as torchrun
+    avoids by setting OMP_NUM_THREADS for its processes."""
+    environ = os.environ if environ is None else environ
+    cpus = len(os.sched_getaffinity(0)) if cpus is None else cpus
+    share = str(max(1, cpus // max(1, workers)))
+    return {v: share for v in THREAD_VARS if v not in environ}
+
+
 def start(argv: list[str], gpus: list[str], logs: Path) -> Started:
     """Start one ``lorainit sweep`` worker per GPU (``argv``: this sweep's flags), its output to
     ``logs``/gpu<ID>.log.starting until ``Started.keep``. A worker's results are in the study and its run folders when
     it says "done", so it leaves with ``os._exit`` (``__main__``): tearing down torch, a CUDA context and a model
-    took seconds every sweep waited for."""
+    took seconds every sweep waited for. Each worker gets its share of the host's threads (``thread_env``)."""
     made, p = [], logs
     while not p.exists():
         made.insert(0, p)
@@ -158,7 +172,7 @@ def start(argv: list[str], gpus: list[str], logs: Path) -> Started:
     logs.mkdir(parents=True, exist_ok=True)
     procs = []
     for gpu in gpus:
-        env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu, WORKER: gpu, WORKERS: str(len(gpus))}
+        env = {**os.environ, **thread_env(len(gpus)), "CUDA_VISIBLE_DEVICES": gpu, WORKER: gpu, WORKERS: str(len(gpus))}
         with open(logs / f"gpu{gpu}.log.starting", "w") as log:
             procs.append(
                 subprocess.Popen(
