@@ -7,7 +7,9 @@ learning rates (all of them with --single-lrs 0): at --batch 1 a point costs the
 init's data pass, which the sweep folder's start cache pays once per (init, seed). So its time for the whole grid
 is estimated as its measured wall time plus, for each point it did not run, the median time of its points without
 their data pass. Both the measured and the estimated figures are written, with every point's validation metric on
-both sides (they must agree: same starts, same data order, same arithmetic per run).
+both sides (they must agree: same starts, same data order, same arithmetic per run). Side by side, each side gets
+half the host's CPU threads (``sweeps.gpus.thread_env``, as the two workers of a ``--gpus 2`` sweep), not the whole
+host twice over.
 
     python bench/sweep_e2e.py --model smollm2-135m --task wiki --inits init_a,init_b,pissa,lora_ga,eva,hrp \\
         --lrs 1e-4:1e-2:8 --steps 200 --batch-size 16 --seq-len 256 --out bench/results/sweep_e2e_smollm2_wiki_h100.json
@@ -28,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 from lorainit import cliargs, io  # noqa: E402
+from lorainit.sweeps.gpus import thread_env  # noqa: E402
 from lorainit.sweeps.store import Store  # noqa: E402
 
 
@@ -65,7 +68,16 @@ def sweep(args, extra: list[str], lrs: str, batch: int, out: Path, gpu: str | No
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{os.environ.get('PYTHONPATH', '')}"}
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
+    if side_by_side():  # each side gets half the host's threads, as two workers of one `--gpus 2` sweep do
+        env.update(thread_env(2))
     return subprocess.Popen(cmd, env=env, stdout=open(out.with_suffix(".log"), "w"), stderr=subprocess.STDOUT)
+
+
+def side_by_side() -> bool:
+    """Whether the two sides run at once, one GPU each (else one after the other on one GPU or the CPU)."""
+    import torch
+
+    return torch.cuda.device_count() > 1
 
 
 def records(folder: Path) -> dict:
@@ -190,6 +202,7 @@ def main() -> None:
         "benchmark": "sweep_e2e",
         "provenance": io.provenance(),
         "config": vars(args) | {"out": str(args.out), "work": str(work)},
+        "threads_per_side": thread_env(2) if gpus > 1 else None,  # (where the user set none: see sweep())
         "gpus": gpus,
         "side_by_side": gpus > 1,
         "batched": {
