@@ -1,6 +1,14 @@
+import os
+
 import helpers
 import pytest
 import torch
+
+# Processes the tests start (sweep workers side by side, torchrun ranks, runs killed and resumed) take one CPU thread
+# each unless a test says otherwise; this process keeps torch's default (read when torch was imported, above). At the
+# default, every process sizes its pool to the whole 2-core CI machine: two toy sweep workers side by side took 16.4 s
+# (median) where one thread each took 5.4 s, and one worker alone 5.8 s vs 5.6 (bench/results/workers_threads_cpu.json).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture
