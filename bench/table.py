@@ -138,6 +138,11 @@ def multi_rows(d: dict) -> list[str]:
 
 
 def e2e_rows(d: dict) -> list[str]:
+    rows = _e2e_rows(d)
+    return rows[:-1] + [rows[-1] + (f" Note: {d['note']}" if d.get("note") else "")]
+
+
+def _e2e_rows(d: dict) -> list[str]:
     prov, c, b, s = d["provenance"], d["config"], d["batched"], d["single"]
     a = d["agreement"]
     where = "side by side on two GPUs of one host" if d["side_by_side"] else "one after the other"
