@@ -34,7 +34,7 @@ from lorainit.sweeps.gpus import thread_env  # noqa: E402
 from lorainit.sweeps.store import Store  # noqa: E402
 
 
-def sweep(args, extra: list[str], lrs: str, batch: int, out: Path, gpu: str | None) -> subprocess.Popen:
+def sweep(args, extra: list[str], lrs: str, batch: int, out: Path, gpu: str | None, threads: dict) -> subprocess.Popen:
     cmd = [
         sys.executable,
         "-m",
@@ -68,16 +68,8 @@ def sweep(args, extra: list[str], lrs: str, batch: int, out: Path, gpu: str | No
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{os.environ.get('PYTHONPATH', '')}"}
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
-    if side_by_side():  # each side gets half the host's threads, as two workers of one `--gpus 2` sweep do
-        env.update(thread_env(2))
+    env.update(threads)
     return subprocess.Popen(cmd, env=env, stdout=open(out.with_suffix(".log"), "w"), stderr=subprocess.STDOUT)
-
-
-def side_by_side() -> bool:
-    """Whether the two sides run at once, one GPU each (else one after the other on one GPU or the CPU)."""
-    import torch
-
-    return torch.cuda.device_count() > 1
 
 
 def records(folder: Path) -> dict:
@@ -152,11 +144,12 @@ def main() -> None:
     gpus = torch.cuda.device_count()
     extra = args.extra.split()
     t0 = time.perf_counter()
-    a = sweep(args, extra, ",".join(repr(x) for x in lrs), args.batch, work / "batched", "0" if gpus else None)
+    threads = thread_env(2) if gpus > 1 else {}  # side by side: each side half the host's threads, as 2 workers
+    a = sweep(args, extra, ",".join(repr(x) for x in lrs), args.batch, work / "batched", "0" if gpus else None, threads)
     if gpus < 2:
         a.wait()
     t1 = time.perf_counter()
-    b = sweep(args, extra, single_lrs, 1, work / "single", ("1" if gpus > 1 else "0") if gpus else None)
+    b = sweep(args, extra, single_lrs, 1, work / "single", ("1" if gpus > 1 else "0") if gpus else None, threads)
     ends, running = {}, {"batched": (a, t0), "single": (b, t1)}
     while running:  # each side's wall time ends when its own process does
         for name, (proc, start) in list(running.items()):
@@ -202,7 +195,7 @@ def main() -> None:
         "benchmark": "sweep_e2e",
         "provenance": io.provenance(),
         "config": vars(args) | {"out": str(args.out), "work": str(work)},
-        "threads_per_side": thread_env(2) if gpus > 1 else None,  # (where the user set none: see sweep())
+        "threads_per_side": threads or None,  # (the variables the user set none of)
         "gpus": gpus,
         "side_by_side": gpus > 1,
         "batched": {
