@@ -112,6 +112,21 @@ def step_times(log: Path, eval_every: int) -> dict:
     return {"median_step_seconds": statistics.median(diffs), "steps_timed": len(diffs), "first_step_elapsed": at.get(0)}
 
 
+def _time_autotuning() -> None:
+    """Triton's autotuner benchmarking its configs (``Autotuner._bench``, one call per config and key): inside the
+    first training step, part of what the compile costs. Counted under the phase ``autotune_bench``."""
+    try:
+        from triton.runtime.autotuner import Autotuner
+    except ImportError:  # (a CPU-only install)
+        return
+    if hasattr(Autotuner, "_bench"):
+        timed(
+            Autotuner,
+            "_bench",
+            lambda self, *a, **k: "autotune_bench." + getattr(getattr(self, "base_fn", None), "__name__", "kernel"),
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m")
@@ -261,6 +276,7 @@ def main() -> None:
     if args.profile:
         profiled(args.profile, args.profile_from, args.profile_steps)
     timed(train, "save_checkpoint")
+    _time_autotuning()
     with tempfile.TemporaryDirectory() as work:
         _sync()
         t = time.perf_counter()
