@@ -207,6 +207,13 @@ def main() -> None:
         help="torch.compiler.cudagraph_mark_step_begin() before each training micro-batch (the candidate torch "
         "suggests in its warning 'Unable to hit fast path of CUDAGraphs because of pending, uninvoked backwards')",
     )
+    ap.add_argument(
+        "--autotune-store",
+        choices=("on", "off"),
+        default="on",
+        help="'off': the Triton kernels tune in this process whatever the machine's store holds "
+        "(lorainit.autotune_store), the baseline",
+    )
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     multi_run.lora_path(args.lora_path)
@@ -218,6 +225,11 @@ def main() -> None:
             return lambda batch: (torch.compiler.cudagraph_mark_step_begin(), upload(batch))[1]
 
         finetune_train.Uploader = marking
+    if args.autotune_store == "off":
+        from lorainit import dual_kernels
+
+        for kernel in (dual_kernels._tma_kernel, dual_kernels._pointer_kernel):
+            kernel.cache_results = False  # (Triton then never asks the store)
     if args.eval_compiled:
         speed.eager = contextlib.nullcontext
     if args.readback == "wait":

@@ -1,13 +1,17 @@
 r"""The Triton kernels of ``lorainit.dual`` (Y_b = P_b Q + U_b V_b + C_b + bias per batch; with HAS_E, U_b = P_b E_b^T
 computed in the same tiles, ``dual.chain``) and their autotuner configs: ``_tma_kernel`` through tensor descriptors
-(Hopper), ``_pointer_kernel`` through pointers with masks. ``lorainit.dual`` checks operands and launches them."""
+(Hopper), ``_pointer_kernel`` through pointers with masks. ``lorainit.dual`` checks operands and launches them. Each
+kernel's tuning results are kept per machine (``lorainit.autotune_store``): a shape is tuned once, not per process."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import triton
 import triton.language as tl
+
+from . import autotune_store
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -188,3 +192,7 @@ def _tma_kernel(
 
 TALLEST = max(c.kwargs["BLOCK_M"] for c in _tma_configs())
 """The rows a batch must be a multiple of for ``_tma_kernel`` (its tallest tile)."""
+
+
+for _kernel in (_pointer_kernel, _tma_kernel):  # each tuned once per machine, not once per process
+    autotune_store.keep(_kernel, Path(__file__).read_text())
