@@ -91,6 +91,16 @@ def test_a_damaged_or_foreign_record_is_tuned_again_and_replaced(tmp_path, text)
     assert calls == [key] and json.loads(stored.read_text())["config"] == 1
 
 
+def test_a_store_that_cannot_be_written_keeps_this_processs_result_and_warns(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")  # (a folder path under a file: every write fails)
+    tuner, key = _tuner(), (1024, "torch.bfloat16")
+    bench, calls = _bench(tuner, key, winner=1)
+    with pytest.warns(UserWarning, match="tunes this shape again"):
+        assert autotune_store.lookup(tuner, key, tuner.configs, bench, "src", blocker / "autotune") is False
+    assert calls == [key] and tuner.cache[key] is tuner.configs[1]
+
+
 @hooked
 def test_keep_routes_tritons_disk_cache_hook_to_the_store(tmp_path, monkeypatch):
     monkeypatch.setenv("LORAINIT_CACHE", str(tmp_path))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 
 from . import assets, io
@@ -56,16 +57,17 @@ def lookup(tuner, key: tuple, configs: list, bench, source_digest: str, folder: 
     bench()
     index = next(i for i, c in enumerate(configs) if c is tuner.cache[key])
     timings = getattr(tuner, "configs_timings", {}) or {}
-    io.write_json(
-        path,
-        {
-            "kernel": _name(tuner),
-            "key": [str(k) for k in key],
-            "config": index,
-            "chosen": str(configs[index]),
-            "timings_ms": [timings.get(c) for c in configs],
-        },
-    )
+    record = {
+        "kernel": _name(tuner),
+        "key": [str(k) for k in key],
+        "config": index,
+        "chosen": str(configs[index]),
+        "timings_ms": [timings.get(c) for c in configs],
+    }
+    try:
+        io.write_json(path, record)
+    except OSError as e:  # (a read-only or full cache: this process keeps its result, the next one tunes again)
+        warnings.warn(f"lorainit: Triton tuning results not kept ({e}); the next process tunes this shape again")
     return False
 
 
