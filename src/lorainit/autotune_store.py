@@ -7,9 +7,10 @@ a ``pre_hook`` (``dual_kernels._blocks`` gives each tensor descriptor the config
 serialize, so for them it benchmarks every time. This store keeps the winner's *index* in the kernel's own config
 list, so the config launched is the very object, pre_hook included, that tuning would have picked.
 
-Measured on an H200 (bench/results/batch_phases_smollm2_wiki_k*_first_*_h200.json, 20 compiled steps of SmolLM2
-wiki): the descriptor kernel's tuning took 12.1-12.7 s of a warm process's first step (99 benchmarks: 9 product
-shapes x 11 configs), 43-45 s in a machine's first process (Triton compiling each config too).
+Measured on an H200 (bench/results/batch_phases_smollm2_wiki_k*_{first,ab}_*_h200.json, 20 compiled steps of
+SmolLM2 wiki): the descriptor kernel's tuning took 12.1-23.1 s of a warm process's first step (99 benchmarks: 9
+product shapes x 11 configs), 43-47 s in a machine's first process (Triton compiling each config too); with the
+store an 8-run first step took 7.5 and 9.7 s against 33.9 and 21.7 s without, in alternating order.
 
 A result is keyed by sha256 of (Triton's version, the device's name and compute capability, the source of
 ``dual_kernels`` (kernels and configs), the kernel's name, Triton's tuning key (the shape arguments and dtypes), the
