@@ -212,12 +212,28 @@ CLI = [
 LM_ARGS = ["--task", "wiki", "--targets", "q_proj,v_proj"]  # (on the tiny Llama: the test adds its --model)
 
 
+_ONE_PROCESS: dict[tuple, Path] = {}
+
+
+def _one_process(args: list, tmp_path_factory) -> Path:
+    """The one-process run of ``args``, once per session: the lm cases with and without --batch-per-process compare
+    against the same command."""
+    if tuple(args) not in _ONE_PROCESS:
+        out = tmp_path_factory.mktemp("one")
+        one = cli(args, out, OMP_NUM_THREADS="1")
+        assert one.returncode == 0, one.stderr[-2000:]
+        _ONE_PROCESS[tuple(args)] = out
+    return _ONE_PROCESS[tuple(args)]
+
+
 @pytest.mark.parametrize(
     "model_args, per_process",
     [(LM_ARGS, False), (["--model", "minilm-l6", "--task", "nli", "--init", "lora_ga"], False), (LM_ARGS, True)],
     ids=["lm", "encoder", "lm-batch-per-process"],
 )
-def test_two_process_ddp_matches_one_process_on_the_same_global_batch(model_args, per_process, tiny_folders, tmp_path):
+def test_two_process_ddp_matches_one_process_on_the_same_global_batch(
+    model_args, per_process, tiny_folders, tmp_path, tmp_path_factory
+):
     """torchrun, 2 CPU processes, gloo: each trains half of every global batch (or, with --batch-per-process, a
     batch of --batch-size of its own); the averaged loss and the final adapter (and a fresh classifier head, drawn
     from the seed on both processes) equal a one-process run's on the same global batch. The gradients are averaged
@@ -225,8 +241,7 @@ def test_two_process_ddp_matches_one_process_on_the_same_global_batch(model_args
     if "--model" not in model_args:
         model_args = ["--model", str(tiny_folders / "llama"), *model_args]
     args = ["finetune", *model_args, *CLI]
-    one = cli(args, tmp_path / "one", OMP_NUM_THREADS="1")
-    assert one.returncode == 0, one.stderr[-2000:]
+    one_dir = _one_process(args, tmp_path_factory)
     two_args = (
         [*args, "--batch-size", "2", "--batch-per-process"] if per_process else args
     )  # 2 x 2 = the 4 of one process
@@ -234,11 +249,7 @@ def test_two_process_ddp_matches_one_process_on_the_same_global_batch(model_args
     two = cli(two_args, tmp_path / "two", head=torchrun, OMP_NUM_THREADS="1")
     assert two.returncode == 0, two.stderr[-2000:]
     assert "destroy_process_group" not in two.stderr and "Guessing device" not in two.stderr
-    la = [
-        json.loads(line)["loss"]
-        for line in (tmp_path / "one" / "log.jsonl").read_text().splitlines()
-        if '"loss"' in line
-    ]
+    la = [json.loads(line)["loss"] for line in (one_dir / "log.jsonl").read_text().splitlines() if '"loss"' in line]
     lb = [
         json.loads(line)["loss"]
         for line in (tmp_path / "two" / "log.jsonl").read_text().splitlines()
@@ -246,7 +257,7 @@ def test_two_process_ddp_matches_one_process_on_the_same_global_batch(model_args
     ]
     assert len(la) == len(lb) == 3
     assert lb == pytest.approx(la, rel=1e-5)
-    a = load_file(tmp_path / "one" / "adapter" / "adapter_model.safetensors")
+    a = load_file(one_dir / "adapter" / "adapter_model.safetensors")
     b = load_file(tmp_path / "two" / "adapter" / "adapter_model.safetensors")
     assert a.keys() == b.keys()
     # atol 1e-5 is 1% of one step's AdamW update at --lr 1e-3: Adam's division by sqrt(v) turns the fp32 summation
