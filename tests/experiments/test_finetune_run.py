@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -436,9 +437,11 @@ def test_full_finetune_trains_resumes_bitwise_after_sigkill_and_its_folder_reloa
     from safetensors.torch import load_file
 
     args = [*FULL_ARGS, "--model", str(tiny_folders / kind), "--task", task]
-    whole = cli(args, tmp_path / "a")
+    with ThreadPoolExecutor(1) as pool:  # the uninterrupted run beside the killed one (one thread each, two cores)
+        whole = pool.submit(cli, args, tmp_path / "a")
+        killed = cli(args, tmp_path / "b", head=("-c", KILL_AFTER_CHECKPOINT_4))
+        whole = whole.result()
     assert whole.returncode == 0, whole.stderr[-2000:]
-    killed = cli(args, tmp_path / "b", head=("-c", KILL_AFTER_CHECKPOINT_4))
     assert killed.returncode == -signal.SIGKILL and (tmp_path / "b" / "checkpoint" / "state.safetensors").exists()
     assert not (tmp_path / "b" / "model").exists()
     again = cli(args, tmp_path / "b")
