@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from lorainit import devices
+from lorainit import devices, io
 
 
 def test_a_device_by_name_and_a_clear_error_for_cuda_without_a_gpu(monkeypatch):
@@ -27,7 +27,7 @@ def test_outside_torchrun_join_is_one_process_on_the_given_device(monkeypatch):
 def test_torchruns_one_thread_per_process_becomes_cores_per_process_and_other_settings_stay(monkeypatch):
     before = torch.get_num_threads()
     try:
-        monkeypatch.setattr(os, "cpu_count", lambda: 8)
+        monkeypatch.setattr(io, "cores", lambda: 8)
         monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
         monkeypatch.setenv("OMP_NUM_THREADS", "1")
         devices.share_threads(2)

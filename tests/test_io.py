@@ -109,3 +109,16 @@ def test_source_digest_follows_every_py_files_path_and_bytes_only(tmp_path):
     (tmp_path / "sub" / "b.py").write_text("y = 3\n")
     assert io.source_digest(tmp_path) != want
     assert len(io.provenance()["source"]) == 16
+
+
+def test_cores_are_this_processs_affinity_or_the_cpu_count_where_there_is_none(monkeypatch):
+    import os
+
+    assert io.cores() == len(os.sched_getaffinity(0))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3})  # (a container's two cores on a bigger host)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert io.cores() == 2
+    monkeypatch.delattr(os, "sched_getaffinity")  # (macOS)
+    assert io.cores() == 64
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert io.cores() == 1

@@ -8,6 +8,8 @@ import os
 
 import torch
 
+from . import io
+
 
 def resolve_device(name: str) -> torch.device:
     """'auto' is the GPU where one is visible, else the CPU; asking for CUDA without a GPU is a clear error."""
@@ -40,7 +42,7 @@ def share_threads(world: int) -> None:
     """A process left at torchrun's OMP_NUM_THREADS=1 gets cores / processes on this host (its CPU work slowed the
     2-process runs: bench/results/ddp_threads_h200x2.json); any other setting is kept."""
     if os.environ.get("OMP_NUM_THREADS") == "1":
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
+        torch.set_num_threads(max(1, io.cores() // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
 
 
 def join(device: torch.device) -> tuple[int, int, torch.device]:

@@ -136,6 +136,15 @@ def claim_folder(out: Path, wanted: dict, *, overwrite: bool, stale: list[str], 
     write_json(cfg_path, wanted)
 
 
+def cores() -> int:
+    """The CPU cores this process may run on: its affinity (a container's or ``taskset``'s cores, not the host's),
+    ``os.cpu_count()`` where the platform has no affinity call. What a process's share of threads divides."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # (macOS, Windows)
+        return os.cpu_count() or 1
+
+
 def _host_cpu() -> str:
     """The host's processor model and core count (launch-bound GPU paths depend on it)."""
     try:

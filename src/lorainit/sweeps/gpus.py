@@ -24,6 +24,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from .. import io
+
 
 def visible() -> list[str]:
     """The GPU ids this process may use: ``CUDA_VISIBLE_DEVICES`` where set, else every GPU torch sees."""
@@ -155,7 +157,7 @@ def thread_env(workers: int, environ=None, cpus: int | None = None) -> dict[str,
     worker would size its pools to the whole host (torch's default), N of them on N times the cores, as torchrun
     avoids by setting OMP_NUM_THREADS for its processes."""
     environ = os.environ if environ is None else environ
-    cpus = len(os.sched_getaffinity(0)) if cpus is None else cpus
+    cpus = io.cores() if cpus is None else cpus
     share = str(max(1, cpus // max(1, workers)))
     return {v: share for v in THREAD_VARS if v not in environ}
 
