@@ -137,8 +137,8 @@ def claim_folder(out: Path, wanted: dict, *, overwrite: bool, stale: list[str], 
 
 
 def cores() -> int:
-    """The CPU cores this process may run on: its affinity (a container's or ``taskset``'s cores, not the host's),
-    ``os.cpu_count()`` where the platform has no affinity call. What a process's share of threads divides."""
+    """The CPU cores this process may run on: its affinity (the cores ``taskset`` or a container's cpuset allow; a CPU
+    quota is not seen), ``os.cpu_count()`` where the platform has no affinity call. What a thread share divides."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # (macOS, Windows)
