@@ -228,7 +228,7 @@ def main() -> None:
     if args.autotune_store == "off":
         from lorainit import dual_kernels
 
-        for kernel in (dual_kernels._tma_kernel, dual_kernels._pointer_kernel):
+        for kernel in dual_kernels.TUNED:
             kernel.cache_results = False  # (Triton then never asks the store)
     if args.eval_compiled:
         speed.eager = contextlib.nullcontext

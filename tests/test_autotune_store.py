@@ -129,6 +129,8 @@ def test_keep_leaves_a_triton_without_the_hook_as_it_is():
 def test_dual_kernels_keep_their_results():
     from lorainit import dual_kernels
 
-    for kernel in (dual_kernels._tma_kernel, dual_kernels._pointer_kernel):
+    assert len(dual_kernels.TUNED) == 2
+    assert dual_kernels._tma_kernel in dual_kernels.TUNED and dual_kernels._pointer_kernel in dual_kernels.TUNED
+    for kernel in dual_kernels.TUNED:
         assert kernel.cache_results is True
         assert kernel.check_disk_cache.__code__ is not type(kernel).check_disk_cache.__code__

@@ -194,5 +194,8 @@ TALLEST = max(c.kwargs["BLOCK_M"] for c in _tma_configs())
 """The rows a batch must be a multiple of for ``_tma_kernel`` (its tallest tile)."""
 
 
-for _kernel in (_pointer_kernel, _tma_kernel):  # each tuned once per machine, not once per process
-    autotune_store.keep(_kernel, Path(__file__).read_text())
+TUNED = (_pointer_kernel, _tma_kernel)
+"""The autotuned kernels, each tuned once per machine, not once per process (``lorainit.autotune_store``)."""
+_SOURCE = Path(__file__).read_text()  # (what their results depend on besides the shapes)
+for _kernel in TUNED:
+    autotune_store.keep(_kernel, _SOURCE)
